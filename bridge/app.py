@@ -1,0 +1,108 @@
+"""Composition root of the bridge process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import aiomqtt
+
+from mqchat import lifecycle, topics
+from mqchat.config import Settings
+from mqchat.errors import InvalidTopic
+from mqchat.ids import Snowflake
+from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+from bridge.pipeline import Inbound, Pipeline
+from bridge.sequencer import Sequencer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_USER = "svc-bridge"
+
+
+class MqttPublisher:
+    """:class:`bridge.pipeline.Publisher` over an aiomqtt client.
+
+    All publishes of a call are handed to paho in order before any PUBACK is awaited, so they are
+    pipelined on the wire and keep their order (MQTT keeps per-topic order from one publisher).
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if items:
+            await asyncio.gather(*(self._client.publish(t, p, qos=1) for t, p in items))
+
+
+def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
+    try:
+        parsed = topics.parse(topic)
+    except InvalidTopic:
+        return None
+    if not isinstance(parsed, topics.Send):
+        return None
+    return Inbound(parsed.user, parsed.device, parsed.channel, bytes(payload))
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the bridge until ``stop`` is set, then drain the sends already taken."""
+    cfg = settings.bridge
+    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
+    queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=cfg.queue_max)
+    async with AsyncExitStack() as stack:
+        store = await SqliteMessageStore(settings.messages_db).open()
+        stack.push_async_callback(store.close)
+        directory = await SqliteDirectory(settings.directory_db).open()
+        stack.push_async_callback(directory.close)
+        client = aiomqtt.Client(
+            settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
+            keepalive=settings.mqtt.keepalive_s, clean_session=True, max_inflight_messages=1000,
+        )
+        await stack.enter_async_context(client)
+        pipeline = Pipeline(store, directory, Sequencer(Snowflake(cfg.worker_id)), MqttPublisher(client))
+        await client.subscribe(topics.SEND_FILTER, qos=1)
+        logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
+
+        async def consume() -> None:
+            async for message in client.messages:
+                item = parse_inbound(message.topic.value, message.payload)  # type: ignore[arg-type]
+                if item is None:
+                    logger.warning("ignoring message on unexpected topic %s", message.topic.value)
+                    continue
+                await queue.put(item)
+
+        async def sequence() -> None:
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < cfg.batch_max and not queue.empty():
+                    batch.append(queue.get_nowait())
+                try:
+                    stats = await pipeline.process(batch)
+                except aiomqtt.MqttError:
+                    logger.exception("lost the broker while publishing a batch; senders will retry")
+                    raise
+                if stats.rejected:
+                    logger.info("batch: %d accepted, %d duplicates, rejected %s",
+                                stats.accepted, stats.duplicates, stats.rejected)
+
+        async with asyncio.TaskGroup() as tg:
+            consumer = tg.create_task(consume(), name="bridge.consume")
+            sequencer = tg.create_task(sequence(), name="bridge.sequence")
+            stopper = tg.create_task(stop.wait(), name="bridge.stop")
+            await asyncio.wait([consumer, sequencer, stopper], return_when=asyncio.FIRST_COMPLETED)
+            # Stop taking work, then let the sequencer finish what it already took.
+            consumer.cancel()
+            with contextlib.suppress(Exception):
+                await client.unsubscribe(topics.SEND_FILTER, timeout=2)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + cfg.drain_timeout_s
+            while not queue.empty() and loop.time() < deadline and not sequencer.done():
+                await asyncio.sleep(0.05)
+            left = queue.qsize()
+            sequencer.cancel()
+            stopper.cancel()
+            logger.info("bridge stopped; %d queued sends left undrained (their senders will retry)", left)

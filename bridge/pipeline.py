@@ -1,0 +1,164 @@
+"""One batch of sends through the bridge: validate, authorize, dedup, order, persist, publish, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mqchat import schema, topics
+from mqchat.errors import SchemaError, StorageError, StorageUnavailable
+from mqchat.storage.base import Directory, MessageStore
+from bridge.sequencer import Draft, Plan, Sequencer
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Publish ``(topic, payload)`` pairs at QoS 1, on the wire in the order given."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A send as it came off the broker: ids from the topic, payload untouched."""
+
+    user: str
+    device: str
+    channel: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class BatchStats:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+#: Error codes the bridge itself adds to those of :mod:`mqchat.schema`.
+NOT_MEMBER = "not_member"
+UNAVAILABLE = "unavailable"
+
+
+def _error_ack(cmid: str | None, channel: str, code: str, message: str) -> bytes:
+    return schema.encode(schema.Ack(cmid=cmid, channel=channel, ok=False,
+                                    error=schema.ErrorBody(code=code, message=message)))
+
+
+class Pipeline:
+    """Processes batches of :class:`Inbound` sends. One instance per bridge; not re-entrant.
+
+    Args:
+        store: where messages become durable.
+        directory: membership source.
+        sequencer: order and idempotency state.
+        publisher: the MQTT side.
+        clock_ms: wall clock in milliseconds.
+        write_deadline_s: how long to keep retrying a temporarily failing store before giving the
+            batch back to the senders with a retryable error.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        directory: Directory,
+        sequencer: Sequencer,
+        publisher: Publisher,
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        write_deadline_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._seq = sequencer
+        self._publisher = publisher
+        self._clock_ms = clock_ms
+        self._write_deadline_s = write_deadline_s
+
+    async def process(self, batch: Sequence[Inbound]) -> BatchStats:
+        stats = BatchStats()
+        replies: list[tuple[str, bytes]] = []  # acks, in arrival order
+
+        def reject(item: Inbound, cmid: str | None, code: str, message: str) -> None:
+            stats.rejected[code] = stats.rejected.get(code, 0) + 1
+            replies.append((topics.ack(item.user, item.device), _error_ack(cmid, item.channel, code, message)))
+
+        # 1. decode (pure)
+        drafts: list[tuple[Inbound, Draft]] = []
+        for item in batch:
+            try:
+                req = schema.decode_send(item.payload)
+            except SchemaError as exc:
+                reject(item, schema.salvage_cmid(item.payload), exc.code, exc.message)
+                continue
+            drafts.append((item, Draft(item.user, item.device, item.channel, req.cmid, req.kind, req.body)))
+
+        # 2. membership, one round trip for the batch
+        if drafts:
+            members = await self._directory.memberships({(d.channel, d.user) for _, d in drafts})
+            allowed = []
+            for item, d in drafts:
+                if (d.channel, d.user) in members:
+                    allowed.append((item, d))
+                else:
+                    reject(item, d.cmid, NOT_MEMBER, "you are not a member of this channel")
+            drafts = allowed
+
+        stream: list[tuple[str, bytes]] = []
+        if drafts:
+            plan_items = [d for _, d in drafts]
+            try:
+                plan = await self._order_and_persist(plan_items)
+            except StorageError as exc:
+                logger.error("batch of %d sends not persisted: %s", len(plan_items), exc)
+                for item, d in drafts:
+                    reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
+            else:
+                for o in plan.outcomes:
+                    m = o.message
+                    if o.new:
+                        stats.accepted += 1
+                        stream.append((topics.stream(m.channel), schema.encode(m.to_wire())))
+                    else:
+                        stats.duplicates += 1
+                    ack = schema.Ack(cmid=m.cmid, channel=m.channel, ok=True, id=str(m.id), seq=m.seq, epoch=m.epoch)
+                    replies.append((topics.ack(o.draft.user, o.draft.device), schema.encode(ack)))
+
+        # 3. publish the stream first (persist → publish → ack), then every ack
+        await self._publisher.publish(stream + replies)
+        return stats
+
+    async def _order_and_persist(self, drafts: list[Draft]) -> Plan:
+        missing = self._seq.unknown_channels(d.channel for d in drafts)
+        if missing:
+            self._seq.load(await self._store.positions(missing))
+        lookup = [d.key for d in drafts if self._seq.recent(d.key) is None]
+        stored = await self._store.find_cmids(lookup) if lookup else {}
+        plan = self._seq.plan(drafts, stored, self._clock_ms())
+        new = plan.new_messages
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._write_deadline_s
+        delay = 0.05
+        while True:
+            try:
+                await self._store.append(new)
+                break
+            except StorageUnavailable as exc:
+                if loop.time() + delay > deadline:
+                    self._seq.forget(plan.positions)
+                    raise
+                logger.warning("store unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except StorageError:
+                # The store refused the order we proposed (e.g. another writer moved the channel):
+                # our positions are stale. Reload them on the next batch.
+                self._seq.forget(plan.positions)
+                raise
+        self._seq.apply(plan)
+        return plan

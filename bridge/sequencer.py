@@ -1,0 +1,123 @@
+"""Per-channel order and idempotency. Pure: no I/O, the clock is passed in.
+
+The sequencer holds each channel's position (epoch, last seq) and a bounded cache of recent
+``(channel, sender, cmid)`` results. :meth:`Sequencer.plan` turns a batch of validated sends into
+new messages (next seqs, Snowflake ids) and duplicates (the original message), without changing
+state; :meth:`Sequencer.apply` records the plan once the store has made it durable, and
+:meth:`Sequencer.forget` drops channels whose position is no longer trusted (a failed write), so
+they are reloaded from the store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from mqchat.ids import Snowflake
+from mqchat.storage.base import CmidKey, Position, StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated send: sender and channel from the topic, the rest from the payload."""
+
+    user: str
+    device: str
+    channel: str
+    cmid: str
+    kind: str
+    body: str
+
+    @property
+    def key(self) -> CmidKey:
+        return (self.channel, self.user, self.cmid)
+
+
+@dataclass(frozen=True, slots=True)
+class Ordered:
+    """The outcome of one draft: its message, and whether this send created it."""
+
+    draft: Draft
+    message: StoredMessage
+    new: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    outcomes: list[Ordered] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+
+    @property
+    def new_messages(self) -> list[StoredMessage]:
+        return [o.message for o in self.outcomes if o.new]
+
+
+class Sequencer:
+    """Order state for the channels one bridge owns.
+
+    Args:
+        snowflake: id generator (its worker id must be unique among bridges).
+        recent_max: how many recent idempotency results to keep in memory; older ones are looked
+            up in the store.
+    """
+
+    def __init__(self, snowflake: Snowflake, *, recent_max: int = 100_000) -> None:
+        self._snowflake = snowflake
+        self._positions: dict[str, Position] = {}
+        self._recent: OrderedDict[CmidKey, StoredMessage] = OrderedDict()
+        self._recent_max = recent_max
+
+    def unknown_channels(self, channels: Iterable[str]) -> set[str]:
+        return {c for c in channels if c not in self._positions}
+
+    def load(self, positions: Mapping[str, Position]) -> None:
+        self._positions.update(positions)
+
+    def forget(self, channels: Iterable[str]) -> None:
+        for c in channels:
+            self._positions.pop(c, None)
+
+    def recent(self, key: CmidKey) -> StoredMessage | None:
+        return self._recent.get(key)
+
+    def position(self, channel: str) -> Position | None:
+        return self._positions.get(channel)
+
+    def plan(self, drafts: Iterable[Draft], stored: Mapping[CmidKey, StoredMessage], now_ms: int) -> Plan:
+        """Order ``drafts`` after the known positions.
+
+        Args:
+            drafts: validated sends, in arrival order; their channels must have been loaded.
+            stored: idempotency results found in the store for keys not in the recent cache.
+            now_ms: wall clock for ``ts`` and the Snowflake ids.
+        """
+        plan = Plan()
+        batch: dict[CmidKey, StoredMessage] = {}
+        for d in drafts:
+            earlier = batch.get(d.key) or self._recent.get(d.key) or stored.get(d.key)
+            if earlier is not None:
+                plan.outcomes.append(Ordered(d, earlier, new=False))
+                continue
+            pos = plan.positions.get(d.channel) or self._positions[d.channel]
+            pos = Position(pos.epoch, pos.last_seq + 1)
+            plan.positions[d.channel] = pos
+            msg = StoredMessage(
+                id=self._snowflake.next_id(now_ms), channel=d.channel, seq=pos.last_seq, epoch=pos.epoch,
+                sender=d.user, device=d.device, cmid=d.cmid, ts=now_ms, kind=d.kind, body=d.body,
+            )
+            batch[d.key] = msg
+            plan.outcomes.append(Ordered(d, msg, new=True))
+        return plan
+
+    def apply(self, plan: Plan) -> None:
+        """Record a plan whose new messages are durable."""
+        self._positions.update(plan.positions)
+        for o in plan.outcomes:
+            self._remember(o.draft.key, o.message)
+
+    def _remember(self, key: CmidKey, msg: StoredMessage) -> None:
+        self._recent[key] = msg
+        self._recent.move_to_end(key)
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)

@@ -1,0 +1,189 @@
+"""JWT issue and verification, and the identity rule for MQTT connections.
+
+Tokens carry ``sub`` (user id), ``dev`` (device id), ``role`` (``device`` or ``service``), ``aud``,
+``iss``, ``iat``, ``nbf`` and ``exp``. Dev deployments sign with HS256; an external issuer signs with
+RS256 or ES256 and mqchat only verifies with its public key.
+
+Verification is pure: the caller passes ``now`` (seconds since the epoch), so expiry and
+not-before are checked against a clock the tests control. pyjwt checks the signature, audience and
+issuer; time claims are checked here with the configured leeway.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+
+from mqchat.config import AuthSettings, Settings
+from mqchat.errors import AuthError, ConfigError, InvalidId
+from mqchat.ids import check_id
+
+Role = Literal["device", "service"]
+SECRET_FILE = "jwt-secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is on the other end of a connection or request."""
+
+    user_id: str
+    device_id: str
+    role: Role
+    expires_at: int
+
+    @property
+    def client_id(self) -> str:
+        """The only MQTT client id this principal may connect with."""
+        return client_id(self.user_id, self.device_id)
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == "service"
+
+
+def client_id(user_id: str, device_id: str) -> str:
+    return f"{user_id}:{device_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Keys resolved from :class:`AuthSettings`: what signs (maybe nothing) and what verifies."""
+
+    signing_key: str | None
+    verify_key: str
+    algorithms: tuple[str, ...]
+    audience: str
+    issuer: str
+    ttl_s: int
+    leeway_s: int
+
+    @property
+    def can_issue(self) -> bool:
+        return self.signing_key is not None
+
+
+def load_keys(settings: Settings, *, create: bool = False) -> KeySet:
+    """Resolve the keys: configured secret, external public key, or the dev secret file.
+
+    Args:
+        settings: the process settings.
+        create: make ``<data_dir>/jwt-secret`` when no key is configured and the file is missing.
+
+    Raises:
+        ConfigError: no usable key.
+    """
+    auth: AuthSettings = settings.auth
+    if auth.public_key_file is not None:
+        try:
+            public = auth.public_key_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"auth.public_key_file: cannot read {auth.public_key_file}: {exc}") from None
+        return KeySet(None, public, auth.algorithms, auth.audience, auth.issuer, auth.token_ttl_s, auth.leeway_s)
+    if auth.secret is not None:
+        secret = auth.secret.get_secret_value()
+    else:
+        secret = _dev_secret(settings.data_dir / SECRET_FILE, create=create)
+    return KeySet(secret, secret, ("HS256",), auth.audience, auth.issuer, auth.token_ttl_s, auth.leeway_s)
+
+
+def _dev_secret(path: Path, *, create: bool) -> str:
+    if path.is_file():
+        return path.read_text().strip()
+    if not create:
+        raise ConfigError(
+            f"no JWT key: set MQCHAT_AUTH__SECRET, or auth.public_key_file, or create {path} "
+            "(`mqchat up` does so on first start)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = path.open("x", encoding="ascii")  # fails if another process won the race
+    with fd:
+        path.chmod(0o600)
+        fd.write(secret + "\n")
+    return secret
+
+
+def issue(keys: KeySet, *, user_id: str, device_id: str, now: int, role: Role = "device",
+          ttl_s: int | None = None) -> str:
+    """Sign a token for ``user_id`` on ``device_id``.
+
+    Raises:
+        ConfigError: this deployment only verifies tokens (external issuer).
+        InvalidId: an id does not follow the id grammar.
+    """
+    if keys.signing_key is None:
+        raise ConfigError("this deployment verifies tokens from an external issuer; it cannot issue them")
+    claims: dict[str, Any] = {
+        "sub": check_id("user", user_id),
+        "dev": check_id("device", device_id),
+        "role": role,
+        "aud": keys.audience,
+        "iss": keys.issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + (ttl_s if ttl_s is not None else keys.ttl_s),
+    }
+    return jwt.encode(claims, keys.signing_key, algorithm="HS256")
+
+
+def verify(keys: KeySet, token: str, *, now: int) -> Principal:
+    """Check a token's signature, audience, issuer and time claims.
+
+    Raises:
+        AuthError: ``reason`` is one of ``malformed``, ``bad_signature``, ``bad_audience``,
+            ``bad_issuer``, ``expired``, ``not_yet_valid``, ``bad_claims``.
+    """
+    if not token or len(token) > 8192:
+        raise AuthError("malformed", "missing or oversized token")
+    try:
+        claims = jwt.decode(
+            token,
+            keys.verify_key,
+            algorithms=list(keys.algorithms),
+            audience=keys.audience,
+            issuer=keys.issuer,
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                     "require": ["sub", "dev", "exp", "aud", "iss"]},
+        )
+    except jwt.InvalidAudienceError:
+        raise AuthError("bad_audience", "token audience does not match") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError("bad_issuer", "token issuer does not match") from None
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+        raise AuthError("bad_signature", "token signature or algorithm is not accepted") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError("bad_claims", str(exc)) from None
+    except jwt.PyJWTError as exc:
+        raise AuthError("malformed", f"token cannot be decoded: {exc}") from None
+
+    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+    if not isinstance(exp, int) or not isinstance(nbf, int):
+        raise AuthError("bad_claims", "exp and nbf must be integers")
+    if now > exp + keys.leeway_s:
+        raise AuthError("expired", "token has expired")
+    if now + keys.leeway_s < nbf:
+        raise AuthError("not_yet_valid", "token is not valid yet")
+    role = claims.get("role", "device")
+    if role not in ("device", "service"):
+        raise AuthError("bad_claims", f"unknown role {role!r}")
+    try:
+        return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp)
+    except InvalidId as exc:
+        raise AuthError("bad_claims", str(exc)) from None
+
+
+def check_connect_identity(principal: Principal, *, client_id_: str | None, username: str | None) -> None:
+    """The identity rule for MQTT CONNECT: username is the token's user and the client id is
+    ``{user}:{device}`` from the token, so no session can be taken over across users or devices.
+
+    Raises:
+        AuthError: ``reason`` is ``identity_mismatch``.
+    """
+    if username != principal.user_id:
+        raise AuthError("identity_mismatch", "username does not match the token's user")
+    if client_id_ != principal.client_id:
+        raise AuthError("identity_mismatch", "client id must be '{user_id}:{device_id}' from the token")

@@ -1,0 +1,171 @@
+"""Settings for every mqchat process: one frozen, validated tree, loaded once at the entry point.
+
+Sources, highest priority first: keyword overrides (command-line flags), environment variables
+(``MQCHAT_`` prefix, ``__`` between levels: ``MQCHAT_MQTT__PORT=1884``), a TOML file named by
+``MQCHAT_CONFIG`` or ``--config``, then the defaults below. ``mqchat config`` prints the result.
+Every field is documented in docs/configuration.md, generated from the descriptions here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mqchat.errors import ConfigError
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MqttSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address of the MQTT broker (the embedded broker binds here).")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT over TCP port.")
+    ws_port: int = Field(8083, ge=1, le=65535, description="MQTT over WebSocket port (path /mqtt).")
+    public_host: str | None = Field(
+        None, description="Host name advertised to devices at login; defaults to `host`."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive of mqchat's own service clients.")
+
+    @property
+    def advertised_host(self) -> str:
+        return self.public_host or self.host
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP API port.")
+
+
+class AuthSettings(_Section):
+    secret: SecretStr | None = Field(
+        None,
+        description="HS256 signing secret (at least 32 bytes). Unset: a random one is kept in "
+        "`<data_dir>/jwt-secret`.",
+    )
+    public_key_file: Path | None = Field(
+        None,
+        description="PEM public key of an external token issuer (RS256/ES256). When set, tokens "
+        "are verified with it and this server does not issue device tokens.",
+    )
+    algorithms: tuple[Literal["HS256", "RS256", "ES256"], ...] = Field(
+        ("HS256",), min_length=1, description="Accepted JWT algorithms."
+    )
+    audience: str = Field("mqchat", min_length=1, description="Required `aud` claim.")
+    issuer: str = Field("mqchat", min_length=1, description="Required `iss` claim.")
+    service_token: SecretStr | None = Field(
+        None,
+        description="Token mqchat's own processes (bridge, API) connect with when this deployment "
+        "cannot sign (external issuer). Must carry `role: service`.",
+    )
+    token_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Lifetime of issued device tokens.")
+    leeway_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthSettings:
+        if self.secret is not None and len(self.secret.get_secret_value().encode()) < 32:
+            raise ValueError("auth.secret must be at least 32 bytes")
+        asymmetric = {"RS256", "ES256"} & set(self.algorithms)
+        if asymmetric and self.public_key_file is None:
+            raise ValueError(f"auth.algorithms {sorted(asymmetric)} need auth.public_key_file")
+        return self
+
+
+class BrokerSettings(_Section):
+    membership_cache_s: float = Field(
+        1.0, ge=0, le=60, description="How long the broker caches a user's channel list for ACL checks; "
+        "membership changes take effect within this time, without a reconnect."
+    )
+    max_connections: int = Field(0, ge=0, description="Connection limit per listener (0 = none).")
+
+
+class BridgeSettings(_Section):
+    worker_id: int = Field(0, ge=0, le=1023, description="Snowflake worker id; unique per bridge.")
+    batch_max: int = Field(
+        256, ge=1, le=10_000, description="Most sends persisted in one transaction (group commit)."
+    )
+    queue_max: int = Field(
+        10_000, ge=1, description="Sends buffered before the bridge stops reading from the broker."
+    )
+    drain_timeout_s: float = Field(10.0, ge=0, description="On shutdown, time allowed to finish sends in flight.")
+
+
+class Settings(BaseSettings):
+    """Root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MQCHAT_", env_nested_delimiter="__", frozen=True, extra="forbid",
+    )
+
+    data_dir: Path = Field(Path("data"), description="Where the embedded stores and the dev secret live.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_json: bool = Field(False, description="Log one JSON object per line.")
+    mqtt: MqttSettings = MqttSettings()
+    http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
+    broker: BrokerSettings = BrokerSettings()
+    bridge: BridgeSettings = BridgeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file, when given, sits between the environment and the defaults.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @property
+    def messages_db(self) -> Path:
+        return self.data_dir / "messages.db"
+
+    @property
+    def directory_db(self) -> Path:
+        return self.data_dir / "directory.db"
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"  {where}: {err['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings from overrides, the environment and an optional TOML file.
+
+    Args:
+        config_file: a TOML file; defaults to ``$MQCHAT_CONFIG`` when set.
+        **overrides: top-level fields (sections as dicts) that win over every other source.
+
+    Raises:
+        ConfigError: a value is missing or invalid; the message names each field.
+    """
+    path = config_file or os.environ.get("MQCHAT_CONFIG")
+    toml = Path(path) if path else None
+    if toml is not None and not toml.is_file():
+        raise ConfigError(f"config file {toml} does not exist")
+
+    class _Loaded(Settings):
+        model_config = SettingsConfigDict(toml_file=toml)
+
+    try:
+        loaded = _Loaded(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return Settings.model_construct(**dict(loaded))

@@ -1,0 +1,70 @@
+"""Process lifecycle: signals, graceful shutdown and the service identity of mqchat processes.
+
+Every ``__main__`` runs its composition root through :func:`run`. The root receives a ``stop``
+event; SIGTERM or SIGINT sets it, and the root drains in-flight work before returning. A second
+signal cancels the root outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from mqchat import auth
+from mqchat.config import Settings
+from mqchat.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` until it returns; SIGTERM/SIGINT set ``stop``, a second one cancels."""
+
+    async def root() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                task.cancel()
+            else:
+                logger.info("%s: shutting down gracefully", signal.Signals(signum).name)
+                stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await main(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        asyncio.run(root())
+    except asyncio.CancelledError:
+        pass
+
+
+def service_credentials(settings: Settings, service: str, instance: str) -> tuple[str, str, str]:
+    """``(client_id, username, password)`` for one of mqchat's own processes on the broker.
+
+    Raises:
+        ConfigError: no way to authenticate (no signing key and no ``auth.service_token``).
+    """
+    if settings.auth.service_token is not None:
+        token = settings.auth.service_token.get_secret_value()
+        principal = auth.verify(auth.load_keys(settings), token, now=int(time.time()))
+        if not principal.is_service:
+            raise ConfigError("auth.service_token must carry role 'service'")
+        return principal.client_id, principal.user_id, token
+    keys = auth.load_keys(settings)
+    # Service tokens are re-minted at every start; a long lifetime only matters for reconnects.
+    token = auth.issue(keys, user_id=service, device_id=instance, role="service", now=int(time.time()),
+                       ttl_s=365 * 24 * 3600)
+    return auth.client_id(service, instance), service, token

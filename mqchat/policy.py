@@ -1,0 +1,117 @@
+"""Topic access policy: who may publish, subscribe to or receive what. Pure functions.
+
+:func:`authorize` answers from the principal and the topic alone. Where the answer depends on
+membership it returns a *conditional* verdict (:data:`IF_MEMBER`, :data:`IF_CONTACT`) and the
+caller resolves the condition against its membership source (the amqtt plugin uses a short-lived
+cache; the HTTP auth hooks for external brokers use the directory). So the rules live here once,
+and every broker enforces the same ones.
+
+Rules for devices (services, i.e. mqchat's own processes, are allowed everything):
+
+===========  ===============================  =============================================
+action       topic                            verdict
+===========  ===============================  =============================================
+publish      ``in/{me}/{my device}/{c}``      allow: the bridge answers non-members with an
+                                              error ack (``not_member``), never silence
+publish      ``presence/{me}/{my device}``    allow (also the last will)
+publish      ``typing/{c}/{me}``              if member of ``c``
+subscribe    ``ch/{c}``, ``typing/{c}/+``     if member of ``c``
+subscribe    ``dev/{me}/{my device}/ack``     allow
+subscribe    ``user/{me}/events``             allow
+subscribe    ``presence/{u}[/{d}]``           allow for me; otherwise if ``u`` shares a channel
+receive      same as subscribe, on each delivery, so a removed member stops receiving at once
+anything     ``$SYS/#``, ``#``, other wildcards, other users' topics      deny
+===========  ===============================  =============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from mqchat import topics
+from mqchat.auth import Principal
+from mqchat.errors import InvalidTopic
+
+
+class Action(StrEnum):
+    PUBLISH = "publish"
+    SUBSCRIBE = "subscribe"
+    RECEIVE = "receive"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: Literal["allow", "deny", "if_member", "if_contact"]
+    channel: str | None = None
+    user: str | None = None
+    reason: str = ""
+
+
+ALLOW = Verdict("allow")
+
+
+def deny(reason: str) -> Verdict:
+    return Verdict("deny", reason=reason)
+
+
+def if_member(channel: str) -> Verdict:
+    return Verdict("if_member", channel=channel)
+
+
+def if_contact(user: str) -> Verdict:
+    return Verdict("if_contact", user=user)
+
+
+def authorize(principal: Principal, action: Action, topic: str) -> Verdict:
+    """Decide whether ``principal`` may do ``action`` on ``topic`` (a filter for subscribe)."""
+    if principal.is_service:
+        return ALLOW
+    try:
+        parsed = topics.parse_filter(topic) if action is Action.SUBSCRIBE else topics.parse(topic)
+    except InvalidTopic as exc:
+        return deny(exc.reason)
+
+    me, my_device = principal.user_id, principal.device_id
+    if action is Action.PUBLISH:
+        match parsed:
+            case topics.Send(user, device, _):
+                return ALLOW if (user, device) == (me, my_device) else deny("not your send topic")
+            case topics.DevicePresence(user, device):
+                return ALLOW if (user, device) == (me, my_device) else deny("not your presence topic")
+            case topics.Typing(channel, user):
+                return if_member(channel) if user == me else deny("not your typing topic")
+        return deny("devices may not publish here")
+
+    # subscribe and receive share the rules
+    match parsed:
+        case topics.Stream(channel):
+            return if_member(channel)
+        case topics.Typing(channel, _):
+            return if_member(channel)
+        case topics.Ack(user, device):
+            return ALLOW if (user, device) == (me, my_device) else deny("another device's acks")
+        case topics.UserEvents(user):
+            return ALLOW if user == me else deny("another user's events")
+        case topics.UserPresence(user) | topics.DevicePresence(user, _):
+            return ALLOW if user == me else if_contact(user)
+    return deny("devices may not subscribe here")
+
+
+def resolve(verdict: Verdict, *, channels: frozenset[str], shares_channel: bool | None = None) -> bool:
+    """Turn a verdict into allow/deny given the user's channel set.
+
+    Args:
+        verdict: from :func:`authorize`.
+        channels: the channels the principal is a member of.
+        shares_channel: for :data:`if_contact` verdicts, whether the two users share a channel.
+    """
+    match verdict.kind:
+        case "allow":
+            return True
+        case "if_member":
+            return verdict.channel in channels
+        case "if_contact":
+            return bool(shares_channel)
+    return False

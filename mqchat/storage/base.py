@@ -1,0 +1,163 @@
+"""Storage protocols: what the bridge, broker and API need from a backend.
+
+:class:`MessageStore` keeps each channel's ordered history. The bridge is its only writer: it
+assigns ``seq`` and hands finished messages to :meth:`MessageStore.append`, which returns only once
+they are durable. The store guards the order it is given: an append whose first ``seq`` is not the
+channel's ``last_seq + 1`` in the current ``epoch`` is refused, so a bug or a stale writer can never
+leave a gap or a duplicate.
+
+:class:`Directory` keeps users, channels and memberships; the API writes it, the broker and bridge
+read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from mqchat import schema
+
+#: ``(channel, sender, cmid)``: the idempotency key of a send.
+CmidKey = tuple[str, str, str]
+ChannelKind = Literal["direct", "group"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    channel: str
+    seq: int
+    epoch: int
+    sender: str
+    device: str
+    cmid: str
+    ts: int
+    """Milliseconds since the Unix epoch, when the bridge ordered the message."""
+    kind: str
+    body: str
+
+    @property
+    def cmid_key(self) -> CmidKey:
+        return (self.channel, self.sender, self.cmid)
+
+    def to_wire(self) -> schema.ChannelMessage:
+        return schema.ChannelMessage(
+            id=str(self.id), seq=self.seq, epoch=self.epoch, channel=self.channel, sender=self.sender,
+            device=self.device, cmid=self.cmid, ts=self.ts, kind=self.kind, body=self.body,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a channel's sequence stands. A channel with no messages is at ``(1, 0)``."""
+
+    epoch: int
+    last_seq: int
+
+
+EMPTY_POSITION = Position(epoch=1, last_seq=0)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: list[StoredMessage]
+    """In ascending ``seq`` order."""
+    epoch: int
+    last_seq: int
+    has_more: bool
+    """More messages exist beyond this page in the direction asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    username: str
+    password_hash: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    channel_id: str
+    kind: ChannelKind
+    name: str | None
+    created_by: str
+    created_ms: int
+
+
+class MessageStore(Protocol):
+    async def positions(self, channels: Collection[str]) -> dict[str, Position]:
+        """Current position of each channel (``EMPTY_POSITION`` for channels with no messages)."""
+        ...
+
+    async def find_cmids(self, keys: Collection[CmidKey]) -> dict[CmidKey, StoredMessage]:
+        """The stored messages among ``keys`` (idempotency lookups)."""
+        ...
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        """Persist ``messages`` atomically; durable when this returns.
+
+        Raises:
+            StorageError: nothing was stored. ``Conflict`` when the batch does not continue each
+                channel's sequence or repeats a cmid; ``StorageUnavailable`` for temporary faults.
+        """
+        ...
+
+    async def history(
+        self, channel: str, *, before: int | None = None, after: int | None = None, limit: int = 50,
+    ) -> HistoryPage:
+        """Messages of the current epoch: the newest ``limit`` below ``before``, or the oldest
+        ``limit`` above ``after``, or the newest ``limit`` when neither is given."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Directory(Protocol):
+    async def create_user(self, username: str, password_hash: str, *, now_ms: int) -> User:
+        """Raises ``Conflict`` when the username is taken (case-insensitive)."""
+        ...
+
+    async def user_by_name(self, username: str) -> User | None: ...
+
+    async def existing_users(self, user_ids: Collection[str]) -> set[str]: ...
+
+    async def create_channel(
+        self, kind: ChannelKind, name: str | None, creator: str, members: Collection[str], *, now_ms: int,
+    ) -> tuple[Channel, bool]:
+        """Create a channel whose members are ``creator`` plus ``members``.
+
+        A direct channel between two users is unique: asking again returns the existing one with
+        ``False`` as the second item.
+        """
+        ...
+
+    async def get_channel(self, channel_id: str) -> Channel | None: ...
+
+    async def add_member(self, channel_id: str, user_id: str, *, now_ms: int) -> bool:
+        """True when the user was not a member before."""
+        ...
+
+    async def remove_member(self, channel_id: str, user_id: str) -> bool:
+        """True when the user was a member."""
+        ...
+
+    async def members(self, channel_id: str) -> list[str]: ...
+
+    async def channels_of(self, user_id: str) -> list[Channel]: ...
+
+    async def channel_ids_of(self, user_id: str) -> frozenset[str]: ...
+
+    async def memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which ``(channel_id, user_id)`` pairs are memberships (one round trip for a batch)."""
+        ...
+
+    async def shares_channel(self, a: str, b: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def direct_key(a: str, b: str) -> str:
+    """The identity of the direct channel between two users, whatever the order."""
+    return "|".join(sorted((a, b)))

@@ -1,0 +1,443 @@
+"""SQLite backends: the embedded default for one node.
+
+Each store owns one connection used from one dedicated thread, so the event loop never blocks on
+disk and SQLite sees a single writer per process. The database runs in WAL mode with
+``synchronous=FULL``: a transaction is on disk when ``COMMIT`` returns, which is what lets the bridge
+ack a send after :meth:`SqliteMessageStore.append` (one transaction per batch: group commit, not
+one fsync per message). Readers in other processes (the API's history) use their own connections
+and never block the writer.
+
+Schemas are versioned with ``PRAGMA user_version`` and migrated on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mqchat.errors import Conflict, StorageError, StorageUnavailable
+from mqchat.ids import new_random_id
+from mqchat.storage.base import (
+    EMPTY_POSITION,
+    Channel,
+    ChannelKind,
+    CmidKey,
+    Directory,
+    HistoryPage,
+    MessageStore,
+    Position,
+    StoredMessage,
+    User,
+    direct_key,
+)
+
+T = TypeVar("T")
+
+MESSAGES_SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE messages (
+        channel_id TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        id         INTEGER NOT NULL,
+        sender     TEXT NOT NULL,
+        device     TEXT NOT NULL,
+        cmid       TEXT NOT NULL,
+        ts         INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        PRIMARY KEY (channel_id, epoch, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX messages_cmid ON messages (channel_id, sender, cmid);
+    CREATE TABLE positions (
+        channel_id TEXT PRIMARY KEY,
+        epoch      INTEGER NOT NULL,
+        last_seq   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+
+DIRECTORY_SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE users (
+        user_id       TEXT PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE TABLE channels (
+        channel_id TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('direct', 'group')),
+        name       TEXT,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        direct_key TEXT UNIQUE
+    );
+    CREATE TABLE members (
+        channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+        user_id    TEXT NOT NULL,
+        joined_ms  INTEGER NOT NULL,
+        PRIMARY KEY (channel_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX members_by_user ON members (user_id, channel_id);
+    """,
+]
+
+_IN_CHUNK = 400  # stay well below SQLite's bound-parameter limit
+
+
+class _Db:
+    """One SQLite connection driven from one thread."""
+
+    def __init__(self, path: Path, migrations: list[str]) -> None:
+        self.path = path
+        self._migrations = migrations
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(self._migrations[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._conn = conn
+
+    async def open(self) -> None:
+        await self.run(lambda conn: None)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store's thread, mapping sqlite errors to ours."""
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            if self._conn is None:
+                self._open()
+            assert self._conn is not None
+            return fn(self._conn)
+
+        try:
+            return await loop.run_in_executor(self._pool, call)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            # "database is locked", disk I/O errors: temporary from the caller's point of view.
+            raise StorageUnavailable(f"sqlite {self.path.name}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite {self.path.name}: {exc}") from exc
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
+        self._pool.shutdown(wait=True)
+
+
+def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
+
+
+_MSG_COLS = "id, channel_id, seq, epoch, sender, device, cmid, ts, kind, body"
+
+
+def _row_to_message(row: Any) -> StoredMessage:
+    return StoredMessage(*row)
+
+
+class SqliteMessageStore:
+    """:class:`MessageStore` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Db(path, MESSAGES_SCHEMA)
+
+    async def open(self) -> SqliteMessageStore:
+        await self._db.open()
+        return self
+
+    async def positions(self, channels: Collection[str]) -> dict[str, Position]:
+        wanted = list(dict.fromkeys(channels))
+
+        def q(conn: sqlite3.Connection) -> dict[str, Position]:
+            found: dict[str, Position] = {}
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                for cid, epoch, last in conn.execute(
+                    f"SELECT channel_id, epoch, last_seq FROM positions WHERE channel_id IN ({marks})", chunk
+                ):
+                    found[cid] = Position(epoch, last)
+            return {c: found.get(c, EMPTY_POSITION) for c in wanted}
+
+        return await self._db.run(q)
+
+    async def find_cmids(self, keys: Collection[CmidKey]) -> dict[CmidKey, StoredMessage]:
+        wanted = list(dict.fromkeys(keys))
+
+        def q(conn: sqlite3.Connection) -> dict[CmidKey, StoredMessage]:
+            found: dict[CmidKey, StoredMessage] = {}
+            for key in wanted:
+                row = conn.execute(
+                    f"SELECT {_MSG_COLS} FROM messages WHERE channel_id=? AND sender=? AND cmid=?", key
+                ).fetchone()
+                if row is not None:
+                    found[key] = _row_to_message(row)
+            return found
+
+        return await self._db.run(q)
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        if not messages:
+            return
+        batch = list(messages)
+
+        def write(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                channels = list(dict.fromkeys(m.channel for m in batch))
+                current: dict[str, Position] = {}
+                for chunk in _chunks(channels):
+                    marks = ",".join("?" * len(chunk))
+                    for cid, epoch, last in conn.execute(
+                        f"SELECT channel_id, epoch, last_seq FROM positions WHERE channel_id IN ({marks})",
+                        chunk,
+                    ):
+                        current[cid] = Position(epoch, last)
+                for m in batch:
+                    pos = current.get(m.channel, EMPTY_POSITION)
+                    follows = (m.epoch, m.seq) == (pos.epoch, pos.last_seq + 1)
+                    if not follows and not (m.epoch > pos.epoch and m.seq == 1):
+                        raise Conflict(f"channel {m.channel}: seq {m.epoch}/{m.seq} does not follow {pos}")
+                    current[m.channel] = Position(m.epoch, m.seq)
+                conn.executemany(
+                    f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(m.id, m.channel, m.seq, m.epoch, m.sender, m.device, m.cmid, m.ts, m.kind, m.body)
+                     for m in batch],
+                )
+                conn.executemany(
+                    "INSERT INTO positions (channel_id, epoch, last_seq) VALUES (?,?,?) "
+                    "ON CONFLICT (channel_id) DO UPDATE SET epoch=excluded.epoch, last_seq=excluded.last_seq",
+                    [(c, current[c].epoch, current[c].last_seq) for c in channels],
+                )
+
+            _transaction(conn, body)
+
+        await self._db.run(write)
+
+    async def history(
+        self, channel: str, *, before: int | None = None, after: int | None = None, limit: int = 50,
+    ) -> HistoryPage:
+        def q(conn: sqlite3.Connection) -> HistoryPage:
+            row = conn.execute("SELECT epoch, last_seq FROM positions WHERE channel_id=?", (channel,)).fetchone()
+            pos = Position(*row) if row else EMPTY_POSITION
+            lo = after if after is not None else 0
+            hi = before if before is not None else pos.last_seq + 1
+            order = "ASC" if after is not None else "DESC"
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE channel_id=? AND epoch=? AND seq>? AND seq<? "
+                f"ORDER BY seq {order} LIMIT ?",
+                (channel, pos.epoch, lo, hi, limit + 1),
+            ).fetchall()
+            more = len(rows) > limit
+            page = [_row_to_message(r) for r in rows[:limit]]
+            if order == "DESC":
+                page.reverse()
+            return HistoryPage(page, pos.epoch, pos.last_seq, more)
+
+        return await self._db.run(q)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+def _user(row: Any) -> User:
+    return User(*row)
+
+
+def _channel(row: Any) -> Channel:
+    return Channel(*row)
+
+
+_CH_COLS = "c.channel_id, c.kind, c.name, c.created_by, c.created_ms"
+
+
+class SqliteDirectory:
+    """:class:`Directory` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Db(path, DIRECTORY_SCHEMA)
+
+    async def open(self) -> SqliteDirectory:
+        await self._db.open()
+        return self
+
+    async def create_user(self, username: str, password_hash: str, *, now_ms: int) -> User:
+        user = User(new_random_id("u"), username, password_hash, now_ms)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO users (user_id, username, password_hash, created_ms) VALUES (?,?,?,?)",
+                (user.user_id, user.username, user.password_hash, user.created_ms),
+            )
+
+        try:
+            await self._db.run(write)
+        except Conflict:
+            raise Conflict(f"username {username!r} is taken") from None
+        return user
+
+    async def user_by_name(self, username: str) -> User | None:
+        def q(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(
+                "SELECT user_id, username, password_hash, created_ms FROM users WHERE username=?", (username,)
+            ).fetchone()
+            return _user(row) if row else None
+
+        return await self._db.run(q)
+
+    async def existing_users(self, user_ids: Collection[str]) -> set[str]:
+        wanted = list(dict.fromkeys(user_ids))
+
+        def q(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in conn.execute(f"SELECT user_id FROM users WHERE user_id IN ({marks})", chunk))
+            return found
+
+        return await self._db.run(q)
+
+    async def create_channel(
+        self, kind: ChannelKind, name: str | None, creator: str, members: Collection[str], *, now_ms: int,
+    ) -> tuple[Channel, bool]:
+        everyone = list(dict.fromkeys([creator, *members]))
+        key = direct_key(*everyone) if kind == "direct" and len(everyone) == 2 else None
+        channel = Channel(new_random_id("c"), kind, name, creator, now_ms)
+
+        def write(conn: sqlite3.Connection) -> tuple[Channel, bool]:
+            def body() -> tuple[Channel, bool]:
+                if key is not None:
+                    row = conn.execute(f"SELECT {_CH_COLS} FROM channels c WHERE direct_key=?", (key,)).fetchone()
+                    if row:
+                        return _channel(row), False
+                conn.execute(
+                    "INSERT INTO channels (channel_id, kind, name, created_by, created_ms, direct_key) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (channel.channel_id, kind, name, creator, now_ms, key),
+                )
+                conn.executemany(
+                    "INSERT INTO members (channel_id, user_id, joined_ms) VALUES (?,?,?)",
+                    [(channel.channel_id, u, now_ms) for u in everyone],
+                )
+                return channel, True
+
+            return _transaction(conn, body)
+
+        return await self._db.run(write)
+
+    async def get_channel(self, channel_id: str) -> Channel | None:
+        def q(conn: sqlite3.Connection) -> Channel | None:
+            row = conn.execute(f"SELECT {_CH_COLS} FROM channels c WHERE channel_id=?", (channel_id,)).fetchone()
+            return _channel(row) if row else None
+
+        return await self._db.run(q)
+
+    async def add_member(self, channel_id: str, user_id: str, *, now_ms: int) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO members (channel_id, user_id, joined_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (channel_id, user_id, now_ms),
+            )
+            return cur.rowcount == 1
+
+        return await self._db.run(write)
+
+    async def remove_member(self, channel_id: str, user_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM members WHERE channel_id=? AND user_id=?", (channel_id, user_id))
+            return cur.rowcount == 1
+
+        return await self._db.run(write)
+
+    async def members(self, channel_id: str) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT user_id FROM members WHERE channel_id=? ORDER BY user_id", (channel_id,))
+            return [r[0] for r in rows]
+
+        return await self._db.run(q)
+
+    async def channels_of(self, user_id: str) -> list[Channel]:
+        def q(conn: sqlite3.Connection) -> list[Channel]:
+            rows = conn.execute(
+                f"SELECT {_CH_COLS} FROM members m JOIN channels c USING (channel_id) "
+                "WHERE m.user_id=? ORDER BY c.created_ms, c.channel_id",
+                (user_id,),
+            )
+            return [_channel(r) for r in rows]
+
+        return await self._db.run(q)
+
+    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
+        def q(conn: sqlite3.Connection) -> frozenset[str]:
+            rows = conn.execute("SELECT channel_id FROM members WHERE user_id=?", (user_id,))
+            return frozenset(r[0] for r in rows)
+
+        return await self._db.run(q)
+
+    async def memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = list(dict.fromkeys(pairs))
+
+        def q(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+            return {
+                p for p in wanted
+                if conn.execute("SELECT 1 FROM members WHERE channel_id=? AND user_id=?", p).fetchone()
+            }
+
+        return await self._db.run(q)
+
+    async def shares_channel(self, a: str, b: str) -> bool:
+        def q(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM members x JOIN members y USING (channel_id) WHERE x.user_id=? AND y.user_id=? LIMIT 1",
+                (a, b),
+            ).fetchone()
+            return row is not None
+
+        return await self._db.run(q)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+def _conformance(path: Path) -> tuple[MessageStore, Directory]:
+    """Static conformance: mypy checks these classes against the protocols."""
+    return SqliteMessageStore(path), SqliteDirectory(path)
