@@ -52,7 +52,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     """Run the bridge until ``stop`` is set, then drain the sends already taken."""
     cfg = settings.bridge
     client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
-    queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=cfg.queue_max)
+    queue: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=cfg.queue_max)
     async with AsyncExitStack() as stack:
         store = await SqliteMessageStore(settings.messages_db).open()
         stack.push_async_callback(store.close)
@@ -69,17 +69,22 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
         async def consume() -> None:
             async for message in client.messages:
-                item = parse_inbound(message.topic.value, message.payload)  # type: ignore[arg-type]
+                item = parse_inbound(message.topic.value, message.payload)
                 if item is None:
                     logger.warning("ignoring message on unexpected topic %s", message.topic.value)
                     continue
                 await queue.put(item)
 
         async def sequence() -> None:
-            while True:
-                batch = [await queue.get()]
+            # Runs until it takes the ``None`` sentinel queued at shutdown.
+            while (first := await queue.get()) is not None:
+                batch = [first]
                 while len(batch) < cfg.batch_max and not queue.empty():
-                    batch.append(queue.get_nowait())
+                    item = queue.get_nowait()
+                    if item is None:
+                        queue.put_nowait(None)  # seen after this batch
+                        break
+                    batch.append(item)
                 try:
                     stats = await pipeline.process(batch)
                 except aiomqtt.MqttError:
@@ -98,11 +103,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             consumer.cancel()
             with contextlib.suppress(Exception):
                 await client.unsubscribe(topics.SEND_FILTER, timeout=2)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + cfg.drain_timeout_s
-            while not queue.empty() and loop.time() < deadline and not sequencer.done():
-                await asyncio.sleep(0.05)
-            left = queue.qsize()
-            sequencer.cancel()
             stopper.cancel()
-            logger.info("bridge stopped; %d queued sends left undrained (their senders will retry)", left)
+            if not sequencer.done():
+                await queue.put(None)
+                _, pending = await asyncio.wait([sequencer], timeout=cfg.drain_timeout_s)
+                if pending:
+                    logger.warning("drain deadline passed; %d queued sends dropped (senders will retry)",
+                                   queue.qsize())
+                    sequencer.cancel()
+            logger.info("bridge stopped")

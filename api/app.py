@@ -1,0 +1,75 @@
+"""Composition root of the HTTP API process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+
+import uvicorn
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+
+import mqchat
+from mqchat import auth
+from mqchat.config import Settings
+from mqchat.storage.base import Directory, MessageStore
+from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+from api import errors, routes
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet) -> FastAPI:
+    """Build the FastAPI application around already-open stores (tests pass their own)."""
+    app = FastAPI(
+        title="mqchat HTTP API", version=mqchat.__version__,
+        description="Accounts, tokens, channels, membership and history. Real-time traffic is MQTT: "
+        "see the protocol document.",
+    )
+    hasher = PasswordHasher()
+    app.state.services = routes.Services(settings, keys, directory, store, hasher, hasher.hash("not-a-password"))
+    errors.install(app)
+    app.include_router(routes.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`mqchat.lifecycle.run` owns the signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def open_stores(settings: Settings) -> AsyncIterator[tuple[SqliteDirectory, SqliteMessageStore]]:
+    async with AsyncExitStack() as stack:
+        directory = await SqliteDirectory(settings.directory_db).open()
+        stack.push_async_callback(directory.close)
+        store = await SqliteMessageStore(settings.messages_db).open()
+        stack.push_async_callback(store.close)
+        yield directory, store
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the API until ``stop`` is set; in-flight requests finish first."""
+    keys = auth.load_keys(settings)
+    async with open_stores(settings) as (directory, store):
+        app = create_app(settings, directory, store, keys)
+        config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        server = _Server(config)
+        async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(server.serve(), name="api.serve")
+            stopper = tg.create_task(stop.wait(), name="api.stop")
+            await asyncio.wait([serving, stopper], return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stopper.cancel()
+        logger.info("API stopped")

@@ -1,0 +1,105 @@
+"""Request and response bodies of the HTTP API (pydantic, so they appear in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,32}$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateUser(_Strict):
+    username: Username = Field(description="3-32 characters from [A-Za-z0-9_.-]; unique, case-insensitive.")
+    password: Password
+
+
+class UserCreated(BaseModel):
+    user_id: str
+    username: str
+
+
+class Login(_Strict):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    device_id: IdStr = Field(description="Chosen by the app; stable per installation.")
+
+
+class MqttEndpoint(BaseModel):
+    host: str
+    port: int
+    ws_url: str
+
+
+class LoginResult(BaseModel):
+    token: str
+    user_id: str
+    device_id: str
+    expires_at: int
+    mqtt: MqttEndpoint
+
+
+class CreateChannel(_Strict):
+    kind: Literal["direct", "group"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    members: list[IdStr] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _direct_has_one_peer(self) -> CreateChannel:
+        if self.kind == "direct" and len(set(self.members)) != 1:
+            raise ValueError("a direct channel has exactly one other member")
+        return self
+
+
+class ChannelOut(BaseModel):
+    channel_id: str
+    kind: Literal["direct", "group"]
+    name: str | None
+    created_by: str
+    created_ms: int
+    members: list[str]
+
+
+class CreatedChannel(ChannelOut):
+    created: bool = Field(description="False when an existing direct channel was returned.")
+
+
+class ChannelList(BaseModel):
+    channels: list[ChannelOut]
+
+
+class AddMember(_Strict):
+    user_id: IdStr
+
+
+class Membership(BaseModel):
+    channel_id: str
+    user_id: str
+    changed: bool
+
+
+class MessageOut(BaseModel):
+    id: str
+    seq: int
+    epoch: int
+    channel: str
+    sender: str
+    device: str
+    cmid: str
+    ts: int
+    kind: str
+    body: str
+
+
+class HistoryOut(BaseModel):
+    channel: str
+    epoch: int
+    last_seq: int
+    has_more: bool
+    messages: list[MessageOut]

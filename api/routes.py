@@ -1,0 +1,173 @@
+"""HTTP routes. Each handler validates, checks membership, and calls the stores."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mqchat import auth
+from mqchat.config import Settings
+from mqchat.errors import AuthError, Conflict
+from mqchat.storage.base import Channel, Directory, MessageStore
+from api import models
+from api.errors import ApiError
+
+WS_PATH = "/mqtt"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    keys: auth.KeySet
+    directory: Directory
+    store: MessageStore
+    hasher: PasswordHasher
+    dummy_hash: str
+    """Verified against when a username is unknown, so both cases take the same time."""
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def principal(
+    svc: Svc, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> auth.Principal:
+    if creds is None:
+        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>'")
+    try:
+        return auth.verify(svc.keys, creds.credentials, now=int(time.time()))
+    except AuthError as exc:
+        raise ApiError(401, f"token_{exc.reason}", exc.message) from None
+
+
+Me = Annotated[auth.Principal, Depends(principal)]
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=models.UserCreated,
+             responses={409: {"description": "username_taken"}})
+async def create_user(body: models.CreateUser, svc: Svc) -> models.UserCreated:
+    hashed = await asyncio.to_thread(svc.hasher.hash, body.password)
+    try:
+        user = await svc.directory.create_user(body.username, hashed, now_ms=now_ms())
+    except Conflict:
+        raise ApiError(409, "username_taken", f"username {body.username!r} is taken") from None
+    return models.UserCreated(user_id=user.user_id, username=user.username)
+
+
+@router.post("/login", response_model=models.LoginResult, responses={401: {"description": "bad_credentials"}})
+async def login(body: models.Login, svc: Svc) -> models.LoginResult:
+    if not svc.keys.can_issue:
+        raise ApiError(409, "external_issuer", "tokens are issued by the external identity provider")
+    user = await svc.directory.user_by_name(body.username)
+    stored = user.password_hash if user else svc.dummy_hash
+    try:
+        ok: bool = await asyncio.to_thread(svc.hasher.verify, stored, body.password)
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if user is None or not ok:
+        raise ApiError(401, "bad_credentials", "unknown username or wrong password")
+    now = int(time.time())
+    token = auth.issue(svc.keys, user_id=user.user_id, device_id=body.device_id, now=now)
+    m = svc.settings.mqtt
+    return models.LoginResult(
+        token=token, user_id=user.user_id, device_id=body.device_id, expires_at=now + svc.keys.ttl_s,
+        mqtt=models.MqttEndpoint(host=m.advertised_host, port=m.port,
+                                 ws_url=f"ws://{m.advertised_host}:{m.ws_port}{WS_PATH}"),
+    )
+
+
+async def _channel_out(svc: Services, channel: Channel) -> models.ChannelOut:
+    return models.ChannelOut(
+        channel_id=channel.channel_id, kind=channel.kind, name=channel.name, created_by=channel.created_by,
+        created_ms=channel.created_ms, members=await svc.directory.members(channel.channel_id),
+    )
+
+
+async def _member_channel(svc: Services, me: auth.Principal, channel_id: str) -> Channel:
+    channel = await svc.directory.get_channel(channel_id)
+    # Non-members learn nothing about a channel's existence.
+    if channel is None or not await svc.directory.memberships([(channel_id, me.user_id)]):
+        raise ApiError(404, "channel_not_found", "no such channel, or you are not a member")
+    return channel
+
+
+@router.post("/channels", response_model=models.CreatedChannel, status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the existing direct channel"}, 422: {"description": "unknown_users"}})
+async def create_channel(body: models.CreateChannel, me: Me, svc: Svc, response: Response) -> models.CreatedChannel:
+    others = list(dict.fromkeys(u for u in body.members if u != me.user_id))
+    if body.kind == "direct" and not others:
+        raise ApiError(422, "invalid_request", "a direct channel needs another user")
+    missing = set(others) - await svc.directory.existing_users(others)
+    if missing:
+        raise ApiError(422, "unknown_users", f"no such users: {', '.join(sorted(missing))}")
+    channel, created = await svc.directory.create_channel(
+        body.kind, body.name, me.user_id, others, now_ms=now_ms())
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    out = await _channel_out(svc, channel)
+    return models.CreatedChannel(**out.model_dump(), created=created)
+
+
+@router.post("/channels/{channel_id}/members", response_model=models.Membership)
+async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) -> models.Membership:
+    channel = await _member_channel(svc, me, channel_id)
+    if channel.kind != "group":
+        raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
+    if not await svc.directory.existing_users([body.user_id]):
+        raise ApiError(422, "unknown_users", f"no such user: {body.user_id}")
+    changed = await svc.directory.add_member(channel_id, body.user_id, now_ms=now_ms())
+    return models.Membership(channel_id=channel_id, user_id=body.user_id, changed=changed)
+
+
+@router.delete("/channels/{channel_id}/members/{user_id}", response_model=models.Membership)
+async def remove_member(channel_id: str, user_id: str, me: Me, svc: Svc) -> models.Membership:
+    channel = await _member_channel(svc, me, channel_id)
+    if channel.kind == "direct":
+        raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
+    if user_id != me.user_id and channel.created_by != me.user_id:
+        raise ApiError(403, "forbidden", "only the channel's creator can remove other members")
+    changed = await svc.directory.remove_member(channel_id, user_id)
+    return models.Membership(channel_id=channel_id, user_id=user_id, changed=changed)
+
+
+@router.get("/me/channels", response_model=models.ChannelList)
+async def my_channels(me: Me, svc: Svc) -> models.ChannelList:
+    channels = await svc.directory.channels_of(me.user_id)
+    return models.ChannelList(channels=[await _channel_out(svc, c) for c in channels])
+
+
+@router.get("/channels/{channel_id}/messages", response_model=models.HistoryOut)
+async def history(
+    channel_id: str, me: Me, svc: Svc,
+    before: Annotated[int | None, Query(ge=1, description="Messages with seq below this.")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Messages with seq above this.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> models.HistoryOut:
+    await _member_channel(svc, me, channel_id)
+    page = await svc.store.history(channel_id, before=before, after=after, limit=limit)
+    return models.HistoryOut(
+        channel=channel_id, epoch=page.epoch, last_seq=page.last_seq, has_more=page.has_more,
+        messages=[models.MessageOut(**{**_fields(m), "id": str(m.id)}) for m in page.messages],
+    )
+
+
+def _fields(m: object) -> dict[str, object]:
+    return {k: getattr(m, k) for k in models.MessageOut.model_fields}

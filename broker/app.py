@@ -1,0 +1,64 @@
+"""Composition root of the embedded broker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from amqtt.broker import Broker
+
+from mqchat import auth
+from mqchat.config import Settings
+
+logger = logging.getLogger(__name__)
+
+WS_PATH = "/mqtt"
+
+
+def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]:
+    """The amqtt configuration for ``settings``.
+
+    Args:
+        no_auth: a bare broker for protocol conformance tools: anonymous, no ACL, loopback only.
+    """
+    m = settings.mqtt
+    listeners: dict[str, Any] = {
+        "default": {"type": "tcp", "bind": f"{m.host}:{m.port}", "max_connections": settings.broker.max_connections},
+    }
+    if not no_auth:
+        listeners["ws"] = {"type": "ws", "bind": f"{m.host}:{m.ws_port}",
+                           "max_connections": settings.broker.max_connections}
+    plugins: dict[str, Any]
+    if no_auth:
+        plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    else:
+        keys = auth.load_keys(settings)
+        plugins = {
+            "broker.plugins.JwtAuthPlugin": {
+                "verify_key": keys.verify_key, "algorithms": list(keys.algorithms),
+                "audience": keys.audience, "issuer": keys.issuer, "leeway_s": keys.leeway_s,
+            },
+            "broker.plugins.TopicAclPlugin": {
+                "directory_db": str(settings.directory_db),
+                "membership_cache_s": settings.broker.membership_cache_s,
+            },
+        }
+    return {"listeners": listeners, "plugins": plugins}
+
+
+async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
+    """Run the broker until ``stop`` is set."""
+    broker = Broker(amqtt_config(settings, no_auth=no_auth))
+    await broker.start()
+    where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
+    if not no_auth:
+        where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
+    logger.info("broker listening on %s%s", where, " (no auth)" if no_auth else "")
+    try:
+        await stop.wait()
+    finally:
+        await broker.shutdown()
+        # amqtt's shutdown never closes plugins; do it so the directory connection is released.
+        await broker.plugins_manager.close()
+        logger.info("broker stopped")

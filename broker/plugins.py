@@ -1,0 +1,144 @@
+"""amqtt plugins: JWT authentication and the topic ACL.
+
+amqtt builds each plugin from a dotted path and fills its nested ``Config`` dataclass from plain
+data, so everything a plugin needs arrives as strings and numbers (built by
+:func:`broker.app.amqtt_config`). The authenticated :class:`~mqchat.auth.Principal` is kept on the
+session (``session.attributes``), where the ACL plugin finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amqtt.contexts import Action as AmqttAction
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from mqchat import auth, policy, topics
+from mqchat.errors import AuthError
+from mqchat.storage.sqlite import SqliteDirectory
+
+logger = logging.getLogger(__name__)
+
+PRINCIPAL = "mqchat.principal"
+
+
+class JwtAuthPlugin(BaseAuthPlugin):
+    """Accepts a CONNECT when its password is a valid token for its username and client id."""
+
+    @dataclass
+    class Config:
+        verify_key: str
+        """HS256 secret or PEM public key."""
+        algorithms: list[str] = field(default_factory=lambda: ["HS256"])
+        audience: str = "mqchat"
+        issuer: str = "mqchat"
+        leeway_s: int = 30
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        c = self.config
+        self._keys = auth.KeySet(None, c.verify_key, tuple(c.algorithms), c.audience, c.issuer, 0, c.leeway_s)
+
+    async def authenticate(self, *, session: Session) -> bool:
+        try:
+            principal = auth.verify(self._keys, session.password or "", now=int(time.time()))
+            auth.check_connect_identity(principal, client_id_=session.client_id, username=session.username)
+            if session.will_flag and not principal.is_service:
+                own = topics.device_presence(principal.user_id, principal.device_id)
+                if session.will_topic != own:
+                    raise AuthError("bad_will", "a device's last will must be on its own presence topic")
+        except AuthError as exc:
+            logger.info("refused CONNECT client_id=%r: %s", session.client_id, exc.reason)
+            return False
+        except Exception:
+            logger.exception("auth plugin failed; refusing CONNECT (fail closed)")
+            return False
+        session.attributes[PRINCIPAL] = principal
+        return True
+
+
+class MembershipCache:
+    """A user's channel set, cached for ``ttl_s`` and loaded once however many checks wait."""
+
+    def __init__(self, directory: SqliteDirectory, ttl_s: float) -> None:
+        self._directory = directory
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, frozenset[str]]] = {}
+        self._loading: dict[str, asyncio.Future[frozenset[str]]] = {}
+
+    async def channels(self, user_id: str) -> frozenset[str]:
+        now = time.monotonic()
+        hit = self._entries.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._loading.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._loading[user_id] = fut
+        try:
+            value = await self._directory.channel_ids_of(user_id)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[user_id]
+        fut.set_result(value)
+        self._entries[user_id] = (now + self._ttl_s, value)
+        if len(self._entries) > 100_000:
+            self._entries = {u: e for u, e in self._entries.items() if e[0] > now}
+        return value
+
+    async def shares_channel(self, a: str, b: str) -> bool:
+        return bool((await self.channels(a)) & (await self.channels(b)))
+
+
+class TopicAclPlugin(BaseTopicPlugin):
+    """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery."""
+
+    @dataclass
+    class Config:
+        directory_db: str
+        membership_cache_s: float = 1.0
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._directory = SqliteDirectory(Path(self.config.directory_db))
+        self._cache = MembershipCache(self._directory, self.config.membership_cache_s)
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None,
+    ) -> bool:
+        if session is None or topic is None or action is None:
+            return False
+        principal = session.attributes.get(PRINCIPAL)
+        if not isinstance(principal, auth.Principal):
+            return False
+        try:
+            verdict = policy.authorize(principal, policy.Action(action.value), topic)
+            if verdict.kind == "allow":
+                return True
+            if verdict.kind == "deny":
+                logger.info("denied %s %s to %s: %s", action.value, topic, session.client_id, verdict.reason)
+                return False
+            channels = await self._cache.channels(principal.user_id)
+            shares = None
+            if verdict.kind == "if_contact" and verdict.user is not None:
+                shares = await self._cache.shares_channel(principal.user_id, verdict.user)
+            allowed = policy.resolve(verdict, channels=channels, shares_channel=shares)
+            if not allowed and action is not AmqttAction.RECEIVE:
+                logger.info("denied %s %s to %s: not a member", action.value, topic, session.client_id)
+            return allowed
+        except Exception:
+            logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
+            return False
+
+    async def close(self) -> None:
+        await self._directory.close()
