@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 import mqchat
-from mqchat import auth
+from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
@@ -69,7 +69,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve(), name="api.serve")
             stopper = tg.create_task(stop.wait(), name="api.stop")
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.02)
+            if server.started:
+                lifecycle.mark_ready(settings, "api")
             await asyncio.wait([serving, stopper], return_when=asyncio.FIRST_COMPLETED)
+            lifecycle.clear_ready(settings, "api")
             server.should_exit = True
             stopper.cancel()
         logger.info("API stopped")

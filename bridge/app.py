@@ -66,6 +66,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         pipeline = Pipeline(store, directory, Sequencer(Snowflake(cfg.worker_id)), MqttPublisher(client))
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
+        lifecycle.mark_ready(settings, "bridge")
+        stack.callback(lifecycle.clear_ready, settings, "bridge")
 
         async def consume() -> None:
             async for message in client.messages:

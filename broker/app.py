@@ -8,7 +8,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
-from mqchat import auth
+from mqchat import auth, lifecycle
 from mqchat.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,9 +55,11 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
     if not no_auth:
         where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
     logger.info("broker listening on %s%s", where, " (no auth)" if no_auth else "")
+    lifecycle.mark_ready(settings, "broker")
     try:
         await stop.wait()
     finally:
+        lifecycle.clear_ready(settings, "broker")
         await broker.shutdown()
         # amqtt's shutdown never closes plugins; do it so the directory connection is released.
         await broker.plugins_manager.close()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from mqchat import auth
 from mqchat.config import Settings
@@ -68,3 +70,18 @@ def service_credentials(settings: Settings, service: str, instance: str) -> tupl
     token = auth.issue(keys, user_id=service, device_id=instance, role="service", now=int(time.time()),
                        ttl_s=365 * 24 * 3600)
     return auth.client_id(service, instance), service, token
+
+
+def ready_file(settings: Settings, process: str) -> Path:
+    """Where ``process`` announces that it is serving (used by ``mqchat up`` and the tests)."""
+    return settings.data_dir / "run" / f"{process}.ready"
+
+
+def mark_ready(settings: Settings, process: str) -> None:
+    path = ready_file(settings, process)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n")
+
+
+def clear_ready(settings: Settings, process: str) -> None:
+    ready_file(settings, process).unlink(missing_ok=True)

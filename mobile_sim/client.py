@@ -1,0 +1,180 @@
+"""A device as an app developer would write it: HTTP for accounts and channels, MQTT for the rest.
+
+Used by the simulator, the benchmark and the end-to-end tests. It follows the client rules in
+docs/protocol.md: sends carry a ``cmid`` and are retried with the same ``cmid`` until acked; the
+ack, not the PUBACK, is what says a message is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiomqtt
+import httpx
+
+from mqchat import schema, topics
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+        super().__init__(f"{status} {code}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What login returns."""
+
+    token: str
+    user_id: str
+    device_id: str
+    mqtt_host: str
+    mqtt_port: int
+
+
+class Api:
+    """The HTTP API, as a client sees it."""
+
+    def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None) -> None:
+        self._http = client or httpx.AsyncClient(base_url=base_url, timeout=30)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = await self._http.request(method, path, headers=headers, **kw)
+        if r.status_code >= 400:
+            err = r.json().get("error", {})
+            raise ApiError(r.status_code, err.get("code", "?"), err.get("message", r.text))
+        return r.json()
+
+    async def create_user(self, username: str, password: str) -> str:
+        doc = await self._call("POST", "/v1/users", json={"username": username, "password": password})
+        return str(doc["user_id"])
+
+    async def login(self, username: str, password: str, device_id: str) -> Session:
+        doc = await self._call("POST", "/v1/login",
+                               json={"username": username, "password": password, "device_id": device_id})
+        return Session(doc["token"], doc["user_id"], doc["device_id"], doc["mqtt"]["host"], doc["mqtt"]["port"])
+
+    async def create_channel(self, token: str, kind: str, members: list[str], name: str | None = None) -> str:
+        body: dict[str, Any] = {"kind": kind, "members": members}
+        if name is not None:
+            body["name"] = name
+        doc = await self._call("POST", "/v1/channels", token, json=body)
+        return str(doc["channel_id"])
+
+    async def add_member(self, token: str, channel_id: str, user_id: str) -> None:
+        await self._call("POST", f"/v1/channels/{channel_id}/members", token, json={"user_id": user_id})
+
+    async def remove_member(self, token: str, channel_id: str, user_id: str) -> None:
+        await self._call("DELETE", f"/v1/channels/{channel_id}/members/{user_id}", token)
+
+    async def history(self, token: str, channel_id: str, **params: int) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call("GET", f"/v1/channels/{channel_id}/messages", token, params=params)
+        return doc
+
+
+@dataclass
+class Device:
+    """One connected device.
+
+    Args:
+        session: from :meth:`Api.login`.
+        host, port: the broker (defaults to what login advertised).
+        ack_timeout_s: how long :meth:`send` waits for an ack before retrying with the same cmid.
+    """
+
+    session: Session
+    host: str | None = None
+    port: int | None = None
+    ack_timeout_s: float = 5.0
+    received: dict[str, list[schema.ChannelMessage]] = field(default_factory=lambda: defaultdict(list))
+    receive_times: dict[str, float] = field(default_factory=dict)
+    """Monotonic arrival time by message id (for latency measurements)."""
+    _client: aiomqtt.Client | None = None
+    _reader: asyncio.Task[None] | None = None
+    _waiting: dict[str, asyncio.Future[schema.Ack]] = field(default_factory=dict)
+    _cmids: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def user_id(self) -> str:
+        return self.session.user_id
+
+    @property
+    def client(self) -> aiomqtt.Client:
+        assert self._client is not None, "device is not connected"
+        return self._client
+
+    async def __aenter__(self) -> Self:
+        s = self.session
+        self._client = aiomqtt.Client(
+            self.host or s.mqtt_host, self.port or s.mqtt_port, identifier=f"{s.user_id}:{s.device_id}",
+            username=s.user_id, password=s.token, clean_session=True, keepalive=30, max_inflight_messages=500,
+        )
+        await self._client.__aenter__()
+        await self._client.subscribe(topics.ack(s.user_id, s.device_id), qos=1)
+        self._reader = asyncio.create_task(self._read(), name=f"device.{s.device_id}.read")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._reader
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+
+    async def join(self, channel_id: str) -> None:
+        """Subscribe to a channel's stream (the broker refuses non-members)."""
+        await self.client.subscribe(topics.stream(channel_id), qos=1)
+
+    async def _read(self) -> None:
+        async for msg in self.client.messages:
+            payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
+            topic = msg.topic.value
+            if topic.startswith(topics.DEVICE + "/"):
+                ack = schema.decode_ack(payload)
+                fut = self._waiting.pop(ack.cmid or "", None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ack)
+            elif topic.startswith(topics.STREAM + "/"):
+                m = schema.decode_channel_message(payload)
+                self.received[m.channel].append(m)
+                self.receive_times[m.id] = time.monotonic()
+
+    def next_cmid(self) -> str:
+        return f"{self.session.device_id}-{next(self._cmids)}"
+
+    async def publish_raw(self, topic: str, payload: bytes) -> None:
+        await self.client.publish(topic, payload, qos=1)
+
+    async def send(self, channel_id: str, body: str, *, cmid: str | None = None, kind: str = "text",
+                   retries: int = 3) -> schema.Ack:
+        """Send and wait for the ack, retrying with the same cmid if none comes."""
+        cmid = cmid or self.next_cmid()
+        payload = schema.encode(schema.SendRequest(cmid=cmid, kind=kind, body=body))
+        return await self.send_payload(channel_id, cmid, payload, retries=retries)
+
+    async def send_payload(self, channel_id: str, cmid: str, payload: bytes, *, retries: int = 3) -> schema.Ack:
+        topic = topics.send(self.session.user_id, self.session.device_id, channel_id)
+        for attempt in range(retries + 1):
+            fut: asyncio.Future[schema.Ack] = asyncio.get_running_loop().create_future()
+            self._waiting[cmid] = fut
+            await self.client.publish(topic, payload, qos=1)
+            try:
+                return await asyncio.wait_for(fut, self.ack_timeout_s)
+            except TimeoutError:
+                logger.info("no ack for %s (attempt %d); retrying", cmid, attempt + 1)
+        raise TimeoutError(f"no ack for cmid {cmid} after {retries + 1} attempts")

@@ -1,0 +1,270 @@
+"""The ``mqchat`` command: run the whole system, mint dev tokens, inspect settings.
+
+This is the launcher: the only module of :mod:`mqchat` that starts the process packages, and it
+does so as child processes (``python -m broker`` / ``bridge`` / ``api``), exactly as a production
+deployment runs them, so ``mqchat up`` exercises the real topology on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mqchat import auth, lifecycle
+from mqchat.config import Settings, load_settings
+from mqchat.errors import ConfigError, InvalidId, MqchatError
+from mqchat.log import setup_logging
+
+#: Start order; shutdown runs in reverse so the bridge drains while the broker is still up.
+PROCESSES = ("broker", "bridge", "api")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    mqtt: dict[str, Any] = {}
+    if getattr(args, "mqtt_port", None):
+        mqtt["port"] = args.mqtt_port
+    if getattr(args, "ws_port", None):
+        mqtt["ws_port"] = args.ws_port
+    if mqtt:
+        base = load_settings(args.config)
+        overrides["mqtt"] = base.mqtt.model_dump() | mqtt
+    if getattr(args, "http_port", None):
+        base = load_settings(args.config)
+        overrides["http"] = base.http.model_dump() | {"port": args.http_port}
+    return load_settings(args.config, **overrides)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    """Hand the resolved settings to a child through the environment (flags included)."""
+    env = dict(os.environ)
+    env["MQCHAT_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["MQCHAT_MQTT__HOST"] = settings.mqtt.host
+    env["MQCHAT_MQTT__PORT"] = str(settings.mqtt.port)
+    env["MQCHAT_MQTT__WS_PORT"] = str(settings.mqtt.ws_port)
+    env["MQCHAT_HTTP__HOST"] = settings.http.host
+    env["MQCHAT_HTTP__PORT"] = str(settings.http.port)
+    return env
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports(settings: Settings) -> None:
+    wanted = [
+        ("MQTT", settings.mqtt.host, settings.mqtt.port, "--mqtt-port"),
+        ("MQTT over WebSocket", settings.mqtt.host, settings.mqtt.ws_port, "--ws-port"),
+        ("HTTP API", settings.http.host, settings.http.port, "--http-port"),
+    ]
+    seen: dict[int, str] = {}
+    for what, host, port, flag in wanted:
+        if port in seen:
+            raise ConfigError(f"{what} and {seen[port]} are both set to port {port}; choose another with {flag} N")
+        seen[port] = what
+        if _port_in_use(host, port):
+            raise ConfigError(f"port {port} ({what}) on {host} is already in use; choose another with {flag} N")
+
+
+def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def child_setup() -> None:
+        # If `mqchat up` dies without cleaning up, its children get SIGTERM (Linux).
+        if sys.platform == "linux":
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=child_setup)  # noqa: PLW1509
+
+
+def _wait_ready(settings: Settings, name: str, proc: subprocess.Popen[bytes]) -> None:
+    path = lifecycle.ready_file(settings, name)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not path.exists():
+        if proc.poll() is not None:
+            raise MqchatError(f"{name} exited with status {proc.returncode} while starting (see its log above)")
+        if time.monotonic() > deadline:
+            raise MqchatError(f"{name} did not become ready within {READY_TIMEOUT_S:.0f}s")
+        time.sleep(0.05)
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for name in reversed(PROCESSES):
+        proc = children.get(name)
+        if proc is None or proc.poll() is not None:
+            continue
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"mqchat: {name} did not stop within {STOP_TIMEOUT_S:.0f}s; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def _banner(settings: Settings, keys: auth.KeySet) -> str:
+    m, h = settings.mqtt, settings.http
+    api = f"http://{h.host}:{h.port}"
+    return f"""
+mqchat is running (data in {settings.data_dir.resolve()})
+
+  MQTT            mqtt://{m.host}:{m.port}
+  MQTT/WebSocket  ws://{m.host}:{m.ws_port}/mqtt
+  HTTP API        {api}   (OpenAPI: {api}/docs)
+
+Get a token:
+  curl -s -XPOST {api}/v1/users -H 'content-type: application/json' -d '{{"username":"alice","password":"correct horse"}}'
+  curl -s -XPOST {api}/v1/login -H 'content-type: application/json' \\
+       -d '{{"username":"alice","password":"correct horse","device_id":"phone1"}}'
+or, for development:  mqchat token --user USER_ID --device DEVICE_ID{'' if keys.can_issue else ' (unavailable: external issuer)'}
+
+Connect with client id USER_ID:DEVICE_ID, username USER_ID, password TOKEN. Ctrl-C stops.
+"""
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
+    _check_ports(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = auth.load_keys(settings, create=True)
+    asyncio.run(_migrate(settings))
+    for name in PROCESSES:
+        lifecycle.clear_ready(settings, name)
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    env = _child_env(settings)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    status = 0
+    try:
+        for name in PROCESSES:
+            children[name] = _spawn(name, env)
+            _wait_ready(settings, name, children[name])
+            if stopping:
+                return 0
+        print(_banner(settings, keys), flush=True)
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"mqchat: {name} exited unexpectedly with status {proc.returncode}; stopping",
+                          file=sys.stderr)
+                    stopping, status = True, 1
+            time.sleep(0.1)
+        print("mqchat: shutting down (draining in-flight sends)", file=sys.stderr, flush=True)
+    except MqchatError as exc:
+        print(f"mqchat: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain short
+        _stop(children)
+    return status
+
+
+async def _migrate(settings: Settings) -> None:
+    """Create or upgrade the embedded databases before any process opens them."""
+    from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+
+    for store in (SqliteDirectory(settings.directory_db), SqliteMessageStore(settings.messages_db)):
+        await store.open()
+        await store.close()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    keys = auth.load_keys(settings)
+    try:
+        token = auth.issue(keys, user_id=args.user, device_id=args.device, now=int(time.time()),
+                           ttl_s=args.ttl)
+    except InvalidId as exc:
+        raise ConfigError(str(exc)) from None
+    print(token)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from broker.__main__ import cli as broker_cli
+
+    os.environ["MQCHAT_MQTT__PORT"] = str(args.port)
+    if args.no_auth:
+        os.environ["MQCHAT_MQTT__HOST"] = "127.0.0.1"
+    return broker_cli(["--no-auth"] if args.no_auth else [])
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mqchat", description="Mobile-first chat over MQTT.")
+    p.add_argument("--config", type=Path, help="TOML settings file (default: $MQCHAT_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run broker, bridge and HTTP API on embedded defaults")
+    up.add_argument("--data-dir", type=Path, help="where the databases and the dev secret live (default: ./data)")
+    up.add_argument("--mqtt-port", type=int, help="MQTT over TCP (default 1883)")
+    up.add_argument("--ws-port", type=int, help="MQTT over WebSocket (default 8083)")
+    up.add_argument("--http-port", type=int, help="HTTP API (default 8080)")
+    up.set_defaults(func=cmd_up)
+
+    tok = sub.add_parser("token", help="print a development JWT for a user's device")
+    tok.add_argument("--user", required=True)
+    tok.add_argument("--device", required=True)
+    tok.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default one day)")
+    tok.add_argument("--data-dir", type=Path)
+    tok.set_defaults(func=cmd_token)
+
+    br = sub.add_parser("broker", help="run only the broker")
+    br.add_argument("--port", type=int, default=1883)
+    br.add_argument("--no-auth", action="store_true", help="anonymous and no ACL, on loopback only "
+                    "(for protocol conformance tools)")
+    br.add_argument("--data-dir", type=Path)
+    br.set_defaults(func=cmd_broker)
+
+    cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    cfg.add_argument("--data-dir", type=Path)
+    cfg.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"mqchat: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

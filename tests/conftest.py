@@ -1,0 +1,107 @@
+"""Shared fixtures: free ports, real stores in temporary directories, and a whole running system.
+
+Nothing here uses a fixed port: every server starts on a port the OS just handed out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class System:
+    """A running ``mqchat up`` in its own process group."""
+
+    data_dir: Path
+    mqtt_port: int
+    ws_port: int
+    http_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=Path)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        for name in ("broker", "bridge", "api"):
+            (self.data_dir / "run" / f"{name}.ready").unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(self.data_dir),
+                 "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
+                 "--http-port", str(self.http_port)],
+                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all((self.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api")):
+                try:
+                    if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"mqchat up did not start:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: supervisor, broker, bridge and API at once."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+@pytest.fixture
+def system_factory(tmp_path: Path) -> Iterator[type[System] | object]:
+    made: list[System] = []
+
+    def make() -> System:
+        s = System(tmp_path / "data", free_port(), free_port(), free_port(), log=tmp_path / "up.log")
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.kill()
+
+
+@pytest.fixture
+def system(system_factory) -> System:  # type: ignore[no-untyped-def]
+    s: System = system_factory()
+    s.start()
+    return s
