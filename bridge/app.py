@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
@@ -21,6 +22,8 @@ from bridge.sequencer import Sequencer
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-bridge"
+#: paho does not disable Nagle; without this, back-to-back small publishes wait on delayed ACKs (~40 ms).
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class MqttPublisher:
@@ -61,6 +64,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         client = aiomqtt.Client(
             settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
             keepalive=settings.mqtt.keepalive_s, clean_session=True, max_inflight_messages=1000,
+            socket_options=NODELAY,
         )
         await stack.enter_async_context(client)
         pipeline = Pipeline(store, directory, Sequencer(Snowflake(cfg.worker_id)), MqttPublisher(client))

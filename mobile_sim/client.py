@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ import httpx
 from mqchat import schema, topics
 
 logger = logging.getLogger(__name__)
+
+#: paho does not disable Nagle; without this, back-to-back small packets wait on delayed ACKs (~40 ms).
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class ApiError(Exception):
@@ -121,6 +125,7 @@ class Device:
         self._client = aiomqtt.Client(
             self.host or s.mqtt_host, self.port or s.mqtt_port, identifier=f"{s.user_id}:{s.device_id}",
             username=s.user_id, password=s.token, clean_session=True, keepalive=30, max_inflight_messages=500,
+            socket_options=NODELAY,
         )
         await self._client.__aenter__()
         await self._client.subscribe(topics.ack(s.user_id, s.device_id), qos=1)
