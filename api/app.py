@@ -12,11 +12,11 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 import mqchat
+from api import errors, routes
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
-from api import errors, routes
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve(), name="api.serve")
             stopper = tg.create_task(stop.wait(), name="api.stop")
-            while not server.started and not serving.done():
+            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn only has a flag
                 await asyncio.sleep(0.02)
             if server.started:
                 lifecycle.mark_ready(settings, "api")

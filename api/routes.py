@@ -12,12 +12,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api import models
+from api.errors import ApiError
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import AuthError, Conflict
 from mqchat.storage.base import Channel, Directory, MessageStore
-from api import models
-from api.errors import ApiError
 
 WS_PATH = "/mqtt"
 

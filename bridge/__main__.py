@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from bridge.app import main
 from mqchat import lifecycle
 from mqchat.config import load_settings
 from mqchat.errors import ConfigError
 from mqchat.log import setup_logging
-from bridge.app import main
 
 
 def cli() -> int:

@@ -11,13 +11,13 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
+from bridge.pipeline import Inbound, Pipeline
+from bridge.sequencer import Sequencer
 from mqchat import lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import InvalidTopic
 from mqchat.ids import Snowflake
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
-from bridge.pipeline import Inbound, Pipeline
-from bridge.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
 from mqchat.storage.base import Directory, MessageStore
-from bridge.sequencer import Draft, Plan, Sequencer
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import sys
 
+from broker.app import main
 from mqchat import lifecycle
 from mqchat.config import load_settings
 from mqchat.errors import ConfigError
 from mqchat.log import setup_logging
-from broker.app import main
 
 
 def cli(argv: list[str] | None = None) -> int:

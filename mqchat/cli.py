@@ -95,7 +95,7 @@ def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
             pr_set_pdeathsig = 1
             libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
-    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=child_setup)  # noqa: PLW1509
+    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=child_setup)
 
 
 def _wait_ready(settings: Settings, name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -126,6 +126,7 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 def _banner(settings: Settings, keys: auth.KeySet) -> str:
     m, h = settings.mqtt, settings.http
     api = f"http://{h.host}:{h.port}"
+    dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
     return f"""
 mqchat is running (data in {settings.data_dir.resolve()})
 
@@ -134,10 +135,11 @@ mqchat is running (data in {settings.data_dir.resolve()})
   HTTP API        {api}   (OpenAPI: {api}/docs)
 
 Get a token:
-  curl -s -XPOST {api}/v1/users -H 'content-type: application/json' -d '{{"username":"alice","password":"correct horse"}}'
+  curl -s -XPOST {api}/v1/users -H 'content-type: application/json' \\
+       -d '{{"username":"alice","password":"correct horse"}}'
   curl -s -XPOST {api}/v1/login -H 'content-type: application/json' \\
        -d '{{"username":"alice","password":"correct horse","device_id":"phone1"}}'
-or, for development:  mqchat token --user USER_ID --device DEVICE_ID{'' if keys.can_issue else ' (unavailable: external issuer)'}
+or, for development:  mqchat token --user USER_ID --device DEVICE_ID{dev_note}
 
 Connect with client id USER_ID:DEVICE_ID, username USER_ID, password TOKEN. Ctrl-C stops.
 """

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from mqchat.errors import ConfigError
 
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -8,6 +8,7 @@ signal cancels the root outright.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -47,10 +48,8 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(root())
-    except asyncio.CancelledError:
-        pass
 
 
 def service_credentials(settings: Settings, service: str, instance: str) -> tuple[str, str, str]:

@@ -5,6 +5,7 @@ Nothing here uses a fixed port: every server starts on a port the OS just handed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -79,10 +80,8 @@ class System:
         """SIGKILL the whole process group: supervisor, broker, bridge and API at once."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait()
 
 
