@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from mqchat import policy
+from mqchat.auth import Principal
+from mqchat.policy import Action
+
+ME = Principal("alice", "phone", "device", 0)
+SERVICE = Principal("svc-bridge", "b0", "service", 0)
+
+
+def decide(action: Action, topic: str, channels: frozenset[str] = frozenset({"c1"}),
+           shares: bool | None = None) -> bool:
+    verdict = policy.authorize(ME, action, topic)
+    return policy.resolve(verdict, channels=channels, shares_channel=shares)
+
+
+@pytest.mark.parametrize(("action", "topic", "allowed"), [
+    (Action.PUBLISH, "in/alice/phone/c1", True),
+    (Action.PUBLISH, "in/alice/phone/c9", True),  # membership is the bridge's to refuse, with an error ack
+    (Action.PUBLISH, "in/bob/phone/c1", False),  # forged sender
+    (Action.PUBLISH, "in/alice/tablet/c1", False),  # another device's identity
+    (Action.PUBLISH, "ch/c1", False),  # only the bridge writes streams
+    (Action.PUBLISH, "dev/alice/phone/ack", False),
+    (Action.PUBLISH, "presence/alice/phone", True),
+    (Action.PUBLISH, "presence/alice", False),
+    (Action.PUBLISH, "presence/bob/phone", False),
+    (Action.PUBLISH, "typing/c1/alice", True),
+    (Action.PUBLISH, "typing/c9/alice", False),
+    (Action.PUBLISH, "typing/c1/bob", False),
+    (Action.PUBLISH, "$SYS/x", False),
+    (Action.SUBSCRIBE, "ch/c1", True),
+    (Action.SUBSCRIBE, "ch/c9", False),
+    (Action.SUBSCRIBE, "ch/+", False),
+    (Action.SUBSCRIBE, "#", False),
+    (Action.SUBSCRIBE, "$SYS/#", False),
+    (Action.SUBSCRIBE, "in/+/+/+", False),
+    (Action.SUBSCRIBE, "dev/alice/phone/ack", True),
+    (Action.SUBSCRIBE, "dev/alice/tablet/ack", False),
+    (Action.SUBSCRIBE, "user/alice/events", True),
+    (Action.SUBSCRIBE, "user/bob/events", False),
+    (Action.SUBSCRIBE, "presence/alice", True),
+    (Action.SUBSCRIBE, "presence/alice/tablet", True),
+    (Action.SUBSCRIBE, "typing/c1/+", True),
+    (Action.SUBSCRIBE, "typing/c9/+", False),
+    (Action.RECEIVE, "ch/c1", True),
+    (Action.RECEIVE, "ch/c9", False),  # removed from c9 after subscribing: deliveries stop
+])
+def test_device_rules(action: Action, topic: str, allowed: bool) -> None:
+    assert decide(action, topic) is allowed
+
+
+def test_presence_of_others_depends_on_sharing_a_channel() -> None:
+    verdict = policy.authorize(ME, Action.SUBSCRIBE, "presence/bob")
+    assert verdict == policy.if_contact("bob")
+    assert policy.resolve(verdict, channels=frozenset(), shares_channel=True)
+    assert not policy.resolve(verdict, channels=frozenset(), shares_channel=False)
+
+
+def test_services_may_do_anything() -> None:
+    assert policy.authorize(SERVICE, Action.SUBSCRIBE, "in/+/+/+") == policy.ALLOW
+    assert policy.authorize(SERVICE, Action.PUBLISH, "ch/c1") == policy.ALLOW
+
+
+def test_denials_say_why() -> None:
+    assert policy.authorize(ME, Action.SUBSCRIBE, "#").reason
+    assert policy.authorize(ME, Action.PUBLISH, "in/bob/phone/c1").reason == "not your send topic"
