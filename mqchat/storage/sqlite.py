@@ -95,19 +95,21 @@ _IN_CHUNK = 400  # stay well below SQLite's bound-parameter limit
 class _Db:
     """One SQLite connection driven from one thread."""
 
-    def __init__(self, path: Path, migrations: list[str]) -> None:
+    def __init__(self, path: Path, migrations: list[str], busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
         self._migrations = migrations
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._conn: sqlite3.Connection | None = None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self._busy_timeout_ms / 1000)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -177,10 +179,16 @@ def _row_to_message(row: Any) -> StoredMessage:
 
 
 class SqliteMessageStore:
-    """:class:`MessageStore` on one SQLite file."""
+    """:class:`MessageStore` on one SQLite file.
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Db(path, MESSAGES_SCHEMA)
+    Args:
+        path: the database file (created and migrated on open).
+        busy_timeout_ms: how long a write waits for a lock held elsewhere before failing with
+            :class:`StorageUnavailable`.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self._db = _Db(path, MESSAGES_SCHEMA, busy_timeout_ms)
 
     async def open(self) -> SqliteMessageStore:
         await self._db.open()

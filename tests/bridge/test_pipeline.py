@@ -1,0 +1,108 @@
+"""The bridge pipeline over real stores (memory and SQLite), publishing into a recording publisher."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.pipeline import Inbound, Pipeline
+from bridge.sequencer import Sequencer
+from mqchat import schema, topics
+from mqchat.ids import Snowflake
+from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
+from mqchat.storage.sqlite import SqliteMessageStore
+
+
+class RecordingPublisher:
+    """The MQTT side of the bridge, recorded instead of sent (the e2e tests use a real broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.sent.extend(items)
+
+    def acks(self) -> list[schema.Ack]:
+        return [schema.decode_ack(p) for t, p in self.sent if t.startswith("dev/")]
+
+    def stream(self) -> list[schema.ChannelMessage]:
+        return [schema.decode_channel_message(p) for t, p in self.sent if t.startswith("ch/")]
+
+
+def send(user: str, channel: str, cmid: str, body: str = "hi") -> Inbound:
+    return Inbound(user, "d1", channel, schema.encode(schema.SendRequest(cmid=cmid, kind="text", body=body)))
+
+
+async def setup(store: object = None) -> tuple[Pipeline, RecordingPublisher, str]:
+    directory = MemoryDirectory()
+    channel, _ = await directory.create_channel("group", None, "alice", ["bob"], now_ms=1)
+    pub = RecordingPublisher()
+    pipe = Pipeline(store or MemoryMessageStore(), directory, Sequencer(Snowflake(1)), pub,  # type: ignore[arg-type]
+                    clock_ms=lambda: 1_800_000_000_000, write_deadline_s=0.3)
+    return pipe, pub, channel.channel_id
+
+
+async def test_stream_is_published_before_acks_and_in_seq_order() -> None:
+    pipe, pub, ch = await setup()
+    stats = await pipe.process([send("alice", ch, "1"), send("bob", ch, "2"), send("alice", ch, "3")])
+    assert stats.accepted == 3
+    kinds = [t.split("/")[0] for t, _ in pub.sent]
+    assert kinds == ["ch", "ch", "ch", "dev", "dev", "dev"]
+    assert [m.seq for m in pub.stream()] == [1, 2, 3]
+    assert [(a.cmid, a.seq, a.ok) for a in pub.acks()] == [("1", 1, True), ("2", 2, True), ("3", 3, True)]
+    assert pub.sent[3][0] == topics.ack("alice", "d1")
+
+
+async def test_sender_comes_from_the_topic() -> None:
+    pipe, pub, ch = await setup()
+    await pipe.process([send("bob", ch, "1")])
+    assert pub.stream()[0].sender == "bob"
+
+
+async def test_rejections_are_acked_in_arrival_order_with_codes() -> None:
+    pipe, pub, ch = await setup()
+    batch = [
+        Inbound("alice", "d1", ch, b"{oops"),
+        send("mallory", ch, "m1"),
+        send("alice", ch, "ok"),
+        Inbound("alice", "d1", ch, b'{"cmid": "k", "kind": "gif", "body": ""}'),
+    ]
+    stats = await pipe.process(batch)
+    assert stats.rejected == {"malformed": 1, "not_member": 1, "unknown_kind": 1}
+    codes = [(a.cmid, a.error.code if a.error else "ok") for a in pub.acks()]
+    assert sorted(codes, key=str) == sorted([(None, "malformed"), ("m1", "not_member"), ("ok", "ok"),
+                                             ("k", "unknown_kind")], key=str)
+    assert [m.cmid for m in pub.stream()] == ["ok"]
+
+
+async def test_duplicate_is_acked_with_the_original_and_not_republished() -> None:
+    pipe, pub, ch = await setup()
+    await pipe.process([send("alice", ch, "x", "first")])
+    await pipe.process([send("alice", ch, "x", "second")])
+    assert [m.body for m in pub.stream()] == ["first"]
+    first, second = pub.acks()
+    assert (first.id, first.seq) == (second.id, second.seq)
+
+
+async def test_locked_store_gives_a_retryable_error_and_the_retry_continues_the_order(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = await SqliteMessageStore(path, busy_timeout_ms=50).open()
+    pipe, pub, ch = await setup(store)
+    await pipe.process([send("alice", ch, "1")])
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        stats = await pipe.process([send("alice", ch, "2")])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert stats.rejected == {"unavailable": 1}
+    failed = pub.acks()[-1]
+    assert failed.cmid == "2" and failed.error is not None and failed.error.code == "unavailable"
+
+    await pipe.process([send("alice", ch, "2")])  # the device retries with the same cmid
+    assert [m.seq for m in pub.stream()] == [1, 2]
+    assert pub.acks()[-1].seq == 2
+    await store.close()

@@ -1,0 +1,177 @@
+"""One contract suite over every storage backend (memory and SQLite here; Cassandra joins it later)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from mqchat.errors import Conflict
+from mqchat.storage.base import EMPTY_POSITION, Directory, MessageStore, Position, StoredMessage
+from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
+from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+
+Reopen = Callable[[], Awaitable[MessageStore]]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[MessageStore, Reopen]]:
+    if request.param == "memory":
+        store = MemoryMessageStore()
+
+        async def same() -> MessageStore:
+            return store
+
+        yield store, same
+        return
+    opened: list[SqliteMessageStore] = [await SqliteMessageStore(tmp_path / "m.db").open()]
+
+    async def reopen() -> MessageStore:
+        await opened[-1].close()
+        opened.append(await SqliteMessageStore(tmp_path / "m.db").open())
+        return opened[-1]
+
+    yield opened[0], reopen
+    await opened[-1].close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def directory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Directory]:
+    d: Directory = MemoryDirectory() if request.param == "memory" else await SqliteDirectory(tmp_path / "d.db").open()
+    yield d
+    await d.close()
+
+
+def msg(channel: str, seq: int, *, epoch: int = 1, sender: str = "u1", cmid: str | None = None) -> StoredMessage:
+    return StoredMessage(id=1000 + seq, channel=channel, seq=seq, epoch=epoch, sender=sender, device="d1",
+                         cmid=cmid or f"{channel}-{seq}", ts=1_700_000_000_000 + seq, kind="text", body=f"b{seq}")
+
+
+async def test_new_channel_starts_empty(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    assert await store.positions(["c1"]) == {"c1": EMPTY_POSITION}
+    page = await store.history("c1")
+    assert (page.messages, page.epoch, page.last_seq, page.has_more) == ([], 1, 0, False)
+
+
+async def test_append_advances_positions_and_round_trips(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    batch = [msg("c1", 1), msg("c2", 1), msg("c1", 2)]
+    await store.append(batch)
+    assert await store.positions(["c1", "c2", "c3"]) == {
+        "c1": Position(1, 2), "c2": Position(1, 1), "c3": EMPTY_POSITION}
+    assert (await store.history("c1")).messages == [batch[0], batch[2]]
+
+
+@pytest.mark.parametrize("bad", [
+    [msg("c1", 2)],  # gap
+    [msg("c1", 1), msg("c1", 1, cmid="other")],  # repeated seq
+    [msg("c1", 1), msg("c1", 3)],  # gap inside the batch
+    [msg("c1", 1), msg("c1", 2, cmid="c1-1")],  # repeated cmid
+])
+async def test_append_refuses_what_breaks_the_order_and_stores_nothing(
+    backend: tuple[MessageStore, Reopen], bad: list[StoredMessage]
+) -> None:
+    store, _ = backend
+    with pytest.raises(Conflict):
+        await store.append(bad)
+    assert await store.positions(["c1"]) == {"c1": EMPTY_POSITION}
+    assert (await store.history("c1")).messages == []
+
+
+async def test_cmid_already_stored_is_refused(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    await store.append([msg("c1", 1, cmid="x")])
+    with pytest.raises(Conflict):
+        await store.append([msg("c1", 2, cmid="x")])
+    found = await store.find_cmids([("c1", "u1", "x"), ("c1", "u2", "x"), ("c2", "u1", "x")])
+    assert list(found) == [("c1", "u1", "x")]
+    assert found[("c1", "u1", "x")].seq == 1
+
+
+async def test_history_paging(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    await store.append([msg("c1", s) for s in range(1, 101)])
+
+    latest = await store.history("c1", limit=10)
+    assert [m.seq for m in latest.messages] == list(range(91, 101))
+    assert latest.has_more
+    older = await store.history("c1", before=91, limit=10)
+    assert [m.seq for m in older.messages] == list(range(81, 91))
+    first = await store.history("c1", before=4, limit=10)
+    assert ([m.seq for m in first.messages], first.has_more) == ([1, 2, 3], False)
+    newer = await store.history("c1", after=95, limit=3)
+    assert ([m.seq for m in newer.messages], newer.has_more) == ([96, 97, 98], True)
+    tail = await store.history("c1", after=98, limit=3)
+    assert ([m.seq for m in tail.messages], tail.has_more) == ([99, 100], False)
+    between = await store.history("c1", after=10, before=14, limit=50)
+    assert [m.seq for m in between.messages] == [11, 12, 13]
+    assert (latest.epoch, latest.last_seq) == (1, 100)
+
+
+async def test_a_new_epoch_restarts_seq_and_hides_the_old_one(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    await store.append([msg("c1", 1), msg("c1", 2)])
+    await store.append([msg("c1", 1, epoch=2, cmid="e2-1")])
+    assert await store.positions(["c1"]) == {"c1": Position(2, 1)}
+    page = await store.history("c1")
+    assert [(m.epoch, m.seq) for m in page.messages] == [(2, 1)]
+
+
+async def test_concurrent_appends_to_different_channels_all_land(backend: tuple[MessageStore, Reopen]) -> None:
+    store, _ = backend
+    await asyncio.gather(*(store.append([msg(f"c{i}", 1), msg(f"c{i}", 2)]) for i in range(20)))
+    positions = await store.positions([f"c{i}" for i in range(20)])
+    assert set(positions.values()) == {Position(1, 2)}
+
+
+async def test_history_and_positions_survive_a_restart(backend: tuple[MessageStore, Reopen]) -> None:
+    store, reopen = backend
+    await store.append([msg("c1", s) for s in range(1, 6)])
+    store = await reopen()
+    assert await store.positions(["c1"]) == {"c1": Position(1, 5)}
+    await store.append([msg("c1", 6)])
+    assert [m.seq for m in (await store.history("c1")).messages] == [1, 2, 3, 4, 5, 6]
+
+
+# --- directory -------------------------------------------------------------------------------------
+
+
+async def test_usernames_are_unique_case_insensitively(directory: Directory) -> None:
+    alice = await directory.create_user("Alice", "h1", now_ms=1)
+    with pytest.raises(Conflict):
+        await directory.create_user("alice", "h2", now_ms=2)
+    assert await directory.user_by_name("ALICE") == alice
+    assert await directory.user_by_name("nobody") is None
+    assert await directory.existing_users([alice.user_id, "u-missing"]) == {alice.user_id}
+
+
+async def test_direct_channels_are_unique_per_pair(directory: Directory) -> None:
+    a = (await directory.create_user("a", "h", now_ms=1)).user_id
+    b = (await directory.create_user("b", "h", now_ms=1)).user_id
+    first, created = await directory.create_channel("direct", None, a, [b], now_ms=5)
+    again, created_again = await directory.create_channel("direct", None, b, [a], now_ms=6)
+    assert created and not created_again
+    assert again == first
+    assert await directory.members(first.channel_id) == sorted([a, b])
+
+
+async def test_membership(directory: Directory) -> None:
+    a, b, c = "ua", "ub", "uc"
+    group, _ = await directory.create_channel("group", "team", a, [b], now_ms=1)
+    cid = group.channel_id
+    assert await directory.channel_ids_of(a) == frozenset({cid})
+    assert await directory.memberships([(cid, a), (cid, b), (cid, c)]) == {(cid, a), (cid, b)}
+    assert await directory.shares_channel(a, b)
+    assert not await directory.shares_channel(a, c)
+    assert await directory.add_member(cid, c, now_ms=2)
+    assert not await directory.add_member(cid, c, now_ms=3)
+    assert await directory.remove_member(cid, b)
+    assert not await directory.remove_member(cid, b)
+    assert await directory.members(cid) == [a, c]
+    assert [ch.channel_id for ch in await directory.channels_of(c)] == [cid]
+    assert await directory.channels_of(b) == []
+    assert await directory.get_channel(cid) == group
+    assert await directory.get_channel("c-missing") is None
