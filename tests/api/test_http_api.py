@@ -47,13 +47,14 @@ def bearer(token: str) -> dict[str, str]:
 
 def error(r: httpx.Response) -> tuple[int, str]:
     body: dict[str, Any] = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
     return r.status_code, body["error"]["code"]
 
 
 async def test_signup_login_and_the_token_it_returns(ctx) -> None:  # type: ignore[no-untyped-def]
     client, _, keys = ctx
-    uid, token = await user(client, "alice")
+    uid, _token = await user(client, "alice")
     r = await client.post("/v1/login", json={"username": "ALICE", "password": PW, "device_id": "tab-1"})
     doc = r.json()
     assert doc["mqtt"] == {"host": "chat.example.com", "port": 1999, "ws_url": "ws://chat.example.com:1998/mqtt"}
@@ -112,7 +113,8 @@ async def test_channels_membership_and_permissions(ctx) -> None:  # type: ignore
     r = await client.post("/v1/channels", json={"kind": "group", "name": "team", "members": [bob]}, headers=bearer(at))
     assert r.status_code == 201
     group = r.json()
-    assert group["members"] == sorted([alice, bob]) and group["created"] is True
+    assert group["members"] == sorted([alice, bob])
+    assert group["created"] is True
     gid = group["channel_id"]
 
     d1 = await client.post("/v1/channels", json={"kind": "direct", "members": [bob]}, headers=bearer(at))

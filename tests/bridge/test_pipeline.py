@@ -100,7 +100,9 @@ async def test_locked_store_gives_a_retryable_error_and_the_retry_continues_the_
         blocker.close()
     assert stats.rejected == {"unavailable": 1}
     failed = pub.acks()[-1]
-    assert failed.cmid == "2" and failed.error is not None and failed.error.code == "unavailable"
+    assert failed.cmid == "2"
+    assert failed.error is not None
+    assert failed.error.code == "unavailable"
 
     await pipe.process([send("alice", ch, "2")])  # the device retries with the same cmid
     assert [m.seq for m in pub.stream()] == [1, 2]

@@ -18,7 +18,8 @@ def test_plan_assigns_consecutive_seqs_per_channel_without_changing_state() -> N
     assert [(o.message.channel, o.message.epoch, o.message.seq) for o in plan.outcomes] == [
         ("a", 1, 11), ("b", 4, 1), ("a", 1, 12)]
     ids = [o.message.id for o in plan.outcomes]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
     assert seq.position("a") == Position(1, 10)  # not applied yet
     seq.apply(plan)
     assert seq.position("a") == Position(1, 12)
@@ -32,12 +33,14 @@ def test_duplicates_in_batch_in_cache_and_in_store_return_the_original() -> None
     assert first.outcomes[0].message == first.outcomes[1].message
     seq.apply(first)
     cached = seq.plan([draft("a", "x")], {}, NOW)
-    assert not cached.outcomes[0].new and cached.outcomes[0].message.seq == 1
+    assert not cached.outcomes[0].new
+    assert cached.outcomes[0].message.seq == 1
     original = first.outcomes[0].message
     from_store = Sequencer(Snowflake(0))
     from_store.load({"a": Position(1, 1)})
     found = from_store.plan([draft("a", "x")], {("a", "u1", "x"): original}, NOW)
-    assert found.outcomes[0].message == original and not found.outcomes[0].new
+    assert found.outcomes[0].message == original
+    assert not found.outcomes[0].new
     assert found.new_messages == []
 
 

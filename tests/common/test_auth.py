@@ -65,7 +65,7 @@ def test_time_claims_are_checked_with_leeway(now: int, reason: str) -> None:
     (lambda t: "not.a.jwt", "malformed"),
     (lambda t: "", "malformed"),
     # alg=none must never be accepted
-    (lambda t: jwt.encode({"sub": "u1", "dev": "d1", "aud": "mqchat", "iss": "mqchat", "exp": NOW + 60}, None,
+    (lambda t: jwt.encode({"sub": "u1", "dev": "d1", "aud": "mqchat", "iss": "mqchat", "exp": NOW + 60}, "",
                           algorithm="none"), "bad_signature"),
 ])
 def test_bad_tokens_are_refused_with_a_reason(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]

@@ -48,7 +48,7 @@ def test_invalid_values_are_named(monkeypatch: pytest.MonkeyPatch, env: str, val
 def test_unknown_keys_in_a_file_are_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "mqchat.toml"
     cfg.write_text("[mqtt]\nprot = 1\n")
-    with pytest.raises(ConfigError, match="mqtt.prot"):
+    with pytest.raises(ConfigError, match=r"mqtt\.prot"):
         load_settings(cfg)
 
 

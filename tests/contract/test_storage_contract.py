@@ -153,7 +153,8 @@ async def test_direct_channels_are_unique_per_pair(directory: Directory) -> None
     b = (await directory.create_user("b", "h", now_ms=1)).user_id
     first, created = await directory.create_channel("direct", None, a, [b], now_ms=5)
     again, created_again = await directory.create_channel("direct", None, b, [a], now_ms=6)
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert again == first
     assert await directory.members(first.channel_id) == sorted([a, b])
 

@@ -56,6 +56,7 @@ async def test_refused_connects(system: System, world: World, case: str) -> None
         await connect(system, client_id=cid, username=user, password=token, will=will)
     rc = info.value.rc
     # CONNACK 0x05 "not authorized"; paho reports it as the equivalent MQTT 5 code 0x87.
+    assert rc is not None
     assert (rc if isinstance(rc, int) else rc.value) in (0x05, 0x87)
 
 
