@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mqchat import auth, lifecycle
-from mqchat.config import Settings, load_settings
+from mqchat.config import Settings, load_settings, reference_markdown
 from mqchat.errors import ConfigError, InvalidId, MqchatError
 from mqchat.log import setup_logging
 
@@ -221,6 +221,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(reference_markdown(), end="")
+        return 0
     settings = _settings(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
@@ -254,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     cfg.add_argument("--data-dir", type=Path)
+    cfg.add_argument("--markdown", action="store_true", help="print the settings reference instead")
     cfg.set_defaults(func=cmd_config)
     return p
 

@@ -61,3 +61,11 @@ def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValueError, match="frozen"):
         s.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_configuration_reference_is_current() -> None:
+    from mqchat.config import reference_markdown
+    from tests.conftest import ROOT
+
+    assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown(), \
+        "docs/configuration.md is stale: run `mqchat config --markdown > docs/configuration.md`"
