@@ -1,0 +1,25 @@
+"""The benchmark runs end to end on a small load (figures are not asserted: they are reported)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mobile_sim.__main__ import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_small_benchmark_delivers_everything_on_every_target(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--channels", "2", "--members", "3", "--messages", "60", "--window", "5",
+                 "--json", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    targets = {r["target"] for r in doc["results"]}
+    assert {"mqchat", "amqtt", "mosquitto"} <= targets, "scripts/test installs mosquitto; it must be found"
+    for r in doc["results"]:
+        assert r["delivered"] == r["expected_deliveries"] == 60 * 3
+        assert r["acked"] == 60
