@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import httpx
 
-from mqchat import schema, topics
 from mobile_sim.client import NODELAY, Api, Session
+from mqchat import schema, topics
 
 
 def free_port() -> int:
@@ -171,7 +170,8 @@ async def run_load(target: str, peers: list[Peer], load: Load, *, pipeline: bool
     def delivered() -> int:
         return sum(len(p.arrivals) for p in peers)
 
-    while delivered() < result.expected_deliveries and time.perf_counter() < deadline:
+    # Polls the readers' counts against a deadline; a late or lost delivery must not hang the run.
+    while delivered() < result.expected_deliveries and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     end = max([t for p in peers for t in p.arrivals.values()] or [time.perf_counter()])
     result.seconds = end - start

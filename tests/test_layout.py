@@ -46,7 +46,7 @@ def test_packages_import_only_what_they_may(package: str) -> None:
             if top in PACKAGES and top != package:
                 assert top in ALLOWED[package], f"{path.relative_to(ROOT)} imports {name}"
             if package == "mobile_sim" and top == "mqchat":
-                assert any(name == m or name.startswith(m + ".") and m != "mqchat" for m in MOBILE_SIM_MAY_USE) \
+                assert any(name == m or (name.startswith(m + ".") and m != "mqchat") for m in MOBILE_SIM_MAY_USE) \
                     or name == "mqchat", f"{path.relative_to(ROOT)} imports server internals: {name}"
 
 

@@ -101,6 +101,7 @@ class _Db:
         self._migrations = migrations
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,11 @@ class _Db:
             raise StorageError(f"sqlite {self.path.name}: {exc}") from exc
 
     async def close(self) -> None:
+        """Close the connection; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+
         def shut() -> None:
             if self._conn is not None:
                 self._conn.close()
