@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -51,27 +52,63 @@ def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
     return Inbound(parsed.user, parsed.device, parsed.channel, bytes(payload))
 
 
+RECONNECT_BASE_S = 0.5
+RECONNECT_MAX_S = 10.0
+
+
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the bridge until ``stop`` is set, then drain the sends already taken."""
+    """Run the bridge until ``stop`` is set, then drain the sends already taken.
+
+    The stores and the order state live for the whole process; the broker connection is
+    re-established with capped, jittered backoff whenever it is lost.
+    """
     cfg = settings.bridge
-    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
+    credentials = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
     queue: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=cfg.queue_max)
     async with AsyncExitStack() as stack:
         store = await SqliteMessageStore(settings.messages_db).open()
         stack.push_async_callback(store.close)
         directory = await SqliteDirectory(settings.directory_db).open()
         stack.push_async_callback(directory.close)
-        client = aiomqtt.Client(
-            settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
-            keepalive=settings.mqtt.keepalive_s, clean_session=True, max_inflight_messages=1000,
-            socket_options=NODELAY,
-        )
-        await stack.enter_async_context(client)
-        pipeline = Pipeline(store, directory, Sequencer(Snowflake(cfg.worker_id)), MqttPublisher(client))
+        stack.callback(lifecycle.clear_ready, settings, "bridge")
+        sequencer = Sequencer(Snowflake(cfg.worker_id))
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await _session(settings, credentials, store, directory, sequencer, queue, stop)
+                attempt = 0
+            except* aiomqtt.MqttError as group:
+                lifecycle.clear_ready(settings, "bridge")
+                attempt += 1
+                delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2**attempt))
+                logger.warning("broker connection lost (%s); reconnecting in %.1fs", group.exceptions[0], delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        logger.info("bridge stopped")
+
+
+async def _session(
+    settings: Settings,
+    credentials: tuple[str, str, str],
+    store: SqliteMessageStore,
+    directory: SqliteDirectory,
+    sequencer: Sequencer,
+    queue: asyncio.Queue[Inbound | None],
+    stop: asyncio.Event,
+) -> None:
+    """One broker connection: consume and sequence until ``stop`` (then drain) or a broker error."""
+    cfg = settings.bridge
+    client_id, username, password = credentials
+    client = aiomqtt.Client(
+        settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
+        keepalive=settings.mqtt.keepalive_s, clean_session=True, max_inflight_messages=1000,
+        socket_options=NODELAY,
+    )
+    async with client:
+        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client))
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, "bridge")
-        stack.callback(lifecycle.clear_ready, settings, "bridge")
 
         async def consume() -> None:
             async for message in client.messages:
@@ -91,30 +128,31 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                         queue.put_nowait(None)  # seen after this batch
                         break
                     batch.append(item)
-                try:
-                    stats = await pipeline.process(batch)
-                except aiomqtt.MqttError:
-                    logger.exception("lost the broker while publishing a batch; senders will retry")
-                    raise
+                # A broker error here propagates: the batch is durable, its acks are not sent, and
+                # the senders' retries are answered from the idempotency cache after reconnecting.
+                stats = await pipeline.process(batch)
                 if stats.rejected:
                     logger.info("batch: %d accepted, %d duplicates, rejected %s",
                                 stats.accepted, stats.duplicates, stats.rejected)
 
         async with asyncio.TaskGroup() as tg:
             consumer = tg.create_task(consume(), name="bridge.consume")
-            sequencer = tg.create_task(sequence(), name="bridge.sequence")
+            sequencing = tg.create_task(sequence(), name="bridge.sequence")
             stopper = tg.create_task(stop.wait(), name="bridge.stop")
-            await asyncio.wait([consumer, sequencer, stopper], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([consumer, sequencing, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                # The connection ended (a failed task's error is raised by the TaskGroup on exit).
+                for task in (consumer, sequencing, stopper):
+                    task.cancel()
+                return
             # Stop taking work, then let the sequencer finish what it already took.
             consumer.cancel()
             with contextlib.suppress(Exception):
                 await client.unsubscribe(topics.SEND_FILTER, timeout=2)
-            stopper.cancel()
-            if not sequencer.done():
+            if not sequencing.done():
                 await queue.put(None)
-                _, pending = await asyncio.wait([sequencer], timeout=cfg.drain_timeout_s)
+                _, pending = await asyncio.wait([sequencing], timeout=cfg.drain_timeout_s)
                 if pending:
                     logger.warning("drain deadline passed; %d queued sends dropped (senders will retry)",
                                    queue.qsize())
-                    sequencer.cancel()
-            logger.info("bridge stopped")
+                    sequencing.cancel()

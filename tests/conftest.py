@@ -106,28 +106,42 @@ def system(system_factory) -> System:  # type: ignore[no-untyped-def]
     return s
 
 
+class Mosquitto:
+    """A real Mosquitto on a free loopback port, anonymous (no ACL)."""
+
+    def __init__(self, binary: str, conf_dir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.conf = conf_dir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A real Mosquitto on a free loopback port, anonymous (no ACL): the port."""
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     import shutil
 
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if binary is None:
         pytest.skip("mosquitto is not installed (scripts/test installs it with apt-get)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    broker = Mosquitto(binary, tmp_path)
+    broker.start()
+    yield broker
+    broker.kill()
