@@ -85,6 +85,8 @@ class Membership(BaseModel):
 
 
 class MessageOut(BaseModel):
+    """The same shape as a message on ``ch/{channel}`` (see docs/protocol.md)."""
+
     id: str
     seq: int
     epoch: int
@@ -95,6 +97,7 @@ class MessageOut(BaseModel):
     ts: int
     kind: str
     body: str
+    v: int
 
 
 class HistoryOut(BaseModel):

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -165,9 +166,5 @@ async def history(
     page = await svc.store.history(channel_id, before=before, after=after, limit=limit)
     return models.HistoryOut(
         channel=channel_id, epoch=page.epoch, last_seq=page.last_seq, has_more=page.has_more,
-        messages=[models.MessageOut(**{**_fields(m), "id": str(m.id)}) for m in page.messages],
+        messages=[models.MessageOut(**msgspec.structs.asdict(m.to_wire())) for m in page.messages],
     )
-
-
-def _fields(m: object) -> dict[str, object]:
-    return {k: getattr(m, k) for k in models.MessageOut.model_fields}

@@ -31,20 +31,15 @@ STOP_TIMEOUT_S = 20.0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings with the command-line flags on top (sources deep-merge, so a flag overrides one field)."""
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    mqtt: dict[str, Any] = {}
-    if getattr(args, "mqtt_port", None):
-        mqtt["port"] = args.mqtt_port
-    if getattr(args, "ws_port", None):
-        mqtt["ws_port"] = args.ws_port
-    if mqtt:
-        base = load_settings(args.config)
-        overrides["mqtt"] = base.mqtt.model_dump() | mqtt
-    if getattr(args, "http_port", None):
-        base = load_settings(args.config)
-        overrides["http"] = base.http.model_dump() | {"port": args.http_port}
+    flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}
+    for (section, field), flag in flags.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[field] = value
     return load_settings(args.config, **overrides)
 
 
