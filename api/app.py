@@ -16,7 +16,7 @@ from api import errors, routes
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.storage.base import Directory, MessageStore
-from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+from mqchat.storage.factory import open_directory, open_message_store
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,11 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def open_stores(settings: Settings) -> AsyncIterator[tuple[SqliteDirectory, SqliteMessageStore]]:
+async def open_stores(settings: Settings) -> AsyncIterator[tuple[Directory, MessageStore]]:
     async with AsyncExitStack() as stack:
-        directory = await SqliteDirectory(settings.directory_db).open()
+        directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
-        store = await SqliteMessageStore(settings.messages_db).open()
+        store = await open_message_store(settings)
         stack.push_async_callback(store.close)
         yield directory, store
 

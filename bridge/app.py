@@ -18,7 +18,8 @@ from mqchat import lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import InvalidTopic
 from mqchat.ids import Snowflake
-from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+from mqchat.storage.base import Directory, MessageStore
+from mqchat.storage.factory import open_directory, open_message_store
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     credentials = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
     queue: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=cfg.queue_max)
     async with AsyncExitStack() as stack:
-        store = await SqliteMessageStore(settings.messages_db).open()
+        store = await open_message_store(settings)
         stack.push_async_callback(store.close)
-        directory = await SqliteDirectory(settings.directory_db).open()
+        directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
         stack.callback(lifecycle.clear_ready, settings, "bridge")
         sequencer = Sequencer(Snowflake(cfg.worker_id))
@@ -90,8 +91,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 async def _session(
     settings: Settings,
     credentials: tuple[str, str, str],
-    store: SqliteMessageStore,
-    directory: SqliteDirectory,
+    store: MessageStore,
+    directory: Directory,
     sequencer: Sequencer,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,

@@ -187,10 +187,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 async def _migrate(settings: Settings) -> None:
     """Create or upgrade the embedded databases before any process opens them."""
-    from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+    from mqchat.storage.factory import open_directory, open_message_store
 
-    for store in (SqliteDirectory(settings.directory_db), SqliteMessageStore(settings.messages_db)):
-        await store.open()
+    for opener in (open_directory, open_message_store):
+        store = await opener(settings)
         await store.close()
 
 

@@ -99,6 +99,32 @@ class BridgeSettings(_Section):
     drain_timeout_s: float = Field(10.0, ge=0, description="On shutdown, time allowed to finish sends in flight.")
 
 
+class StoreSettings(_Section):
+    backend: Literal["sqlite", "cassandra"] = Field(
+        "sqlite", description="Message and directory store: embedded SQLite, or a Cassandra/ScyllaDB cluster."
+    )
+
+
+class CassandraSettings(_Section):
+    hosts: tuple[str, ...] = Field(("127.0.0.1",), min_length=1, description="Contact points.")
+    port: int = Field(9042, ge=1, le=65535, description="CQL native protocol port.")
+    keyspace: str = Field("mqchat", pattern=r"^[a-z][a-z0-9_]{0,47}$", description="Keyspace.")
+    local_dc: str | None = Field(None, description="Local data centre for DC-aware routing (required with "
+                                 "more than one DC).")
+    replication_factor: int = Field(3, ge=1, le=9, description="Replication factor per DC, used by migrations.")
+    consistency: Literal["LOCAL_QUORUM", "QUORUM", "LOCAL_ONE", "ONE", "ALL"] = Field(
+        "LOCAL_QUORUM", description="Consistency level of reads and writes.")
+    request_timeout_s: float = Field(5.0, gt=0, le=120, description="Client-side timeout of one request.")
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(
+        None, description="Redis URL (redis://host:port/db). Unset: `mqchat up` runs a private redis-server "
+        "in the data directory."
+    )
+    key_prefix: str = Field("mqchat:", description="Prefix of every key mqchat writes.")
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -114,6 +140,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     broker: BrokerSettings = BrokerSettings()
     bridge: BridgeSettings = BridgeSettings()
+    store: StoreSettings = StoreSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    redis: RedisSettings = RedisSettings()
 
     @classmethod
     def settings_customise_sources(
