@@ -161,3 +161,46 @@ class Directory(Protocol):
 def direct_key(a: str, b: str) -> str:
     """The identity of the direct channel between two users, whatever the order."""
     return "|".join(sorted((a, b)))
+
+
+# --- presence and read state (Redis) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    status: Literal["online", "away", "offline"] | str
+    last_seen: int | None
+    """Milliseconds since the Unix epoch; ``None`` if never seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    epoch: int
+    seq: int
+
+
+class PresenceStore(Protocol):
+    async def presence_event(self, user: str, member: str, op: Literal["connect", "refresh", "status", "disconnect"],
+                             *, now_ms: int, ttl_ms: int, status: str = "online") -> str:
+        """Apply one connection event; returns the user's aggregate status."""
+        ...
+
+    async def expire_leases(self, *, now_ms: int, limit: int = 1000) -> int: ...
+
+    async def presence_of(self, users: Collection[str]) -> dict[str, UserPresence]: ...
+
+    async def online_count(self, channel: str) -> int: ...
+
+
+class ReadStateStore(Protocol):
+    async def mark_read(self, user: str, channel: str, epoch: int, seq: int) -> ReadMarker:
+        """Move the marker forward (never back); returns the marker after the call."""
+        ...
+
+    async def mark_read_many(self, markers: Sequence[tuple[str, str, int, int]]) -> None: ...
+
+    async def read_markers(self, user: str, channels: Collection[str]) -> dict[str, ReadMarker | None]: ...
+
+    async def add_mentions(self, mentions: Sequence[tuple[str, str, int]]) -> None: ...
+
+    async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]: ...

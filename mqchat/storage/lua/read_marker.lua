@@ -1,0 +1,23 @@
+-- Move a read marker forward, never back.
+--
+-- KEYS[1] the user's read hash (prefix .. "read:" .. user)
+-- KEYS[2] the user's mentions zset for the channel (prefix .. "mentions:" .. user .. ":" .. channel)
+-- ARGV[1] channel id
+-- ARGV[2] epoch
+-- ARGV[3] seq read up to
+--
+-- A marker from a newer epoch replaces one from an older epoch whatever its seq.
+-- Returns {epoch, seq} of the marker after the call.
+
+local current = redis.call("HGET", KEYS[1], ARGV[1])
+local epoch, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
+if current then
+  local ce, cs = current:match("^(%d+):(%d+)$")
+  ce, cs = tonumber(ce), tonumber(cs)
+  if ce > epoch or (ce == epoch and cs >= seq) then
+    return {ce, cs}
+  end
+end
+redis.call("HSET", KEYS[1], ARGV[1], epoch .. ":" .. seq)
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", seq)
+return {epoch, seq}

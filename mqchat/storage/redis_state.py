@@ -1,0 +1,198 @@
+"""Redis-backed presence and read state (redis-py asyncio).
+
+Key names and lifetimes are in :mod:`mqchat.storage.keys`; the Lua scripts, each with a KEYS/ARGV
+header, are in ``mqchat/storage/lua/``. Every multi-key change is one script, so it is atomic;
+batched work (lease refreshes, the bridge's read-marker moves) is pipelined: one round trip for many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from importlib import resources
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mqchat.errors import StorageError, StorageUnavailable
+from mqchat.storage.base import PresenceStore, ReadMarker, ReadStateStore, UserPresence
+from mqchat.storage.keys import CHANGES_MAXLEN, PRESENCE_GROUP, Keys
+
+PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
+
+
+def _script(name: str) -> str:
+    return resources.files("mqchat.storage").joinpath("lua", name).read_text()
+
+
+def _marker(raw: bytes | str | None) -> ReadMarker | None:
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    epoch, seq = text.split(":")
+    return ReadMarker(int(epoch), int(seq))
+
+
+class RedisState:
+    """:class:`PresenceStore` and :class:`ReadStateStore` on one Redis.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (created without connecting; closed by :meth:`close`).
+        prefix: key prefix.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "mqchat:") -> None:
+        self._r = client
+        self.keys = Keys(prefix)
+        self._update = client.register_script(_script("presence_update.lua"))
+        self._expire = client.register_script(_script("presence_expire.lua"))
+        self._read = client.register_script(_script("read_marker.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "mqchat:") -> RedisState:
+        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                           health_check_interval=30), prefix)
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def ping(self) -> None:
+        await self._call(self._r.ping())
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+        except RedisError as exc:
+            raise StorageError(f"redis: {exc}") from exc
+
+    # --- presence --------------------------------------------------------------------------------
+
+    def _update_args(self, user: str, member: str, op: PresenceOp, status: str, now_ms: int,
+                     ttl_ms: int) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        return ([k.leases, k.conns(user), k.user_presence(user), k.changes],
+                [user, member, op, status, now_ms + ttl_ms, now_ms, CHANGES_MAXLEN])
+
+    async def presence_event(self, user: str, member: str, op: PresenceOp, *, now_ms: int, ttl_ms: int,
+                             status: str = "online") -> str:
+        """Apply one connection event (``member`` is ``{device}|{conn}``); returns the user's aggregate."""
+        keys, args = self._update_args(user, member, op, status, now_ms, ttl_ms)
+        result = await self._call(self._update(keys=keys, args=args))
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def presence_events(self, events: Sequence[tuple[str, str, PresenceOp, str]], *, now_ms: int,
+                              ttl_ms: int) -> None:
+        """Apply many ``(user, member, op, status)`` events, in order, in one round trip."""
+        if not events:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for user, member, op, status in events:
+            keys, args = self._update_args(user, member, op, status, now_ms, ttl_ms)
+            await self._update(keys=keys, args=args, client=pipe)
+        await self._call(pipe.execute())
+
+    async def expire_leases(self, *, now_ms: int, limit: int = 1000) -> int:
+        """Remove leases that expired before ``now_ms``; returns how many."""
+        result = await self._call(self._expire(keys=[self.keys.leases, self.keys.changes],
+                                               args=[self.keys.prefix, now_ms, limit, CHANGES_MAXLEN]))
+        return int(result)
+
+    async def presence_of(self, users: Collection[str]) -> dict[str, UserPresence]:
+        wanted = list(dict.fromkeys(users))
+        pipe = self._r.pipeline(transaction=False)
+        for u in wanted:
+            pipe.hmget(self.keys.user_presence(u), "status", "last_seen")
+        rows = await self._call(pipe.execute())
+        out: dict[str, UserPresence] = {}
+        for u, (status, seen) in zip(wanted, rows, strict=True):
+            out[u] = UserPresence(status.decode() if status else "offline", int(seen) if seen else None)
+        return out
+
+    async def ensure_change_group(self) -> None:
+        try:
+            await self._r.xgroup_create(self.keys.changes, PRESENCE_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StorageError(f"redis: {exc}") from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StorageUnavailable(f"redis: {exc}") from exc
+
+    async def read_changes(self, consumer: str, *, count: int = 500, block_ms: int = 1000,
+                           pending: bool = False) -> list[tuple[str, dict[str, str]]]:
+        """Next presence changes for the publisher, oldest first. ``pending``: re-read unacked ones."""
+        streams = {self.keys.changes: "0" if pending else ">"}
+        reply = await self._call(self._r.xreadgroup(PRESENCE_GROUP, consumer, streams,  # type: ignore[arg-type]
+                                                    count=count, block=None if pending else block_ms))
+        out: list[tuple[str, dict[str, str]]] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append((entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
+        return out
+
+    async def ack_changes(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._call(self._r.xack(self.keys.changes, PRESENCE_GROUP, *ids))
+
+    async def set_online(self, user: str, channels: Collection[str], online: bool) -> None:
+        """Add or remove ``user`` from each channel's online set."""
+        if not channels:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for c in channels:
+            (pipe.sadd if online else pipe.srem)(self.keys.online(c), user)
+        await self._call(pipe.execute())
+
+    async def online_count(self, channel: str) -> int:
+        return int(await self._call(self._r.scard(self.keys.online(channel))))
+
+    # --- read state ------------------------------------------------------------------------------
+
+    async def mark_read(self, user: str, channel: str, epoch: int, seq: int) -> ReadMarker:
+        result = await self._call(self._read(keys=[self.keys.read(user), self.keys.mentions(user, channel)],
+                                             args=[channel, epoch, seq]))
+        return ReadMarker(int(result[0]), int(result[1]))
+
+    async def mark_read_many(self, markers: Sequence[tuple[str, str, int, int]]) -> None:
+        """Move many ``(user, channel, epoch, seq)`` markers forward in one round trip."""
+        if not markers:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for user, channel, epoch, seq in markers:
+            await self._read(keys=[self.keys.read(user), self.keys.mentions(user, channel)],
+                             args=[channel, epoch, seq], client=pipe)
+        await self._call(pipe.execute())
+
+    async def read_markers(self, user: str, channels: Collection[str]) -> dict[str, ReadMarker | None]:
+        wanted = list(dict.fromkeys(channels))
+        if not wanted:
+            return {}
+        rows = await self._call(self._r.hmget(self.keys.read(user), wanted))
+        return {c: _marker(v) for c, v in zip(wanted, rows, strict=True)}
+
+    async def add_mentions(self, mentions: Sequence[tuple[str, str, int]]) -> None:
+        """Record ``(user, channel, seq)`` mentions in one round trip."""
+        if not mentions:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for user, channel, seq in mentions:
+            pipe.zadd(self.keys.mentions(user, channel), {str(seq): seq})
+        await self._call(pipe.execute())
+
+    async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]:
+        """Mentions above each channel's read seq."""
+        if not read_seqs:
+            return {}
+        pipe = self._r.pipeline(transaction=False)
+        for channel, seq in read_seqs.items():
+            pipe.zcount(self.keys.mentions(user, channel), f"({seq}", "+inf")
+        rows = await self._call(pipe.execute())
+        return {c: int(n) for c, n in zip(read_seqs, rows, strict=True)}
+
+
+def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore]:
+    """Static conformance: mypy checks RedisState against both protocols."""
+    return state, state

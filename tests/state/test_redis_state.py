@@ -1,0 +1,128 @@
+"""Presence and read state on a real redis-server (started on a free port)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mqchat.storage.base import ReadMarker
+from mqchat.storage.redis_state import RedisState
+from tests.conftest import RedisServer
+
+TTL = 30_000
+T0 = 1_800_000_000_000
+
+
+@pytest.fixture
+async def state(redis_server: RedisServer) -> AsyncIterator[RedisState]:
+    s = RedisState.from_url(redis_server.url, prefix="t:")
+    await s.ensure_change_group()
+    yield s
+    await s.close()
+
+
+async def changes(state: RedisState) -> list[tuple[str, str]]:
+    entries = await state.read_changes("c1", block_ms=1)
+    await state.ack_changes([i for i, _ in entries])
+    return [(f["user"], f["status"]) for _, f in entries]
+
+
+async def test_user_is_online_while_any_device_is(state: RedisState) -> None:
+    assert await state.presence_event("u", "phone|c1", "connect", now_ms=T0, ttl_ms=TTL) == "online"
+    assert await state.presence_event("u", "tablet|c2", "connect", now_ms=T0 + 1, ttl_ms=TTL) == "online"
+    assert await state.presence_event("u", "phone|c1", "disconnect", now_ms=T0 + 2, ttl_ms=TTL) == "online"
+    assert await state.presence_event("u", "tablet|c2", "disconnect", now_ms=T0 + 3, ttl_ms=TTL) == "offline"
+    assert await changes(state) == [("u", "online"), ("u", "offline")]  # published only on change
+    p = (await state.presence_of(["u", "nobody"]))
+    assert p["u"].status == "offline"
+    assert p["u"].last_seen == T0 + 3
+    assert p["nobody"].status == "offline"
+    assert p["nobody"].last_seen is None
+
+
+async def test_away_only_when_every_live_device_is_away(state: RedisState) -> None:
+    await state.presence_event("u", "phone|c1", "connect", now_ms=T0, ttl_ms=TTL)
+    await state.presence_event("u", "tablet|c2", "connect", now_ms=T0, ttl_ms=TTL)
+    assert await state.presence_event("u", "phone|c1", "status", status="away", now_ms=T0, ttl_ms=TTL) == "online"
+    assert await state.presence_event("u", "tablet|c2", "status", status="away", now_ms=T0, ttl_ms=TTL) == "away"
+    assert await state.presence_event("u", "tablet|c2", "status", status="online", now_ms=T0, ttl_ms=TTL) == "online"
+
+
+async def test_a_late_disconnect_of_an_old_connection_does_not_remove_the_new_one(state: RedisState) -> None:
+    await state.presence_event("u", "phone|old", "connect", now_ms=T0, ttl_ms=TTL)
+    await state.presence_event("u", "phone|new", "connect", now_ms=T0 + 5, ttl_ms=TTL)
+    assert await state.presence_event("u", "phone|old", "disconnect", now_ms=T0 + 6, ttl_ms=TTL) == "online"
+
+
+async def test_refresh_and_status_never_resurrect_a_disconnected_connection(state: RedisState) -> None:
+    await state.presence_event("u", "phone|c1", "connect", now_ms=T0, ttl_ms=TTL)
+    await state.presence_event("u", "phone|c1", "disconnect", now_ms=T0 + 1, ttl_ms=TTL)
+    assert await state.presence_event("u", "phone|c1", "refresh", now_ms=T0 + 2, ttl_ms=TTL) == "offline"
+    assert await state.presence_event("u", "phone|c1", "status", status="online", now_ms=T0 + 3,
+                                      ttl_ms=TTL) == "offline"
+
+
+async def test_leases_of_a_crashed_broker_expire(state: RedisState) -> None:
+    await state.presence_event("u", "phone|c1", "connect", now_ms=T0, ttl_ms=TTL)
+    await state.presence_event("v", "phone|c2", "connect", now_ms=T0, ttl_ms=TTL)
+    await state.presence_events([("v", "phone|c2", "refresh", "")], now_ms=T0 + 20_000, ttl_ms=TTL)
+    assert await state.expire_leases(now_ms=T0 + TTL - 1) == 0
+    assert await state.expire_leases(now_ms=T0 + TTL + 1) == 1  # only u's lease was not refreshed
+    presence = await state.presence_of(["u", "v"])
+    assert presence["u"].status == "offline"
+    assert presence["v"].status == "online"
+    assert ("u", "offline") in await changes(state)
+
+
+async def test_interleaved_connects_and_disconnects_end_in_the_right_state(state: RedisState) -> None:
+    """Flapping devices: any interleaving of connections ends in the state the survivors imply."""
+    rng = random.Random(7)
+    for round_ in range(30):
+        user = f"flap{round_}"
+        conns = [f"d{rng.randrange(3)}|c{i}" for i in range(rng.randrange(1, 8))]
+        survivors = set(rng.sample(conns, rng.randrange(0, len(conns) + 1)))
+        # each connection's own events stay in order; connections interleave at random
+        pending = {c: ["connect"] + ([] if c in survivors else ["disconnect"]) for c in dict.fromkeys(conns)}
+        ordered: list[tuple[str, str]] = []
+        while any(pending.values()):
+            c = rng.choice([c for c, ops in pending.items() if ops])
+            ordered.append((c, pending[c].pop(0)))
+        for c, op in ordered:
+            await state.presence_event(user, c, op, now_ms=T0, ttl_ms=TTL)  # type: ignore[arg-type]
+        expected = "online" if survivors else "offline"
+        assert (await state.presence_of([user]))[user].status == expected, (ordered, survivors)
+
+
+async def test_change_stream_order_matches_event_order(state: RedisState) -> None:
+    for i in range(20):
+        await state.presence_event("u", f"phone|c{i}", "connect", now_ms=T0 + 2 * i, ttl_ms=TTL)
+        await state.presence_event("u", f"phone|c{i}", "disconnect", now_ms=T0 + 2 * i + 1, ttl_ms=TTL)
+    assert await changes(state) == [("u", "online"), ("u", "offline")] * 20
+
+
+async def test_online_sets_count_without_listing(state: RedisState) -> None:
+    await state.set_online("u1", ["c1", "c2"], True)
+    await state.set_online("u2", ["c1"], True)
+    await state.set_online("u1", ["c1"], False)
+    assert await state.online_count("c1") == 1
+    assert await state.online_count("c2") == 1
+
+
+async def test_read_markers_only_move_forward(state: RedisState) -> None:
+    assert await state.mark_read("u", "c1", 1, 10) == ReadMarker(1, 10)
+    assert await state.mark_read("u", "c1", 1, 4) == ReadMarker(1, 10)
+    assert await state.mark_read("u", "c1", 1, 12) == ReadMarker(1, 12)
+    assert await state.mark_read("u", "c1", 2, 1) == ReadMarker(2, 1)  # new epoch wins
+    assert await state.mark_read("u", "c1", 1, 99) == ReadMarker(2, 1)
+    await state.mark_read_many([("u", "c2", 1, 3), ("u", "c2", 1, 2), ("v", "c2", 1, 8)])
+    assert await state.read_markers("u", ["c1", "c2", "c3"]) == {
+        "c1": ReadMarker(2, 1), "c2": ReadMarker(1, 3), "c3": None}
+
+
+async def test_mentions_above_the_marker_are_counted_and_cleared_by_reading(state: RedisState) -> None:
+    await state.add_mentions([("u", "c1", 3), ("u", "c1", 7), ("u", "c1", 9), ("u", "c2", 1)])
+    assert await state.mention_counts("u", {"c1": 0, "c2": 0}) == {"c1": 3, "c2": 1}
+    await state.mark_read("u", "c1", 1, 7)
+    assert await state.mention_counts("u", {"c1": 7}) == {"c1": 1}
