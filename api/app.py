@@ -12,16 +12,20 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 import mqchat
-from api import errors, routes
+from api import errors, routes, state_routes
+from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
+from mqchat.errors import ConfigError
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet) -> FastAPI:
+def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
+               state: RedisState, events: EventSink) -> FastAPI:
     """Build the FastAPI application around already-open stores (tests pass their own)."""
     app = FastAPI(
         title="mqchat HTTP API", version=mqchat.__version__,
@@ -29,9 +33,11 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
         "see the protocol document.",
     )
     hasher = PasswordHasher()
-    app.state.services = routes.Services(settings, keys, directory, store, hasher, hasher.hash("not-a-password"))
+    app.state.services = routes.Services(settings, keys, directory, store, state, events, hasher,
+                                         hasher.hash("not-a-password"))
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(state_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -61,8 +67,17 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[Directory, Mess
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the API until ``stop`` is set; in-flight requests finish first."""
     keys = auth.load_keys(settings)
-    async with open_stores(settings) as (directory, store):
-        app = create_app(settings, directory, store, keys)
+    if not settings.redis.url:
+        raise ConfigError("the API needs redis.url (MQCHAT_REDIS__URL)")
+    client_id, username, password = lifecycle.service_credentials(settings, "svc-api", "a0")
+    async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
+        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(state.close)
+        events = MqttEventSink(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
+                               password=password)
+        await events.start()
+        stack.push_async_callback(events.stop)
+        app = create_app(settings, directory, store, keys, state, events)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5)
         server = _Server(config)

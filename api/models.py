@@ -106,3 +106,70 @@ class HistoryOut(BaseModel):
     last_seq: int
     has_more: bool
     messages: list[MessageOut]
+
+
+class MarkRead(_Strict):
+    seq: int = Field(ge=0, description="Highest seq the user has read.")
+    epoch: int | None = Field(None, ge=1, description="The epoch `seq` belongs to; default: the channel's current.")
+
+
+class ReadState(BaseModel):
+    channel: str
+    epoch: int
+    seq: int
+    unread: int
+    mentions: int
+    badge: int = Field(description="Unread messages over all the user's channels.")
+
+
+class InboxEntry(BaseModel):
+    channel_id: str
+    kind: Literal["direct", "group"]
+    name: str | None
+    members: list[str]
+    epoch: int
+    last_seq: int
+    read_seq: int
+    unread: int
+    mentions: int
+    last_message: MessageOut | None
+    activity_ms: int = Field(description="Time of the last message, or of the channel's creation.")
+
+
+class Inbox(BaseModel):
+    channels: list[InboxEntry] = Field(description="Most recent activity first.")
+    badge: int
+    mentions: int
+
+
+class SyncCursor(_Strict):
+    channel: IdStr
+    epoch: int = Field(ge=1)
+    last_seq: int = Field(ge=0)
+
+
+class SyncRequest(_Strict):
+    channels: list[SyncCursor] = Field(default_factory=list, max_length=10_000)
+    limit: int = Field(500, ge=1, le=10_000, description="Most messages returned per channel.")
+
+
+class SyncChannel(BaseModel):
+    channel: str
+    status: Literal["ok", "new", "reset"] = Field(
+        description="ok: the messages after your last_seq; new: a channel you did not list (latest page); "
+        "reset: your epoch is gone, drop what you have for this channel (latest page).")
+    epoch: int
+    last_seq: int
+    has_more: bool = Field(description="More messages follow: call sync again with the new last_seq.")
+    messages: list[MessageOut]
+
+
+class SyncResult(BaseModel):
+    channels: list[SyncChannel]
+    removed: list[str] = Field(description="Channels you listed that you are no longer a member of.")
+    badge: int
+
+
+class ChannelPresence(BaseModel):
+    channel: str
+    online: int = Field(description="Members with at least one device online or away.")

@@ -15,10 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import models
 from api.errors import ApiError
+from api.events import EventSink
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import AuthError, Conflict
 from mqchat.storage.base import Channel, Directory, MessageStore
+from mqchat.storage.redis_state import RedisState
 
 WS_PATH = "/mqtt"
 
@@ -29,6 +31,8 @@ class Services:
     keys: auth.KeySet
     directory: Directory
     store: MessageStore
+    state: RedisState
+    events: EventSink
     hasher: PasswordHasher
     dummy_hash: str
     """Verified against when a username is unknown, so both cases take the same time."""
@@ -123,6 +127,9 @@ async def create_channel(body: models.CreateChannel, me: Me, svc: Svc, response:
         body.kind, body.name, me.user_id, others, now_ms=now_ms())
     if not created:
         response.status_code = status.HTTP_200_OK
+    else:
+        for user in [me.user_id, *others]:
+            await _joined(svc, channel.channel_id, user, by=me.user_id)
     out = await _channel_out(svc, channel)
     return models.CreatedChannel(**out.model_dump(), created=created)
 
@@ -135,6 +142,8 @@ async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) 
     if not await svc.directory.existing_users([body.user_id]):
         raise ApiError(422, "unknown_users", f"no such user: {body.user_id}")
     changed = await svc.directory.add_member(channel_id, body.user_id, now_ms=now_ms())
+    if changed:
+        await _joined(svc, channel_id, body.user_id, by=me.user_id)
     return models.Membership(channel_id=channel_id, user_id=body.user_id, changed=changed)
 
 
@@ -146,7 +155,21 @@ async def remove_member(channel_id: str, user_id: str, me: Me, svc: Svc) -> mode
     if user_id != me.user_id and channel.created_by != me.user_id:
         raise ApiError(403, "forbidden", "only the channel's creator can remove other members")
     changed = await svc.directory.remove_member(channel_id, user_id)
+    if changed:
+        await svc.state.set_online(user_id, [channel_id], False)
+        await svc.events.user_event(user_id, {"type": "membership", "channel": channel_id, "action": "removed",
+                                              "by": me.user_id})
     return models.Membership(channel_id=channel_id, user_id=user_id, changed=changed)
+
+
+async def _joined(svc: Services, channel_id: str, user_id: str, *, by: str) -> None:
+    """A user became a member: history before now counts as read, online counts include them,
+    and each of their devices hears about it."""
+    position = (await svc.store.positions([channel_id]))[channel_id]
+    await svc.state.mark_read(user_id, channel_id, position.epoch, position.last_seq)
+    if (await svc.state.presence_of([user_id]))[user_id].status != "offline":
+        await svc.state.set_online(user_id, [channel_id], True)
+    await svc.events.user_event(user_id, {"type": "membership", "channel": channel_id, "action": "added", "by": by})
 
 
 @router.get("/me/channels", response_model=models.ChannelList)

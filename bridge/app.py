@@ -20,6 +20,7 @@ from mqchat.errors import InvalidTopic
 from mqchat.ids import Snowflake
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(directory.close)
         stack.callback(lifecycle.clear_ready, settings, "bridge")
         sequencer = Sequencer(Snowflake(cfg.worker_id))
+        read_state: RedisState | None = None
+        if settings.redis.url:
+            read_state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
+            stack.push_async_callback(read_state.close)
         attempt = 0
         while not stop.is_set():
             try:
-                await _session(settings, credentials, store, directory, sequencer, queue, stop)
+                await _session(settings, credentials, store, directory, sequencer, read_state, queue, stop)
                 attempt = 0
             except* aiomqtt.MqttError as group:
                 lifecycle.clear_ready(settings, "bridge")
@@ -94,6 +99,7 @@ async def _session(
     store: MessageStore,
     directory: Directory,
     sequencer: Sequencer,
+    read_state: RedisState | None,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
 ) -> None:
@@ -106,7 +112,7 @@ async def _session(
         socket_options=NODELAY,
     )
     async with client:
-        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client))
+        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client), read_state=read_state)
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, "bridge")

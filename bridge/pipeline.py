@@ -12,7 +12,7 @@ from typing import Protocol
 from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
-from mqchat.storage.base import Directory, MessageStore
+from mqchat.storage.base import Directory, MessageStore, ReadStateStore, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class Pipeline:
         clock_ms: wall clock in milliseconds.
         write_deadline_s: how long to keep retrying a temporarily failing store before giving the
             batch back to the senders with a retryable error.
+        read_state: where read markers and mentions live; after the acks are out, each sender's
+            marker moves to its own message (so own messages never count as unread) and mentions
+            are recorded. ``None`` turns this off.
     """
 
     def __init__(
@@ -72,7 +75,9 @@ class Pipeline:
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         write_deadline_s: float = 5.0,
+        read_state: ReadStateStore | None = None,
     ) -> None:
+        self._read_state = read_state
         self._store = store
         self._directory = directory
         self._seq = sequencer
@@ -110,6 +115,7 @@ class Pipeline:
             drafts = allowed
 
         stream: list[tuple[str, bytes]] = []
+        plan_new: list[StoredMessage] = []
         if drafts:
             plan_items = [d for _, d in drafts]
             try:
@@ -119,6 +125,7 @@ class Pipeline:
                 for item, d in drafts:
                     reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
             else:
+                plan_new = plan.new_messages
                 for o in plan.outcomes:
                     m = o.message
                     if o.new:
@@ -131,7 +138,21 @@ class Pipeline:
 
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
+        # 4. read state, off the ack path: the acks are already on their way
+        if self._read_state is not None and plan_new:
+            await self._update_read_state(plan_new)
         return stats
+
+    async def _update_read_state(self, new: list[StoredMessage]) -> None:
+        assert self._read_state is not None
+        markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
+        mentioned = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
+        try:
+            await self._read_state.add_mentions(mentioned)
+            await self._read_state.mark_read_many(markers)
+        except StorageError as exc:
+            # Messages and acks are safe; only unread counts of these senders lag until they read.
+            logger.warning("read state not updated for %d messages: %s", len(new), exc)
 
     async def _order_and_persist(self, drafts: list[Draft]) -> Plan:
         missing = self._seq.unknown_channels(d.channel for d in drafts)

@@ -8,6 +8,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
+from broker import protocol
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 
@@ -44,11 +45,17 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
                 "membership_cache_s": settings.broker.membership_cache_s,
             },
         }
+        if settings.redis.url:
+            plugins["broker.presence.PresencePlugin"] = {
+                "redis_url": settings.redis.url, "key_prefix": settings.redis.key_prefix,
+                "lease_ttl_ms": settings.broker.presence_lease_ms,
+            }
     return {"listeners": listeners, "plugins": plugins}
 
 
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
+    protocol.install()
     broker = Broker(amqtt_config(settings, no_auth=no_auth))
     await broker.start()
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"

@@ -19,6 +19,7 @@ from amqtt.contexts import Action as AmqttAction
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from broker.protocol import stretch_keepalive
 from mqchat import auth, policy, topics
 from mqchat.errors import AuthError
 from mqchat.storage.sqlite import SqliteDirectory
@@ -60,6 +61,7 @@ class JwtAuthPlugin(BaseAuthPlugin):
             logger.exception("auth plugin failed; refusing CONNECT (fail closed)")
             return False
         session.attributes[PRINCIPAL] = principal
+        stretch_keepalive(session)
         return True
 
 
@@ -112,6 +114,17 @@ class TopicAclPlugin(BaseTopicPlugin):
         super().__init__(context)
         self._directory = SqliteDirectory(Path(self.config.directory_db))
         self._cache = MembershipCache(self._directory, self.config.membership_cache_s)
+        self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
+
+    def _typing_allowed(self, client_id: str) -> bool:
+        now = time.monotonic()
+        bucket = self._typing.get(client_id)
+        if bucket is None:
+            bucket = self._typing[client_id] = policy.TokenBucket(policy.TYPING_RATE_PER_S, policy.TYPING_BURST, now)
+        return bucket.allow(now)
+
+    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
+        self._typing.pop(client_id, None)
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None,
@@ -135,6 +148,8 @@ class TopicAclPlugin(BaseTopicPlugin):
             allowed = policy.resolve(verdict, channels=channels, shares_channel=shares)
             if not allowed and action is not AmqttAction.RECEIVE:
                 logger.info("denied %s %s to %s: not a member", action.value, topic, session.client_id)
+            if allowed and action is AmqttAction.PUBLISH and topic.startswith(topics.TYPING + "/"):
+                return self._typing_allowed(session.client_id or "")
             return allowed
         except Exception:
             logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)

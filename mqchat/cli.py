@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from mqchat.errors import ConfigError, InvalidId, MqchatError
 from mqchat.log import setup_logging
 
 #: Start order; shutdown runs in reverse so the bridge drains while the broker is still up.
-PROCESSES = ("broker", "bridge", "api")
+PROCESSES = ("broker", "bridge", "api", "workers")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
@@ -43,9 +44,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
+def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     """Hand the resolved settings to a child through the environment (flags included)."""
     env = dict(os.environ)
+    env["MQCHAT_REDIS__URL"] = redis_url
     env["MQCHAT_DATA_DIR"] = str(settings.data_dir.resolve())
     env["MQCHAT_MQTT__HOST"] = settings.mqtt.host
     env["MQCHAT_MQTT__PORT"] = str(settings.mqtt.port)
@@ -80,17 +82,47 @@ def _check_ports(settings: Settings) -> None:
             raise ConfigError(f"port {port} ({what}) on {host} is already in use; choose another with {flag} N")
 
 
+def _child_setup() -> None:
+    # If `mqchat up` dies without cleaning up, its children get SIGTERM (Linux).
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    def child_setup() -> None:
-        # If `mqchat up` dies without cleaning up, its children get SIGTERM (Linux).
-        if sys.platform == "linux":
-            import ctypes
+    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=_child_setup)
 
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
-    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=child_setup)
+def _start_redis(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server for this data directory, on a free loopback port, with AOF on (read
+    markers are user state)."""
+    binary = shutil.which("redis-server") or ("/usr/sbin/redis-server" if Path("/usr/sbin/redis-server").exists()
+                                              else None)
+    if binary is None:
+        raise ConfigError("redis-server is not installed: install it (apt-get install redis-server) "
+                          "or point MQCHAT_REDIS__URL at a Redis")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    workdir = settings.data_dir / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir.resolve()), "--save", "",
+         "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", ""],
+        stdout=subprocess.DEVNULL, preexec_fn=_child_setup,
+    )
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise MqchatError("redis-server did not start")
+        time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def _wait_ready(settings: Settings, name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -105,7 +137,7 @@ def _wait_ready(settings: Settings, name: str, proc: subprocess.Popen[bytes]) ->
 
 
 def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for name in reversed(PROCESSES):
+    for name in [*reversed(PROCESSES), "redis"]:
         proc = children.get(name)
         if proc is None or proc.poll() is not None:
             continue
@@ -118,7 +150,7 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _banner(settings: Settings, keys: auth.KeySet) -> str:
+def _banner(settings: Settings, keys: auth.KeySet, redis_url: str) -> str:
     m, h = settings.mqtt, settings.http
     api = f"http://{h.host}:{h.port}"
     dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
@@ -128,6 +160,7 @@ mqchat is running (data in {settings.data_dir.resolve()})
   MQTT            mqtt://{m.host}:{m.port}
   MQTT/WebSocket  ws://{m.host}:{m.ws_port}/mqtt
   HTTP API        {api}   (OpenAPI: {api}/docs)
+  Redis           {redis_url}
 
 Get a token:
   curl -s -XPOST {api}/v1/users -H 'content-type: application/json' \\
@@ -158,16 +191,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    env = _child_env(settings)
     children: dict[str, subprocess.Popen[bytes]] = {}
     status = 0
     try:
+        redis_url = settings.redis.url
+        if redis_url is None:
+            children["redis"], redis_url = _start_redis(settings)
+        env = _child_env(settings, redis_url)
         for name in PROCESSES:
             children[name] = _spawn(name, env)
             _wait_ready(settings, name, children[name])
             if stopping:
                 return 0
-        print(_banner(settings, keys), flush=True)
+        print(_banner(settings, keys, redis_url), flush=True)
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:

@@ -86,6 +86,10 @@ class BrokerSettings(_Section):
         "membership changes take effect within this time, without a reconnect."
     )
     max_connections: int = Field(0, ge=0, description="Connection limit per listener (0 = none).")
+    presence_lease_ms: int = Field(
+        30_000, ge=1_000, le=600_000, description="Presence lease of a device connection; refreshed at a third "
+        "of it. After a broker crash, its devices are offline within this time."
+    )
 
 
 class BridgeSettings(_Section):
@@ -115,6 +119,12 @@ class CassandraSettings(_Section):
     consistency: Literal["LOCAL_QUORUM", "QUORUM", "LOCAL_ONE", "ONE", "ALL"] = Field(
         "LOCAL_QUORUM", description="Consistency level of reads and writes.")
     request_timeout_s: float = Field(5.0, gt=0, le=120, description="Client-side timeout of one request.")
+    protocol_version: int = Field(
+        4, ge=3, le=5, description="CQL native protocol version, pinned so connecting needs no negotiation "
+        "(v4: Cassandra 2.2+ and ScyllaDB).")
+    speculative_delay_s: float = Field(
+        0.1, ge=0, le=10, description="A read not answered within this time is also sent to the next replica "
+        "(reads only; 0 = never).")
 
 
 class RedisSettings(_Section):

@@ -115,3 +115,31 @@ def resolve(verdict: Verdict, *, channels: frozenset[str], shares_channel: bool 
         case "if_contact":
             return bool(shares_channel)
     return False
+
+
+class TokenBucket:
+    """Rate limit: ``rate`` events per second on average, bursts of up to ``burst``. Pure: the
+    caller passes ``now`` (seconds, monotonic)."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+#: Typing indicators a device may publish: one every two seconds on average, bursts of 3.
+TYPING_RATE_PER_S = 0.5
+TYPING_BURST = 3
+#: Clients drop a typing indicator not refreshed within this time (documented in docs/protocol.md).
+TYPING_EXPIRES_S = 6

@@ -91,6 +91,17 @@ class PresencePayload(msgspec.Struct, frozen=True):
     ts: int
 
 
+#: How a message body mentions a user: ``<@{user_id}>`` (rendered by clients as the user's name).
+MENTION_RE = re.compile(r"<@([A-Za-z0-9_-]{1,64})>")
+#: Most distinct users one message can mention (the rest are ignored for counts).
+MAX_MENTIONS = 50
+
+
+def mentions(body: str) -> list[str]:
+    """The users a body mentions, in order of first appearance, at most :data:`MAX_MENTIONS`."""
+    return list(dict.fromkeys(MENTION_RE.findall(body)))[:MAX_MENTIONS]
+
+
 _send_decoder = msgspec.json.Decoder(SendRequest)
 _encoder = msgspec.json.Encoder()
 

@@ -44,7 +44,7 @@ class System:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        for name in ("broker", "bridge", "api"):
+        for name in ("broker", "bridge", "api", "workers"):
             (self.data_dir / "run" / f"{name}.ready").unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
         with self.log.open("ab") as fh:
@@ -56,7 +56,7 @@ class System:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all((self.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api")):
+            if all((self.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api", "workers")):
                 try:
                     if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
                         return

@@ -1,6 +1,15 @@
-"""Background workers: fan-out of offline-push jobs and the FCM / APNs senders.
+"""Background workers.
 
-Not built yet: this package holds the process's place in the layout. The push pipeline (fan-out
-jobs on Redis Streams, FCM HTTP v1 and APNs senders with token-dead handling and backoff) is the
-subject of its own issue; nothing in the message path depends on it.
+::
+
+    presence:changes (Redis stream) ──▶ workers.presence.publish ──▶ presence/{user} (retained)
+                                                                 └─▶ presence:online:{channel} sets
+    presence:leases (expired)        ──▶ workers.presence.sweep  ──▶ presence:changes
+
+The presence publisher is the only writer of ``presence/{user}``: it publishes the aggregates in
+the order Redis recorded them, so the retained state always ends on the latest one. It reads
+through a consumer group, so a restart resumes where it stopped. The sweeper expires leases that
+no broker refreshes any more (a crashed broker sends no wills).
+
+Offline push (fan-out jobs, FCM / APNs senders) will live here too; it is not built yet.
 """

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: A lease lives this long without a refresh; brokers refresh at a third of it.
-LEASE_TTL_MS = 30_000
 #: Cap of the presence change stream.
 CHANGES_MAXLEN = 100_000
 #: Consumer group of the presence publisher.

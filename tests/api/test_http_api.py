@@ -3,57 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from api.app import create_app
 from mqchat import auth
-from mqchat.config import load_settings
 from mqchat.storage.base import StoredMessage
-from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
-
-PW = "correct horse battery"
-
-
-@pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SqliteMessageStore, auth.KeySet]]:
-    settings = load_settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1999, "ws_port": 1998,
-                                                      "public_host": "chat.example.com"})
-    keys = auth.load_keys(settings, create=True)
-    directory = await SqliteDirectory(settings.directory_db).open()
-    store = await SqliteMessageStore(settings.messages_db).open()
-    app = create_app(settings, directory, store, keys)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        yield client, store, keys
-    await directory.close()
-    await store.close()
-
-
-async def user(client: httpx.AsyncClient, name: str, device: str = "phone") -> tuple[str, str]:
-    r = await client.post("/v1/users", json={"username": name, "password": PW})
-    assert r.status_code == 201, r.text
-    r = await client.post("/v1/login", json={"username": name, "password": PW, "device_id": device})
-    assert r.status_code == 200, r.text
-    return r.json()["user_id"], r.json()["token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def error(r: httpx.Response) -> tuple[int, str]:
-    body: dict[str, Any] = r.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    return r.status_code, body["error"]["code"]
+from tests.api.conftest import PW, bearer, error, user
 
 
 async def test_signup_login_and_the_token_it_returns(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, keys = ctx
+    client, keys = ctx.client, ctx.keys
     uid, _token = await user(client, "alice")
     r = await client.post("/v1/login", json={"username": "ALICE", "password": PW, "device_id": "tab-1"})
     doc = r.json()
@@ -71,18 +31,18 @@ async def test_signup_login_and_the_token_it_returns(ctx) -> None:  # type: igno
     ({"username": "alice2", "password": PW, "admin": True}, "invalid_request"),
 ])
 async def test_create_user_validation(ctx, body: dict[str, Any], code: str) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     assert error(await client.post("/v1/users", json=body)) == (422, code)
 
 
 async def test_malformed_json_body_is_a_json_error(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     r = await client.post("/v1/users", content=b"{nope", headers={"content-type": "application/json"})
     assert error(r) == (422, "invalid_request")
 
 
 async def test_duplicate_username_and_bad_logins(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     await user(client, "alice")
     assert error(await client.post("/v1/users", json={"username": "Alice", "password": PW})) == (409, "username_taken")
     bad = {"username": "alice", "password": "wrong password", "device_id": "p"}
@@ -94,7 +54,7 @@ async def test_duplicate_username_and_bad_logins(ctx) -> None:  # type: ignore[n
 
 
 async def test_tokens_are_required_and_checked(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, keys = ctx
+    client, keys = ctx.client, ctx.keys
     uid, _ = await user(client, "alice")
     assert error(await client.get("/v1/me/channels")) == (401, "unauthorized")
     assert error(await client.get("/v1/me/channels", headers=bearer("garbage"))) == (401, "token_malformed")
@@ -105,7 +65,7 @@ async def test_tokens_are_required_and_checked(ctx) -> None:  # type: ignore[no-
 
 
 async def test_channels_membership_and_permissions(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     alice, at = await user(client, "alice")
     bob, bt = await user(client, "bob")
     carol, ct = await user(client, "carol")
@@ -153,7 +113,7 @@ async def test_channels_membership_and_permissions(ctx) -> None:  # type: ignore
 
 
 async def test_history_paging_by_seq(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, store, _ = ctx
+    client, store = ctx.client, ctx.store
     alice, at = await user(client, "alice")
     gid = (await client.post("/v1/channels", json={"kind": "group", "members": []}, headers=bearer(at))).json()[
         "channel_id"]
@@ -174,7 +134,7 @@ async def test_history_paging_by_seq(ctx) -> None:  # type: ignore[no-untyped-de
 
 
 async def test_openapi_document_lists_the_contract(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     doc = (await client.get("/openapi.json")).json()
     assert {"/v1/users", "/v1/login", "/v1/channels", "/v1/channels/{channel_id}/members",
             "/v1/channels/{channel_id}/members/{user_id}", "/v1/me/channels",
@@ -182,5 +142,5 @@ async def test_openapi_document_lists_the_contract(ctx) -> None:  # type: ignore
 
 
 async def test_unknown_route_uses_the_error_shape(ctx) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = ctx
+    client = ctx.client
     assert error(await client.get("/v1/nope")) == (404, "not_found")

@@ -35,5 +35,6 @@ def test_sigterm_drains_and_exits_cleanly(system: System) -> None:
     assert "bridge stopped" in log
     assert "broker stopped" in log
     assert "API stopped" in log
+    assert "workers stopped" in log
     assert "Traceback" not in log
-    assert not any((system.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api"))
+    assert not any((system.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api", "workers"))

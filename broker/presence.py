@@ -1,0 +1,135 @@
+"""Presence plugin: a lease in Redis for every live device connection.
+
+::
+
+    CONNECT ────────▶ connect(user, device|conn)      ┐
+    PUBLISH presence/{me}/{my device} {"status"} ──▶ status  ├─▶ one ordered queue ─▶ Redis (Lua, pipelined)
+    DISCONNECT / lost connection ─▶ disconnect         │                          └─▶ presence:changes stream
+    every lease_ttl / 3 ─▶ refresh all live leases     ┘
+
+amqtt fires its client hooks without waiting for them, so events go through one queue drained by
+one task: Redis sees them in the order they happened, whatever the hooks' scheduling. Leases are
+keyed per connection, so a reconnect and a late disconnect of the old connection cannot clash. A
+crashed broker refreshes nothing; its leases expire and the workers' sweeper publishes offline.
+Writes are coalesced: one pipelined round trip per drain and per refresh period, never one per
+heartbeat. The aggregate is published by the workers' presence publisher, in change order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from amqtt.plugins.base import BasePlugin
+
+from mqchat import auth, topics
+from mqchat.ids import new_random_id
+from mqchat.schema import PresencePayload
+from mqchat.storage.redis_state import PresenceOp, RedisState
+
+logger = logging.getLogger(__name__)
+
+CONN = "mqchat.conn"
+
+class PresencePlugin(BasePlugin):
+    @dataclass
+    class Config:
+        redis_url: str
+        key_prefix: str = "mqchat:"
+        lease_ttl_ms: int = 30_000
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._state = RedisState.from_url(self.config.redis_url, self.config.key_prefix)
+        self._ttl = self.config.lease_ttl_ms
+        self._queue: asyncio.Queue[tuple[str, str, PresenceOp, str]] = asyncio.Queue()
+        self._live: dict[str, tuple[str, str]] = {}  # client id → (user, device|conn)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _ensure_running(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.get_running_loop().create_task(self._write_loop(), name="broker.presence.write"),
+                           asyncio.get_running_loop().create_task(self._refresh_loop(),
+                                                                  name="broker.presence.refresh")]
+
+    async def on_broker_post_start(self) -> None:
+        self._ensure_running()
+
+    async def on_broker_client_connected(self, *, client_id: str, client_session: Any) -> None:
+        principal = client_session.attributes.get("mqchat.principal")
+        if not isinstance(principal, auth.Principal) or principal.is_service:
+            return
+        member = f"{principal.device_id}|{new_random_id('k')}"
+        client_session.attributes[CONN] = member
+        self._live[client_id] = (principal.user_id, member)
+        self._queue.put_nowait((principal.user_id, member, "connect", "online"))
+        self._ensure_running()
+
+    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
+        principal = client_session.attributes.get("mqchat.principal")
+        member = client_session.attributes.get(CONN)
+        if not isinstance(principal, auth.Principal) or member is None:
+            return
+        if self._live.get(client_id) == (principal.user_id, member):
+            del self._live[client_id]
+        self._queue.put_nowait((principal.user_id, member, "disconnect", ""))
+
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        topic = getattr(message, "topic", "") or ""
+        if not topic.startswith(topics.PRESENCE + "/"):
+            return
+        live = self._live.get(client_id)
+        if live is None:
+            return
+        user, member = live
+        if topic != topics.device_presence(user, member.split("|")[0]):
+            return
+        try:
+            payload = msgspec.json.decode(bytes(message.data), type=PresencePayload)
+        except (msgspec.DecodeError, TypeError):
+            return  # a malformed presence payload changes nothing
+        if payload.status in ("online", "away"):
+            self._queue.put_nowait((user, member, "status", payload.status))
+
+    async def _write_loop(self) -> None:
+        delay = 0.1
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            while True:
+                try:
+                    await self._state.presence_events(batch, now_ms=time.time_ns() // 1_000_000, ttl_ms=self._ttl)
+                    delay = 0.1
+                    for _ in batch:
+                        self._queue.task_done()
+                    break
+                except Exception:
+                    logger.exception("presence write of %d events failed; retrying in %.1fs", len(batch), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3000)
+            for user, member in list(self._live.values()):
+                self._queue.put_nowait((user, member, "refresh", ""))
+
+    async def close(self) -> None:
+        # Leases of connections still open are left to expire: the broker is going away, and a
+        # replacement node's clients reconnect and take new leases.
+        for task in self._tasks:
+            if task.get_name() == "broker.presence.refresh":
+                task.cancel()
+        if self._tasks:  # let the last disconnects reach Redis, so those users go offline at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), 2)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._state.close()

@@ -1,0 +1,78 @@
+"""Fixtures for the HTTP API tests: the app in-process (ASGI transport) over real SQLite stores and a
+real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from mqchat import auth
+from mqchat.config import load_settings
+from mqchat.storage.redis_state import RedisState
+from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
+from tests.conftest import RedisServer
+
+PW = "correct horse battery"
+
+
+class RecordingEvents:
+    """The MQTT side of user events, recorded (tests/e2e checks they reach devices over MQTT)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def user_event(self, user_id: str, event: dict[str, Any]) -> None:
+        self.sent.append((user_id, event))
+
+
+@dataclass
+class Ctx:
+    client: httpx.AsyncClient
+    store: SqliteMessageStore
+    keys: auth.KeySet
+    state: RedisState
+    events: RecordingEvents
+
+
+@pytest.fixture
+async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
+    settings = load_settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1999, "ws_port": 1998,
+                                                      "public_host": "chat.example.com"})
+    keys = auth.load_keys(settings, create=True)
+    directory = await SqliteDirectory(settings.directory_db).open()
+    store = await SqliteMessageStore(settings.messages_db).open()
+    state = RedisState.from_url(redis_server.url)
+    events = RecordingEvents()
+    app = create_app(settings, directory, store, keys, state, events)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+        yield Ctx(client, store, keys, state, events)
+    await state.close()
+    await directory.close()
+    await store.close()
+
+
+async def user(client: httpx.AsyncClient, name: str, device: str = "phone") -> tuple[str, str]:
+    r = await client.post("/v1/users", json={"username": name, "password": PW})
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/login", json={"username": name, "password": PW, "device_id": device})
+    assert r.status_code == 200, r.text
+    return r.json()["user_id"], r.json()["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def error(r: httpx.Response) -> tuple[int, str]:
+    body: dict[str, Any] = r.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    return r.status_code, body["error"]["code"]
+
+

@@ -1,0 +1,79 @@
+"""Composition root of the workers process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+
+import aiomqtt
+
+from mqchat import lifecycle
+from mqchat.config import Settings
+from mqchat.errors import ConfigError
+from mqchat.storage.factory import open_directory
+from mqchat.storage.redis_state import RedisState
+from workers.presence import run_publisher, run_sweeper
+
+logger = logging.getLogger(__name__)
+
+SERVICE_USER = "svc-workers"
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+class MqttPublisher:
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        await self._client.publish(topic, payload, qos=1, retain=True)
+
+
+async def _supervised(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run ``work`` until ``stop``, restarting it with backoff when it fails (broker or Redis down)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s failed (%s); restarting in %.1fs", name, exc, delay)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    if not settings.redis.url:
+        raise ConfigError("workers need redis.url (MQCHAT_REDIS__URL)")
+    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, "w0")
+    async with AsyncExitStack() as stack:
+        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(state.close)
+        directory = await open_directory(settings)
+        stack.push_async_callback(directory.close)
+        stack.callback(lifecycle.clear_ready, settings, "workers")
+
+        async def publisher() -> None:
+            async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
+                                      username=username, password=password, socket_options=NODELAY) as client:
+                await run_publisher(state, directory, MqttPublisher(client), consumer=client_id)
+
+        async def sweeper() -> None:
+            await run_sweeper(state)
+
+        await state.ping()
+        lifecycle.mark_ready(settings, "workers")
+        logger.info("workers running: presence publisher and lease sweeper")
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(_supervised("presence publisher", publisher, stop), name="workers.presence.publish"),
+                tg.create_task(_supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
+            ]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+        logger.info("workers stopped")
