@@ -8,11 +8,20 @@ from mqchat.storage.base import Directory, MessageStore
 
 
 async def open_message_store(settings: Settings) -> MessageStore:
-    """The message store named by ``settings.store.backend``, opened (schema present)."""
+    """The message store named by ``settings.store.backend``, opened.
+
+    SQLite migrates its file on open; a Cassandra keyspace must have been migrated beforehand
+    (``python -m mqchat.storage.cql migrate``): schema changes are never applied on start-up.
+    """
     if settings.store.backend == "sqlite":
         from mqchat.storage.sqlite import SqliteMessageStore
 
         return await SqliteMessageStore(settings.messages_db).open()
+    if settings.store.backend == "cassandra":
+        # Imported here: the driver is loaded only by deployments that use it.
+        from mqchat.storage.cassandra import CassandraMessageStore
+
+        return await CassandraMessageStore(settings.cassandra).open()
     raise ConfigError(f"store.backend {settings.store.backend!r} is not available yet")
 
 
@@ -22,4 +31,8 @@ async def open_directory(settings: Settings) -> Directory:
         from mqchat.storage.sqlite import SqliteDirectory
 
         return await SqliteDirectory(settings.directory_db).open()
+    if settings.store.backend == "cassandra":
+        from mqchat.storage.cassandra import CassandraDirectory
+
+        return await CassandraDirectory(settings.cassandra).open()
     raise ConfigError(f"store.backend {settings.store.backend!r} is not available yet")
