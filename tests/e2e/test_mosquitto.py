@@ -108,7 +108,7 @@ async def test_bridge_reconnects_after_the_broker_restarts(tmp_path: Path, mosqu
         assert (await send_and_ack("before")).seq == 1
         mosquitto.kill()
         async with asyncio.timeout(10):
-            while ready.exists():  # noqa: ASYNC110 - the bridge notices and stops announcing readiness
+            while ready.exists():
                 await asyncio.sleep(0.05)
         mosquitto.start()
         await wait_ready()
