@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import socket
 import time
 from collections import defaultdict
@@ -110,6 +111,7 @@ class Device:
     _reader: asyncio.Task[None] | None = None
     _waiting: dict[str, asyncio.Future[schema.Ack]] = field(default_factory=dict)
     _cmids: itertools.count[int] = field(default_factory=itertools.count)
+    _cmid_prefix: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
     def user_id(self) -> str:
@@ -160,7 +162,9 @@ class Device:
                 self.receive_times[m.id] = time.monotonic()
 
     def next_cmid(self) -> str:
-        return f"{self.session.device_id}-{next(self._cmids)}"
+        """A fresh client message id: unique per device connection object, as a real app's outbox
+        makes them (a counter alone would repeat after a restart and be deduplicated)."""
+        return f"{self.session.device_id}-{self._cmid_prefix}-{next(self._cmids)}"
 
     async def publish_raw(self, topic: str, payload: bytes) -> None:
         await self.client.publish(topic, payload, qos=1)
