@@ -19,6 +19,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from mqchat.storage.cassandra import STATEMENTS
 from tests.cassandra_standin import wire
 from tests.cassandra_standin.model import Model, Result, bind_columns, result_columns, table_of
 
-FaultKind = Literal["write_timeout", "unavailable", "read_timeout", "overloaded", "unprepared", "drop"]
+FaultKind = Literal["write_timeout", "unavailable", "read_timeout", "overloaded", "unprepared", "drop", "delay"]
 
 _DROP = object()
 _BY_TEXT = {cql: name for name, cql in STATEMENTS.items()}
@@ -51,6 +52,7 @@ class Fault:
     times: int
     apply: bool
     write_type: str
+    delay_s: float = 0.0
 
 
 class StandIn:
@@ -61,6 +63,8 @@ class StandIn:
         self.lock = threading.Lock()
         self.faults: list[Fault] = []
         self.executed: Counter[str] = Counter()
+        self.prepares: Counter[str] = Counter()
+        self.refused_queries: list[str] = []
         self.faults_fired: Counter[str] = Counter()
         self.pages_served = 0
         self.ddl: list[str] = []
@@ -113,16 +117,17 @@ class StandIn:
                 s.shutdown(socket.SHUT_RDWR)
 
     def inject(self, kind: FaultKind, *, on: str | None = None, times: int = 1, apply: bool = False,
-               write_type: str = "SIMPLE") -> None:
+               write_type: str = "SIMPLE", delay_s: float = 0.0) -> None:
         """Fail the next ``times`` requests that run statement ``on`` (a name of STATEMENTS).
 
         ``apply=True`` (write_timeout only) performs the write before answering with the timeout:
-        the ambiguous case where the client cannot know whether its write happened.
+        the ambiguous case where the client cannot know whether its write happened. ``delay``
+        answers normally after ``delay_s`` seconds (a slow replica).
         """
         if on is not None and on not in STATEMENTS:
             raise ValueError(f"unknown statement {on!r}")
         with self.lock:
-            self.faults.append(Fault(kind, on, times, apply, write_type))
+            self.faults.append(Fault(kind, on, times, apply, write_type, delay_s))
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -199,6 +204,8 @@ class StandIn:
             with self.lock:
                 self.ddl.append(text)
             return wire.RESULT, wire.void_result()  # a real node answers SCHEMA_CHANGE
+        with self.lock:
+            self.refused_queries.append(text)
         return wire.ERROR, wire.error(wire.INVALID, f"stand-in: unprepared query not supported: {text[:80]}")
 
     def _prepare(self, query: str) -> Any:
@@ -208,6 +215,7 @@ class StandIn:
         pid = wire.prepared_id(query)
         with self.lock:
             self._prepared[pid] = name
+            self.prepares[name] += 1
         return wire.RESULT, wire.prepared_result(pid, bind_columns(query), result_columns(query),
                                                  keyspace=self.keyspace, table=table_of(query))
 
@@ -229,6 +237,10 @@ class StandIn:
         """Run ``work()`` under the lock, unless a fault says otherwise."""
         with self.lock:
             fault = self._take_fault(names)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.delay_s)  # this connection's thread only; other connections go on
+            fault = None
+        with self.lock:
             if fault is None:
                 for n in names:
                     self.executed[n] += 1
