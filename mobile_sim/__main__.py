@@ -25,7 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--window", type=int, default=20, help="sends in flight per device")
     b.add_argument("--targets", default="mqchat,amqtt,mosquitto")
     b.add_argument("--json", type=Path, help="also write the results here")
+    pr = sub.add_parser("presence", help="connect/disconnect churn: presence latency and Redis cost")
+    pr.add_argument("--users", type=int, default=50)
+    pr.add_argument("--cycles", type=int, default=10)
     args = p.parse_args(argv)
+    if args.command == "presence":
+        from mobile_sim import presence_bench
+
+        with Console(stderr=True).status(f"presence churn: {args.users} users x {args.cycles} cycles"):
+            report = asyncio.run(presence_bench.run(args.users + 1, args.cycles))
+        print(json.dumps(report, indent=2))
+        return 0
 
     load = Load(args.channels, args.members, args.messages, args.rate, args.window)
     console = Console(stderr=True)

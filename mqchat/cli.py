@@ -93,7 +93,9 @@ def _child_setup() -> None:
 
 
 def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=_child_setup)
+    # Own process group: a Ctrl-C in the terminal reaches only `mqchat up`, which then stops the
+    # children in order (SIGTERM, drain), instead of every process getting the signal at once.
+    return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=_child_setup, process_group=0)
 
 
 def _start_redis(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
@@ -112,7 +114,7 @@ def _start_redis(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir.resolve()), "--save", "",
          "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", ""],
-        stdout=subprocess.DEVNULL, preexec_fn=_child_setup,
+        stdout=subprocess.DEVNULL, preexec_fn=_child_setup, process_group=0,
     )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:

@@ -33,15 +33,21 @@ class UserPresenceMessage(msgspec.Struct, frozen=True):
 
 async def publish_changes(state: RedisState, directory: Directory, publisher: Publisher, consumer: str,
                           entries: Sequence[tuple[str, dict[str, str]]]) -> None:
-    """Publish one batch of changes, in order, then acknowledge it."""
+    """Publish one batch of changes, in order, then acknowledge it.
+
+    The publishes are handed to the MQTT client in stream order before any PUBACK is awaited, so
+    they are pipelined and keep their order; the online sets take the last status of each user.
+    """
     encoder = msgspec.json.Encoder()
-    for _entry_id, change in entries:
-        user, status = change["user"], change["status"]
-        await publisher.publish_retained(
-            topics.user_presence(user),
-            encoder.encode(UserPresenceMessage(status=status, last_seen=int(change["last_seen"]))))
-        channels = await directory.channel_ids_of(user)
-        await state.set_online(user, channels, status != "offline")
+    await asyncio.gather(*(
+        publisher.publish_retained(topics.user_presence(change["user"]), encoder.encode(
+            UserPresenceMessage(status=change["status"], last_seen=int(change["last_seen"]))))
+        for _entry_id, change in entries
+    ))
+    final = {change["user"]: change["status"] != "offline" for _entry_id, change in entries}
+    channels = await asyncio.gather(*(directory.channel_ids_of(user) for user in final))
+    await state.set_online_many([(user, chans, online) for (user, online), chans in zip(final.items(), channels,
+                                                                                          strict=True)])
     await state.ack_changes([entry_id for entry_id, _ in entries])
 
 

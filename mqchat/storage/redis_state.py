@@ -12,8 +12,9 @@ from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mqchat.errors import StorageError, StorageUnavailable
@@ -84,16 +85,27 @@ class RedisState:
         result = await self._call(self._update(keys=keys, args=args))
         return result.decode() if isinstance(result, bytes) else str(result)
 
+    async def _pipelined_scripts(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+        """Run ``script`` once per ``(keys, args)`` in one round trip (EVALSHA; the script is loaded
+        again only if Redis lost it, e.g. after a restart)."""
+        for attempt in range(2):
+            pipe = self._r.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                await self._call(pipe.execute())
+                return
+            except StorageError as exc:
+                if attempt or not isinstance(exc.__cause__, NoScriptError):
+                    raise
+                await self._call(self._r.script_load(script.script))
+
     async def presence_events(self, events: Sequence[tuple[str, str, PresenceOp, str]], *, now_ms: int,
                               ttl_ms: int) -> None:
         """Apply many ``(user, member, op, status)`` events, in order, in one round trip."""
-        if not events:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for user, member, op, status in events:
-            keys, args = self._update_args(user, member, op, status, now_ms, ttl_ms)
-            await self._update(keys=keys, args=args, client=pipe)
-        await self._call(pipe.execute())
+        if events:
+            await self._pipelined_scripts(self._update, [self._update_args(u, m, op, st, now_ms, ttl_ms)
+                                                         for u, m, op, st in events])
 
     async def expire_leases(self, *, now_ms: int, limit: int = 1000) -> int:
         """Remove leases that expired before ``now_ms``; returns how many."""
@@ -139,12 +151,16 @@ class RedisState:
 
     async def set_online(self, user: str, channels: Collection[str], online: bool) -> None:
         """Add or remove ``user`` from each channel's online set."""
-        if not channels:
-            return
+        await self.set_online_many([(user, channels, online)])
+
+    async def set_online_many(self, updates: Sequence[tuple[str, Collection[str], bool]]) -> None:
+        """Apply many ``(user, channels, online)`` updates in one round trip."""
         pipe = self._r.pipeline(transaction=False)
-        for c in channels:
-            (pipe.sadd if online else pipe.srem)(self.keys.online(c), user)
-        await self._call(pipe.execute())
+        for user, channels, online in updates:
+            for c in channels:
+                (pipe.sadd if online else pipe.srem)(self.keys.online(c), user)
+        if len(pipe):
+            await self._call(pipe.execute())
 
     async def online_count(self, channel: str) -> int:
         return int(await self._call(self._r.scard(self.keys.online(channel))))
@@ -158,13 +174,10 @@ class RedisState:
 
     async def mark_read_many(self, markers: Sequence[tuple[str, str, int, int]]) -> None:
         """Move many ``(user, channel, epoch, seq)`` markers forward in one round trip."""
-        if not markers:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for user, channel, epoch, seq in markers:
-            await self._read(keys=[self.keys.read(user), self.keys.mentions(user, channel)],
-                             args=[channel, epoch, seq], client=pipe)
-        await self._call(pipe.execute())
+        if markers:
+            await self._pipelined_scripts(self._read, [
+                ([self.keys.read(user), self.keys.mentions(user, channel)], [channel, epoch, seq])
+                for user, channel, epoch, seq in markers])
 
     async def read_markers(self, user: str, channels: Collection[str]) -> dict[str, ReadMarker | None]:
         wanted = list(dict.fromkeys(channels))

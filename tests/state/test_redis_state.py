@@ -126,3 +126,15 @@ async def test_mentions_above_the_marker_are_counted_and_cleared_by_reading(stat
     assert await state.mention_counts("u", {"c1": 0, "c2": 0}) == {"c1": 3, "c2": 1}
     await state.mark_read("u", "c1", 1, 7)
     assert await state.mention_counts("u", {"c1": 7}) == {"c1": 1}
+
+
+async def test_pipelined_scripts_survive_a_redis_that_forgot_them(state: RedisState, redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.script_flush()  # as after a Redis restart
+    await raw.aclose()
+    await state.presence_events([("u", "phone|c1", "connect", "online")], now_ms=T0, ttl_ms=TTL)
+    await state.mark_read_many([("u", "c1", 1, 5)])
+    assert (await state.presence_of(["u"]))["u"].status == "online"
+    assert await state.read_markers("u", ["c1"]) == {"c1": ReadMarker(1, 5)}

@@ -1,0 +1,152 @@
+"""Presence benchmark: connect/disconnect churn through the whole system, and what it costs Redis.
+
+Starts a private redis-server and ``mqchat up`` on free loopback ports, creates ``users`` users who
+share one channel, connects a watcher subscribed to every user's presence topic, then makes each
+user connect and disconnect ``cycles`` times. Reports presence changes observed per second, the
+connect→online and disconnect→offline latency seen by the watcher, and Redis commands per
+connect+disconnect (from ``INFO commandstats``, so every process's Redis traffic is counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import redis.asyncio as aioredis
+
+from mobile_sim.client import NODELAY, Api, Session
+from mqchat import topics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _commandstats(r: aioredis.Redis) -> dict[str, int]:
+    info = await r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def _start(tmp: str, rport: int, mqtt: int, ws: int, http: int) -> tuple[subprocess.Popen[bytes], ...]:
+    redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+    redis_proc = subprocess.Popen([redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
+        "MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_REDIS__URL": f"redis://127.0.0.1:{rport}/0"}
+    up = subprocess.Popen([sys.executable, "-m", "mqchat.cli", "up", "--data-dir", f"{tmp}/data",
+                           "--mqtt-port", str(mqtt), "--ws-port", str(ws), "--http-port", str(http)],
+                          env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    return redis_proc, up
+
+
+def _ready(tmp: str) -> bool:
+    return all(Path(f"{tmp}/data/run/{n}.ready").exists() for n in ("broker", "bridge", "api", "workers"))
+
+
+async def run(users: int, cycles: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp:
+        rport, mqtt, ws, http = _free_port(), _free_port(), _free_port(), _free_port()
+        redis_proc, up = _start(tmp, rport, mqtt, ws, http)
+        r = aioredis.Redis(port=rport)
+        try:
+            for _ in range(300):
+                if _ready(tmp):
+                    break
+                await asyncio.sleep(0.1)
+            api = Api(f"http://127.0.0.1:{http}")
+            sessions: list[Session] = []
+            for i in range(users):
+                await api.create_user(f"pres{i}", "presence-password")
+                sessions.append(await api.login(f"pres{i}", "presence-password", "dev"))
+            watcher_user = sessions[0]
+            await api.create_channel(watcher_user.token, "group", [s.user_id for s in sessions[1:]], name="all")
+            await api.aclose()
+            watch_login = sessions[0]
+            seen: dict[str, list[tuple[str, float]]] = {}
+            async with aiomqtt.Client("127.0.0.1", mqtt, identifier=f"{watch_login.user_id}:watch",
+                                      username=watch_login.user_id, password=await _token(http, "pres0", "watch"),
+                                      socket_options=NODELAY) as watcher:
+                for s in sessions[1:]:
+                    await watcher.subscribe(topics.user_presence(s.user_id), qos=1)
+
+                async def read() -> None:
+                    async for msg in watcher.messages:
+                        user = msg.topic.value.split("/")[1]
+                        status = json.loads(bytes(msg.payload))["status"]
+                        seen.setdefault(user, []).append((status, time.perf_counter()))
+
+                reader = asyncio.create_task(read())
+                before = await _commandstats(r)
+                on_lat: list[float] = []
+                off_lat: list[float] = []
+                start = time.perf_counter()
+
+                async def churn(s: Session) -> None:
+                    for _ in range(cycles):
+                        t0 = time.perf_counter()
+                        async with aiomqtt.Client("127.0.0.1", mqtt, identifier=f"{s.user_id}:{s.device_id}",
+                                                  username=s.user_id, password=s.token, socket_options=NODELAY):
+                            on_lat.append(await _wait(seen, s.user_id, "online", t0))
+                            t1 = time.perf_counter()
+                        off_lat.append(await _wait(seen, s.user_id, "offline", t1))
+
+                await asyncio.gather(*(churn(s) for s in sessions[1:]))
+                elapsed = time.perf_counter() - start
+                after = await _commandstats(r)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            await r.aclose()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(up.pid, signal.SIGTERM)
+            up.wait(30)
+            redis_proc.terminate()
+            redis_proc.wait(10)
+    transitions = 2 * cycles * (users - 1)
+    per = {cmd: round((after.get(cmd, 0) - before.get(cmd, 0)) / (cycles * (users - 1)), 2)
+           for cmd in sorted(set(after) | set(before)) if after.get(cmd, 0) != before.get(cmd, 0)}
+    return {
+        "users": users - 1, "cycles": cycles, "presence_changes": transitions,
+        "changes_per_s": round(transitions / elapsed, 1),
+        "online_latency_ms": _pcts(on_lat), "offline_latency_ms": _pcts(off_lat),
+        "redis_calls_per_connect_disconnect": per,
+        "redis_calls_total_per_connect_disconnect": round(sum(per.values()), 2),
+    }
+
+
+def _pcts(xs: list[float]) -> dict[str, float]:
+    xs = sorted(x * 1000 for x in xs)
+    return {"p50": round(statistics.median(xs), 2), "p99": round(xs[int(0.99 * (len(xs) - 1))], 2),
+            "max": round(xs[-1], 2)}
+
+
+async def _token(http: int, username: str, device: str) -> str:
+    api = Api(f"http://127.0.0.1:{http}")
+    try:
+        return (await api.login(username, "presence-password", device)).token
+    finally:
+        await api.aclose()
+
+
+async def _wait(seen: dict[str, list[tuple[str, float]]], user: str, status: str, since: float) -> float:
+    async with asyncio.timeout(30):
+        while True:
+            for st, t in reversed(seen.get(user, [])):
+                if t >= since and st == status:
+                    return t - since
+            await asyncio.sleep(0.002)
