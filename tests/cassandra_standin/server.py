@@ -141,6 +141,7 @@ class StandIn:
     # --- connection loop ---------------------------------------------------------------------------
 
     def _serve(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies are small; never wait for Nagle
         with self.lock:
             self._sockets.add(sock)
         try:
