@@ -74,14 +74,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(directory.close)
         stack.callback(lifecycle.clear_ready, settings, "bridge")
         sequencer = Sequencer(Snowflake(cfg.worker_id))
-        read_state: RedisState | None = None
+        redis_state: RedisState | None = None  # read markers, mentions and push jobs
         if settings.redis.url:
-            read_state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-            stack.push_async_callback(read_state.close)
+            redis_state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
+            stack.push_async_callback(redis_state.close)
         attempt = 0
         while not stop.is_set():
             try:
-                await _session(settings, credentials, store, directory, sequencer, read_state, queue, stop)
+                await _session(settings, credentials, store, directory, sequencer, redis_state, queue, stop)
                 attempt = 0
             except* aiomqtt.MqttError as group:
                 lifecycle.clear_ready(settings, "bridge")
@@ -99,7 +99,7 @@ async def _session(
     store: MessageStore,
     directory: Directory,
     sequencer: Sequencer,
-    read_state: RedisState | None,
+    redis_state: RedisState | None,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
 ) -> None:
@@ -112,7 +112,8 @@ async def _session(
         socket_options=NODELAY,
     )
     async with client:
-        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client), read_state=read_state)
+        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client), read_state=redis_state,
+                            fanout=redis_state)
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, "bridge")

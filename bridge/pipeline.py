@@ -12,7 +12,7 @@ from typing import Protocol
 from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
-from mqchat.storage.base import Directory, MessageStore, ReadStateStore, StoredMessage
+from mqchat.storage.base import Directory, FanoutQueue, MessageStore, ReadStateStore, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class Pipeline:
         read_state: where read markers and mentions live; after the acks are out, each sender's
             marker moves to its own message (so own messages never count as unread) and mentions
             are recorded. ``None`` turns this off.
+        fanout: where push fan-out jobs go, one per new message, after the acks (pushes never
+            block the send path). ``None`` turns this off.
     """
 
     def __init__(
@@ -76,8 +78,10 @@ class Pipeline:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         write_deadline_s: float = 5.0,
         read_state: ReadStateStore | None = None,
+        fanout: FanoutQueue | None = None,
     ) -> None:
         self._read_state = read_state
+        self._fanout = fanout
         self._store = store
         self._directory = directory
         self._seq = sequencer
@@ -138,9 +142,14 @@ class Pipeline:
 
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
-        # 4. read state, off the ack path: the acks are already on their way
+        # 4. read state and push jobs, off the ack path: the acks are already on their way
         if self._read_state is not None and plan_new:
             await self._update_read_state(plan_new)
+        if self._fanout is not None and plan_new:
+            try:
+                await self._fanout.enqueue_fanout(plan_new)
+            except StorageError as exc:
+                logger.warning("push jobs for %d messages not queued: %s", len(plan_new), exc)
         return stats
 
     async def _update_read_state(self, new: list[StoredMessage]) -> None:

@@ -204,3 +204,10 @@ class ReadStateStore(Protocol):
     async def add_mentions(self, mentions: Sequence[tuple[str, str, int]]) -> None: ...
 
     async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]: ...
+
+
+class FanoutQueue(Protocol):
+    async def enqueue_fanout(self, messages: Sequence[StoredMessage]) -> None:
+        """Queue one push fan-out job per new (durable, already published) message. The queue is
+        durable and consumed at least once by the push workers."""
+        ...

@@ -15,6 +15,8 @@ key                                      type    contents and lifetime
 ``presence:online:{channel}``            set     members of the channel who are online (for counts)
 ``read:{user}``                          hash    channel → ``{epoch}:{seq}``, the user's read markers
 ``mentions:{user}:{channel}``            zset    seqs of messages in the channel that mention the user
+``push:jobs``                            stream  one fan-out job per new message (channel, seq, sender, ...),
+                                                 written by the bridge after the acks; capped at ~1M entries
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 CHANGES_MAXLEN = 100_000
 #: Consumer group of the presence publisher.
 PRESENCE_GROUP = "presence-publisher"
+#: Cap of the fan-out job stream (jobs are consumed within seconds; the cap bounds a stalled worker).
+PUSH_JOBS_MAXLEN = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,7 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    @property
+    def push_jobs(self) -> str:
+        return f"{self.prefix}push:jobs"

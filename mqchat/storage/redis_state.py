@@ -18,8 +18,15 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mqchat.errors import StorageError, StorageUnavailable
-from mqchat.storage.base import PresenceStore, ReadMarker, ReadStateStore, UserPresence
-from mqchat.storage.keys import CHANGES_MAXLEN, PRESENCE_GROUP, Keys
+from mqchat.storage.base import (
+    FanoutQueue,
+    PresenceStore,
+    ReadMarker,
+    ReadStateStore,
+    StoredMessage,
+    UserPresence,
+)
+from mqchat.storage.keys import CHANGES_MAXLEN, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
 
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 
@@ -206,6 +213,27 @@ class RedisState:
         return {c: int(n) for c, n in zip(read_seqs, rows, strict=True)}
 
 
-def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore]:
-    """Static conformance: mypy checks RedisState against both protocols."""
-    return state, state
+    # --- fan-out jobs ----------------------------------------------------------------------------
+
+    async def enqueue_fanout(self, messages: Sequence[StoredMessage]) -> None:
+        """One push fan-out job per new message, in one round trip (see :class:`FanoutQueue`)."""
+        if not messages:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for m in messages:
+            pipe.xadd(self.keys.push_jobs, fanout_job(m), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
+        await self._call(pipe.execute())
+
+
+_Field = bytes | bytearray | memoryview | str | int | float
+
+
+def fanout_job(m: StoredMessage) -> dict[_Field, _Field]:
+    """The fields of a fan-out job: enough to decide and build a notification without a store read."""
+    return {"id": str(m.id), "channel": m.channel, "epoch": m.epoch, "seq": m.seq, "sender": m.sender,
+            "device": m.device, "ts": m.ts, "kind": m.kind, "body": m.body}
+
+
+def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore, FanoutQueue]:
+    """Static conformance: mypy checks RedisState against the protocols."""
+    return state, state, state

@@ -138,3 +138,21 @@ async def test_pipelined_scripts_survive_a_redis_that_forgot_them(state: RedisSt
     await state.mark_read_many([("u", "c1", 1, 5)])
     assert (await state.presence_of(["u"]))["u"].status == "online"
     assert await state.read_markers("u", ["c1"]) == {"c1": ReadMarker(1, 5)}
+
+
+async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState, redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    from mqchat.storage.base import StoredMessage
+
+    msgs = [StoredMessage(10 + i, "c1", i, 1, "alice", "phone", f"m{i}", T0 + i, "text", f"hi {i}") for i in (1, 2)]
+    await state.enqueue_fanout(msgs)
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    entries = await raw.xrange("t:push:jobs")
+    await raw.aclose()
+    assert [e[1] for e in entries] == [
+        {"id": "11", "channel": "c1", "epoch": "1", "seq": "1", "sender": "alice", "device": "phone",
+         "ts": str(T0 + 1), "kind": "text", "body": "hi 1"},
+        {"id": "12", "channel": "c1", "epoch": "1", "seq": "2", "sender": "alice", "device": "phone",
+         "ts": str(T0 + 2), "kind": "text", "body": "hi 2"},
+    ]
