@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 import mqchat
-from api import errors, routes, state_routes
+from api import errors, hooks, routes, state_routes
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -38,6 +38,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
+    app.include_router(hooks.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -8,7 +8,6 @@ session (``session.attributes``), where the ACL plugin finds it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.protocol import stretch_keepalive
-from mqchat import auth, policy, topics
+from mqchat import access, auth, policy, topics
 from mqchat.errors import AuthError
 from mqchat.storage.sqlite import SqliteDirectory
 
@@ -65,43 +64,6 @@ class JwtAuthPlugin(BaseAuthPlugin):
         return True
 
 
-class MembershipCache:
-    """A user's channel set, cached for ``ttl_s`` and loaded once however many checks wait."""
-
-    def __init__(self, directory: SqliteDirectory, ttl_s: float) -> None:
-        self._directory = directory
-        self._ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, frozenset[str]]] = {}
-        self._loading: dict[str, asyncio.Future[frozenset[str]]] = {}
-
-    async def channels(self, user_id: str) -> frozenset[str]:
-        now = time.monotonic()
-        hit = self._entries.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        pending = self._loading.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
-        self._loading[user_id] = fut
-        try:
-            value = await self._directory.channel_ids_of(user_id)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._loading[user_id]
-        fut.set_result(value)
-        self._entries[user_id] = (now + self._ttl_s, value)
-        if len(self._entries) > 100_000:
-            self._entries = {u: e for u, e in self._entries.items() if e[0] > now}
-        return value
-
-    async def shares_channel(self, a: str, b: str) -> bool:
-        return bool((await self.channels(a)) & (await self.channels(b)))
-
-
 class TopicAclPlugin(BaseTopicPlugin):
     """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery."""
 
@@ -113,7 +75,7 @@ class TopicAclPlugin(BaseTopicPlugin):
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._directory = SqliteDirectory(Path(self.config.directory_db))
-        self._cache = MembershipCache(self._directory, self.config.membership_cache_s)
+        self._cache = access.MembershipCache(self._directory, self.config.membership_cache_s)
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 
     def _typing_allowed(self, client_id: str) -> bool:
@@ -135,22 +97,14 @@ class TopicAclPlugin(BaseTopicPlugin):
         if not isinstance(principal, auth.Principal):
             return False
         try:
-            verdict = policy.authorize(principal, policy.Action(action.value), topic)
-            if verdict.kind == "allow":
-                return True
-            if verdict.kind == "deny":
-                logger.info("denied %s %s to %s: %s", action.value, topic, session.client_id, verdict.reason)
+            decision = await access.check(principal, policy.Action(action.value), topic, self._cache)
+            if not decision.allowed:
+                if action is not AmqttAction.RECEIVE:
+                    logger.info("denied %s %s to %s: %s", action.value, topic, session.client_id, decision.reason)
                 return False
-            channels = await self._cache.channels(principal.user_id)
-            shares = None
-            if verdict.kind == "if_contact" and verdict.user is not None:
-                shares = await self._cache.shares_channel(principal.user_id, verdict.user)
-            allowed = policy.resolve(verdict, channels=channels, shares_channel=shares)
-            if not allowed and action is not AmqttAction.RECEIVE:
-                logger.info("denied %s %s to %s: not a member", action.value, topic, session.client_id)
-            if allowed and action is AmqttAction.PUBLISH and topic.startswith(topics.TYPING + "/"):
+            if action is AmqttAction.PUBLISH and topic.startswith(topics.TYPING + "/"):
                 return self._typing_allowed(session.client_id or "")
-            return allowed
+            return True
         except Exception:
             logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
             return False

@@ -24,6 +24,8 @@ from mqchat.ids import check_id
 
 Role = Literal["device", "service"]
 SECRET_FILE = "jwt-secret"
+#: Every service principal's user id starts with this; device tokens for such ids are refused.
+SERVICE_PREFIX = "svc-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,9 @@ def verify(keys: KeySet, token: str, *, now: int) -> Principal:
     role = claims.get("role", "device")
     if role not in ("device", "service"):
         raise AuthError("bad_claims", f"unknown role {role!r}")
+    if role == "device" and str(claims["sub"]).startswith(SERVICE_PREFIX):
+        # Service user ids are reserved, so a username alone tells external brokers' hooks who is a service.
+        raise AuthError("bad_claims", f"user ids starting with {SERVICE_PREFIX!r} are reserved for services")
     try:
         return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp)
     except InvalidId as exc:

@@ -253,6 +253,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return broker_cli(["--no-auth"] if args.no_auth else [])
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from mqchat.storage.cql.command import migrate_command
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, json_lines=settings.log_json, process="migrate")
+    return migrate_command(settings)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(reference_markdown(), end="")
@@ -287,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
                     "(for protocol conformance tools)")
     br.add_argument("--data-dir", type=Path)
     br.set_defaults(func=cmd_broker)
+
+    mig = sub.add_parser("migrate", help="apply pending Cassandra schema migrations (cassandra.* settings)")
+    mig.set_defaults(func=cmd_migrate)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     cfg.add_argument("--data-dir", type=Path)

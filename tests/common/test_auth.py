@@ -115,3 +115,13 @@ def test_connect_identity_must_match_the_token(client_id: str | None, username: 
     auth.check_connect_identity(p, client_id_="u1:d1", username="u1")
     with pytest.raises(AuthError, match="identity_mismatch"):
         auth.check_connect_identity(p, client_id_=client_id, username=username)
+
+
+def test_service_user_ids_are_reserved_for_service_tokens() -> None:
+    device = jwt.encode({"sub": "svc-bridge", "dev": "b0", "aud": "mqchat", "iss": "mqchat", "exp": NOW + 60},
+                        SECRET)
+    with pytest.raises(AuthError) as info:
+        auth.verify(keys(), device, now=NOW)
+    assert info.value.reason == "bad_claims"
+    service = auth.issue(keys(), user_id="svc-bridge", device_id="b0", role="service", now=NOW)
+    assert auth.verify(keys(), service, now=NOW).is_service

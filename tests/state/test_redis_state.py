@@ -149,6 +149,7 @@ async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState, r
     await state.enqueue_fanout(msgs)
     raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     entries = await raw.xrange("t:push:jobs")
+    assert entries is not None
     await raw.aclose()
     assert [e[1] for e in entries] == [
         {"id": "11", "channel": "c1", "epoch": "1", "seq": "1", "sender": "alice", "device": "phone",
