@@ -12,11 +12,12 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
+from bridge.ownership import Ownership
 from bridge.pipeline import Inbound, Pipeline
 from bridge.sequencer import Sequencer
 from mqchat import lifecycle, topics
 from mqchat.config import Settings
-from mqchat.errors import InvalidTopic
+from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
@@ -74,14 +75,24 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(directory.close)
         stack.callback(lifecycle.clear_ready, settings, "bridge")
         sequencer = Sequencer(Snowflake(cfg.worker_id))
+        ownership: Ownership | None = None
         redis_state: RedisState | None = None  # read markers, mentions and push jobs
         if settings.redis.url:
             redis_state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
             stack.push_async_callback(redis_state.close)
+        if cfg.coordinate:
+            if redis_state is None:
+                raise ConfigError("bridge.coordinate needs redis.url (MQCHAT_REDIS__URL)")
+            ownership = Ownership(redis_state, f"b{cfg.worker_id}", cfg.partitions, cfg.lease_ms)
+            await ownership.tick()
+            stack.push_async_callback(ownership.release_all)
+            ticker = asyncio.create_task(_keep_leases(ownership, sequencer), name="bridge.ownership")
+            stack.push_async_callback(_cancel, ticker)
         attempt = 0
         while not stop.is_set():
             try:
-                await _session(settings, credentials, store, directory, sequencer, redis_state, queue, stop)
+                await _session(settings, credentials, store, directory, sequencer, redis_state, ownership, queue,
+                               stop)
                 attempt = 0
             except* aiomqtt.MqttError as group:
                 lifecycle.clear_ready(settings, "bridge")
@@ -93,6 +104,28 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         logger.info("bridge stopped")
 
 
+async def _keep_leases(ownership: Ownership, sequencer: Sequencer) -> None:
+    """Renew leases every third of their lifetime; forget positions of partitions just gained
+    (another bridge may have written since this one last owned them)."""
+    while True:
+        await asyncio.sleep(ownership.lease_ms / 3000)
+        try:
+            gained, lost = await ownership.tick()
+        except Exception as exc:  # Redis unreachable: leases lapse, owns() turns false by itself
+            logger.warning("lease renewal failed: %s", exc)
+            continue
+        if gained:
+            sequencer.forget(ownership.channels_in(gained, sequencer.known_channels()))
+        if gained or lost:
+            logger.info("partitions: +%d -%d, owning %d", len(gained), len(lost), len(ownership.owned))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _session(
     settings: Settings,
     credentials: tuple[str, str, str],
@@ -100,6 +133,7 @@ async def _session(
     directory: Directory,
     sequencer: Sequencer,
     redis_state: RedisState | None,
+    ownership: Ownership | None,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
 ) -> None:
@@ -113,7 +147,7 @@ async def _session(
     )
     async with client:
         pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client), read_state=redis_state,
-                            fanout=redis_state)
+                            fanout=redis_state, owns=ownership.owns if ownership is not None else None)
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, "bridge")

@@ -37,6 +37,8 @@ class Inbound:
 class BatchStats:
     accepted: int = 0
     duplicates: int = 0
+    not_owned: int = 0
+    """Sends for channels another bridge owns (left to it, unanswered)."""
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -66,6 +68,8 @@ class Pipeline:
             are recorded. ``None`` turns this off.
         fanout: where push fan-out jobs go, one per new message, after the acks (pushes never
             block the send path). ``None`` turns this off.
+        owns: with several bridges, whether this one currently owns a channel; sends for other
+            channels are left to their owner. ``None``: this bridge owns every channel.
     """
 
     def __init__(
@@ -79,7 +83,9 @@ class Pipeline:
         write_deadline_s: float = 5.0,
         read_state: ReadStateStore | None = None,
         fanout: FanoutQueue | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        self._owns = owns
         self._read_state = read_state
         self._fanout = fanout
         self._store = store
@@ -92,6 +98,10 @@ class Pipeline:
     async def process(self, batch: Sequence[Inbound]) -> BatchStats:
         stats = BatchStats()
         replies: list[tuple[str, bytes]] = []  # acks, in arrival order
+        if self._owns is not None:
+            owned = [item for item in batch if self._owns(item.channel)]
+            stats.not_owned = len(batch) - len(owned)
+            batch = owned
 
         def reject(item: Inbound, cmid: str | None, code: str, message: str) -> None:
             stats.rejected[code] = stats.rejected.get(code, 0) + 1

@@ -78,6 +78,9 @@ class Sequencer:
         for c in channels:
             self._positions.pop(c, None)
 
+    def known_channels(self) -> list[str]:
+        return list(self._positions)
+
     def recent(self, key: CmidKey) -> StoredMessage | None:
         return self._recent.get(key)
 

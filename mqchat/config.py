@@ -101,6 +101,14 @@ class BridgeSettings(_Section):
         10_000, ge=1, description="Sends buffered before the bridge stops reading from the broker."
     )
     drain_timeout_s: float = Field(10.0, ge=0, description="On shutdown, time allowed to finish sends in flight.")
+    coordinate: bool = Field(
+        False, description="Run several bridges: each orders only the channels of the partitions it holds a "
+        "Redis lease on (needs redis.url). Off: this bridge orders every channel."
+    )
+    partitions: int = Field(64, ge=1, le=4096, description="Channel partitions shared out between bridges "
+                            "(the same on every bridge).")
+    lease_ms: int = Field(3000, ge=500, le=60_000, description="Partition lease lifetime; a dead bridge's "
+                          "channels move to the others after it.")
 
 
 class StoreSettings(_Section):
@@ -135,6 +143,56 @@ class RedisSettings(_Section):
     key_prefix: str = Field("mqchat:", description="Prefix of every key mqchat writes.")
 
 
+class PushSettings(_Section):
+    enabled: bool = Field(True, description="Run the push fan-out worker and the senders in the workers process.")
+    privacy: bool = Field(
+        False, description="Privacy mode: notifications never carry message text (for end-to-end encrypted apps); "
+        "a device can also turn previews off for itself when it registers its token.")
+    fanout_batch: int = Field(
+        500, ge=1, le=10_000, description="Members decided per batch of pipelined Redis reads in a channel's fan-out.")
+    send_batch: int = Field(256, ge=1, le=10_000, description="Send jobs a sender takes from the stream at once.")
+    claim_idle_s: float = Field(
+        30.0, ge=0.1, le=3600, description="A job read but not acknowledged for this long is taken over from its "
+        "(presumed dead) worker with XAUTOCLAIM.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Timeout of one request to FCM or APNs, OAuth token requests included.")
+    fcm_concurrency: int = Field(32, ge=1, le=1000, description="Most FCM requests in flight per worker.")
+    apns_concurrency: int = Field(64, ge=1, le=1000, description="Most APNs requests in flight per worker.")
+    backoff_base_s: float = Field(1.0, gt=0, le=3600, description="First retry delay of a temporary failure; "
+                                  "doubles per attempt, with full jitter.")
+    backoff_cap_s: float = Field(300.0, gt=0, le=86_400, description="Longest delay between two attempts "
+                                 "(a provider's longer `Retry-After` is still honoured).")
+    give_up_after_s: float = Field(
+        3600.0, gt=0, le=7 * 86_400, description="A push still failing this long after its first attempt goes "
+        "to the dead-letter stream instead of being retried (a notification hours late is noise).")
+    record_file: str = Field(
+        "push-recorded.jsonl", description="Without provider credentials, pushes are recorded (one JSON line "
+        "each, token shortened) in this file under `data_dir`, and logged.")
+    fcm_service_account_file: Path | None = Field(
+        None, description="Google service account JSON for FCM HTTP v1. Unset: FCM pushes are only recorded.")
+    fcm_project_id: str | None = Field(None, description="FCM project id; defaults to the service account's.")
+    fcm_endpoint: str = Field(
+        "https://fcm.googleapis.com", description="FCM API base URL. Override for tests or staging only.")
+    apns_key_file: Path | None = Field(
+        None, description="APNs provider token signing key (.p8, ES256). Unset: APNs pushes are only recorded.")
+    apns_key_id: str | None = Field(None, description="Key id of `apns_key_file`.")
+    apns_team_id: str | None = Field(None, description="Apple developer team id.")
+    apns_topic: str | None = Field(
+        None, description="Default APNs topic (app bundle id), used when a device registered no bundle id.")
+    apns_sandbox: bool = Field(False, description="Use the APNs development environment.")
+    apns_host: str | None = Field(
+        None, description="APNs host override (`host` or `host:port`). For tests or staging only.")
+    apns_ca_file: Path | None = Field(
+        None, description="Extra CA certificate (PEM) trusted for APNs, e.g. a stand-in's self-signed one. "
+        "For tests or staging only.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PushSettings:
+        if self.apns_key_file is not None and not (self.apns_key_id and self.apns_team_id):
+            raise ValueError("push.apns_key_file needs push.apns_key_id and push.apns_team_id")
+        return self
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -153,6 +211,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     cassandra: CassandraSettings = CassandraSettings()
     redis: RedisSettings = RedisSettings()
+    push: PushSettings = PushSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -15,8 +15,22 @@ key                                      type    contents and lifetime
 ``presence:online:{channel}``            set     members of the channel who are online (for counts)
 ``read:{user}``                          hash    channel → ``{epoch}:{seq}``, the user's read markers
 ``mentions:{user}:{channel}``            zset    seqs of messages in the channel that mention the user
+``bridge:members``                       zset    bridge id → heartbeat expiry (ms): the live bridges
+``bridge:lease:{partition}``             string  the bridge that owns the partition's channels; expires
+                                                 unless renewed (``bridge.lease_ms``)
 ``push:jobs``                            stream  one fan-out job per new message (channel, seq, sender, ...),
                                                  written by the bridge after the acks; capped at ~1M entries
+``push:devices:{user}``                  hash    device → JSON push registration (platform, token, app, locale,
+                                                 preview, updated_ms); written by the API, a dead token removed
+                                                 by the push senders; no expiry (a device removes its own)
+``push:muted:{user}``                    set     channels the user muted: no push from them
+``push:fanout:{job}``                    string  the last member (sorted order) a fan-out job has enqueued for,
+                                                 so a job taken over from a dead worker resumes; 1 day TTL
+``push:sends``                           stream  one send job per (message, device), written by the fan-out
+                                                 worker, read by the senders; capped at ~1M entries
+``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
+``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
+                                                 at ~100k entries; inspect with XRANGE
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -33,6 +47,16 @@ CHANGES_MAXLEN = 100_000
 PRESENCE_GROUP = "presence-publisher"
 #: Cap of the fan-out job stream (jobs are consumed within seconds; the cap bounds a stalled worker).
 PUSH_JOBS_MAXLEN = 1_000_000
+#: Consumer group of the push fan-out worker (on ``push:jobs``).
+FANOUT_GROUP = "push-fanout"
+#: Consumer group of the push senders (on ``push:sends``).
+SENDERS_GROUP = "push-senders"
+#: Cap of the push send stream.
+PUSH_SENDS_MAXLEN = 1_000_000
+#: Cap of the push dead-letter stream.
+PUSH_DLQ_MAXLEN = 100_000
+#: Lifetime of a fan-out job's progress cursor (seconds).
+FANOUT_PROGRESS_TTL_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,5 +89,33 @@ class Keys:
         return f"{self.prefix}mentions:{user}:{channel}"
 
     @property
+    def bridges(self) -> str:
+        return f"{self.prefix}bridge:members"
+
+    def lease(self, partition: int) -> str:
+        return f"{self.prefix}bridge:lease:{partition}"
+
+    @property
     def push_jobs(self) -> str:
         return f"{self.prefix}push:jobs"
+
+    def push_devices(self, user: str) -> str:
+        return f"{self.prefix}push:devices:{user}"
+
+    def push_muted(self, user: str) -> str:
+        return f"{self.prefix}push:muted:{user}"
+
+    def push_fanout_progress(self, job: str) -> str:
+        return f"{self.prefix}push:fanout:{job}"
+
+    @property
+    def push_sends(self) -> str:
+        return f"{self.prefix}push:sends"
+
+    @property
+    def push_retry(self) -> str:
+        return f"{self.prefix}push:retry"
+
+    @property
+    def push_dlq(self) -> str:
+        return f"{self.prefix}push:dlq"

@@ -31,7 +31,8 @@ from mqchat.storage.keys import CHANGES_MAXLEN, PRESENCE_GROUP, PUSH_JOBS_MAXLEN
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 
 
-def _script(name: str) -> str:
+def load_script(name: str) -> str:
+    """The text of one of the Lua scripts in ``mqchat/storage/lua/``."""
     return resources.files("mqchat.storage").joinpath("lua", name).read_text()
 
 
@@ -54,14 +55,19 @@ class RedisState:
     def __init__(self, client: aioredis.Redis, prefix: str = "mqchat:") -> None:
         self._r = client
         self.keys = Keys(prefix)
-        self._update = client.register_script(_script("presence_update.lua"))
-        self._expire = client.register_script(_script("presence_expire.lua"))
-        self._read = client.register_script(_script("read_marker.lua"))
+        self._update = client.register_script(load_script("presence_update.lua"))
+        self._expire = client.register_script(load_script("presence_expire.lua"))
+        self._read = client.register_script(load_script("read_marker.lua"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "mqchat:") -> RedisState:
         return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
                                            health_check_interval=30), prefix)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The underlying client, for stores that share this connection pool (push state)."""
+        return self._r
 
     async def close(self) -> None:
         await self._r.aclose()

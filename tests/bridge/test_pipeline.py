@@ -108,3 +108,15 @@ async def test_locked_store_gives_a_retryable_error_and_the_retry_continues_the_
     assert [m.seq for m in pub.stream()] == [1, 2]
     assert pub.acks()[-1].seq == 2
     await store.close()
+
+
+async def test_sends_for_channels_another_bridge_owns_are_left_alone() -> None:
+    directory = MemoryDirectory()
+    mine, _ = await directory.create_channel("group", None, "alice", [], now_ms=1)
+    theirs, _ = await directory.create_channel("group", None, "alice", [], now_ms=1)
+    pub = RecordingPublisher()
+    pipe = Pipeline(MemoryMessageStore(), directory, Sequencer(Snowflake(1)), pub,
+                    owns=lambda channel: channel == mine.channel_id)
+    stats = await pipe.process([send("alice", mine.channel_id, "1"), send("alice", theirs.channel_id, "2")])
+    assert (stats.accepted, stats.not_owned) == (1, 1)
+    assert [a.cmid for a in pub.acks()] == ["1"]  # nothing at all for the other bridge's channel
