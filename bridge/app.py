@@ -55,6 +55,12 @@ def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
     return Inbound(parsed.user, parsed.device, parsed.channel, bytes(payload))
 
 
+def ready_name(settings: Settings) -> str:
+    """``bridge`` for worker 0 (the single bridge of ``mqchat up``), ``bridge-{id}`` for the others."""
+    worker = settings.bridge.worker_id
+    return "bridge" if worker == 0 else f"bridge-{worker}"
+
+
 RECONNECT_BASE_S = 0.5
 RECONNECT_MAX_S = 10.0
 
@@ -73,7 +79,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(store.close)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
-        stack.callback(lifecycle.clear_ready, settings, "bridge")
+        stack.callback(lifecycle.clear_ready, settings, ready_name(settings))
         sequencer = Sequencer(Snowflake(cfg.worker_id))
         ownership: Ownership | None = None
         redis_state: RedisState | None = None  # read markers, mentions and push jobs
@@ -95,7 +101,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                                stop)
                 attempt = 0
             except* aiomqtt.MqttError as group:
-                lifecycle.clear_ready(settings, "bridge")
+                lifecycle.clear_ready(settings, ready_name(settings))
                 attempt += 1
                 delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2**attempt))
                 logger.warning("broker connection lost (%s); reconnecting in %.1fs", group.exceptions[0], delay)
@@ -150,7 +156,7 @@ async def _session(
                             fanout=redis_state, owns=ownership.owns if ownership is not None else None)
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
-        lifecycle.mark_ready(settings, "bridge")
+        lifecycle.mark_ready(settings, ready_name(settings))
 
         async def consume() -> None:
             async for message in client.messages:

@@ -68,8 +68,9 @@ class Ownership:
     def __post_init__(self) -> None:
         self._r: aioredis.Redis = self.state.client
         self._keys: Keys = self.state.keys
+        self._release_text = load_script("lease_release.lua")
         self._claim = self._r.register_script(load_script("lease_claim.lua"))
-        self._release = self._r.register_script(load_script("lease_release.lua"))
+        self._release = self._r.register_script(self._release_text)
 
     def owns(self, channel: str, now: float | None = None) -> bool:
         deadline = self.owned.get(partition_of(channel, self.partitions))
@@ -115,7 +116,7 @@ class Ownership:
         """On shutdown: hand every partition back at once, and leave the member set."""
         pipe = self._r.pipeline(transaction=False)
         for p in self.owned:
-            pipe.eval(self._release.script, 1, self._keys.lease(p), self.bridge_id)
+            pipe.eval(self._release_text, 1, self._keys.lease(p), self.bridge_id)
         pipe.zrem(self._keys.bridges, self.bridge_id)
         await pipe.execute()
         self.owned = {}
