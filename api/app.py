@@ -10,13 +10,15 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 import mqchat
 from api import errors, hooks, routes, state_routes
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
-from mqchat.errors import ConfigError
+from mqchat.errors import ConfigError, MqchatError
+from mqchat.ops import metrics_endpoint
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.redis_state import RedisState
@@ -43,6 +45,16 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            await state.ping()
+        except MqchatError:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     return app
 

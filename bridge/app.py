@@ -7,18 +7,21 @@ import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 import aiomqtt
 
+from bridge import metrics
 from bridge.ownership import Ownership
-from bridge.pipeline import Inbound, Pipeline
+from bridge.pipeline import BatchStats, Inbound, Pipeline
 from bridge.sequencer import Sequencer
 from mqchat import lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
+from mqchat.ops import serve_ops
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.redis_state import RedisState
@@ -52,7 +55,22 @@ def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
         return None
     if not isinstance(parsed, topics.Send):
         return None
-    return Inbound(parsed.user, parsed.device, parsed.channel, bytes(payload))
+    return Inbound(parsed.user, parsed.device, parsed.channel, bytes(payload), time.monotonic())
+
+
+def record(stats: BatchStats, batch: Sequence[Inbound]) -> None:
+    """Count one processed batch in the bridge's metrics."""
+    now = time.monotonic()
+    metrics.BATCH_SIZE.observe(len(batch))
+    metrics.SENDS.labels("accepted").inc(stats.accepted)
+    metrics.SENDS.labels("duplicate").inc(stats.duplicates)
+    metrics.SENDS.labels("not_owned").inc(stats.not_owned)
+    for code, n in stats.rejected.items():
+        metrics.SENDS.labels(f"rejected_{code}").inc(n)
+    answered = len(batch) - stats.not_owned
+    if answered:
+        for item in batch:
+            metrics.RECEIVE_TO_ACK.observe(now - item.received_at)
 
 
 def ready_name(settings: Settings) -> str:
@@ -94,13 +112,22 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(ownership.release_all)
             ticker = asyncio.create_task(_keep_leases(ownership, sequencer), name="bridge.ownership")
             stack.push_async_callback(_cancel, ticker)
+        readiness = lifecycle.Readiness()
+        if settings.ops.bridge_port:
+            ops = asyncio.create_task(
+                serve_ops(settings.ops.host, settings.ops.bridge_port,
+                          ready=lambda: bool(metrics.CONNECTED._value.get())),
+                name="bridge.ops")
+            stack.push_async_callback(_cancel, ops)
         attempt = 0
         while not stop.is_set():
             try:
                 await _session(settings, credentials, store, directory, sequencer, redis_state, ownership, queue,
-                               stop)
+                               stop, readiness)
                 attempt = 0
             except* aiomqtt.MqttError as group:
+                metrics.CONNECTED.set(0)
+                readiness.ok = False
                 lifecycle.clear_ready(settings, ready_name(settings))
                 attempt += 1
                 delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2**attempt))
@@ -122,6 +149,7 @@ async def _keep_leases(ownership: Ownership, sequencer: Sequencer) -> None:
             continue
         if gained:
             sequencer.forget(ownership.channels_in(gained, sequencer.known_channels()))
+        metrics.OWNED_PARTITIONS.set(len(ownership.owned))
         if gained or lost:
             logger.info("partitions: +%d -%d, owning %d", len(gained), len(lost), len(ownership.owned))
 
@@ -142,6 +170,7 @@ async def _session(
     ownership: Ownership | None,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
+    readiness: lifecycle.Readiness,
 ) -> None:
     """One broker connection: consume and sequence until ``stop`` (then drain) or a broker error."""
     cfg = settings.bridge
@@ -157,6 +186,8 @@ async def _session(
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, ready_name(settings))
+        metrics.CONNECTED.set(1)
+        readiness.ok = True
 
         async def consume() -> None:
             async for message in client.messages:
@@ -178,7 +209,9 @@ async def _session(
                     batch.append(item)
                 # A broker error here propagates: the batch is durable, its acks are not sent, and
                 # the senders' retries are answered from the idempotency cache after reconnecting.
+                metrics.QUEUE_DEPTH.set(queue.qsize())
                 stats = await pipeline.process(batch)
+                record(stats, batch)
                 if stats.rejected:
                     logger.info("batch: %d accepted, %d duplicates, rejected %s",
                                 stats.accepted, stats.duplicates, stats.rejected)

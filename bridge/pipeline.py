@@ -31,6 +31,8 @@ class Inbound:
     device: str
     channel: str
     payload: bytes
+    received_at: float = 0.0
+    """Monotonic time the bridge took it off the broker (for the receive→ack metric)."""
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from amqtt.broker import Broker
 from broker import protocol
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
+from mqchat.ops import serve_ops
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
                 "membership_cache_s": settings.broker.membership_cache_s,
             },
         }
+        plugins["broker.metrics.MetricsPlugin"] = {}
         if settings.redis.url:
             plugins["broker.presence.PresencePlugin"] = {
                 "redis_url": settings.redis.url, "key_prefix": settings.redis.key_prefix,
@@ -63,9 +66,20 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
         where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
     logger.info("broker listening on %s%s", where, " (no auth)" if no_auth else "")
     lifecycle.mark_ready(settings, "broker")
+    readiness = lifecycle.Readiness()
+    readiness.ok = True
+    ops = None
+    if settings.ops.broker_port:
+        ops = asyncio.create_task(serve_ops(settings.ops.host, settings.ops.broker_port, ready=readiness),
+                                  name="broker.ops")
     try:
         await stop.wait()
     finally:
+        readiness.ok = False
+        if ops is not None:
+            ops.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ops
         lifecycle.clear_ready(settings, "broker")
         # amqtt 0.12 closes the plugins itself (pinned by tests/broker/test_amqtt_contract.py).
         await broker.shutdown()

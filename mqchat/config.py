@@ -193,6 +193,14 @@ class PushSettings(_Section):
         return self
 
 
+class OpsSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address of the operations endpoints (/metrics, /healthz, /readyz).")
+    broker_port: int = Field(0, ge=0, le=65535, description="Operations port of the broker (0 = off).")
+    bridge_port: int = Field(0, ge=0, le=65535, description="Operations port of the bridge (0 = off).")
+    workers_port: int = Field(0, ge=0, le=65535, description="Operations port of the workers (0 = off). The "
+                              "API serves the same endpoints on its own HTTP port.")
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -211,6 +219,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     cassandra: CassandraSettings = CassandraSettings()
     redis: RedisSettings = RedisSettings()
+    ops: OpsSettings = OpsSettings()
     push: PushSettings = PushSettings()
 
     @classmethod

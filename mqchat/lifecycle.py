@@ -84,3 +84,13 @@ def mark_ready(settings: Settings, process: str) -> None:
 
 def clear_ready(settings: Settings, process: str) -> None:
     ready_file(settings, process).unlink(missing_ok=True)
+
+
+class Readiness:
+    """Whether the process can do its job right now (served as ``/readyz``)."""
+
+    def __init__(self) -> None:
+        self.ok = False
+
+    def __call__(self) -> bool:
+        return self.ok

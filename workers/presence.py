@@ -9,12 +9,16 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
+from prometheus_client import Counter
 
 from mqchat import topics
 from mqchat.storage.base import Directory
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
+
+PUBLISHED = Counter("mqchat_presence_changes_published_total", "User presence changes published.")
+EXPIRED = Counter("mqchat_presence_leases_expired_total", "Presence leases expired by the sweeper.")
 
 SWEEP_INTERVAL_S = 1.0
 
@@ -49,6 +53,7 @@ async def publish_changes(state: RedisState, directory: Directory, publisher: Pu
     await state.set_online_many([(user, chans, online) for (user, online), chans in zip(final.items(), channels,
                                                                                           strict=True)])
     await state.ack_changes([entry_id for entry_id, _ in entries])
+    PUBLISHED.inc(len(entries))
 
 
 async def run_publisher(state: RedisState, directory: Directory, publisher: Publisher, consumer: str) -> None:
@@ -70,4 +75,5 @@ async def run_sweeper(state: RedisState, *, interval_s: float = SWEEP_INTERVAL_S
         now = time.time_ns() // 1_000_000
         while (removed := await state.expire_leases(now_ms=now)) > 0:
             logger.info("expired %d presence leases", removed)
+            EXPIRED.inc(removed)
         await asyncio.sleep(interval_s)
