@@ -142,11 +142,11 @@ class Pipeline:
                     reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
             else:
                 plan_new = plan.new_messages
+                stream = [(topics.stream(m.channel), schema.encode(m.to_wire())) for m in plan.to_publish]
                 for o in plan.outcomes:
                     m = o.message
                     if o.new:
                         stats.accepted += 1
-                        stream.append((topics.stream(m.channel), schema.encode(m.to_wire())))
                     else:
                         stats.duplicates += 1
                     ack = schema.Ack(cmid=m.cmid, channel=m.channel, ok=True, id=str(m.id), seq=m.seq, epoch=m.epoch)

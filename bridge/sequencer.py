@@ -41,6 +41,9 @@ class Ordered:
     draft: Draft
     message: StoredMessage
     new: bool
+    republish: bool = False
+    """A duplicate whose message is durable but was never published (its write's answer was
+    lost): publish it now, so members get it live rather than only through a gap fill."""
 
 
 @dataclass(slots=True)
@@ -51,6 +54,12 @@ class Plan:
     @property
     def new_messages(self) -> list[StoredMessage]:
         return [o.message for o in self.outcomes if o.new]
+
+    @property
+    def to_publish(self) -> list[StoredMessage]:
+        """New and republished messages, in seq order within each channel."""
+        chosen = [o.message for o in self.outcomes if o.new or o.republish]
+        return sorted(chosen, key=lambda m: (m.channel, m.epoch, m.seq))
 
 
 class Sequencer:
@@ -65,6 +74,9 @@ class Sequencer:
     def __init__(self, snowflake: Snowflake, *, recent_max: int = 100_000) -> None:
         self._snowflake = snowflake
         self._positions: dict[str, Position] = {}
+        # Highest seq per channel known to be published. Positions loaded for the first time are
+        # assumed published (a previous process may have done it); reloads keep the watermark.
+        self._published: dict[str, int] = {}
         self._recent: OrderedDict[CmidKey, StoredMessage] = OrderedDict()
         self._recent_max = recent_max
 
@@ -73,6 +85,8 @@ class Sequencer:
 
     def load(self, positions: Mapping[str, Position]) -> None:
         self._positions.update(positions)
+        for channel, pos in positions.items():
+            self._published.setdefault(channel, pos.last_seq)
 
     def forget(self, channels: Iterable[str]) -> None:
         for c in channels:
@@ -97,10 +111,15 @@ class Sequencer:
         """
         plan = Plan()
         batch: dict[CmidKey, StoredMessage] = {}
+        republished: set[CmidKey] = set()
         for d in drafts:
             earlier = batch.get(d.key) or self._recent.get(d.key) or stored.get(d.key)
             if earlier is not None:
-                plan.outcomes.append(Ordered(d, earlier, new=False))
+                unpublished = (d.key not in batch and earlier.seq > self._published.get(d.channel, 0)
+                               and d.key not in republished)
+                if unpublished:
+                    republished.add(d.key)
+                plan.outcomes.append(Ordered(d, earlier, new=False, republish=unpublished))
                 continue
             pos = plan.positions.get(d.channel) or self._positions[d.channel]
             pos = Position(pos.epoch, pos.last_seq + 1)
@@ -114,10 +133,13 @@ class Sequencer:
         return plan
 
     def apply(self, plan: Plan) -> None:
-        """Record a plan whose new messages are durable."""
+        """Record a plan whose new messages are durable (and about to be published)."""
         self._positions.update(plan.positions)
         for o in plan.outcomes:
             self._remember(o.draft.key, o.message)
+            if o.new or o.republish:
+                m = o.message
+                self._published[m.channel] = max(self._published.get(m.channel, 0), m.seq)
 
     def _remember(self, key: CmidKey, msg: StoredMessage) -> None:
         self._recent[key] = msg

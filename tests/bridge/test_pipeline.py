@@ -9,7 +9,9 @@ from pathlib import Path
 from bridge.pipeline import Inbound, Pipeline
 from bridge.sequencer import Sequencer
 from mqchat import schema, topics
+from mqchat.errors import StorageUnavailable
 from mqchat.ids import Snowflake
+from mqchat.storage.base import StoredMessage
 from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
 from mqchat.storage.sqlite import SqliteMessageStore
 
@@ -120,3 +122,32 @@ async def test_sends_for_channels_another_bridge_owns_are_left_alone() -> None:
     stats = await pipe.process([send("alice", mine.channel_id, "1"), send("alice", theirs.channel_id, "2")])
     assert (stats.accepted, stats.not_owned) == (1, 1)
     assert [a.cmid for a in pub.acks()] == ["1"]  # nothing at all for the other bridge's channel
+
+
+class LostReplyStore(SqliteMessageStore):
+    """A real SQLite store whose next append commits and then reports a timeout, as a database whose
+    answer is lost on the way back does (the fault is injected at the store's boundary)."""
+
+    lose_next_reply = False
+
+    async def append(self, messages: Sequence[StoredMessage]) -> None:
+        await super().append(messages)
+        if self.lose_next_reply:
+            self.lose_next_reply = False
+            raise StorageUnavailable("timed out waiting for the database")
+
+
+async def test_a_durable_message_whose_reply_was_lost_is_published_when_the_sender_retries(tmp_path: Path) -> None:
+    store = await LostReplyStore(tmp_path / "m.db").open()
+    pipe, pub, ch = await setup(store)
+    await pipe.process([send("alice", ch, "1")])
+    store.lose_next_reply = True
+    stats = await pipe.process([send("alice", ch, "2")])
+    assert stats.rejected == {"unavailable": 1}  # stored, but the bridge could not know: no ok ack
+    assert [m.seq for m in pub.stream()] == [1]
+    await pipe.process([send("alice", ch, "2"), send("alice", ch, "3")])  # the retry, and a new send
+    assert [m.seq for m in pub.stream()] == [1, 2, 3]  # 2 is published once, before 3
+    assert [(a.cmid, a.seq) for a in pub.acks() if a.ok] == [("1", 1), ("2", 2), ("3", 3)]
+    await pipe.process([send("alice", ch, "2")])  # a third try: acked, not published again
+    assert [m.seq for m in pub.stream()] == [1, 2, 3]
+    await store.close()
