@@ -40,6 +40,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
+    app.include_router(__import__("api.device_routes", fromlist=["router"]).router)  # push tokens, mutes
     app.include_router(hooks.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -13,14 +13,18 @@ import aiomqtt
 from mqchat import lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
-from mqchat.storage.factory import open_directory
+from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_state import RedisState
 from workers.presence import run_publisher, run_sweeper
+from workers.push.service import open_push, push_tasks
 
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-workers"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+#: On shutdown, how long the push loops may take to settle the batch in hand.
+PUSH_DRAIN_S = 10.0
 
 
 class MqttPublisher:
@@ -55,6 +59,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(state.close)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
+        push = None
+        if settings.push.enabled:
+            store = await open_message_store(settings)
+            stack.push_async_callback(store.close)
+            push = await open_push(settings, stack, PushState(state.client, settings.redis.key_prefix), directory,
+                                   store)
         stack.callback(lifecycle.clear_ready, settings, "workers")
 
         async def publisher() -> None:
@@ -67,13 +77,24 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
         await state.ping()
         lifecycle.mark_ready(settings, "workers")
-        logger.info("workers running: presence publisher and lease sweeper")
+        logger.info("workers running: presence publisher and lease sweeper%s",
+                    ", push fan-out and sender" if push else " (push disabled)")
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(_supervised("presence publisher", publisher, stop), name="workers.presence.publish"),
                 tg.create_task(_supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
             ]
+            draining: list[asyncio.Task[None]] = []
+            if push is not None:
+                draining = push_tasks(tg, *push, _supervised, stop)
             await stop.wait()
             for t in tasks:
                 t.cancel()
+            if draining:
+                # The push loops stop taking work when ``stop`` is set; let the batch in hand settle
+                # (fewer sends left pending for the next worker to claim and possibly repeat).
+                _done, late = await asyncio.wait(draining, timeout=PUSH_DRAIN_S)
+                logger.info("push drained: %d loops finished, %d cancelled", len(draining) - len(late), len(late))
+                for t in late:
+                    t.cancel()
         logger.info("workers stopped")
