@@ -7,8 +7,6 @@ import contextlib
 import logging
 from typing import Any
 
-from amqtt.broker import Broker
-
 from broker import protocol
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -58,8 +56,8 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
 
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
-    protocol.install()
-    broker = Broker(amqtt_config(settings, no_auth=no_auth))
+    protocol.install(connect_timeout_s=settings.broker.connect_timeout_s)
+    broker = protocol.MqchatBroker(amqtt_config(settings, no_auth=no_auth))
     await broker.start()
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:

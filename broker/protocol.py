@@ -11,7 +11,15 @@ one and a half times the Keep Alive time period, it MUST disconnect the Network 
 - :func:`stretch_keepalive` turns the keep-alive the reader waits for into 1.5 x the client's,
   as the spec says (called once per CONNECT, after authentication).
 
-tests/broker/test_keepalive.py checks both against a raw socket.
+Two more, for the same reason (a phone on a hostile network must not hurt anyone else):
+
+- a socket that never sends CONNECT is closed after ``connect_timeout_s`` (slowloris); amqtt waited
+  forever and, on a failed first packet, left the socket open;
+- :class:`MqchatBroker` sends retained messages only for subscriptions the session really holds,
+  and only those its ACL lets it receive; amqtt sent a newly connected client the retained
+  messages matching *every* client's subscriptions, which would leak retained presence.
+
+tests/e2e/test_presence.py and tests/e2e/test_broker_hardening.py check these against real sockets.
 """
 
 from __future__ import annotations
@@ -21,9 +29,14 @@ import logging
 import math
 from typing import Any
 
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
 logger = logging.getLogger(__name__)
+
+_original_init_from_connect = BrokerProtocolHandler.init_from_connect.__func__
 
 _closing: set[asyncio.Task[None]] = set()
 
@@ -39,9 +52,40 @@ def _close_silent_client(self: Any) -> None:
         task.add_done_callback(_closing.discard)
 
 
-def install() -> None:
+def install(*, connect_timeout_s: float = 10.0) -> None:
     """Patch amqtt's broker handler (idempotent)."""
     BrokerProtocolHandler.handle_read_timeout = _close_silent_client
+
+    async def init_from_connect(cls: Any, reader: Any, writer: Any, plugins_manager: Any,
+                                loop: Any = None) -> Any:
+        try:
+            return await asyncio.wait_for(_original_init_from_connect(cls, reader, writer, plugins_manager, loop),
+                                          connect_timeout_s)
+        except (TimeoutError, NoDataError) as exc:
+            logger.info("closing a connection that sent no valid CONNECT within %.0fs", connect_timeout_s)
+            await writer.close()
+            raise NoDataError("no CONNECT") from exc
+
+    BrokerProtocolHandler.init_from_connect = classmethod(init_from_connect)
+
+
+class MqchatBroker(Broker):
+    """amqtt's broker with retained messages delivered only where they belong."""
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
+        topic_filter, qos = subscription
+        holders = self._subscriptions.get(topic_filter, [])
+        if not any(s.client_id == session.client_id for s, _ in holders):
+            return  # amqtt calls this with other clients' filters on CONNECT
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                continue
+            await handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
 
 
 def stretch_keepalive(session: Any) -> None:

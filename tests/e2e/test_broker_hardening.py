@@ -1,0 +1,89 @@
+"""amqtt defects fixed in broker/protocol.py, checked against real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from mobile_sim.client import Device
+from mqchat import topics
+from mqchat.storage.sqlite import SqliteDirectory
+from tests.conftest import ROOT, System, free_port
+from tests.e2e.conftest import World
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_retained_messages_do_not_leak_to_other_clients_on_connect(system: System, world: World) -> None:
+    # alice's phone publishes retained device presence; bob (who shares a channel) subscribes to it.
+    async with Device(world.alice_phone) as alice:
+        await alice.client.publish(topics.device_presence(world.alice, "phone"),
+                                   json.dumps({"status": "online", "ts": 1}).encode(), qos=1, retain=True)
+        b = world.bob_phone
+        async with aiomqtt.Client("127.0.0.1", system.mqtt_port, identifier=f"{b.user_id}:{b.device_id}",
+                                  username=b.user_id, password=b.token) as bob:
+            await bob.subscribe(topics.device_presence(world.alice, "phone"), qos=1)
+            async with asyncio.timeout(5):
+                async for msg in bob.messages:  # bob gets the retained message: he may
+                    assert msg.retain
+                    break
+            # carol shares no channel with alice: connecting must not hand her bob's retained matches
+            c = world.carol_phone
+            async with aiomqtt.Client("127.0.0.1", system.mqtt_port, identifier=f"{c.user_id}:{c.device_id}",
+                                      username=c.user_id, password=c.token) as carol:
+                got: list[str] = []
+
+                async def read() -> None:
+                    async for msg in carol.messages:
+                        got.append(msg.topic.value)
+
+                reader = asyncio.create_task(read())
+                await asyncio.sleep(1.0)
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                assert got == []
+                # and subscribing to it is refused outright
+                result = await carol.subscribe(topics.device_presence(world.alice, "phone"), qos=1)
+                code = result[0] if isinstance(result[0], int) else result[0].value
+                assert code == 0x80
+
+
+async def test_a_socket_that_never_sends_connect_is_closed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await (await SqliteDirectory(data / "directory.db").open()).close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
+        "MQCHAT_DATA_DIR": str(data), "MQCHAT_MQTT__PORT": str(port), "MQCHAT_MQTT__WS_PORT": str(free_port()),
+        "MQCHAT_AUTH__SECRET": "k" * 40, "MQCHAT_BROKER__CONNECT_TIMEOUT_S": "1"}
+    broker = subprocess.Popen([sys.executable, "-m", "broker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(20):
+            while not (data / "run" / "broker.ready").exists():
+                await asyncio.sleep(0.05)
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        start = time.monotonic()
+        for s in socks:
+            s.settimeout(5)
+            assert s.recv(1) == b""  # closed by the broker, not left open
+            s.close()
+        assert time.monotonic() - start < 3
+        # a half-sent CONNECT is closed too
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"\x10\x20\x00\x04MQ")
+        s.settimeout(5)
+        assert s.recv(1) == b""
+        s.close()
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(20)
