@@ -138,7 +138,8 @@ class LostReplyStore(SqliteMessageStore):
 
 
 async def test_a_durable_message_whose_reply_was_lost_is_published_when_the_sender_retries(tmp_path: Path) -> None:
-    store = await LostReplyStore(tmp_path / "m.db").open()
+    store = LostReplyStore(tmp_path / "m.db")
+    await store.open()
     pipe, pub, ch = await setup(store)
     await pipe.process([send("alice", ch, "1")])
     store.lose_next_reply = True
