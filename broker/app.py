@@ -43,6 +43,8 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
             "broker.plugins.TopicAclPlugin": {
                 "directory_db": str(settings.directory_db),
                 "membership_cache_s": settings.broker.membership_cache_s,
+                "store_backend": settings.store.backend,
+                "cassandra": settings.cassandra.model_dump_json(),
             },
         }
         plugins["broker.metrics.MetricsPlugin"] = {}

@@ -8,6 +8,7 @@ session (``session.attributes``), where the ACL plugin finds it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ from amqtt.session import Session
 
 from broker.protocol import stretch_keepalive
 from mqchat import access, auth, policy, topics
+from mqchat.config import CassandraSettings
 from mqchat.errors import AuthError
-from mqchat.storage.sqlite import SqliteDirectory
+from mqchat.storage.base import Directory
+from mqchat.storage.factory import open_directory_from
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,26 @@ class JwtAuthPlugin(BaseAuthPlugin):
         return True
 
 
+class _LazyDirectory:
+    """The configured directory, opened on first use (plugins are built synchronously)."""
+
+    def __init__(self, backend: str, directory_db: Path, cassandra: CassandraSettings) -> None:
+        self._args = (backend, directory_db, cassandra)
+        self._directory: Directory | None = None
+        self._lock = asyncio.Lock()
+
+    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
+        if self._directory is None:
+            async with self._lock:
+                if self._directory is None:
+                    self._directory = await open_directory_from(*self._args)
+        return await self._directory.channel_ids_of(user_id)
+
+    async def close(self) -> None:
+        if self._directory is not None:
+            await self._directory.close()
+
+
 class TopicAclPlugin(BaseTopicPlugin):
     """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery."""
 
@@ -71,10 +94,14 @@ class TopicAclPlugin(BaseTopicPlugin):
     class Config:
         directory_db: str
         membership_cache_s: float = 1.0
+        store_backend: str = "sqlite"
+        cassandra: str = "{}"
+        """CassandraSettings as JSON, for the cassandra backend."""
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._directory = SqliteDirectory(Path(self.config.directory_db))
+        self._directory = _LazyDirectory(self.config.store_backend, Path(self.config.directory_db),
+                                         CassandraSettings.model_validate_json(self.config.cassandra))
         self._cache = access.MembershipCache(self._directory, self.config.membership_cache_s)
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 

@@ -14,7 +14,12 @@ from typing import Protocol
 
 from mqchat import policy
 from mqchat.auth import Principal
-from mqchat.storage.base import Directory
+
+
+class ChannelIndex(Protocol):
+    """The one directory query access checks need."""
+
+    async def channel_ids_of(self, user_id: str) -> frozenset[str]: ...
 
 
 class MembershipSource(Protocol):
@@ -45,11 +50,11 @@ async def check(principal: Principal, action: policy.Action, topic: str, members
 
 
 class MembershipCache:
-    """A :class:`MembershipSource` over a :class:`Directory`: each user's channel set cached for
+    """A :class:`MembershipSource` over a directory: each user's channel set cached for
     ``ttl_s`` and loaded once however many checks wait for it. Membership changes take effect
     within ``ttl_s``."""
 
-    def __init__(self, directory: Directory, ttl_s: float, *, max_entries: int = 100_000) -> None:
+    def __init__(self, directory: ChannelIndex, ttl_s: float, *, max_entries: int = 100_000) -> None:
         self._directory = directory
         self._ttl_s = ttl_s
         self._max_entries = max_entries

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,33 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
 
+def parse_store_url(url: str) -> dict[str, Any]:
+    """``sqlite`` or ``cassandra://host1,host2[:port]/keyspace`` → settings overrides.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if url == "sqlite":
+        return {"store": {"backend": "sqlite"}}
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "cassandra" or not parsed.netloc:
+        raise ConfigError(f"--store {url!r}: expected 'sqlite' or 'cassandra://host1,host2[:port]/keyspace'")
+    hosts, _, port = parsed.netloc.rpartition(":") if ":" in parsed.netloc else (parsed.netloc, "", "")
+    cassandra: dict[str, Any] = {"hosts": [h for h in hosts.split(",") if h]}
+    if port:
+        if not port.isdigit():
+            raise ConfigError(f"--store {url!r}: port {port!r} is not a number")
+        cassandra["port"] = int(port)
+    if parsed.path.strip("/"):
+        cassandra["keyspace"] = parsed.path.strip("/")
+    return {"store": {"backend": "cassandra"}, "cassandra": cassandra}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings with the command-line flags on top (sources deep-merge, so a flag overrides one field)."""
     overrides: dict[str, Any] = {}
+    if getattr(args, "store", None):
+        overrides.update(parse_store_url(args.store))
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}
@@ -48,6 +73,10 @@ def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     """Hand the resolved settings to a child through the environment (flags included)."""
     env = dict(os.environ)
     env["MQCHAT_REDIS__URL"] = redis_url
+    env["MQCHAT_STORE__BACKEND"] = settings.store.backend
+    env["MQCHAT_CASSANDRA__HOSTS"] = json.dumps(list(settings.cassandra.hosts))
+    env["MQCHAT_CASSANDRA__PORT"] = str(settings.cassandra.port)
+    env["MQCHAT_CASSANDRA__KEYSPACE"] = settings.cassandra.keyspace
     env["MQCHAT_DATA_DIR"] = str(settings.data_dir.resolve())
     env["MQCHAT_MQTT__HOST"] = settings.mqtt.host
     env["MQCHAT_MQTT__PORT"] = str(settings.mqtt.port)
@@ -280,6 +309,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--mqtt-port", type=int, help="MQTT over TCP (default 1883)")
     up.add_argument("--ws-port", type=int, help="MQTT over WebSocket (default 8083)")
     up.add_argument("--http-port", type=int, help="HTTP API (default 8080)")
+    up.add_argument("--store", help="message store: 'sqlite' (default) or 'cassandra://host1,host2[:port]/keyspace' "
+                    "(run `mqchat migrate` with the same settings first)")
     up.set_defaults(func=cmd_up)
 
     tok = sub.add_parser("token", help="print a development JWT for a user's device")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mqchat.config import Settings
+from pathlib import Path
+
+from mqchat.config import CassandraSettings, Settings
 from mqchat.errors import ConfigError
 from mqchat.storage.base import Directory, MessageStore
 
@@ -27,12 +29,17 @@ async def open_message_store(settings: Settings) -> MessageStore:
 
 async def open_directory(settings: Settings) -> Directory:
     """The directory named by ``settings.store.backend``, opened (schema present)."""
-    if settings.store.backend == "sqlite":
+    return await open_directory_from(settings.store.backend, settings.directory_db, settings.cassandra)
+
+
+async def open_directory_from(backend: str, directory_db: Path, cassandra: CassandraSettings) -> Directory:
+    """:func:`open_directory` from the few settings it needs (for amqtt plugins, which get plain data)."""
+    if backend == "sqlite":
         from mqchat.storage.sqlite import SqliteDirectory
 
-        return await SqliteDirectory(settings.directory_db).open()
-    if settings.store.backend == "cassandra":
+        return await SqliteDirectory(directory_db).open()
+    if backend == "cassandra":
         from mqchat.storage.cassandra import CassandraDirectory
 
-        return await CassandraDirectory(settings.cassandra).open()
-    raise ConfigError(f"store.backend {settings.store.backend!r} is not available yet")
+        return await CassandraDirectory(cassandra).open()
+    raise ConfigError(f"store.backend {backend!r} is not available yet")

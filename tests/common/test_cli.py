@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from mqchat.cli import parse_store_url
+from mqchat.errors import ConfigError
+
+
+def test_store_urls() -> None:
+    assert parse_store_url("sqlite") == {"store": {"backend": "sqlite"}}
+    assert parse_store_url("cassandra://db1,db2:9043/chat") == {
+        "store": {"backend": "cassandra"}, "cassandra": {"hosts": ["db1", "db2"], "port": 9043, "keyspace": "chat"}}
+    assert parse_store_url("cassandra://db1") == {"store": {"backend": "cassandra"}, "cassandra": {"hosts": ["db1"]}}
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "cassandra://", "cassandra:///ks", "cassandra://h:port/ks", "x"])
+def test_bad_store_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="--store"):
+        parse_store_url(url)
