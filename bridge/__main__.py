@@ -2,34 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from bridge.app import main
-from mqchat import lifecycle
-from mqchat.config import load_settings
-from mqchat.errors import ConfigError
-from mqchat.log import setup_logging
-
-
-def cli() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, json_lines=settings.log_json, process="bridge")
-
-    async def root(stop: asyncio.Event) -> None:
-        await main(settings, stop)
-
-    try:
-        lifecycle.run(root)
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+from mqchat.lifecycle import serve_process
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(serve_process("bridge", main))

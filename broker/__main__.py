@@ -7,10 +7,9 @@ import asyncio
 import sys
 
 from broker.app import main
-from mqchat import lifecycle
-from mqchat.config import load_settings
+from mqchat.config import Settings, load_settings
 from mqchat.errors import ConfigError
-from mqchat.log import setup_logging
+from mqchat.lifecycle import serve_process
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -24,17 +23,11 @@ def cli(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, json_lines=settings.log_json, process="broker")
 
-    async def root(stop: asyncio.Event) -> None:
+    async def run(settings: Settings, stop: asyncio.Event) -> None:
         await main(settings, stop, no_auth=args.no_auth)
 
-    try:
-        lifecycle.run(root)
-    except ConfigError as exc:
-        print(f"broker: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve_process("broker", run, settings)
 
 
 if __name__ == "__main__":

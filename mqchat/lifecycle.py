@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -94,3 +95,26 @@ class Readiness:
 
     def __call__(self) -> bool:
         return self.ok
+
+
+def serve_process(process: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]],
+                  settings: Settings | None = None) -> int:
+    """The whole ``__main__`` of a process: load settings (unless given), set up logging, run
+    ``main(settings, stop)`` until SIGTERM/SIGINT. Returns the exit status: 2 for bad settings."""
+    from mqchat.config import load_settings
+    from mqchat.log import setup_logging
+
+    try:
+        if settings is None:
+            settings = load_settings()
+        setup_logging(settings.log_level, json_lines=settings.log_json, process=process)
+        resolved = settings
+
+        async def root(stop: asyncio.Event) -> None:
+            await main(resolved, stop)
+
+        run(root)
+    except ConfigError as exc:
+        print(f"{process}: {exc}", file=sys.stderr)
+        return 2
+    return 0
