@@ -28,6 +28,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, within: float = 10.0) -> None:
+    """Wait until ``proc`` accepts connections on ``port``."""
+    deadline = time.monotonic() + within
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.05)
+
+
 @dataclass
 class System:
     """A running ``mqchat up`` in its own process group."""
@@ -119,14 +131,7 @@ class Mosquitto:
     def start(self) -> None:
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.05)
+        wait_for_port(self.port, self.proc, "mosquitto")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -164,14 +169,7 @@ class RedisServer:
              "--dir", str(workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        wait_for_port(self.port, self.proc, "redis-server")
 
     def stop(self) -> None:
         self.proc.terminate()
