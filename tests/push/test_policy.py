@@ -32,9 +32,9 @@ APNS_REG = PushRegistration(platform="apns", token="a" * 64, app="com.example.ch
 
 
 def job(**kw: object) -> SendJob:
-    base: dict[str, object] = dict(key="1:u2:phone", message_id="1", user="u2", device="phone", channel="c1",
-                                   epoch=1, seq=5, sender="u1", kind="text", body="hello", badge=3, ts=0,
-                                   first_ms=1_000_000)
+    base: dict[str, object] = {"key": "1:u2:phone", "message_id": "1", "user": "u2", "device": "phone",
+                               "channel": "c1", "epoch": 1, "seq": 5, "sender": "u1", "kind": "text", "body": "hello",
+                               "badge": 3, "ts": 0, "first_ms": 1_000_000}
     base.update(kw)
     return SendJob(**base)  # type: ignore[arg-type]
 
@@ -99,7 +99,7 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 def test_truncation_fits_and_keeps_a_prefix(text: str, limit: int) -> None:
     cut = truncate_utf8(text, limit)
     assert len(cut.encode()) <= limit
-    assert text.startswith(cut.removesuffix("…")) or text.startswith(cut)
+    assert text.startswith((cut.removesuffix("…"), cut))
 
 
 def notification(text: str | None, reg: PushRegistration = FCM_REG, **kw: object) -> Notification:

@@ -181,4 +181,10 @@ class ApnsPusher(Pusher):
         return outcome
 
     async def aclose(self) -> None:
-        self._client.pool.close()
+        """Close the HTTP/2 connections and wait (briefly) for their TLS shutdown to finish."""
+        pool = self._client.pool
+        pool.close()
+        for _ in range(100):  # bounded: 1 s
+            if not pool.connections:
+                break
+            await asyncio.sleep(0.01)
