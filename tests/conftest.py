@@ -50,6 +50,8 @@ class System:
     http_port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for ``mqchat up`` (``MQCHAT_*`` settings included), merged over the filtered one."""
 
     @property
     def api(self) -> str:
@@ -58,7 +60,7 @@ class System:
     def start(self, timeout: float = 60.0) -> None:
         for name in ("broker", "bridge", "api", "workers"):
             (self.data_dir / "run" / f"{name}.ready").unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | self.env
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(self.data_dir),

@@ -1,0 +1,242 @@
+"""Offline push end to end: ``mqchat up`` with its push workers pointed at the FCM and APNs stand-ins,
+and a push worker killed mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mobile_sim.client import Api, Device
+from mqchat.storage.keys import FANOUT_GROUP, SENDERS_GROUP, Keys
+from mqchat.storage.push_state import PushRegistration, PushState, SendJob
+from mqchat.storage.redis_state import RedisState
+from tests.conftest import ROOT, RedisServer, System
+from tests.e2e.conftest import make_world
+from tests.push_standins.apns import ApnsStandIn
+from tests.push_standins.common import Reply
+from tests.push_standins.fcm import FcmStandIn
+
+pytestmark = pytest.mark.e2e
+
+KEYS = Keys()
+
+
+@pytest.fixture
+def fcm_standin(tmp_path: Path) -> Iterator[FcmStandIn]:
+    standin = FcmStandIn(tmp_path).start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def apns_standin(tmp_path: Path) -> Iterator[ApnsStandIn]:
+    standin = ApnsStandIn(tmp_path).start()
+    yield standin
+    standin.stop()
+
+
+def push_env(redis: RedisServer, fcm: FcmStandIn, apns: ApnsStandIn) -> dict[str, str]:
+    return {
+        "MQCHAT_REDIS__URL": redis.url,
+        "MQCHAT_PUSH__FCM_SERVICE_ACCOUNT_FILE": str(fcm.service_account),
+        "MQCHAT_PUSH__FCM_ENDPOINT": fcm.endpoint,
+        "MQCHAT_PUSH__APNS_KEY_FILE": str(apns.key_file),
+        "MQCHAT_PUSH__APNS_KEY_ID": apns.key_id,
+        "MQCHAT_PUSH__APNS_TEAM_ID": apns.team_id,
+        "MQCHAT_PUSH__APNS_TOPIC": "com.example.chat",
+        "MQCHAT_PUSH__APNS_HOST": apns.host,
+        "MQCHAT_PUSH__APNS_CA_FILE": str(apns.ca_file),
+        "MQCHAT_PUSH__REQUEST_TIMEOUT_S": "3",
+    }
+
+
+async def drained(r: Any, *, timeout: float = 20.0) -> None:
+    """Wait until both push streams have nothing unread or unacknowledged and no retry waits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = 0
+        for stream, group in ((KEYS.push_jobs, FANOUT_GROUP), (KEYS.push_sends, SENDERS_GROUP)):
+            groups = {g["name"].decode(): g for g in await r.xinfo_groups(stream)} if await r.exists(stream) else {}
+            g = groups.get(group)
+            busy += 1 if g is None else int(g["pending"]) + int(g.get("lag") or 0)
+        busy += await r.zcard(KEYS.push_retry)
+        if busy == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("push streams did not drain")
+
+
+async def until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def register(api: Api, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = await api._call("PUT", "/v1/me/push", token, json=body)
+    return doc
+
+
+async def test_offline_member_gets_one_push_with_badge_and_collapse_key(
+        system_factory: Any, redis_server: RedisServer, fcm_standin: FcmStandIn, apns_standin: ApnsStandIn) -> None:
+    system: System = system_factory()
+    system.env = push_env(redis_server, fcm_standin, apns_standin)
+    system.start()
+    api = Api(system.api)
+    state = RedisState.from_url(redis_server.url)
+    r = state.client
+    try:
+        w = await make_world(api)
+        await api.add_member(w.alice_phone.token, w.channel, w.carol)
+        # Bob has two unread messages in a direct channel from before he had a token.
+        direct = await api.create_channel(w.alice_phone.token, "direct", [w.bob])
+        async with Device(w.alice_phone) as alice:
+            for i in range(2):
+                await alice.send(direct, f"earlier {i}")
+        await drained(r)
+
+        bob_token = "bob-fcm-" + "b" * 150
+        carol_token = "c0" * 32
+        alice_token = "alice-fcm-" + "a" * 140
+        reg = await register(api, w.bob_phone.token, {"platform": "fcm", "token": bob_token, "locale": "en-GB"})
+        assert reg["device_id"] == "phone"
+        assert bob_token not in reg["token"]
+        await register(api, w.carol_phone.token, {"platform": "apns", "token": carol_token})
+        await register(api, w.alice_tablet.token, {"platform": "fcm", "token": alice_token})
+        carol_laptop = await api.login("carol", "correct horse battery", "laptop")
+
+        async with Device(w.alice_phone) as alice, Device(carol_laptop):
+            async def online() -> bool:
+                seen = await state.presence_of([w.alice, w.carol, w.bob])
+                return [seen[u].status for u in (w.alice, w.carol, w.bob)] == ["online", "online", "offline"]
+
+            await until(online)
+            ack = await alice.send(w.channel, "are you there, bob?")
+            assert ack.ok
+
+            async def bob_pushed() -> bool:
+                return bool(fcm_standin.recorder.for_token(bob_token))
+
+            await until(bob_pushed)
+            await drained(r)
+
+        [push] = fcm_standin.recorder.for_token(bob_token)
+        message = push.payload["message"]
+        assert message["android"]["collapse_key"] == w.channel
+        assert message["android"]["notification"]["notification_count"] == 3  # 2 in the direct channel + 1
+        assert message["data"]["badge"] == "3"
+        assert message["data"]["seq"] == str(ack.seq)
+        assert message["notification"]["body"] == "are you there, bob?"
+        assert apns_standin.recorder.received == []  # carol is online on her laptop
+        assert fcm_standin.recorder.for_token(alice_token) == []  # alice is the sender (and online)
+        assert [r.token for r in fcm_standin.recorder.received] == [bob_token]
+        log = system.log.read_text()
+        assert bob_token not in log
+        assert carol_token not in log
+    finally:
+        await state.close()
+        await api.aclose()
+        system.stop()
+
+
+async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server: RedisServer,
+                                               fcm_standin: FcmStandIn, apns_standin: ApnsStandIn) -> None:
+    system: System = system_factory()
+    system.env = push_env(redis_server, fcm_standin, apns_standin)
+    system.start()
+    api = Api(system.api)
+    state = RedisState.from_url(redis_server.url)
+    try:
+        w = await make_world(api)
+        bob_token = "bob-fcm-" + "m" * 150
+        await register(api, w.bob_phone.token, {"platform": "fcm", "token": bob_token, "preview": False})
+        muted = await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": True})
+        assert muted == {"channel": w.channel, "muted": True}
+        async with Device(w.alice_phone) as alice:
+            await alice.send(w.channel, "muted")
+            await drained(state.client)
+            assert fcm_standin.recorder.received == []
+            await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": False})
+            await alice.send(w.channel, "private text")
+            await until(lambda: asyncio.sleep(0, bool(fcm_standin.recorder.received)))
+            [push] = fcm_standin.recorder.received
+            assert "private text" not in str(push.payload)  # the device turned previews off
+            async with httpx.AsyncClient(base_url=system.api) as http:
+                gone = await http.delete("/v1/me/push", headers={"Authorization": f"Bearer {w.bob_phone.token}"})
+                assert gone.status_code == 204
+                listed = await http.get("/v1/me/push", headers={"Authorization": f"Bearer {w.bob_phone.token}"})
+                assert listed.json() == {"devices": []}
+            await alice.send(w.channel, "after logout")
+            await drained(state.client)
+        assert len(fcm_standin.recorder.received) == 1
+    finally:
+        await state.close()
+        await api.aclose()
+        system.stop()
+
+
+def start_push_worker(tmp: Path, redis: RedisServer, fcm: FcmStandIn, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
+        "MQCHAT_REDIS__URL": redis.url, "MQCHAT_DATA_DIR": str(tmp / "data"),
+        "MQCHAT_PUSH__FCM_SERVICE_ACCOUNT_FILE": str(fcm.service_account), "MQCHAT_PUSH__FCM_ENDPOINT": fcm.endpoint,
+        "MQCHAT_PUSH__FCM_CONCURRENCY": "4", "MQCHAT_PUSH__CLAIM_IDLE_S": "1", "MQCHAT_PUSH__REQUEST_TIMEOUT_S": "5",
+    }
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "workers.push"], env=env, cwd=ROOT, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_lost_answers(
+        tmp_path: Path, redis_server: RedisServer, fcm_standin: FcmStandIn) -> None:
+    state = RedisState.from_url(redis_server.url)
+    push = PushState(state.client)
+    users = [f"u{i:02d}" for i in range(40)]
+    for u in users:
+        await push.register(u, "phone", PushRegistration(platform="fcm", token=f"token-{u}-" + "k" * 40))
+    now = time.time_ns() // 1_000_000
+    await push.ensure_groups()
+    await push.enqueue_sends([
+        SendJob(key=f"9:{u}:phone", message_id="9", user=u, device="phone", channel="c1", epoch=1, seq=1,
+                sender="u99", kind="text", body="hello", badge=1, ts=now, first_ms=now) for u in users])
+    fcm_standin.recorder.default = Reply(delay_s=0.3)  # four in flight at any time, ~13 pushes/s
+    log = tmp_path / "push.log"
+    first = start_push_worker(tmp_path, redis_server, fcm_standin, log)
+    try:
+        await until(lambda: asyncio.sleep(0, len(fcm_standin.recorder.received) >= 10), timeout=30)
+        os.killpg(first.pid, signal.SIGKILL)  # mid-batch: all 40 were read in one batch
+        first.wait(10)
+        in_flight_at_kill = len(fcm_standin.recorder.received)
+        assert in_flight_at_kill < len(users)
+        fcm_standin.recorder.default = Reply()
+        second = start_push_worker(tmp_path, redis_server, fcm_standin, log)
+        try:
+            await drained(state.client, timeout=30)
+            dead_letters = await push.dead_letters()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(20) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await state.close()
+    times = Counter(r.token for r in fcm_standin.recorder.received)
+    assert set(times) == {f"token-{u}-" + "k" * 40 for u in users}, "a push was lost"
+    twice = {t for t, n in times.items() if n > 1}
+    assert max(times.values()) <= 2
+    # The only repeats are pushes whose answer the provider could not deliver to the dead worker.
+    assert twice == set(fcm_standin.recorder.answers_lost)
+    assert twice, "the kill should have caught requests in flight"
+    assert dead_letters == []
+
