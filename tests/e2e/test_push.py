@@ -4,6 +4,7 @@ and a push worker killed mid-batch."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -240,3 +241,21 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_lo
     assert twice, "the kill should have caught requests in flight"
     assert dead_letters == []
 
+
+
+async def test_without_credentials_pushes_are_recorded(system: System) -> None:
+    api = Api(system.api)
+    try:
+        w = await make_world(api)
+        token = "bob-fcm-" + "r" * 100
+        await register(api, w.bob_phone.token, {"platform": "fcm", "token": token})
+        async with Device(w.alice_phone) as alice:
+            await alice.send(w.channel, "recorded, not sent")
+        record = system.data_dir / "push-recorded.jsonl"
+        await until(lambda: asyncio.sleep(0, record.exists() and record.read_text().strip() != ""))
+        [line] = [json.loads(x) for x in record.read_text().splitlines()]
+        assert (line["platform"], line["user"], line["channel"], line["badge"]) == ("fcm", w.bob, w.channel, 1)
+        assert line["text"] == "recorded, not sent"
+        assert token not in record.read_text()
+    finally:
+        await api.aclose()
