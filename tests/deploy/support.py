@@ -18,8 +18,9 @@ COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 BROKERS = DEPLOY / "brokers"
 
-#: An MQCHAT_ variable name as it appears in any text (env files, YAML, shell, comments).
-ENV_NAME = re.compile(r"\bMQCHAT_[A-Z0-9_]*[A-Z0-9]")
+#: An MQCHAT_ variable name as it appears in any text (env files, YAML, shell, comments), or a
+#: whole section written as ``MQCHAT_SECTION__*``.
+ENV_NAME = re.compile(r"\bMQCHAT_[A-Z0-9_]*[A-Z0-9](?:__\*)?")
 
 
 def valid_env_names() -> set[str]:
