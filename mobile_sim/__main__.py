@@ -28,7 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("presence", help="connect/disconnect churn: presence latency and Redis cost")
     pr.add_argument("--users", type=int, default=50)
     pr.add_argument("--cycles", type=int, default=10)
+    pu = sub.add_parser("push", help="push fan-out decisions/s and pushes/s against the FCM/APNs stand-ins")
+    pu.add_argument("--members", type=int, default=10_000, help="members of the fanned-out channel")
+    pu.add_argument("--jobs", type=int, default=3, help="messages fanned out")
+    pu.add_argument("--pushes", type=int, default=2000, help="pushes sent per platform")
     args = p.parse_args(argv)
+    if args.command == "push":
+        from mobile_sim import push_bench
+
+        with Console(stderr=True).status(f"push: fan-out to {args.members} members, {args.pushes} pushes/platform"):
+            report = push_bench.run(args.members, args.jobs, args.pushes)
+        print(json.dumps(report, indent=2))
+        return 0
     if args.command == "presence":
         from mobile_sim import presence_bench
 

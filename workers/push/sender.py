@@ -51,6 +51,9 @@ class SenderConfig:
     block_ms: int = 1000
     privacy: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    max_in_flight: int = 64
+    """Sends (request and settle) in progress at once, all platforms together: keeps Redis
+    connections in use below the pool's limit (100) whatever the pushers' own limits."""
 
 
 def skip_reason(job: SendJob, status: str, marker: ReadMarker | None, reg: PushRegistration | None) -> str | None:
@@ -111,6 +114,7 @@ class Sender:
         self._rand = rand
         self._clock_ms = clock_ms
         self.counts: Counter[str] = Counter()
+        self._in_flight = asyncio.Semaphore(config.max_in_flight)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Until ``stop`` is set: move retries, claim or read, process."""
@@ -148,6 +152,10 @@ class Sender:
             await asyncio.gather(*sends)
 
     async def _send_one(self, entry_id: str, job: SendJob, reg: PushRegistration) -> None:
+        async with self._in_flight:
+            await self._send_and_settle(entry_id, job, reg)
+
+    async def _send_and_settle(self, entry_id: str, job: SendJob, reg: PushRegistration) -> None:
         text = preview_text(job.kind, job.body, privacy=self._config.privacy, preview=reg.preview)
         notification = Notification(job=job, device=reg, title=TITLE, text=text)
         pusher = self._pushers.get(reg.platform)
