@@ -83,7 +83,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     keys = auth.load_keys(settings)
     if not settings.redis.url:
         raise ConfigError("the API needs redis.url (MQCHAT_REDIS__URL)")
-    client_id, username, password = lifecycle.service_credentials(settings, "svc-api", "a0")
+    client_id, username, password = lifecycle.service_credentials(settings, "svc-api",
+                                                                    lifecycle.instance_id("a"))
     async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
         state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
         stack.push_async_callback(state.close)

@@ -1,7 +1,7 @@
 """Auth hooks for external MQTT brokers: the same identity rule and topic policy as the embedded
 broker's plugins, over HTTP, so a clustered EMQX or VerneMQ enforces exactly our rules.
 
-EMQX (HTTP authentication and HTTP authorization, JSON bodies; templates in deploy/emqx/):
+EMQX (HTTP authentication and HTTP authorization, JSON bodies; templates in deploy/brokers/emqx/):
 
 - ``POST /hooks/emqx/authn`` ``{"clientid", "username", "password"}`` →
   ``{"result": "allow"|"deny", "is_superuser": bool}``. mqchat's own processes are superusers, so

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -70,6 +72,13 @@ def service_credentials(settings: Settings, service: str, instance: str) -> tupl
     token = auth.issue(keys, user_id=service, device_id=instance, role="service", now=int(time.time()),
                        ttl_s=365 * 24 * 3600)
     return auth.client_id(service, instance), service, token
+
+
+def instance_id(prefix: str) -> str:
+    """An id for one running instance of a replicated process (API, workers): host name and pid, so
+    replicas never share an MQTT client id (a broker disconnects the older of two equal ids)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    return f"{prefix}{os.getpid()}-{host}"[:64]
 
 
 def ready_file(settings: Settings, process: str) -> Path:

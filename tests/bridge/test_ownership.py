@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mqchat.storage.redis_state import RedisState
 from bridge.ownership import Ownership, assign, partition_of
+from mqchat.storage.redis_state import RedisState
 from tests.conftest import RedisServer
 
 
