@@ -11,5 +11,11 @@ the order Redis recorded them, so the retained state always ends on the latest o
 through a consumer group, so a restart resumes where it stopped. The sweeper expires leases that
 no broker refreshes any more (a crashed broker sends no wills).
 
-Offline push (fan-out jobs, FCM / APNs senders) will live here too; it is not built yet.
+Offline push (see docs/push.md and :mod:`workers.push`)::
+
+    push:jobs  ──▶ workers.push.fanout ──▶ push:sends ──▶ workers.push.send ──▶ FCM (pyfcm) / APNs (aioapns)
+    (bridge)       who is offline, badge,   (durable)      re-check, send,       or the recording pusher
+                   collapse key                            retry / dead-letter
+
+``python -m workers.push`` runs only the push loops, to scale them apart from presence.
 """
