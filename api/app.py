@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import mqchat
-from api import errors, hooks, routes, state_routes
+from api import device_routes, errors, hooks, routes, state_routes
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -40,7 +40,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
-    app.include_router(__import__("api.device_routes", fromlist=["router"]).router)  # push tokens, mutes
+    app.include_router(device_routes.router)
     app.include_router(hooks.router)
 
     @app.get("/healthz", include_in_schema=False)

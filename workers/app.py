@@ -13,6 +13,7 @@ import aiomqtt
 from mqchat import lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
+from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_state import RedisState
@@ -22,6 +23,8 @@ from workers.push.service import open_push, push_tasks
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-workers"
+#: The presence publisher is a singleton (it publishes in stream order); run one workers process.
+PRESENCE_CONSUMER = "presence-publisher"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: On shutdown, how long the push loops may take to settle the batch in hand.
 PUSH_DRAIN_S = 10.0
@@ -53,7 +56,10 @@ async def _supervised(name: str, work: Callable[[], Awaitable[None]], stop: asyn
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.redis.url:
         raise ConfigError("workers need redis.url (MQCHAT_REDIS__URL)")
-    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, "w0")
+    # The MQTT client id is per instance (a rolling update briefly runs two); the presence consumer
+    # name is fixed, so a restarted publisher re-reads what its predecessor left unacknowledged.
+    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER,
+                                                                   lifecycle.instance_id("w"))
     async with AsyncExitStack() as stack:
         state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
         stack.push_async_callback(state.close)
@@ -70,13 +76,15 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async def publisher() -> None:
             async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
                                       username=username, password=password, socket_options=NODELAY) as client:
-                await run_publisher(state, directory, MqttPublisher(client), consumer=client_id)
+                await run_publisher(state, directory, MqttPublisher(client), consumer=PRESENCE_CONSUMER)
 
         async def sweeper() -> None:
             await run_sweeper(state)
 
         await state.ping()
         lifecycle.mark_ready(settings, "workers")
+        readiness = lifecycle.Readiness()
+        readiness.ok = True
         logger.info("workers running: presence publisher and lease sweeper%s",
                     ", push fan-out and sender" if push else " (push disabled)")
         async with asyncio.TaskGroup() as tg:
@@ -84,10 +92,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 tg.create_task(_supervised("presence publisher", publisher, stop), name="workers.presence.publish"),
                 tg.create_task(_supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
             ]
+            if settings.ops.workers_port:
+                tasks.append(tg.create_task(serve_ops(settings.ops.host, settings.ops.workers_port, readiness),
+                                            name="workers.ops"))
             draining: list[asyncio.Task[None]] = []
             if push is not None:
                 draining = push_tasks(tg, *push, _supervised, stop)
             await stop.wait()
+            readiness.ok = False
             for t in tasks:
                 t.cancel()
             if draining:

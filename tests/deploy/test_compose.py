@@ -130,11 +130,11 @@ def test_healthchecks_use_served_readiness_endpoints(monkeypatch: pytest.MonkeyP
             assert url.group(2) == "/readyz"
             assert "/readyz" in ops
         else:
-            # The workers do not serve /readyz yet: they are checked by their readiness file.
             assert process == "workers"
-            if url is None:
-                assert not serves_ops_port("workers"), "workers serve /readyz now: probe it"
-                assert f"{settings.data_dir}/run/workers.ready" in test
+            assert url is not None, name
+            assert serves_ops_port("workers")
+            assert int(url.group(1)) == settings.ops.workers_port != 0
+            assert url.group(2) == "/readyz"
 
 
 def test_every_mqchat_container_gets_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
