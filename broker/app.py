@@ -76,6 +76,8 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
         await stop.wait()
     finally:
         readiness.ok = False
+        if settings.broker.drain_s > 0:
+            await broker.drain(settings.broker.drain_s)
         if ops is not None:
             ops.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -70,7 +70,26 @@ def install(*, connect_timeout_s: float = 10.0) -> None:
 
 
 class MqchatBroker(Broker):
-    """amqtt's broker with retained messages delivered only where they belong."""
+    """amqtt's broker with retained messages delivered only where they belong, and a gradual drain."""
+
+    async def drain(self, over_s: float, *, step_s: float = 0.1) -> int:
+        """Close client connections in even batches over ``over_s`` seconds, so a node being
+        replaced does not send all its clients back to the load balancer in one herd. Wills are
+        cleared first: the clients are not gone, they are moving. Returns how many were closed."""
+        handlers = [(session, handler) for session, handler in list(self._sessions.values())
+                    if session.transitions.is_connected()]
+        if not handlers:
+            return 0
+        steps = max(1, round(over_s / step_s))
+        per_step = math.ceil(len(handlers) / steps)
+        logger.info("draining %d connections over %.1fs", len(handlers), over_s)
+        for start in range(0, len(handlers), per_step):
+            for session, handler in handlers[start : start + per_step]:
+                session.will_flag = False
+                if handler.writer is not None:
+                    await handler.writer.close()
+            await asyncio.sleep(step_s)
+        return len(handlers)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
         topic_filter, qos = subscription

@@ -88,6 +88,9 @@ class BrokerSettings(_Section):
     max_connections: int = Field(0, ge=0, description="Connection limit per listener (0 = none).")
     connect_timeout_s: float = Field(10.0, gt=0, le=300, description="A connection that sends no CONNECT "
                                      "within this time is closed.")
+    drain_s: float = Field(0.0, ge=0, le=600, description="On SIGTERM, close client connections in even "
+                           "batches over this many seconds before stopping, so clients of a replaced node "
+                           "reconnect elsewhere gradually (0: all at once).")
     presence_lease_ms: int = Field(
         30_000, ge=1_000, le=600_000, description="Presence lease of a device connection; refreshed at a third "
         "of it. After a broker crash, its devices are offline within this time."

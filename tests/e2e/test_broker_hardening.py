@@ -16,8 +16,10 @@ import aiomqtt
 import pytest
 
 from mobile_sim.client import Device
-from mqchat import topics
+from mqchat import auth, topics
+from mqchat.config import load_settings
 from mqchat.storage.sqlite import SqliteDirectory
+from tests import mqtt_bytes
 from tests.conftest import ROOT, System, free_port
 from tests.e2e.conftest import World
 
@@ -87,3 +89,45 @@ async def test_a_socket_that_never_sends_connect_is_closed(tmp_path: Path) -> No
     finally:
         broker.send_signal(signal.SIGTERM)
         broker.wait(20)
+
+
+async def test_a_draining_broker_sheds_connections_gradually(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await (await SqliteDirectory(data / "directory.db").open()).close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
+        "MQCHAT_DATA_DIR": str(data), "MQCHAT_MQTT__PORT": str(port), "MQCHAT_MQTT__WS_PORT": str(free_port()),
+        "MQCHAT_AUTH__SECRET": "k" * 40, "MQCHAT_BROKER__DRAIN_S": "2"}
+    broker = subprocess.Popen([sys.executable, "-m", "broker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    keys = auth.load_keys(load_settings(data_dir=data, auth={"secret": "k" * 40}))
+    closed_at: list[float] = []
+    try:
+        async with asyncio.timeout(20):
+            while not (data / "run" / "broker.ready").exists():
+                await asyncio.sleep(0.05)
+        socks = []
+        for i in range(20):
+            token = auth.issue(keys, user_id=f"u{i}", device_id="d", now=int(time.time()))
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(mqtt_bytes.connect(f"u{i}:d", username=f"u{i}", password=token, keepalive=60))
+            assert s.recv(4) == b"\x20\x02\x00\x00"
+            s.setblocking(False)
+            socks.append(s)
+        broker.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+
+        async def wait_closed(s: socket.socket) -> None:
+            assert await loop.sock_recv(s, 1) == b""
+            closed_at.append(time.monotonic() - start)
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(wait_closed(s) for s in socks))
+        for s in socks:
+            s.close()
+    finally:
+        broker.wait(20)
+    assert len(closed_at) == 20
+    assert max(closed_at) - min(closed_at) >= 1.0  # spread out, not one herd
+    assert max(closed_at) <= 4.0

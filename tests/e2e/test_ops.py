@@ -17,7 +17,7 @@ import pytest
 from mqchat import auth, schema, topics
 from mqchat.config import load_settings
 from mqchat.storage.sqlite import SqliteDirectory
-from tests.conftest import ROOT, Mosquitto, System, free_port
+from tests.conftest import ROOT, Mosquitto, RedisServer, System, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +111,22 @@ async def test_api_serves_metrics_and_readiness(system: System) -> None:
     assert (await get(f"{system.api}/readyz")).json() == {"ready": True}
     text = (await get(f"{system.api}/metrics")).text
     assert "python_gc_objects_collected_total" in text or "process_cpu_seconds_total" in text
+
+
+async def test_workers_serve_metrics_and_readiness(tmp_path: Path, redis_server: RedisServer) -> None:
+    data = tmp_path / "data"
+    await (await SqliteDirectory(data / "directory.db").open()).close()
+    ops = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
+        "MQCHAT_DATA_DIR": str(data), "MQCHAT_MQTT__PORT": str(free_port()), "MQCHAT_AUTH__SECRET": "k" * 40,
+        "MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_OPS__WORKERS_PORT": str(ops)}
+    workers = spawn("workers", env)
+    base = f"http://127.0.0.1:{ops}"
+    try:
+        assert (await get(f"{base}/readyz")).json() == {"ready": True}
+        text = (await get(f"{base}/metrics")).text
+        assert metric(text, "mqchat_presence_changes_published_total") == 0
+        assert metric(text, "mqchat_presence_leases_expired_total") == 0
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        assert workers.wait(30) == 0
