@@ -59,6 +59,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "store", None):
         overrides.update(parse_store_url(args.store))
+    if getattr(args, "broker", None):
+        overrides.update(parse_broker(args.broker))
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}
@@ -96,12 +98,13 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _check_ports(settings: Settings) -> None:
-    wanted = [
-        ("MQTT", settings.mqtt.host, settings.mqtt.port, "--mqtt-port"),
-        ("MQTT over WebSocket", settings.mqtt.host, settings.mqtt.ws_port, "--ws-port"),
-        ("HTTP API", settings.http.host, settings.http.port, "--http-port"),
-    ]
+def _check_ports(settings: Settings, *, embedded_broker: bool = True) -> None:
+    wanted = [("HTTP API", settings.http.host, settings.http.port, "--http-port")]
+    if embedded_broker:
+        wanted += [
+            ("MQTT", settings.mqtt.host, settings.mqtt.port, "--mqtt-port"),
+            ("MQTT over WebSocket", settings.mqtt.host, settings.mqtt.ws_port, "--ws-port"),
+        ]
     seen: dict[int, str] = {}
     for what, host, port, flag in wanted:
         if port in seen:
@@ -181,15 +184,16 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _banner(settings: Settings, keys: auth.KeySet, redis_url: str) -> str:
+def _banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool) -> str:
     m, h = settings.mqtt, settings.http
     api = f"http://{h.host}:{h.port}"
     dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
+    ws = "(the external broker's)" if external else f"ws://{m.host}:{m.ws_port}/mqtt"
     return f"""
 mqchat is running (data in {settings.data_dir.resolve()})
 
-  MQTT            mqtt://{m.host}:{m.port}
-  MQTT/WebSocket  ws://{m.host}:{m.ws_port}/mqtt
+  MQTT            mqtt://{m.host}:{m.port}{"  (external broker)" if external else ""}
+  MQTT/WebSocket  {ws}
   HTTP API        {api}   (OpenAPI: {api}/docs)
   Redis           {redis_url}
 
@@ -204,14 +208,28 @@ Connect with client id USER_ID:DEVICE_ID, username USER_ID, password TOKEN. Ctrl
 """
 
 
+def parse_broker(address: str) -> dict[str, Any]:
+    """``--broker host:port`` → settings overrides for an external MQTT broker.
+
+    Raises:
+        ConfigError: not ``host:port``.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--broker {address!r}: expected host:port")
+    return {"mqtt": {"host": host, "port": int(port)}}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
-    _check_ports(settings)
+    external = bool(getattr(args, "broker", None))
+    processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
+    _check_ports(settings, embedded_broker=not external)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = auth.load_keys(settings, create=True)
     asyncio.run(_migrate(settings))
-    for name in PROCESSES:
+    for name in processes:
         lifecycle.clear_ready(settings, name)
 
     stopping = False
@@ -229,12 +247,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         if redis_url is None:
             children["redis"], redis_url = _start_redis(settings)
         env = _child_env(settings, redis_url)
-        for name in PROCESSES:
+        for name in processes:
             children[name] = _spawn(name, env)
             _wait_ready(settings, name, children[name])
             if stopping:
                 return 0
-        print(_banner(settings, keys, redis_url), flush=True)
+        print(_banner(settings, keys, redis_url, external=external), flush=True)
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:
@@ -309,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--mqtt-port", type=int, help="MQTT over TCP (default 1883)")
     up.add_argument("--ws-port", type=int, help="MQTT over WebSocket (default 8083)")
     up.add_argument("--http-port", type=int, help="HTTP API (default 8080)")
+    up.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker (Mosquitto, EMQX, ...) instead "
+                    "of starting the embedded one; it must enforce mqchat's auth itself (see deploy/brokers/)")
     up.add_argument("--store", help="message store: 'sqlite' (default) or 'cassandra://host1,host2[:port]/keyspace' "
                     "(run `mqchat migrate` with the same settings first)")
     up.set_defaults(func=cmd_up)

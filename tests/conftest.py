@@ -50,6 +50,8 @@ class System:
     http_port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    broker: str | None = None
+    """``host:port`` of an external broker (``mqchat up --broker``); None: the embedded one."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for ``mqchat up`` (``MQCHAT_*`` settings included), merged over the filtered one."""
 
@@ -58,19 +60,20 @@ class System:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        for name in ("broker", "bridge", "api", "workers"):
+        names = ("bridge", "api", "workers") if self.broker else ("broker", "bridge", "api", "workers")
+        for name in names:
             (self.data_dir / "run" / f"{name}.ready").unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | self.env
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(self.data_dir),
                  "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
-                 "--http-port", str(self.http_port)],
+                 "--http-port", str(self.http_port), *(["--broker", self.broker] if self.broker else [])],
                 stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all((self.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api", "workers")):
+            if all((self.data_dir / "run" / f"{n}.ready").exists() for n in names):
                 try:
                     if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
                         return
