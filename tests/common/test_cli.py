@@ -17,3 +17,12 @@ def test_store_urls() -> None:
 def test_bad_store_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="--store"):
         parse_store_url(url)
+
+
+def test_broker_addresses() -> None:
+    from mqchat.cli import parse_broker
+
+    assert parse_broker("emqx.internal:1883") == {"mqtt": {"host": "emqx.internal", "port": 1883}}
+    for bad in ("emqx", ":1883", "emqx:port", "emqx:"):
+        with pytest.raises(ConfigError, match="--broker"):
+            parse_broker(bad)
