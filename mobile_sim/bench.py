@@ -36,13 +36,8 @@ from typing import Any
 import aiomqtt
 
 from mobile_sim.client import NODELAY, Api, Session
+from mobile_sim.ports import free_port
 from mqchat import schema, topics
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,8 @@ import aiomqtt
 import redis.asyncio as aioredis
 
 from mobile_sim.client import NODELAY, Api, Session
+from mobile_sim.ports import free_port
 from mqchat import topics
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _commandstats(r: aioredis.Redis) -> dict[str, int]:
@@ -60,7 +54,7 @@ def _ready(tmp: str) -> bool:
 
 async def run(users: int, cycles: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp:
-        rport, mqtt, ws, http = _free_port(), _free_port(), _free_port(), _free_port()
+        rport, mqtt, ws, http = free_port(), free_port(), free_port(), free_port()
         redis_proc, up = _start(tmp, rport, mqtt, ws, http)
         r = aioredis.Redis(port=rport)
         try:

@@ -20,20 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mobile_sim.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(members: int, jobs: int, pushes: int) -> dict[str, Any]:
     """Run the push benchmark; returns its JSON report."""
     redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
     with tempfile.TemporaryDirectory(prefix="mqchat-push-bench-") as tmp:
-        port = _free_port()
+        port = free_port()
         redis = subprocess.Popen([redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
         standins = subprocess.Popen([sys.executable, "-m", "tests.push_standins", f"{tmp}/standins"], cwd=ROOT,

@@ -19,13 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mobile_sim.ports import free_port as free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, within: float = 10.0) -> None:

@@ -1,0 +1,40 @@
+"""Free loopback ports for servers started by the benchmarks and the tests."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+_DEFAULT_EPHEMERAL = (32768, 60999)
+
+
+def _ephemeral_start() -> int:
+    try:
+        low, _high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low)
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL[0]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, chosen *below* the kernel's ephemeral range.
+
+    A port handed out by ``bind(0)`` comes from the ephemeral range, which is also where every
+    outgoing connection takes its local port: between choosing such a port and a server binding it,
+    a client socket can take it. Ports below the range are only ever taken by listeners.
+    """
+    high = _ephemeral_start()
+    low = max(1024, high - 12_000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything below the range is busy: take what the kernel gives
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
