@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 from mobile_sim.ports import free_port as free_port
+from tests.push_standins.apns import ApnsStandIn
+from tests.push_standins.fcm import FcmStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,3 +186,19 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fcm_standin(tmp_path: Path) -> Iterator[FcmStandIn]:
+    """A local FCM HTTP v1 endpoint (and its OAuth token endpoint) on a free port."""
+    standin = FcmStandIn(tmp_path).start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def apns_standin(tmp_path: Path) -> Iterator[ApnsStandIn]:
+    """A local APNs HTTP/2 endpoint (TLS, self-signed) on a free port."""
+    standin = ApnsStandIn(tmp_path).start()
+    yield standin
+    standin.stop()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,6 @@ from tests.push_standins.fcm import FcmStandIn
 pytestmark = pytest.mark.e2e
 
 KEYS = Keys()
-
-
-@pytest.fixture
-def fcm_standin(tmp_path: Path) -> Iterator[FcmStandIn]:
-    standin = FcmStandIn(tmp_path).start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def apns_standin(tmp_path: Path) -> Iterator[ApnsStandIn]:
-    standin = ApnsStandIn(tmp_path).start()
-    yield standin
-    standin.stop()
 
 
 def push_env(redis: RedisServer, fcm: FcmStandIn, apns: ApnsStandIn) -> dict[str, str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,20 +12,6 @@ from workers.push.apns import ApnsPusher
 from workers.push.fcm import FcmPusher
 
 TIMEOUT_S = 2.0
-
-
-@pytest.fixture
-def fcm_standin(tmp_path: Path) -> Iterator[FcmStandIn]:
-    standin = FcmStandIn(tmp_path).start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def apns_standin(tmp_path: Path) -> Iterator[ApnsStandIn]:
-    standin = ApnsStandIn(tmp_path).start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture
