@@ -22,7 +22,6 @@ from mqchat.config import Settings
 from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
 from mqchat.ops import serve_ops
-from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.redis_state import RedisState
 
@@ -40,12 +39,17 @@ class MqttPublisher:
     pipelined on the wire and keep their order (MQTT keeps per-topic order from one publisher).
     """
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self._client = client
+    def __init__(self) -> None:
+        self.client: aiomqtt.Client | None = None
+        """The current broker connection; replaced at every reconnect."""
 
     async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
-        if items:
-            await asyncio.gather(*(self._client.publish(t, p, qos=1) for t, p in items))
+        if not items:
+            return
+        client = self.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected to the broker")
+        await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in items))
 
 
 def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
@@ -112,6 +116,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(ownership.release_all)
             ticker = asyncio.create_task(_keep_leases(ownership, sequencer), name="bridge.ownership")
             stack.push_async_callback(_cancel, ticker)
+        publisher = MqttPublisher()
+        pipeline = Pipeline(store, directory, sequencer, publisher, read_state=redis_state, fanout=redis_state,
+                            owns=ownership.owns if ownership is not None else None, background_followups=True)
+        followups = asyncio.create_task(pipeline.follow_up_forever(), name="bridge.followups")
+
+        async def stop_followups() -> None:
+            await _cancel(followups)
+            await pipeline.flush_followups()  # whatever the last batches left: read markers, push jobs
+
+        stack.push_async_callback(stop_followups)
         readiness = lifecycle.Readiness()
         if settings.ops.bridge_port:
             ops = asyncio.create_task(
@@ -122,8 +136,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             try:
-                await _session(settings, credentials, store, directory, sequencer, redis_state, ownership, queue,
-                               stop, readiness)
+                await _session(settings, credentials, pipeline, publisher, queue, stop, readiness)
                 attempt = 0
             except* aiomqtt.MqttError as group:
                 metrics.CONNECTED.set(0)
@@ -163,11 +176,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def _session(
     settings: Settings,
     credentials: tuple[str, str, str],
-    store: MessageStore,
-    directory: Directory,
-    sequencer: Sequencer,
-    redis_state: RedisState | None,
-    ownership: Ownership | None,
+    pipeline: Pipeline,
+    publisher: MqttPublisher,
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
     readiness: lifecycle.Readiness,
@@ -181,8 +191,7 @@ async def _session(
         socket_options=NODELAY,
     )
     async with client:
-        pipeline = Pipeline(store, directory, sequencer, MqttPublisher(client), read_state=redis_state,
-                            fanout=redis_state, owns=ownership.owns if ownership is not None else None)
+        publisher.client = client
         await client.subscribe(topics.SEND_FILTER, qos=1)
         logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
         lifecycle.mark_ready(settings, ready_name(settings))

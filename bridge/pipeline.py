@@ -72,6 +72,8 @@ class Pipeline:
             block the send path). ``None`` turns this off.
         owns: with several bridges, whether this one currently owns a channel; sends for other
             channels are left to their owner. ``None``: this bridge owns every channel.
+        background_followups: queue the read-state and push-job updates for
+            :meth:`follow_up_forever` instead of doing them before :meth:`process` returns.
     """
 
     def __init__(
@@ -86,8 +88,12 @@ class Pipeline:
         read_state: ReadStateStore | None = None,
         fanout: FanoutQueue | None = None,
         owns: Callable[[str], bool] | None = None,
+        background_followups: bool = False,
     ) -> None:
         self._owns = owns
+        # With background follow-ups the next batch is not held up by Redis round trips of this one.
+        self._followups: asyncio.Queue[list[StoredMessage]] | None = (
+            asyncio.Queue() if background_followups else None)
         self._read_state = read_state
         self._fanout = fanout
         self._store = store
@@ -155,25 +161,51 @@ class Pipeline:
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
         # 4. read state and push jobs, off the ack path: the acks are already on their way
-        if self._read_state is not None and plan_new:
-            await self._update_read_state(plan_new)
-        if self._fanout is not None and plan_new:
-            try:
-                await self._fanout.enqueue_fanout(plan_new)
-            except StorageError as exc:
-                logger.warning("push jobs for %d messages not queued: %s", len(plan_new), exc)
+        if plan_new and (self._read_state is not None or self._fanout is not None):
+            if self._followups is None:
+                await self.run_followups(plan_new)
+            else:
+                self._followups.put_nowait(plan_new)
         return stats
 
-    async def _update_read_state(self, new: list[StoredMessage]) -> None:
-        assert self._read_state is not None
-        markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
-        mentioned = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
-        try:
-            await self._read_state.add_mentions(mentioned)
-            await self._read_state.mark_read_many(markers)
-        except StorageError as exc:
-            # Messages and acks are safe; only unread counts of these senders lag until they read.
-            logger.warning("read state not updated for %d messages: %s", len(new), exc)
+    async def run_followups(self, new: Sequence[StoredMessage]) -> None:
+        """After the acks: move senders' read markers, record mentions, queue push jobs. Best effort:
+        messages and acks are already safe; a failure only delays unread counts or pushes."""
+        jobs = []
+        if self._read_state is not None:
+            markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
+            mentioned = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
+            jobs += [self._read_state.add_mentions(mentioned), self._read_state.mark_read_many(markers)]
+        if self._fanout is not None:
+            jobs.append(self._fanout.enqueue_fanout(new))
+        for result in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(result, StorageError):
+                logger.warning("read state or push jobs not updated for %d messages: %s", len(new), result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def follow_up_forever(self) -> None:
+        """Run the follow-ups of :meth:`process` in the background, coalescing the batches that
+        arrived meanwhile into one round of Redis calls. Only with ``background_followups``."""
+        assert self._followups is not None
+        while True:
+            new = list(await self._followups.get())
+            while not self._followups.empty():
+                new += self._followups.get_nowait()
+            try:
+                await self.run_followups(new)
+            except Exception:
+                logger.exception("follow-ups of %d messages failed", len(new))
+
+    async def flush_followups(self) -> None:
+        """Run whatever follow-ups are still queued (on shutdown)."""
+        if self._followups is None:
+            return
+        new: list[StoredMessage] = []
+        while not self._followups.empty():
+            new += self._followups.get_nowait()
+        if new:
+            await self.run_followups(new)
 
     async def _order_and_persist(self, drafts: list[Draft]) -> Plan:
         missing = self._seq.unknown_channels(d.channel for d in drafts)

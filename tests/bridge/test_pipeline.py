@@ -152,3 +152,21 @@ async def test_a_durable_message_whose_reply_was_lost_is_published_when_the_send
     await pipe.process([send("alice", ch, "2")])  # a third try: acked, not published again
     assert [m.seq for m in pub.stream()] == [1, 2, 3]
     await store.close()
+
+
+async def test_background_follow_ups_move_read_markers_after_the_acks(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from mqchat.storage.base import ReadMarker
+    from mqchat.storage.redis_state import RedisState
+
+    state = RedisState.from_url(redis_server.url)
+    directory = MemoryDirectory()
+    channel, _ = await directory.create_channel("group", None, "alice", [], now_ms=1)
+    pub = RecordingPublisher()
+    pipe = Pipeline(MemoryMessageStore(), directory, Sequencer(Snowflake(1)), pub, read_state=state,
+                    background_followups=True)
+    await pipe.process([send("alice", channel.channel_id, "1"), send("alice", channel.channel_id, "2")])
+    assert len(pub.acks()) == 2  # acked before any read-state work
+    assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: None}
+    await pipe.flush_followups()
+    assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: ReadMarker(1, 2)}
+    await state.close()
