@@ -26,8 +26,26 @@ from mqchat.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` until it returns; SIGTERM/SIGINT set ``stop``, a second one cancels."""
+#: After the first SIGTERM/SIGINT a process has this long to drain before it is cancelled, and
+#: after a cancellation this long again before it exits at once, whatever it is waiting on.
+SHUTDOWN_GRACE_S = 30.0
+CANCEL_GRACE_S = 5.0
+EXIT_STUCK = 70
+
+
+def _exit_now(why: str) -> None:
+    logger.error("%s; exiting now", why)
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]], *, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Run ``main(stop)`` until it returns.
+
+    The first SIGTERM/SIGINT sets ``stop`` (drain); a second one, or ``grace_s`` without finishing,
+    cancels ``main``; if even that does not end it within :data:`CANCEL_GRACE_S` (a dependency that
+    swallows cancellation), the process exits with status 70. A stopping process always stops.
+    """
 
     async def root() -> None:
         loop = asyncio.get_running_loop()
@@ -35,13 +53,19 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         task = asyncio.current_task()
         assert task is not None
 
+        def cancel(why: str) -> None:
+            logger.warning("%s: cancelling", why)
+            task.cancel()
+            loop.call_later(CANCEL_GRACE_S, _exit_now, "still running after cancellation")
+
         def on_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
             if stop.is_set():
-                logger.warning("second %s: stopping now", signal.Signals(signum).name)
-                task.cancel()
+                cancel(f"second {name}")
             else:
-                logger.info("%s: shutting down gracefully", signal.Signals(signum).name)
+                logger.info("%s: shutting down gracefully", name)
                 stop.set()
+                loop.call_later(grace_s, cancel, f"not stopped {grace_s:.0f}s after {name}")
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)

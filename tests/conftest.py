@@ -28,6 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc): ``mqchat up`` starts each process in its own group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, within: float = 10.0) -> None:
     """Wait until ``proc`` accepts connections on ``port``."""
     deadline = time.monotonic() + within
@@ -85,6 +96,7 @@ class System:
         raise RuntimeError(f"mqchat up did not start:\n{self.log.read_text()[-4000:]}")
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM ``mqchat up`` and wait; whatever is left is then killed."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
