@@ -81,6 +81,9 @@ class FanoutConfig:
     claim_idle_ms: int = 60_000
     block_ms: int = 1000
     privacy: bool = False
+    members_cache_s: float = 1.0
+    """How long a channel's member list is reused (a membership change reaches push decisions
+    within this time); saves a directory read per message in busy channels."""
 
 
 class Fanout:
@@ -104,6 +107,7 @@ class Fanout:
         self._config = config
         self._clock_ms = clock_ms
         self.counts: Counter[str] = Counter()
+        self._members: dict[str, tuple[float, list[str]]] = {}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Until ``stop`` is set: claim jobs of dead workers, else read new ones, and fan each out."""
@@ -116,19 +120,40 @@ class Fanout:
                 entries = await self._state.claim_fanout_jobs(self._consumer, min_idle_ms=self._config.claim_idle_ms)
                 if entries:
                     logger.info("took over %d fan-out jobs from a stopped worker", len(entries))
+            resumed = bool(entries)  # taken over: they may have a progress cursor
             if not entries:
                 entries = await self._state.read_fanout_jobs(self._consumer, block_ms=self._config.block_ms)
             for entry_id, fields in entries:
                 async with keep_claimed(lambda i: self._state.touch_fanout_jobs(self._consumer, i), [entry_id],
                                         self._config.claim_idle_ms / 3000):
-                    await self.fan_out(entry_id, FanoutJob.from_fields(fields))
+                    await self.fan_out(entry_id, FanoutJob.from_fields(fields), resumed=resumed)
 
-    async def fan_out(self, entry_id: str, job: FanoutJob) -> int:
-        """Decide for every member and enqueue their send jobs; returns how many send jobs."""
-        members = sorted(set(await self._directory.members(job.channel)) - {job.sender})
-        cursor = await self._state.fanout_progress(entry_id)
+    async def _channel_members(self, channel: str) -> list[str]:
+        now = time.monotonic()
+        hit = self._members.get(channel)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        members = sorted(await self._directory.members(channel))
+        self._members[channel] = (now + self._config.members_cache_s, members)
+        if len(self._members) > 10_000:
+            self._members = {c: e for c, e in self._members.items() if e[0] > now}
+        return members
+
+    async def fan_out(self, entry_id: str, job: FanoutJob, *, resumed: bool = True) -> int:
+        """Decide for every member and enqueue their send jobs; returns how many send jobs.
+
+        Args:
+            resumed: the job may have been partly fanned out by a worker that stopped (read its
+                progress cursor); ``False`` for jobs read fresh from the stream.
+        """
+        members = [m for m in await self._channel_members(job.channel) if m != job.sender]
+        cursor = await self._state.fanout_progress(entry_id) if resumed else None
         if cursor is not None:
             members = [m for m in members if m > cursor]
+        if not members:
+            await self._state.finish_fanout_job(entry_id)
+            self.counts["jobs"] += 1
+            return 0
         made = 0
         now = self._clock_ms()
         for start in range(0, len(members), self._config.batch):
@@ -148,9 +173,11 @@ class Fanout:
                         body=body if reg.preview else None, badge=badges[member], ts=job.ts, first_ms=now)
                 for member, devices in pushable for device, reg in sorted(devices.items())
             ]
-            await self._state.commit_fanout_batch(entry_id, sends, chunk[-1])
+            if start + self._config.batch >= len(members):
+                await self._state.complete_fanout(entry_id, sends)  # last batch: enqueue and ack at once
+            else:
+                await self._state.commit_fanout_batch(entry_id, sends, chunk[-1])
             made += len(sends)
-        await self._state.finish_fanout_job(entry_id)
         self.counts["jobs"] += 1
         return made
 

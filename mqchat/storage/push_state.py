@@ -342,6 +342,16 @@ class PushState:
         pipe.set(self.keys.push_fanout_progress(entry_id), last_member, ex=FANOUT_PROGRESS_TTL_S)
         await self._call(pipe.execute())
 
+    async def complete_fanout(self, entry_id: str, jobs: Sequence[SendJob]) -> None:
+        """Enqueue the last batch's send jobs, acknowledge the job and drop its cursor, atomically
+        (one round trip: the common case of a message whose members fit in one batch)."""
+        pipe = self._r.pipeline(transaction=True)
+        for job in jobs:
+            pipe.xadd(self.keys.push_sends, {"job": encode_job(job)}, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
+        pipe.xack(self.keys.push_jobs, FANOUT_GROUP, entry_id)
+        pipe.delete(self.keys.push_fanout_progress(entry_id))
+        await self._call(pipe.execute())
+
     async def finish_fanout_job(self, entry_id: str) -> None:
         """Acknowledge a fully fanned-out job and drop its cursor, atomically."""
         pipe = self._r.pipeline(transaction=True)
