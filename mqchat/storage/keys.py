@@ -59,11 +59,15 @@ PUSH_DLQ_MAXLEN = 100_000
 FANOUT_PROGRESS_TTL_S = 86_400
 
 
+#: Prefix of every key unless ``redis.key_prefix`` says otherwise.
+DEFAULT_PREFIX = "mqchat:"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key builder for one prefix."""
 
-    prefix: str = "mqchat:"
+    prefix: str = DEFAULT_PREFIX
 
     @property
     def leases(self) -> str:

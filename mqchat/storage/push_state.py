@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from mqchat.errors import StorageError, StorageUnavailable
 from mqchat.storage.base import ReadMarker
 from mqchat.storage.keys import (
+    DEFAULT_PREFIX,
     FANOUT_GROUP,
     FANOUT_PROGRESS_TTL_S,
     PUSH_DLQ_MAXLEN,
@@ -132,7 +133,7 @@ class PushState:
         prefix: key prefix (``redis.key_prefix``).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "mqchat:") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._r = client
         self.keys = Keys(prefix)
 

@@ -26,7 +26,7 @@ from mqchat.storage.base import (
     StoredMessage,
     UserPresence,
 )
-from mqchat.storage.keys import CHANGES_MAXLEN, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
+from mqchat.storage.keys import CHANGES_MAXLEN, DEFAULT_PREFIX, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
 
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 
@@ -52,7 +52,7 @@ class RedisState:
         prefix: key prefix.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "mqchat:") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._r = client
         self.keys = Keys(prefix)
         self._update = client.register_script(load_script("presence_update.lua"))
@@ -60,7 +60,7 @@ class RedisState:
         self._read = client.register_script(load_script("read_marker.lua"))
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "mqchat:") -> RedisState:
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisState:
         return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
                                            health_check_interval=30), prefix)
 
