@@ -14,22 +14,7 @@ from mqchat.ids import Snowflake
 from mqchat.storage.base import StoredMessage
 from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
 from mqchat.storage.sqlite import SqliteMessageStore
-
-
-class RecordingPublisher:
-    """The MQTT side of the bridge, recorded instead of sent (the e2e tests use a real broker)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
-        self.sent.extend(items)
-
-    def acks(self) -> list[schema.Ack]:
-        return [schema.decode_ack(p) for t, p in self.sent if t.startswith("dev/")]
-
-    def stream(self) -> list[schema.ChannelMessage]:
-        return [schema.decode_channel_message(p) for t, p in self.sent if t.startswith("ch/")]
+from tests.bridge.recording import RecordingPublisher
 
 
 def send(user: str, channel: str, cmid: str, body: str = "hi") -> Inbound:

@@ -12,31 +12,14 @@ is the assumption these tests build on (see docs/storage-cassandra.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from bridge.pipeline import Inbound, Pipeline
 from bridge.sequencer import Sequencer
 from mqchat import schema
 from mqchat.ids import Snowflake
 from mqchat.storage.cassandra import CassandraMessageStore
 from mqchat.storage.memory import MemoryDirectory
+from tests.bridge.recording import RecordingPublisher as Recorder
 from tests.cassandra_standin import StandIn
-
-
-class Recorder:
-    """The MQTT side of the bridge, recorded."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
-        self.sent.extend(items)
-
-    def acks(self) -> list[schema.Ack]:
-        return [schema.decode_ack(p) for t, p in self.sent if t.startswith("dev/")]
-
-    def stream(self) -> list[schema.ChannelMessage]:
-        return [schema.decode_channel_message(p) for t, p in self.sent if t.startswith("ch/")]
 
 
 def send(user: str, channel: str, cmid: str) -> Inbound:
