@@ -95,6 +95,25 @@ class BrokerSettings(_Section):
         30_000, ge=1_000, le=600_000, description="Presence lease of a device connection; refreshed at a third "
         "of it. After a broker crash, its devices are offline within this time."
     )
+    max_packet_bytes: int = Field(
+        256 * 1024, ge=1024, le=256 * 1024 * 1024, description="Largest MQTT packet a client may send; a "
+        "bigger one closes its connection (MQTT 3.1.1 lets a server close on any packet it will not take)."
+    )
+    max_inflight: int = Field(
+        100, ge=1, le=65_535, description="QoS 1/2 messages sent to one client and not yet acknowledged; "
+        "further messages wait in its queue."
+    )
+    max_queued: int = Field(
+        1_000, ge=0, le=1_000_000, description="Messages queued for one client (offline persistent session, "
+        "or waiting behind its in-flight window); beyond this the oldest QoS 0 and then the oldest are dropped."
+    )
+    publish_rate_per_s: float = Field(
+        200.0, ge=0, description="PUBLISH packets a client may send per second, sustained (0 = no limit); a "
+        "client over it is disconnected."
+    )
+    publish_burst: int = Field(
+        1_000, ge=1, description="PUBLISH packets a client may send in a burst above the sustained rate."
+    )
 
 
 class BridgeSettings(_Section):
