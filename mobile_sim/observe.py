@@ -47,6 +47,19 @@ class Delivery:
 
 
 @dataclass(slots=True)
+class Synced:
+    """A device caught up from history: ``POST /v1/sync`` followed until ``has_more`` was false
+    (``channel`` is ``None``: every channel of its user), or ``GET /v1/channels/{id}/messages?after=``
+    paged to the end (that one channel). Recorded even when it returned nothing: the checker then
+    knows the device would have got every message acked before ``t``."""
+
+    device: str
+    t: float
+    """When the first request was sent."""
+    channel: str | None = None
+
+
+@dataclass(slots=True)
 class Online:
     """One MQTT connection of a device: from CONNACK to when it ended (``None``: still open)."""
 
@@ -106,3 +119,10 @@ class Observations:
     """User id → that user's device names."""
     push_expected: bool = False
     """Whether the scenario had push enabled (only then are push invariants checked)."""
+    syncs: list[Synced] = field(default_factory=list)
+    """Completed catch-ups (optional: without them a device is expected to hold the messages acked
+    while or before it was online, and those it got from sync anyway)."""
+    push_devices: set[str] | None = None
+    """Devices registered for push (``PUT /v1/me/push``) for the whole run; ``None``: every device."""
+    muted: set[tuple[str, str]] = field(default_factory=set)
+    """``(user, channel)`` pairs muted (``PUT /v1/channels/{id}/mute``) for the whole run."""
