@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import mqchat
-from api import device_routes, errors, hooks, routes, state_routes
+from api import device_routes, errors, hooks, provisioning, routes, state_routes
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(state_routes.router)
     app.include_router(device_routes.router)
     app.include_router(hooks.router)
+    app.include_router(provisioning.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
