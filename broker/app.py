@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from broker import protocol
+from broker.engine import Limits, MqchatBroker
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.ops import serve_ops
@@ -56,10 +56,16 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
     return {"listeners": listeners, "plugins": plugins}
 
 
+def limits(settings: Settings) -> Limits:
+    b = settings.broker
+    return Limits(max_packet_bytes=b.max_packet_bytes, max_inflight=b.max_inflight, max_queued=b.max_queued,
+                  publish_rate_per_s=b.publish_rate_per_s, publish_burst=b.publish_burst,
+                  connect_timeout_s=b.connect_timeout_s)
+
+
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
-    protocol.install(connect_timeout_s=settings.broker.connect_timeout_s)
-    broker = protocol.MqchatBroker(amqtt_config(settings, no_auth=no_auth))
+    broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings))
     await broker.start()
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:
@@ -83,6 +89,5 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
             with contextlib.suppress(asyncio.CancelledError):
                 await ops
         lifecycle.clear_ready(settings, "broker")
-        # amqtt 0.12 closes the plugins itself (pinned by tests/broker/test_amqtt_contract.py).
-        await broker.shutdown()
+        await broker.shutdown()  # closes the plugins too
         logger.info("broker stopped")

@@ -19,7 +19,7 @@ from amqtt.contexts import Action as AmqttAction
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from broker.protocol import stretch_keepalive
+from broker.engine import LIMITS_EXEMPT
 from mqchat import access, auth, policy, topics
 from mqchat.config import CassandraSettings
 from mqchat.errors import AuthError
@@ -63,7 +63,8 @@ class JwtAuthPlugin(BaseAuthPlugin):
             logger.exception("auth plugin failed; refusing CONNECT (fail closed)")
             return False
         session.attributes[PRINCIPAL] = principal
-        stretch_keepalive(session)
+        if principal.is_service:
+            session.attributes[LIMITS_EXEMPT] = True  # bridge and workers: no publish rate limit
         return True
 
 
