@@ -56,16 +56,18 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
     return {"listeners": listeners, "plugins": plugins}
 
 
-def limits(settings: Settings) -> Limits:
+def limits(settings: Settings, *, no_auth: bool = False) -> Limits:
+    """Per-client limits; the bare ``--no-auth`` broker (conformance tools, benchmarks) has no
+    publish rate limit."""
     b = settings.broker
     return Limits(max_packet_bytes=b.max_packet_bytes, max_inflight=b.max_inflight, max_queued=b.max_queued,
-                  publish_rate_per_s=b.publish_rate_per_s, publish_burst=b.publish_burst,
+                  publish_rate_per_s=0.0 if no_auth else b.publish_rate_per_s, publish_burst=b.publish_burst,
                   connect_timeout_s=b.connect_timeout_s)
 
 
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
-    broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings))
+    broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings, no_auth=no_auth))
     await broker.start()
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:

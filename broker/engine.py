@@ -66,7 +66,8 @@ class Limits:
     max_inflight: int = 100
     max_queued: int = 1_000
     publish_rate_per_s: float = 0.0
-    """0: no limit."""
+    """PUBLISH packets per second a client may send, sustained; a faster client is slowed down
+    (its packets wait, then its socket is no longer read), never disconnected. 0: no limit."""
     publish_burst: int = 1_000
     connect_timeout_s: float = 10.0
 
@@ -587,11 +588,13 @@ class MqchatBroker:
     async def _on_publish(self, conn: Connection, session: Session, flags: int, body: bytes) -> None:
         p = codec.decode_publish(flags, body)
         if conn.bucket is not None and not conn.bucket.allow(time.monotonic()):
+            # Over its rate: this client's packets wait (its socket stops being read once its
+            # backlog is full), everyone else's do not. Nothing is lost.
             self.stats.rate_limited += 1
-            logger.info("client %s over its publish rate of %.0f/s; closing", session.client_id,
-                        self.limits.publish_rate_per_s)
-            conn.abort()
-            return
+            while not conn.bucket.allow(time.monotonic()):
+                await asyncio.sleep(1 / self.limits.publish_rate_per_s)
+            if conn.state != "connected":
+                return
         if p.qos == 2 and p.packet_id in session.incoming_qos2:
             conn.write(codec.encode_ack(codec.PUBREC, p.packet_id))  # a resent QoS 2 message: once only
             return

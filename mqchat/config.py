@@ -108,8 +108,9 @@ class BrokerSettings(_Section):
         "or waiting behind its in-flight window); beyond this the oldest QoS 0 and then the oldest are dropped."
     )
     publish_rate_per_s: float = Field(
-        200.0, ge=0, description="PUBLISH packets a client may send per second, sustained (0 = no limit); a "
-        "client over it is disconnected."
+        200.0, ge=0, description="PUBLISH packets a device may send per second, sustained (0 = no limit); a "
+        "faster client is slowed down (the broker stops reading its socket), never disconnected. Services "
+        "(bridge, workers) and the bare --no-auth broker have no limit."
     )
     publish_burst: int = Field(
         1_000, ge=1, description="PUBLISH packets a client may send in a burst above the sustained rate."
