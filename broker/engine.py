@@ -587,12 +587,11 @@ class MqchatBroker:
 
     async def _on_publish(self, conn: Connection, session: Session, flags: int, body: bytes) -> None:
         p = codec.decode_publish(flags, body)
-        if conn.bucket is not None and not conn.bucket.allow(time.monotonic()):
+        if conn.bucket is not None and (wait := conn.bucket.reserve(time.monotonic())) > 0:
             # Over its rate: this client's packets wait (its socket stops being read once its
             # backlog is full), everyone else's do not. Nothing is lost.
             self.stats.rate_limited += 1
-            while not conn.bucket.allow(time.monotonic()):
-                await asyncio.sleep(1 / self.limits.publish_rate_per_s)
+            await asyncio.sleep(wait)
             if conn.state != "connected":
                 return
         if p.qos == 2 and p.packet_id in session.incoming_qos2:

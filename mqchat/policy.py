@@ -137,6 +137,13 @@ class TokenBucket:
             return True
         return False
 
+    def reserve(self, now: float) -> float:
+        """Take a token even if none is left (a debt); returns how long the caller must wait
+        before acting for the rate to hold (0: at once)."""
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate) - 1
+        self._last = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
 
 #: Typing indicators a device may publish: one every two seconds on average, bursts of 3.
 TYPING_RATE_PER_S = 0.5

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mqchat import policy
 from mqchat.auth import Principal
@@ -66,3 +68,22 @@ def test_services_may_do_anything() -> None:
 def test_denials_say_why() -> None:
     assert policy.authorize(ME, Action.SUBSCRIBE, "#").reason
     assert policy.authorize(ME, Action.PUBLISH, "in/bob/phone/c1").reason == "not your send topic"
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = policy.TokenBucket(rate=10, burst=3, now=0.0)
+    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.allow(0.05)  # half a token
+    assert bucket.allow(0.1)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
+def test_token_bucket_reservations_keep_the_rate(gaps: list[float]) -> None:
+    """A caller that waits what ``reserve`` says never acts faster than burst + rate x elapsed."""
+    rate, burst = 20.0, 5
+    bucket = policy.TokenBucket(rate, burst, now=0.0)
+    now = 0.0
+    for n, gap in enumerate(gaps, start=1):
+        now += gap
+        now += bucket.reserve(now)  # act only after the wait
+        assert n <= burst + rate * now + 1e-6
