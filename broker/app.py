@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from broker import metrics
 from broker.engine import Limits, MqchatBroker
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -69,6 +70,7 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
     """Run the broker until ``stop`` is set."""
     broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings, no_auth=no_auth))
     await broker.start()
+    metrics.register(broker)
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:
         where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
