@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from typing import Any
 
 from broker import metrics
@@ -66,15 +67,27 @@ def limits(settings: Settings, *, no_auth: bool = False) -> Limits:
                   connect_timeout_s=b.connect_timeout_s)
 
 
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (one descriptor per client
+    connection: the usual soft limit of 1024 would cap the broker there). Returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
+    fds = raise_fd_limit()
     broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings, no_auth=no_auth))
     await broker.start()
     metrics.register(broker)
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:
         where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
-    logger.info("broker listening on %s%s", where, " (no auth)" if no_auth else "")
+    logger.info("broker listening on %s%s (up to %d open files)", where, " (no auth)" if no_auth else "", fds)
     lifecycle.mark_ready(settings, "broker")
     readiness = lifecycle.Readiness()
     readiness.ok = True
