@@ -31,7 +31,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 logger = logging.getLogger(__name__)
 
@@ -487,13 +487,13 @@ class MqttClient:
             transport.write(data)
 
     def _connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self._transport = cast(asyncio.Transport, transport)
+        sock = self._transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(encode_connect(self.client_id, username=self.username, password=self.password,
+        self._transport.write(encode_connect(self.client_id, username=self.username, password=self.password,
                                        keepalive=self.keepalive, clean_session=self.clean_session, will=self.will))
 
     def _connection_lost(self, exc: Exception | None) -> None:

@@ -139,6 +139,35 @@ async def test_many_packets_in_one_read_and_one_packet_across_reads() -> None:
     client.abort()
 
 
+def test_works_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept(reader, writer)
+        writer.write(mqtt.encode_publish("t/in", b"a", qos=1, packet_id=7) + mqtt.encode_publish("t/in", b"b"))
+        while True:
+            first, body = await read_packet(reader)
+            if first & 0xF0 == mqtt.PUBLISH:
+                writer.write(mqtt.encode_ack(mqtt.PUBACK, int.from_bytes(body[7:9], "big")))  # topic "t/out"
+            elif first == mqtt.PINGREQ:
+                writer.write(b"\xd0\x00")
+
+    async def scenario() -> list[Message]:
+        server, port = await serve(script)
+        got: list[Message] = []
+        async with server:
+            client = MqttClient(client_id="uv", keepalive=1, on_message=got.append)
+            await client.connect("127.0.0.1", port)
+            await client.publish("t/out", b"x", qos=1)
+            await asyncio.sleep(1.3)  # one keep-alive ping, answered
+            assert client.connected
+            await client.disconnect()
+        return got
+
+    got = uvloop.run(scenario())
+    assert [(m.payload, m.qos) for m in got] == [(b"a", 1), (b"b", 0)]
+
+
 @pytest.mark.parametrize("code", [1, 2, 3, 4, 5])
 async def test_refused_connect_raises_with_the_code(code: int) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
