@@ -151,6 +151,21 @@ class Connection(asyncio.Protocol):
             return
         if not frames:
             return
+        if self.pump is None and self.state == "connected":
+            # Acknowledgements and pings need no plugin: handle them here, in order, and leave
+            # the pump (a task) to the packets that do.
+            done = 0
+            try:
+                for first, body in frames:
+                    if not self.broker._handle_now(self, first, body):
+                        break
+                    done += 1
+            except ProtocolError as exc:
+                self.violation(str(exc))
+                return
+            if done == len(frames):
+                return
+            frames = frames[done:]
         self.inbox.extend(frames)
         if len(self.inbox) > _INBOX_HIGH and not self.reading_paused:
             self.reading_paused = True
@@ -456,6 +471,45 @@ class MqchatBroker:
 
     # -- packets ------------------------------------------------------------------------------
 
+    def _handle_now(self, conn: Connection, first: int, body: bytes) -> bool:
+        """Handle a packet that needs no plugin call (acknowledgements, PINGREQ) at once; False
+        (and nothing done) for any other."""
+        kind, flags = first >> 4, first & 0x0F
+        session = conn.session
+        if session is None:
+            return False
+        if kind == codec.PUBACK:
+            packet_id = codec.decode_packet_id("PUBACK", flags, body)
+            message = session.inflight.get(packet_id)
+            if message is not None and message.qos == 1:
+                del session.inflight[packet_id]
+                if session.queue:
+                    self._fill(conn)
+        elif kind == codec.PINGREQ:
+            codec.check_empty("PINGREQ", flags, body)
+            conn.write(codec.PINGRESP_BYTES)
+        elif kind in (codec.PUBREC, codec.PUBREL, codec.PUBCOMP):
+            self._handle_qos2(conn, session, kind, flags, body)
+        else:
+            return False
+        return True
+
+    def _handle_qos2(self, conn: Connection, session: Session, kind: int, flags: int, body: bytes) -> None:
+        if kind == codec.PUBREC:
+            packet_id = codec.decode_packet_id("PUBREC", flags, body)
+            session.received(packet_id)
+            conn.write(codec.encode_ack(codec.PUBREL, packet_id))
+        elif kind == codec.PUBCOMP:
+            packet_id = codec.decode_packet_id("PUBCOMP", flags, body)
+            message = session.inflight.get(packet_id)
+            if message is not None and message.qos == 2:
+                del session.inflight[packet_id]
+                self._fill(conn)
+        else:
+            packet_id = codec.decode_packet_id("PUBREL", flags, body, required_flags=0x02)
+            session.incoming_qos2.discard(packet_id)
+            conn.write(codec.encode_ack(codec.PUBCOMP, packet_id))
+
     async def _handle(self, conn: Connection, first: int, body: bytes) -> None:
         kind, flags = first >> 4, first & 0x0F
         if conn.state == "new":
@@ -469,33 +523,12 @@ class MqchatBroker:
             return
         if kind == codec.PUBLISH:
             await self._on_publish(conn, session, flags, body)
-        elif kind == codec.PUBACK:
-            packet_id = codec.decode_packet_id("PUBACK", flags, body)
-            message = session.inflight.get(packet_id)
-            if message is not None and message.qos == 1:
-                del session.inflight[packet_id]
-                self._fill(conn)
-        elif kind == codec.PUBREC:
-            packet_id = codec.decode_packet_id("PUBREC", flags, body)
-            session.received(packet_id)
-            conn.write(codec.encode_ack(codec.PUBREL, packet_id))
-        elif kind == codec.PUBCOMP:
-            packet_id = codec.decode_packet_id("PUBCOMP", flags, body)
-            message = session.inflight.get(packet_id)
-            if message is not None and message.qos == 2:
-                del session.inflight[packet_id]
-                self._fill(conn)
-        elif kind == codec.PUBREL:
-            packet_id = codec.decode_packet_id("PUBREL", flags, body, required_flags=0x02)
-            session.incoming_qos2.discard(packet_id)
-            conn.write(codec.encode_ack(codec.PUBCOMP, packet_id))
+        elif self._handle_now(conn, first, body):
+            pass
         elif kind == codec.SUBSCRIBE:
             await self._on_subscribe(conn, session, flags, body)
         elif kind == codec.UNSUBSCRIBE:
             await self._on_unsubscribe(conn, session, flags, body)
-        elif kind == codec.PINGREQ:
-            codec.check_empty("PINGREQ", flags, body)
-            conn.write(codec.PINGRESP_BYTES)
         elif kind == codec.DISCONNECT:
             codec.check_empty("DISCONNECT", flags, body)
             conn.clean_exit = True
