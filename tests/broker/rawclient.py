@@ -1,0 +1,195 @@
+"""A blocking MQTT 3.1.1 client on a raw socket, for tests that must see every flag on the wire.
+
+It does nothing behind the test's back: no automatic PUBACK, no keep-alive pings, no reconnects.
+Every expectation that is not met raises ``AssertionError`` with what was seen instead, so a test
+that is expected to fail on plain amqtt fails for the stated reason and not for a harness error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+from tests import mqtt_bytes
+from tests.mqtt_bytes import Closed, Publish
+
+PACKET_NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP",
+                8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP",
+                14: "DISCONNECT"}
+
+
+def describe(first: int, body: bytes) -> str:
+    name = PACKET_NAMES.get(first >> 4, f"type {first >> 4}")
+    if first >> 4 == mqtt_bytes.PUBLISH:
+        return repr(mqtt_bytes.parse_publish(first, body))
+    return f"{name} (first byte {first:#04x}, body {body[:40].hex()})"
+
+
+def open_socket(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send, ignoring a connection the server has already closed (that is what many tests expect)."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(data)
+
+
+def assert_closed(sock: socket.socket, within: float, *, what: str, allowed: bytes = b"") -> float:
+    """Assert the server closes ``sock`` within ``within`` seconds, sending nothing but ``allowed``.
+
+    Returns the seconds it took.
+    """
+    start = time.monotonic()
+    try:
+        got = mqtt_bytes.wait_closed(sock, within)
+    except TimeoutError as exc:
+        raise AssertionError(f"{what}: the server did not close the connection within {within}s ({exc})") from None
+    assert got == allowed, f"{what}: the server sent {got[:80]!r} before closing; expected {allowed!r}"
+    return time.monotonic() - start
+
+
+class RawClient:
+    """One connection: CONNECT on construction, then explicit packets."""
+
+    def __init__(self, port: int, client_id: str, *, clean: bool = True, keepalive: int = 60,
+                 username: str | None = None, password: str | None = None,
+                 will: tuple[str, bytes, int, bool] | None = None, expect_rc: int = 0) -> None:
+        self.client_id = client_id
+        self.sock = open_socket(port)
+        self._next_id = 0
+        self._stash: list[tuple[int, bytes]] = []  # PUBLISHes read while waiting for an acknowledgement
+        self.sock.sendall(mqtt_bytes.connect(client_id, username=username, password=password, keepalive=keepalive,
+                                             will=will, clean=clean))
+        first, body = self.read(what="CONNACK")
+        assert (first, len(body)) == (0x20, 2), f"{client_id}: expected CONNACK, got {describe(first, body)}"
+        self.session_present = bool(body[0] & 0x01)
+        self.return_code = body[1]
+        assert self.return_code == expect_rc, (
+            f"{client_id}: CONNACK return code {self.return_code:#04x}, expected {expect_rc:#04x}")
+
+    def packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self, timeout: float = 5.0, *, what: str = "a packet") -> tuple[int, bytes]:
+        """The next packet; AssertionError if the connection closes or nothing comes."""
+        try:
+            return mqtt_bytes.read_packet(self.sock, timeout)
+        except Closed as exc:
+            raise AssertionError(f"{self.client_id}: connection closed ({exc}) while waiting for {what}") from None
+        except TimeoutError:
+            raise AssertionError(f"{self.client_id}: nothing received within {timeout}s (waiting for {what})") from None
+
+    def _next_reply(self, timeout: float, what: str) -> tuple[int, bytes]:
+        """The next packet that is not a PUBLISH; PUBLISHes read meanwhile are kept for later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            first, body = self.read(max(0.01, deadline - time.monotonic()), what=what)
+            if first >> 4 != mqtt_bytes.PUBLISH:
+                return first, body
+            self._stash.append((first, body))
+
+    def _next_publish(self, timeout: float) -> tuple[int, bytes]:
+        if self._stash:
+            return self._stash.pop(0)
+        return self.read(timeout, what="PUBLISH")
+
+    def subscribe(self, filters: list[tuple[str, int]], timeout: float = 5.0) -> list[int]:
+        """SUBSCRIBE and return the SUBACK's return codes."""
+        pid = self.packet_id()
+        self.send(mqtt_bytes.subscribe(pid, [(f, q) for f, q in filters]))
+        first, body = self._next_reply(timeout, "SUBACK")
+        assert first == 0x90, f"{self.client_id}: expected SUBACK, got {describe(first, body)}"
+        assert int.from_bytes(body[:2], "big") == pid, f"{self.client_id}: SUBACK for another packet id"
+        return list(body[2:])
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """PUBLISH; at QoS 1 wait for the PUBACK."""
+        pid = self.packet_id() if qos else None
+        self.send(mqtt_bytes.publish(topic, payload, qos=qos, packet_id=pid, retain=retain))
+        if qos == 1:
+            first, body = self._next_reply(5.0, "PUBACK")
+            assert (first, int.from_bytes(body, "big")) == (0x40, pid), (
+                f"{self.client_id}: expected PUBACK {pid}, got {describe(first, body)}")
+
+    def recv_publish(self, timeout: float = 5.0, *, ack: bool = False) -> Publish:
+        """The next packet, which must be a PUBLISH; ``ack`` sends its PUBACK."""
+        first, body = self._next_publish(timeout)
+        assert first >> 4 == mqtt_bytes.PUBLISH, f"{self.client_id}: expected PUBLISH, got {describe(first, body)}"
+        message = mqtt_bytes.parse_publish(first, body)
+        if ack and message.qos == 1 and message.packet_id is not None:
+            self.puback(message.packet_id)
+        return message
+
+    def puback(self, packet_id: int) -> None:
+        self.send(mqtt_bytes.puback(packet_id))
+
+    def collect(self, for_s: float, *, ack: bool = True) -> list[Publish]:
+        """Every PUBLISH that arrives within ``for_s`` seconds (acked if ``ack``)."""
+        got: list[Publish] = []
+        deadline = time.monotonic() + for_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                first, body = self._stash.pop(0) if self._stash else mqtt_bytes.read_packet(self.sock, left)
+            except TimeoutError:
+                break
+            except Closed as exc:
+                raise AssertionError(f"{self.client_id}: connection closed ({exc}) while collecting; "
+                                     f"got {got}") from None
+            assert first >> 4 == mqtt_bytes.PUBLISH, f"{self.client_id}: expected PUBLISH, got {describe(first, body)}"
+            message = mqtt_bytes.parse_publish(first, body)
+            if ack and message.qos == 1 and message.packet_id is not None:
+                self.puback(message.packet_id)
+            got.append(message)
+        return got
+
+    def expect_nothing(self, for_s: float) -> None:
+        got = self.collect(for_s, ack=True)
+        assert got == [], f"{self.client_id}: expected no message, got {got}"
+
+    def ping(self, timeout: float = 5.0) -> None:
+        """PINGREQ → PINGRESP: the connection is alive and served."""
+        self.send(mqtt_bytes.pingreq())
+        first, body = self._next_reply(timeout, "PINGRESP")
+        assert first == 0xD0, f"{self.client_id}: expected PINGRESP, got {describe(first, body)}"
+
+    def disconnect(self) -> None:
+        """A clean DISCONNECT, then close."""
+        send_quietly(self.sock, mqtt_bytes.disconnect())
+        self.close()
+
+    def drop(self) -> None:
+        """Close the socket without DISCONNECT (a lost connection: the will is published)."""
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_serving(port: int, tag: str) -> None:
+    """A normal client can still connect, subscribe, publish and receive its own message."""
+    topic = f"serving/{tag}"
+    try:
+        client = RawClient(port, f"serving-{tag}"[:23])
+    except OSError as exc:
+        raise AssertionError(f"the broker no longer accepts a normal client: {exc!r}") from None
+    with client:
+        assert client.subscribe([(topic, 1)]) == [1], "the broker no longer grants a plain subscription"
+        client.publish(topic, b"still here", qos=1)
+        message = client.recv_publish(ack=True)
+        assert (message.topic, message.payload) == (topic, b"still here")
+        client.disconnect()
