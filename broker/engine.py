@@ -104,6 +104,10 @@ class Stats:
 class Connection(asyncio.Protocol):
     """One client socket (TCP, or a WebSocket through :class:`_WsTransport`)."""
 
+    __slots__ = ("broker", "bucket", "clean_exit", "flush_task", "inbox", "keepalive_s", "last_rx", "listener",
+                 "no_will", "pump", "reader", "reading_paused", "session", "state", "timer", "transport",
+                 "was_connected", "writing_paused")
+
     def __init__(self, broker: MqchatBroker, listener: str) -> None:
         self.broker = broker
         self.listener = listener
