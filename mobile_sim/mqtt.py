@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -328,6 +328,8 @@ class MqttClient:
         self._closing_reason: BaseException | None = None
         """Why the connection is being closed by this side (None: by the broker, or by disconnect())."""
         self._disconnecting = False
+        self._corked: list[bytes] | None = None
+        """Packets held back by :meth:`batch` (or while a read is handled), written as one."""
 
     # ------------------------------------------------------------------------------------ public
 
@@ -445,9 +447,25 @@ class MqttClient:
             return
         closed = self.closed
         self._disconnecting = True
+        if self._corked is not None:  # inside batch(): what was batched goes first
+            self._uncork()
         self._write_quiet(_DISCONNECT_BYTES)
         transport.close()
         await asyncio.shield(closed)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Send every packet written inside the block in one write at its end (one system call
+        for many PUBLISHes). Acknowledgements for a batch of received packets are sent this way too.
+        """
+        if self._corked is not None:  # nested: the outer block flushes
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            self._uncork()
 
     def abort(self) -> None:
         """Drop the connection without DISCONNECT, as a lost network would: the broker publishes the will.
@@ -479,12 +497,24 @@ class MqttClient:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionLost("not connected")
-        transport.write(data)
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            transport.write(data)
 
     def _write_quiet(self, data: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(data)
+            if self._corked is not None:
+                self._corked.append(data)
+            else:
+                transport.write(data)
+
+    def _uncork(self) -> None:
+        out, self._corked = self._corked, None
+        transport = self._transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
@@ -555,6 +585,9 @@ class MqttClient:
             source: bytes | bytearray = buf
         else:
             source = data
+        corked = self._corked is None
+        if corked:  # the acks for everything in this read go out in one write
+            self._corked = []
         try:
             packets, used = split_packets(source)
             for first, body in packets:
@@ -564,6 +597,9 @@ class MqttClient:
         except ProtocolError as exc:
             self._fail(exc)
             return
+        finally:
+            if corked:
+                self._uncork()
         if source is buf:
             del buf[:used]
         elif used < len(data):

@@ -168,6 +168,30 @@ def test_works_on_uvloop() -> None:
     assert [(m.payload, m.qos) for m in got] == [(b"a", 1), (b"b", 0)]
 
 
+async def test_a_batch_goes_out_in_one_write() -> None:
+    reads: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept(reader, writer)
+        while chunk := await reader.read(65536):
+            reads.append(chunk)
+            packets, _ = mqtt.split_packets(chunk)
+            writer.write(b"".join(mqtt.encode_ack(mqtt.PUBACK, int.from_bytes(body[3:5], "big"))
+                                  for _, body in packets))  # topic "t"
+
+    server, port = await serve(script)
+    async with server:
+        client = MqttClient(client_id="batch")
+        await client.connect("127.0.0.1", port)
+        with client.batch():
+            futures = [client.publish_nowait("t", bytes([i]), qos=1) for i in range(100)]
+            await asyncio.sleep(0.05)
+            assert not reads  # nothing written before the block ends
+        await asyncio.wait_for(asyncio.gather(*[f for f in futures if f is not None]), 5)
+        assert len(reads) == 1
+        await client.disconnect()
+
+
 @pytest.mark.parametrize("code", [1, 2, 3, 4, 5])
 async def test_refused_connect_raises_with_the_code(code: int) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
