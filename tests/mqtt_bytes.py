@@ -146,6 +146,58 @@ def read_packet(sock: socket.socket, timeout: float = 5.0) -> tuple[int, bytes]:
     return first, take(length)
 
 
+class PacketReader:
+    """Reads packets from one socket, keeping partial data across timeouts (unlike
+    :func:`read_packet`, which may leave a packet half read when it times out)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        length, shift = 0, 0
+        for i in range(1, 5):
+            if i >= len(self.buffer):
+                return None
+            byte = self.buffer[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        else:
+            raise ValueError(f"remaining length over 4 bytes from the server: {bytes(self.buffer[:8])!r}")
+        end = i + 1 + length
+        if len(self.buffer) < end:
+            return None
+        first, body = self.buffer[0], bytes(self.buffer[i + 1 : end])
+        del self.buffer[:end]
+        return first, body
+
+    def read(self, timeout: float = 5.0) -> tuple[int, bytes]:
+        """The next packet: ``(first byte, body)``.
+
+        Raises:
+            Closed: the connection ended (EOF or ECONNRESET) before a complete packet.
+            TimeoutError: no complete packet within ``timeout`` seconds (partial data is kept).
+        """
+        deadline = time.monotonic() + timeout
+        while (frame := self._frame()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete packet within {timeout}s (have {bytes(self.buffer[:40])!r})")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                raise Closed("connection reset") from None
+            if not chunk:
+                raise Closed("EOF")
+            self.buffer += chunk
+        return frame
+
+
 @dataclass(frozen=True)
 class Publish:
     topic: str

@@ -60,6 +60,7 @@ class RawClient:
                  will: tuple[str, bytes, int, bool] | None = None, expect_rc: int = 0) -> None:
         self.client_id = client_id
         self.sock = open_socket(port)
+        self.reader = mqtt_bytes.PacketReader(self.sock)
         self._next_id = 0
         self._stash: list[tuple[int, bytes]] = []  # PUBLISHes read while waiting for an acknowledgement
         self.sock.sendall(mqtt_bytes.connect(client_id, username=username, password=password, keepalive=keepalive,
@@ -81,7 +82,7 @@ class RawClient:
     def read(self, timeout: float = 5.0, *, what: str = "a packet") -> tuple[int, bytes]:
         """The next packet; AssertionError if the connection closes or nothing comes."""
         try:
-            return mqtt_bytes.read_packet(self.sock, timeout)
+            return self.reader.read(timeout)
         except Closed as exc:
             raise AssertionError(f"{self.client_id}: connection closed ({exc}) while waiting for {what}") from None
         except TimeoutError:
@@ -137,7 +138,7 @@ class RawClient:
         deadline = time.monotonic() + for_s
         while (left := deadline - time.monotonic()) > 0:
             try:
-                first, body = self._stash.pop(0) if self._stash else mqtt_bytes.read_packet(self.sock, left)
+                first, body = self._stash.pop(0) if self._stash else self.reader.read(left)
             except TimeoutError:
                 break
             except Closed as exc:
