@@ -148,6 +148,10 @@ class Connection(asyncio.Protocol):
         if self.state == "closed":
             return
         self.last_rx = time.monotonic()
+        if self.state == "new" and not self.reader.buffered and data[:1] != b"\x10":
+            # not even the first byte of a CONNECT: no need to wait for the rest [MQTT-3.1.0-1]
+            self.violation(f"first packet is type {data[0] >> 4}, not CONNECT")
+            return
         try:
             frames = self.reader.feed(data)
         except ProtocolError as exc:
