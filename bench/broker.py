@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench import profile as profile_mod
 from bench import targets as targets_mod
 from bench.targets import TARGETS, Running, host_cpu_ticks, raise_nofile, running
 from bench.workers import Worker, WorkerFailed, shared_counts
@@ -48,7 +49,7 @@ BASES = ("mosquitto", "amqtt")
 class Params:
     """The load; ``--quick`` shrinks the counts, not the shapes."""
 
-    messages: int = 50_000
+    messages: int = 200_000
     """Most messages per throughput workload."""
     seconds: float = 10.0
     """Longest publishing time per throughput workload."""
@@ -66,8 +67,9 @@ class Params:
     connect_concurrency: int = 100
     """CONNECTs in flight at once, over all client processes."""
     payload: int = 64
-    drain_s: float = 15.0
-    """How long subscribers wait for the last deliveries once the publisher is done."""
+    drain_s: float = 30.0
+    """How long subscribers wait for the last deliveries once the publisher is done; what has not
+    arrived by then is counted as ``lost``."""
 
 
 QUICK = {"messages": 2_000, "seconds": 3.0, "fanout_subscribers": 10, "sub_procs": 1, "latency_seconds": 2.0,
@@ -351,7 +353,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], p: Params) -> Table:
 # ----------------------------------------------------------------------------------------- main
 
 
-def run(targets: list[str], workloads: list[str], p: Params, console: Console) -> dict[str, Any]:
+def run(targets: list[str], workloads: list[str], p: Params, console: Console,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     limits: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="mqchat-bench-") as tmp, \
@@ -365,7 +368,12 @@ def run(targets: list[str], workloads: list[str], p: Params, console: Console) -
                 try:
                     with running(target, workdir) as broker:
                         limits[target] = broker.nofile_limit()
-                        figures = RUNNERS[workload](broker, p, progress)
+                        profiled = profile_dir is not None and target != "mosquitto"
+                        out = (profile_dir or Path()) / f"{target}-{workload}.txt"
+                        with profile_mod.recording(broker.pid, out) if profiled else contextlib.nullcontext():
+                            figures = RUNNERS[workload](broker, p, progress)
+                        if profiled and out.exists():
+                            figures["profile"] = str(out)
                         if not broker.alive():
                             figures["broker_exit"] = broker.proc.returncode
                 except (WorkerFailed, RuntimeError, OSError) as exc:
@@ -386,6 +394,21 @@ def run(targets: list[str], workloads: list[str], p: Params, console: Console) -
         "results": results,
         "ratios": ratios(results),
     }
+
+
+def print_profiles(results: dict[str, dict[str, dict[str, Any]]], console: Console) -> None:
+    for target, by_workload in results.items():
+        for workload, figures in by_workload.items():
+            if "profile" not in figures:
+                continue
+            t = Table(title=f"{target} {workload}: where the broker's samples landed ({figures['profile']})",
+                      title_justify="left")
+            t.add_column("function")
+            t.add_column("self %", justify="right")
+            t.add_column("total %", justify="right")
+            for name, own, total in profile_mod.top_functions(Path(figures["profile"])):
+                t.add_row(name, f"{own:.1f}", f"{total:.1f}")
+            console.print(t)
 
 
 def _mosquitto_version() -> str | None:
@@ -455,6 +478,8 @@ def parser() -> argparse.ArgumentParser:
                     help=f"CONNECTs in flight at once, over all processes (default {d.connect_concurrency})")
     ap.add_argument("--payload", type=int, help=f"payload bytes (default {d.payload}, at least 8)")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    ap.add_argument("--profile", type=Path, metavar="DIR", help="sample the Python brokers with py-spy during each "
+                    "workload; collapsed stacks go to DIR, the top functions are printed")
     return ap
 
 
@@ -485,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
                       "[/yellow]")
     console.print(f"targets {', '.join(targets)}; workloads {', '.join(workloads)}; {os.cpu_count()} CPUs; "
                   f"open-files limit {nofile}")
-    report = run(targets, workloads, p, console)
+    if args.profile and profile_mod.py_spy() is None:
+        console.print("[yellow]py-spy is not installed (pip install py-spy); not profiling[/yellow]")
+        args.profile = None
+    report = run(targets, workloads, p, console, args.profile)
     console.print(table(report["results"], p))
+    if args.profile:
+        print_profiles(report["results"], console)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.print(f"figures written to {args.json}")
