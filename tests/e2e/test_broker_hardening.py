@@ -1,4 +1,4 @@
-"""amqtt defects fixed in broker/protocol.py, checked against real sockets."""
+"""Broker hardening checked end to end on the whole system (auth, ACL, presence), over real sockets."""
 
 from __future__ import annotations
 
