@@ -12,6 +12,10 @@ Closed loop: at most ``--window`` PUBLISHes wait for PUBACK, and the publisher n
 than ``--backlog`` messages ahead of the slowest subscriber. Every workload is bounded in count
 and in time. The table gives each figure and its ratio to Mosquitto and to bare amqtt; the
 client processes' CPU is reported next to the broker's, to show the clients were not the limit.
+
+On a shared host the rates depend on what else runs: the host's CPU and other users' share of it
+are reported for each workload, and the broker's CPU time per message (or per connection) is
+the figure that moves least with them.
 """
 
 from __future__ import annotations
@@ -98,8 +102,11 @@ class BrokerCpu:
         self.cpu0, self.wall0 = target.cpu_s(), time.monotonic()
         self.host0 = host_cpu_ticks()
 
+    def seconds(self) -> float:
+        return self.target.cpu_s() - self.cpu0
+
     def pct(self) -> float:
-        return 100 * (self.target.cpu_s() - self.cpu0) / (time.monotonic() - self.wall0)
+        return 100 * self.seconds() / (time.monotonic() - self.wall0)
 
     def others_pct(self, clients_cpu_s: float) -> float:
         """CPU used on the host by neither the broker nor the benchmark's clients, in % of one core."""
@@ -154,7 +161,7 @@ def run_pubsub(target: Running, p: Params, *, subscribers: int, sub_procs: int, 
         for w in subs:
             w.send("expect", sent=pres["sent"])
         sres = [w.expect("result", p.drain_s + 30) for w in subs]
-        broker_cpu, host_cpu = cpu.pct(), cpu.host_pct()
+        broker_cpu, host_cpu, broker_cpu_s = cpu.pct(), cpu.host_pct(), cpu.seconds()
         others = cpu.others_pct(pres["cpu_s"] + sum(r["cpu_s"] for r in sres))
     delivered = sum(r["delivered"] for r in sres)
     last_ns = max(r["last_ns"] for r in sres)
@@ -167,6 +174,7 @@ def run_pubsub(target: Running, p: Params, *, subscribers: int, sub_procs: int, 
         "deliveries_per_s": round(delivered / elapsed, 1) if elapsed else 0.0,
         "broker_cpu_pct": round(broker_cpu, 1), "host_cpu_pct": round(host_cpu, 1),
         "others_cpu_pct": round(others, 1),
+        "broker_cpu_us_per_delivery": round(1e6 * broker_cpu_s / delivered, 1) if delivered else float("nan"),
         "publisher_cpu_pct": round(_cpu_pct(pres), 1),
         "subscriber_cpu_pct": round(max(_cpu_pct(r) for r in sres), 1),
         "client_processes": 1 + len(subs),
@@ -230,7 +238,7 @@ def idle(target: Running, p: Params, progress: Progress) -> dict[str, Any]:
                     results[i] = data
                     done[i] = shares[i]
                 progress.update(task, completed=sum(done.values()))
-        broker_cpu, host_cpu = cpu.pct(), cpu.host_pct()
+        broker_cpu, host_cpu, broker_cpu_s = cpu.pct(), cpu.host_pct(), cpu.seconds()
         others = cpu.others_pct(sum(r["cpu_s"] for r in results.values()))
         progress.remove_task(task)
         time.sleep(1.0)  # let the broker finish per-connection work before reading its memory
@@ -257,6 +265,7 @@ def idle(target: Running, p: Params, progress: Progress) -> dict[str, Any]:
         "broker_fds_before": fds0, "broker_fds_after": fds1, "broker_nofile_limit": target.nofile_limit(),
         "broker_cpu_pct": round(broker_cpu, 1), "host_cpu_pct": round(host_cpu, 1),
         "others_cpu_pct": round(others, 1),
+        "broker_cpu_us_per_conn": round(1e6 * broker_cpu_s / connected, 1) if connected else float("nan"),
         "client_cpu_pct": round(max(_cpu_pct(r) for r in rs), 1), "client_processes": len(pool),
     }
 
@@ -268,12 +277,14 @@ RUNNERS: dict[str, Callable[[Running, Params, Progress], dict[str, Any]]] = {
 #: (workload, figure, label, format) rows of the table, in order.
 ROWS: list[tuple[str, str, str, str]] = [
     ("one-to-one", "msgs_per_s", "1→1 QoS 1 msgs/s", ",.0f"),
+    ("one-to-one", "broker_cpu_us_per_delivery", "  broker CPU µs per message", ".1f"),
     ("one-to-one", "broker_cpu_pct", "  broker CPU %", ".0f"),
     ("one-to-one", "client_cpu_pct", "  busiest client process CPU %", ".0f"),
     ("one-to-one", "host_cpu_pct", "  host CPU % (all cores, all users)", ".0f"),
     ("one-to-one", "others_cpu_pct", "  other users' CPU % (of one core)", ".0f"),
     ("fan-out", "deliveries_per_s", "1→{subs} QoS 1 deliveries/s", ",.0f"),
     ("fan-out", "msgs_per_s", "  published msgs/s", ",.0f"),
+    ("fan-out", "broker_cpu_us_per_delivery", "  broker CPU µs per delivery", ".1f"),
     ("fan-out", "broker_cpu_pct", "  broker CPU %", ".0f"),
     ("fan-out", "client_cpu_pct", "  busiest client process CPU %", ".0f"),
     ("fan-out", "host_cpu_pct", "  host CPU % (all cores, all users)", ".0f"),
@@ -282,6 +293,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("latency", "latency_p99_ms", "  p99 ms", ".2f"),
     ("latency", "latency_max_ms", "  max ms", ".2f"),
     ("latency", "deliveries_per_s", "  deliveries/s achieved", ",.0f"),
+    ("latency", "broker_cpu_us_per_delivery", "  broker CPU µs per delivery", ".1f"),
     ("latency", "broker_cpu_pct", "  broker CPU %", ".0f"),
     ("latency", "client_cpu_pct", "  busiest client process CPU %", ".0f"),
     ("latency", "host_cpu_pct", "  host CPU % (all cores, all users)", ".0f"),
@@ -290,6 +302,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("idle", "conns_per_s", "  connections/s", ",.0f"),
     ("idle", "connect_p99_ms", "  CONNECT→CONNACK p99 ms", ".1f"),
     ("idle", "rss_per_conn_kib", "  broker RSS per connection KiB", ".1f"),
+    ("idle", "broker_cpu_us_per_conn", "  broker CPU µs per connection", ".0f"),
     ("idle", "broker_cpu_pct", "  broker CPU % (connecting)", ".0f"),
     ("idle", "client_cpu_pct", "  busiest client process CPU %", ".0f"),
     ("idle", "host_cpu_pct", "  host CPU % (all cores, all users)", ".0f"),
@@ -360,9 +373,10 @@ def run(targets: list[str], workloads: list[str], p: Params, console: Console,
     with tempfile.TemporaryDirectory(prefix="mqchat-bench-") as tmp, \
             Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=console, transient=True) as progress:
-        for target in targets:
-            results[target] = {}
-            for workload in workloads:
+        # Workload by workload, every target in turn: load from other users of the host then falls
+        # on the targets alike, not on whichever ran last.
+        for workload in workloads:
+            for target in targets:
                 workdir = Path(tmp) / f"{target}-{workload}"
                 step = progress.add_task(f"{target}: {workload}", total=None)
                 try:
@@ -382,7 +396,7 @@ def run(targets: list[str], workloads: list[str], p: Params, console: Console,
                                "broker_log_tail": log.read_text(errors="replace")[-2000:] if log else ""}
                 finally:
                     progress.remove_task(step)
-                results[target][workload] = figures
+                results.setdefault(target, {})[workload] = figures
                 console.print(_summary_line(target, workload, figures))
     return {
         "meta": {
@@ -495,6 +509,8 @@ def params_from(args: argparse.Namespace) -> Params:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
     p = params_from(args)
     workloads = [w for w in args.workloads if not getattr(args, "no_" + w.replace("-", "_"))]
     targets = [t for t in args.targets if targets_mod.available(t)]
