@@ -412,3 +412,21 @@ async def test_qos2_both_ways(connected: Callable[..., Awaitable[MqttClient]], t
     assert not pub._pending
     assert not pub._qos2_out
     await wait_for(lambda: not sub._qos2_in)  # every PUBREL answered
+
+
+@pytest.mark.e2e
+async def test_empty_client_id_without_clean_session_is_refused(broker_port: int) -> None:
+    client = MqttClient(client_id="", clean_session=False)
+    with pytest.raises(ConnectRefused) as info:
+        await client.connect("127.0.0.1", broker_port)
+    assert info.value.code == 2  # identifier rejected [MQTT-3.1.3-8]
+
+
+@pytest.mark.e2e
+async def test_keepalive_pings_keep_a_quiet_connection_open(broker_port: int) -> None:
+    client = MqttClient(client_id=f"c-{secrets.token_hex(4)}", keepalive=1)
+    await client.connect("127.0.0.1", broker_port)
+    await asyncio.sleep(2.6)  # two pings answered; a broker drops a silent client after 1.5 s
+    assert client.connected
+    assert not client.closed.done()
+    await client.disconnect()
