@@ -95,6 +95,14 @@ def go_offline(device: RawClient, watcher: RawClient, will_topic: str) -> None:
     assert will.topic == will_topic, f"expected the will on {will_topic}, got {will}"
 
 
+def publish_seen(publisher: RawClient, topic: str, payload: bytes) -> None:
+    """Publish at QoS 1 and wait for the publisher's own copy (it subscribed after the others): by
+    then the broker has routed the message to every subscriber, queued it for those offline."""
+    publisher.publish(topic, payload, qos=1)
+    copy = publisher.recv_publish(timeout=5, ack=True)
+    assert (copy.topic, copy.payload) == (topic, payload), f"expected the publisher's own copy, got {copy}"
+
+
 # --- keep-alive and connect timeout -------------------------------------------------------------
 
 
@@ -276,8 +284,9 @@ def test_queued_offline_messages_arrive_with_retain_0(start_broker: StartBroker,
         assert svc.subscribe([(presence(ALICE), 1)]) == [1]
         alice = stack.enter_context(login(broker, ALICE, clean=False, will=OFFLINE_WILL))
         assert alice.subscribe([(events(ALICE), 1)]) == [1]
+        assert svc.subscribe([(events(ALICE), 1)]) == [1]
         go_offline(alice, svc, presence(ALICE))
-        svc.publish(events(ALICE), b"while away", qos=1)
+        publish_seen(svc, events(ALICE), b"while away")
         with login(broker, ALICE, clean=False) as back:
             assert back.session_present, "CONNACK session-present must be 1 when a persistent session resumes"
             message = back.recv_publish(ack=True)
@@ -293,11 +302,12 @@ def test_unacknowledged_messages_are_resent_with_dup_before_new_ones_on_reconnec
         assert svc.subscribe([(presence(ALICE), 1)]) == [1]
         alice = stack.enter_context(login(broker, ALICE, clean=False, will=OFFLINE_WILL))
         assert alice.subscribe([(events(ALICE), 1)]) == [1]
-        svc.publish(events(ALICE), b"first", qos=1)
+        assert svc.subscribe([(events(ALICE), 1)]) == [1]
+        publish_seen(svc, events(ALICE), b"first")
         first = alice.recv_publish()  # never acknowledged
         assert (first.payload, first.qos, first.dup) == (b"first", 1, False)
         go_offline(alice, svc, presence(ALICE))
-        svc.publish(events(ALICE), b"second", qos=1)
+        publish_seen(svc, events(ALICE), b"second")
         with login(broker, ALICE, clean=False) as back:
             assert back.session_present
             again = back.recv_publish(ack=True)
@@ -340,9 +350,10 @@ def test_queued_messages_pass_the_acl_at_delivery(start_broker: StartBroker, eng
         assert svc.subscribe([(presence(BOB), 1)]) == [1]
         bob = stack.enter_context(login(broker, BOB, clean=False, will=(presence(BOB), OFFLINE, 1, False)))
         assert bob.subscribe([(f"ch/{channel}", 1), (events(BOB), 1)]) == [1, 1]
+        assert svc.subscribe([(f"ch/{channel}", 1), (events(BOB), 1)]) == [1, 1]
         go_offline(bob, svc, presence(BOB))
-        svc.publish(f"ch/{channel}", b"channel message", qos=1)  # bob is still a member: queued
-        svc.publish(events(BOB), b"membership removed", qos=1)
+        publish_seen(svc, f"ch/{channel}", b"channel message")  # bob is still a member: queued
+        publish_seen(svc, events(BOB), b"membership removed")
         remove_member(broker, channel, BOB)
         with login(broker, BOB, clean=False) as back:
             got = back.collect(1.5)
@@ -374,8 +385,9 @@ def test_another_users_client_id_leaves_the_owners_offline_session_alone(
         assert svc.subscribe([(presence(ALICE), 1)]) == [1]
         alice = stack.enter_context(login(broker, ALICE, clean=False, will=OFFLINE_WILL))
         assert alice.subscribe([(events(ALICE), 1)]) == [1]
+        assert svc.subscribe([(events(ALICE), 1)]) == [1]
         go_offline(alice, svc, presence(ALICE))
-        svc.publish(events(ALICE), b"queued for alice", qos=1)
+        publish_seen(svc, events(ALICE), b"queued for alice")
         connacks = []
         for clean in (True, False):
             with open_socket(broker.port) as intruder:
@@ -400,8 +412,9 @@ def test_an_anonymous_persistent_session_queues_while_offline(start_broker: Star
         assert watcher.subscribe([("will/anon", 1)]) == [1]
         anon = stack.enter_context(RawClient(broker.port, "anon-1", clean=False, will=("will/anon", b"gone", 1, False)))
         assert anon.subscribe([("to/anon", 1)]) == [1]
+        assert watcher.subscribe([("to/anon", 1)]) == [1]
         go_offline(anon, watcher, "will/anon")
-        watcher.publish("to/anon", b"while away", qos=1)
+        publish_seen(watcher, "to/anon", b"while away")
         with RawClient(broker.port, "anon-1", clean=False) as back:
             assert back.session_present, "the anonymous persistent session was not kept"
             message = back.recv_publish(ack=True)
