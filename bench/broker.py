@@ -403,7 +403,7 @@ def run(targets: list[str], workloads: list[str], p: Params, console: Console,
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": sys.version.split()[0],
             "platform": platform.platform(), "cpus": os.cpu_count(),
             "amqtt": metadata.version("amqtt"), "mosquitto": _mosquitto_version(),
-            "params": p.__dict__, "broker_nofile_limit": limits,
+            "params": p.__dict__, "broker_nofile_limit": limits, "git": _git_state(),
         },
         "results": results,
         "ratios": ratios(results),
@@ -423,6 +423,20 @@ def print_profiles(results: dict[str, dict[str, dict[str, Any]]], console: Conso
             for name, own, total in profile_mod.top_functions(Path(figures["profile"])):
                 t.add_row(name, f"{own:.1f}", f"{total:.1f}")
             console.print(t)
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit measured, and the broker files that differ from it (the broker is being rewritten)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=targets_mod.ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "broker", "mqchat"], cwd=targets_mod.ROOT,
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "uncommitted_broker_files": [line[3:] for line in dirty]}
 
 
 def _mosquitto_version() -> str | None:
