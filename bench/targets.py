@@ -7,8 +7,8 @@ Launch settings, and why they differ from each broker's defaults (nothing else i
 - Mosquitto: ``set_tcp_nodelay true``. Its default leaves Nagle's algorithm on for client sockets,
   so a delivery can wait for the subscriber's delayed ACK (~40 ms on Linux): a p99 of 20-40 ms at
   500 msg/s in an early run of this benchmark. Both Python brokers get TCP_NODELAY from asyncio;
-- ``mqchat``: ``broker.publish_rate_per_s = 0`` (no publish rate limit): the default, 200/s per
-  client, is an abuse policy that would disconnect the single benchmark publisher;
+- ``mqchat``: ``broker.publish_rate_per_s = 0`` (no publish rate limit). ``--no-auth`` already
+  has none; the setting stays explicit so a change there cannot throttle the benchmark publisher;
 - every broker inherits ``RLIMIT_NOFILE`` raised to its hard limit (:func:`raise_nofile`), as a
   production service unit would set it; the broker's own limit is recorded in the results.
 
