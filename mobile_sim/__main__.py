@@ -74,8 +74,8 @@ def add_run_parser(sub: Any) -> None:
     out = r.add_argument_group("output")
     out.add_argument("--out", type=Path, help="write report.json and the PNG plots here")
     out.add_argument("--json", type=Path, help="write the JSON report here")
-    out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="live progress display (default: when stderr is a terminal)")
+    out.add_argument("--progress", choices=("live", "lines", "off"), default=None,
+                     help="a live display, a status line every 10 s, or nothing (default: live on a terminal)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
                                 max_attempts=args.max_attempts, http_connections=args.http_connections,
                                 sync_concurrency=args.sync_concurrency)
     console = Console(stderr=True)
-    progress = console.is_terminal if args.progress is None else args.progress
+    progress = args.progress or ("live" if console.is_terminal else "lines")
     cfg = runner.RunConfig(args.scenario, opts, fleet, transport=args.transport, api=args.api, mqtt=args.mqtt,
                            jwt_secret=args.jwt_secret, out=args.out, json=args.json, progress=progress,
                            keep=args.keep)

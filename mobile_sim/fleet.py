@@ -596,7 +596,7 @@ class Fleet:
         self.n_sent = self.n_acked = self.n_live = self.n_sync_deliveries = self.n_events = 0
         self.n_online = self.connecting = self.n_syncs = self.n_fills = self.n_republished = 0
         self.n_unavailable = self.gaps_seen = self.unexpected_closes = self.refused_subscriptions = 0
-        self.sync_failures = self.relogins = 0
+        self.sync_failures = self.relogins = self.badge_failures = 0
         self.push_tokens: dict[str, str] = {}
 
     async def __aenter__(self) -> Fleet:
@@ -746,8 +746,8 @@ class Fleet:
         now = time.monotonic()
         for d in devices:
             for user in d.watch:
-                devices = [self.devices[n] for n in self.obs.devices_of.get(user, [])]
-                actual = "online" if any(x.client is not None and x.client.connected for x in devices) else "offline"
+                theirs = [self.devices[n] for n in self.obs.devices_of.get(user, [])]
+                actual = "online" if any(x.client is not None and x.client.connected for x in theirs) else "offline"
                 # Nothing received means nothing retained: the app shows the user offline.
                 self.obs.presence.append(PresenceSeen(d.name, user, d.presence.get(user, "offline"), actual))
         await self._badges(self.rng.sample(devices, min(badge_sample, len(devices))), now)
@@ -771,8 +771,11 @@ class Fleet:
 
         async def bounded(d: SimDevice) -> None:
             async with sem:
-                with contextlib.suppress(ApiError):
+                try:
                     await one(d)
+                except ApiError as exc:
+                    self.badge_failures += 1
+                    logger.warning("%s: inbox failed: %s", d.name, exc)
 
         await asyncio.gather(*(bounded(d) for d in devices))
 
@@ -782,5 +785,5 @@ class Fleet:
                 "fills": self.n_fills, "republished": self.n_republished, "unavailable": self.n_unavailable,
                 "gaps_seen": self.gaps_seen, "unexpected_closes": self.unexpected_closes,
                 "refused_subscriptions": self.refused_subscriptions, "sync_failures": self.sync_failures,
-                "relogins": self.relogins, "user_events": self.n_events,
+                "relogins": self.relogins, "user_events": self.n_events, "badge_failures": self.badge_failures,
                 "stopped": sum(self.stops.values())}

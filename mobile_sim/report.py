@@ -86,6 +86,20 @@ def _ms(p: dict[str, float]) -> str:
     return f"{p['p50']:.1f} / {p['p95']:.1f} / {p['p99']:.1f} / {p['max']:.0f}"
 
 
+def _flat(value: Any) -> str:
+    """A nested result as ``key value, …`` lines, percentile dicts as ``p50/p95/p99/max``."""
+    if isinstance(value, dict):
+        if "p50" in value:
+            return f"{_ms(value)} (n={value['n']:,})"
+        parts = [f"{k} {_flat(v)}" for k, v in value.items()]
+        return "\n".join(parts) if any(isinstance(v, dict) for v in value.values()) else ", ".join(parts)
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def print_summary(report: dict[str, Any], console: Console) -> None:
     """The human table: what ran, latencies, rates, processes, scenario figures, the verdict."""
     t = Table(title=f"mobile_sim {report['scenario']} — {report['devices']:,} devices, "
@@ -101,7 +115,8 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     t.add_row("acked msgs/s, live deliveries/s", f"{th['acked_per_s']:,} , {th['deliveries_per_s']:,}")
     conn = report["result"].get("connect")
     if conn:
-        t.add_row("connect", f"{conn['devices']:,} devices in {conn['seconds']} s = {conn['connects_per_s']:,}/s; "
+        t.add_row("connect", f"{conn['devices']:,} devices connected, subscribed and synced in {conn['seconds']} s "
+                             f"= {conn['connects_per_s']:,}/s; CONNACKs {conn['connacks_per_s']:,}/s, "
                              f"CONNACK ms {_ms(conn['connect_ms'])}")
         t.add_row("simulator idle CPU", f"{conn['idle_sim_cpu_pct']}% of a core = "
                                         f"{conn['idle_sim_cpu_us_per_device_s']} µs per device per second")
@@ -115,7 +130,7 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     for key, value in report["result"].items():
         if key == "connect":
             continue
-        t.add_row(key, json.dumps(value, default=str) if isinstance(value, dict | list) else str(value))
+        t.add_row(key, _flat(value))
     c = report["counters"]
     t.add_row("counters", ", ".join(f"{k} {v:,}" for k, v in c.items() if v))
     console.print(t)

@@ -49,7 +49,8 @@ class RunConfig:
     jwt_secret: str | None = None
     out: Path | None = None
     json: Path | None = None
-    progress: bool = False
+    progress: str = "off"
+    """``live`` (a rich display, for a terminal), ``lines`` (a status line every 10 s) or ``off``."""
     keep: Path | None = None
 
 
@@ -80,21 +81,31 @@ def target_for(cfg: RunConfig) -> Iterator[system.Target]:
 class Monitor:
     """Once a second: process CPU/RSS, the fleet's counters, the progress display."""
 
-    def __init__(self, fleet: Fleet, sampler: system.ProcessSampler, ctx: Ctx, console: Console | None) -> None:
-        self.fleet, self.sampler, self.ctx, self.console = fleet, sampler, ctx, console
+    def __init__(self, fleet: Fleet, sampler: system.ProcessSampler, ctx: Ctx, console: Console, mode: str) -> None:
+        self.fleet, self.sampler, self.ctx, self.console, self.mode = fleet, sampler, ctx, console, mode
         self.points: list[dict[str, Any]] = []
         self._last: dict[str, int] = {}
         self._recent: tuple[dict[str, float], dict[str, float]] = ({}, {})
 
     async def run(self) -> None:
         live = Live(self._table(), console=self.console, refresh_per_second=2, transient=True) \
-            if self.console is not None else None
+            if self.mode == "live" else None
         with live if live is not None else contextlib.nullcontext():
             while True:
                 await asyncio.sleep(1.0)
                 self.tick()
                 if live is not None:
                     live.update(self._table())
+                elif self.mode == "lines" and len(self.points) % 10 == 0:
+                    self.console.print(self._line(), markup=False, highlight=False)
+
+    def _line(self) -> str:
+        c = self.fleet.counters()
+        p = self.points[-1]
+        phase = self.ctx.phases[-1][0] if self.ctx.phases else "starting"
+        cpu = " ".join(f"{k} {v:.0f}%" for k, v in sorted(p["cpu"].items()))
+        return (f"[{len(self.points):>5} s] {phase}: online {c['online']:,} connecting {c['connecting']:,} "
+                f"sent {c['sent']:,} acked {c['acked']:,} live {c['live']:,} syncs {c['syncs']:,} | {cpu}")
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -144,7 +155,7 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
             if target.push is not None:
                 fleet.watch_pushes(target.push)
             sampler = system.ProcessSampler(target)
-            monitor = Monitor(fleet, sampler, ctx, console if cfg.progress else None)
+            monitor = Monitor(fleet, sampler, ctx, console, cfg.progress)
             t0 = time.monotonic()
             sampler.sample(t0)
             cpu0 = time.process_time()

@@ -177,14 +177,15 @@ def start(*, transport: Transport = "embedded", push: bool = False, env: dict[st
             workdir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(48)
         http, mqtt, ws = free_port(), free_port(), free_port()
-        cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(workdir / "data"),
-               "--mqtt-port", str(mqtt), "--ws-port", str(ws), "--http-port", str(http)]
         extra: dict[str, int] = {}
+        broker: list[str] = []
         if transport == "mosquitto":
-            mport, mproc = stack.enter_context(mosquitto(workdir))
+            # `--mqtt-port` would override the port of `--broker`: both name the broker devices use.
+            mqtt, mproc = stack.enter_context(mosquitto(workdir))
             extra["mosquitto"] = mproc.pid
-            mqtt = mport
-            cmd += ["--broker", f"127.0.0.1:{mport}"]
+            broker = ["--broker", f"127.0.0.1:{mqtt}"]
+        cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(workdir / "data"),
+               "--mqtt-port", str(mqtt), "--ws-port", str(ws), "--http-port", str(http), *broker]
         standins = stack.enter_context(push_standins(workdir)) if push else None
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
             "MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_AUTH__SECRET": secret}
