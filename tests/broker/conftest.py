@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Engine], BrokerProcess]]:
+    """One bare (no-auth) broker per engine for a whole module, started on first use: for tests
+    that leave nothing behind that another could see (unique client ids and topics)."""
+    brokers: dict[Engine, BrokerProcess] = {}
+
+    def get(engine: Engine) -> BrokerProcess:
+        if engine not in brokers or not brokers[engine].alive():
+            brokers[engine] = launch.start_broker(engine, tmp_path_factory.mktemp(f"shared-{engine}"))
+        return brokers[engine]
+
+    yield get
+    for broker in brokers.values():
+        broker.kill()
 
 
 @pytest.fixture
