@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--messages", type=int, default=2000, help="sends in total")
     b.add_argument("--rate", type=float, default=0, help="offered sends/s in total; 0 = closed loop")
     b.add_argument("--window", type=int, default=20, help="sends in flight per device")
-    b.add_argument("--targets", default="mqchat,amqtt,mosquitto")
+    b.add_argument("--targets", default="mqchat,mqchat-mosquitto,amqtt,mosquitto",
+                   help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), amqtt, mosquitto")
     b.add_argument("--json", type=Path, help="also write the results here")
     pr = sub.add_parser("presence", help="connect/disconnect churn: presence latency and Redis cost")
     pr.add_argument("--users", type=int, default=50)

@@ -7,11 +7,16 @@ Three targets, the same clients, the same load:
   ``ch/{channel}`` and acks. "ack" is the bridge's ack; "deliver" is arrival on every member.
 - ``amqtt``: the same amqtt broker with no auth and no bridge (``mqchat broker --no-auth``): devices
   publish straight on ``ch/{channel}``. "ack" is the PUBACK.
+- ``mqchat-mosquitto``: the same pipeline with Mosquitto as its transport (``mqchat up --broker``
+  against a Mosquitto started here): bridge, API and workers are unchanged MQTT clients.
 - ``mosquitto``: bare Mosquitto, same as ``amqtt``.
 
-So ``mqchat / amqtt`` is what our pipeline costs on top of its broker, and ``mqchat / mosquitto``
-what it costs against the fastest broker at hand. Every process runs on this machine and only
-talks to 127.0.0.1.
+So ``mqchat / amqtt`` is what our pipeline costs on top of its broker, ``mqchat / mosquitto`` what
+it costs against the fastest broker at hand, and ``mqchat-mosquitto / mosquitto`` what the
+pipeline itself (bridge, store, acks, push fan-out) costs over bare pass-through on the same
+broker. Every process runs on this machine and only talks to 127.0.0.1. The simulated devices use
+:mod:`mobile_sim.mqtt` (an ``asyncio.Protocol`` client, no task per connection), so the clients
+take as little of the machine as a Python client can.
 """
 
 from __future__ import annotations
@@ -33,9 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
-from mobile_sim.client import NODELAY, Api, Session
+from mobile_sim.client import Api, Session
+from mobile_sim.mqtt import Message, MqttClient
 from mobile_sim.ports import free_port
 from mqchat import schema, topics
 
@@ -84,33 +88,33 @@ class Load:
 class Peer:
     """One simulated device: an MQTT client plus what it saw."""
 
-    client: aiomqtt.Client
+    client: MqttClient
     user: str
     device: str
     channel: str
+    pipeline: bool = True
     arrivals: dict[str, float] = field(default_factory=dict)
     acks: dict[str, float] = field(default_factory=dict)
     waiting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
-
-async def _reader(peer: Peer, pipeline: bool) -> None:
-    async for msg in peer.client.messages:
+    def on_message(self, msg: Message) -> None:
         now = time.perf_counter()
-        payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
-        if msg.topic.value.startswith("dev/"):
-            cmid = schema.decode_ack(payload).cmid or ""
-            peer.acks[cmid] = now
-            fut = peer.waiting.pop(cmid, None)
+        if msg.topic.startswith("dev/"):
+            cmid = schema.decode_ack(msg.payload).cmid or ""
+            self.acks[cmid] = now
+            fut = self.waiting.pop(cmid, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
         else:
-            cmid = (schema.decode_channel_message(payload).cmid if pipeline else json.loads(payload)["cmid"])
-            peer.arrivals[cmid] = now
+            cmid = (schema.decode_channel_message(msg.payload).cmid if self.pipeline
+                    else json.loads(msg.payload)["cmid"])
+            self.arrivals[cmid] = now
 
 
 async def run_load(target: str, peers: list[Peer], load: Load, *, pipeline: bool) -> Result:
     result = Result(target, load.rate)
-    readers = [asyncio.create_task(_reader(p, pipeline)) for p in peers]
+    for p in peers:
+        p.pipeline = pipeline
     sent_at: dict[str, float] = {}
     senders = peers
     per_sender = max(1, load.messages // len(senders))
@@ -177,9 +181,6 @@ async def run_load(target: str, peers: list[Peer], load: Load, *, pipeline: bool
             result.deliver_ms.append((t - sent_at[cmid]) * 1000)
     result.acked = sum(len(p.acks) for p in peers)
     result.delivered = delivered()
-    for r in readers:
-        r.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
     return result
 
 
@@ -188,15 +189,17 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
                         subscribe: Callable[[str, str, str], list[str]]) -> AsyncIterator[list[Peer]]:
     """Connect one client per ``(user, device, channel, token)`` and subscribe it."""
     peers: list[Peer] = []
-    async with contextlib.AsyncExitStack() as stack:
+    try:
         for user, device, channel, token in specs:
-            client = aiomqtt.Client("127.0.0.1", port, identifier=f"{user}:{device}", username=user, password=token,
-                                    clean_session=True, max_inflight_messages=1000, socket_options=NODELAY)
-            await stack.enter_async_context(client)
-            for t in subscribe(user, device, channel):
-                await client.subscribe(t, qos=1)
-            peers.append(Peer(client, user, device, channel))
+            client = MqttClient(client_id=f"{user}:{device}", username=user, password=token, keepalive=60)
+            peer = Peer(client, user, device, channel)
+            client.on_message = peer.on_message
+            await client.connect("127.0.0.1", port)
+            peers.append(peer)
+            await client.subscribe(*((t, 1) for t in subscribe(user, device, channel)))
         yield peers
+    finally:
+        await asyncio.gather(*(p.client.disconnect() for p in peers), return_exceptions=True)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -226,10 +229,16 @@ def _process(cmd: list[str], **kw: Any) -> Any:
             proc.wait()
 
 
-async def bench_mqchat(load: Load, workdir: Path) -> Result:
+async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = None,
+                       target: str = "mqchat") -> Result:
+    """The full pipeline; ``broker_port``: an external broker (``mqchat up --broker``) instead of the embedded one."""
     mqtt, ws, http = free_port(), free_port(), free_port()
+    if broker_port is not None:
+        mqtt = broker_port  # --mqtt-port would otherwise override --broker's port
     cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(workdir / "data"), "--mqtt-port", str(mqtt),
            "--ws-port", str(ws), "--http-port", str(http)]
+    if broker_port is not None:
+        cmd += ["--broker", f"127.0.0.1:{broker_port}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING"}
     with _process(cmd, env=env) as proc:
         _wait_port(http, proc)
@@ -252,7 +261,7 @@ async def bench_mqchat(load: Load, workdir: Path) -> Result:
         finally:
             await api.aclose()
         async with connect_peers(mqtt, specs, lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
-            return await run_load("mqchat", peers, load, pipeline=True)
+            return await run_load(target, peers, load, pipeline=True)
 
 
 def _bare_specs(load: Load) -> list[tuple[str, str, str, str | None]]:
@@ -273,18 +282,35 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
 
 
-async def bench_mosquitto(load: Load, workdir: Path) -> Result | None:
+@contextlib.contextmanager
+def _mosquitto(workdir: Path) -> Any:
+    """A bare Mosquitto on a free port, deep queues, no persistence: ``(port)`` or None if not installed."""
     binary = mosquitto_binary()
     if binary is None:
-        return None
+        yield None
+        return
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
                     "max_queued_messages 100000\npersistence false\n")
     with _process([binary, "-c", str(conf)]) as proc:
         _wait_port(port, proc)
+        yield port
+
+
+async def bench_mosquitto(load: Load, workdir: Path) -> Result | None:
+    with _mosquitto(workdir) as port:
+        if port is None:
+            return None
         async with connect_peers(port, _bare_specs(load), lambda u, d, c: [topics.stream(c)]) as peers:
             return await run_load("mosquitto", peers, load, pipeline=False)
+
+
+async def bench_mqchat_mosquitto(load: Load, workdir: Path) -> Result | None:
+    with _mosquitto(workdir) as port:
+        if port is None:
+            return None
+        return await bench_mqchat(load, workdir, broker_port=port, target="mqchat-mosquitto")
 
 
 async def run(load: Load, targets: list[str]) -> list[Result]:
@@ -297,22 +323,34 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
                 results.append(await bench_mqchat(load, workdir))
             elif target == "amqtt":
                 results.append(await bench_amqtt(load, workdir))
-            elif target == "mosquitto":
-                r = await bench_mosquitto(load, workdir)
+            elif target in ("mosquitto", "mqchat-mosquitto"):
+                r = await (bench_mosquitto(load, workdir) if target == "mosquitto"
+                           else bench_mqchat_mosquitto(load, workdir))
                 if r is None:
-                    print("mosquitto not installed; skipping that baseline", file=sys.stderr)
+                    print(f"mosquitto not installed; skipping {target}", file=sys.stderr)
                 else:
                     results.append(r)
+            else:
+                raise ValueError(f"unknown target {target!r}")
     return results
 
 
 def ratios(results: list[Result]) -> dict[str, float]:
+    """Throughput and latency of each pipeline target against each bare broker.
+
+    ``mqchat-mosquitto/mosquitto`` is the pipeline's own cost on one broker; at a fixed offered
+    rate the latency ratios are what matters (throughput is the offered rate for both)."""
     by = {r.target: r.summary() for r in results}
     out: dict[str, float] = {}
-    if "mqchat" in by:
-        for base in ("amqtt", "mosquitto"):
-            if base in by and by[base]["msgs_per_s"]:
-                out[f"throughput mqchat/{base}"] = round(by["mqchat"]["msgs_per_s"] / by[base]["msgs_per_s"], 3)
-                out[f"p50 deliver mqchat/{base}"] = round(
-                    by["mqchat"]["deliver_p50_ms"] / by[base]["deliver_p50_ms"], 2)
+    pairs = [("mqchat", "amqtt"), ("mqchat", "mosquitto"), ("mqchat-mosquitto", "mosquitto"),
+             ("mqchat-mosquitto", "mqchat")]
+    for top, base in pairs:
+        if top not in by or base not in by:
+            continue
+        a, b = by[top], by[base]
+        if b["msgs_per_s"]:
+            out[f"throughput {top}/{base}"] = round(a["msgs_per_s"] / b["msgs_per_s"], 3)
+        for key in ("deliver_p50_ms", "deliver_p99_ms"):
+            if b[key] and b[key] == b[key]:  # not zero, not NaN
+                out[f"{key.removesuffix('_ms').replace('_', ' ')} {top}/{base}"] = round(a[key] / b[key], 2)
     return out

@@ -1,0 +1,25 @@
+"""``python -m mobile_sim bench`` measures the pipeline over Mosquitto beside bare Mosquitto, in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mobile_sim.__main__ import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pipeline_over_mosquitto_is_measured_with_ratios_to_bare_mosquitto(tmp_path: Path, mosquitto: object) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--channels", "2", "--members", "3", "--messages", "30", "--rate", "60",
+                 "--targets", "mqchat-mosquitto,mosquitto", "--json", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert [r["target"] for r in doc["results"]] == ["mqchat-mosquitto", "mosquitto"]
+    for r in doc["results"]:
+        assert r["delivered"] == r["expected_deliveries"] == 30 * 3
+        assert r["acked"] == 30
+    assert {"throughput mqchat-mosquitto/mosquitto", "deliver p99 mqchat-mosquitto/mosquitto"} <= doc["ratios"].keys()
