@@ -126,7 +126,7 @@ def test_a_silent_client_is_dropped_within_one_and_a_half_keepalives_and_its_wil
 def test_a_client_that_pings_within_its_keepalive_stays_connected(start_broker: StartBroker, engine: Engine) -> None:
     broker = start_broker(engine)
     with RawClient(broker.port, "pinger", keepalive=1) as pinger:
-        deadline = time.monotonic() + 3.5
+        deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
             time.sleep(0.6)
             pinger.ping()
