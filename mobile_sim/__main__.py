@@ -53,6 +53,8 @@ def add_run_parser(sub: Any) -> None:
     beh.add_argument("--cycle", type=float, default=d.cycle, help="presence-churn: mean seconds in one state")
     beh.add_argument("--observers", type=int, default=d.observers, help="presence-churn: devices watching presence")
     beh.add_argument("--badge-sample", type=int, default=d.badge_sample, help="inboxes checked at the end")
+    beh.add_argument("--drain-timeout", type=float, default=d.drain_timeout,
+                     help="longest wait at the end for outboxes to empty and the system to go quiet")
     beh.add_argument("--idle-measure", type=float, default=d.idle_measure, help="seconds of idle CPU measured")
     beh.add_argument("--seed", type=int, default=None)
     dev = r.add_argument_group("devices")

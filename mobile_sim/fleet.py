@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_WILL = b'{"status":"offline","ts":0}'
 TYPING_ON = b'{"typing":true}'
+ACK_WAIT_CAP_S = 60.0
+"""Longest wait for an ack before republishing on the same connection."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class Outgoing:
     topic: str
     payload: bytes
     t_last: float
+    waits: int = 0
+    """Republished on this connection without an ack so far (the wait doubles each time)."""
 
 
 def _swallow(fut: asyncio.Future[Any]) -> None:
@@ -356,6 +360,7 @@ class SimDevice:
         now = time.monotonic()
         for out in list(self.outbox.values()):
             out.send.attempts += 1
+            out.waits = 0
             self._publish(out, now)
         self.resumed_at = now
         fleet.on_resumed(self, now)
@@ -540,7 +545,10 @@ class SimDevice:
             return
         timeout = self.fleet.cfg.ack_timeout_s
         for out in list(self.outbox.values()):
-            if now - out.t_last >= timeout:
+            # The PUBACK came, so the broker has it: a missing ack means a slow (or restarted)
+            # bridge. Waiting longer each time keeps a backlog from being multiplied by retries.
+            if now - out.t_last >= min(ACK_WAIT_CAP_S, timeout * 2**out.waits):
+                out.waits += 1
                 out.send.attempts += 1
                 self.fleet.n_republished += 1
                 self._publish(out, now)
@@ -587,6 +595,7 @@ class Fleet:
         self._tag = secrets.token_hex(3)
         self._cmids = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.calls: set[asyncio.Task[Any]] = set()
         self.failures: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
         self.connect_ms: list[tuple[float, float]] = []
@@ -611,6 +620,12 @@ class Fleet:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.http.aclose()
+
+    def call_later_api(self, coro: Any, name: str) -> None:
+        """An API call made on a device's behalf in the background (a read marker); awaited before the final sync."""
+        task = self.spawn(coro, name)
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -720,11 +735,30 @@ class Fleet:
             await asyncio.sleep(0.2)
         return False
 
-    async def finish(self, quiet_s: float, *, badge_sample: int = 200, concurrency: int = 32) -> dict[str, Any]:
-        """Quiet period, then a final sync on every device, presence and badges as seen at the end."""
+    async def settle(self, quiet_s: float, timeout_s: float) -> float:
+        """Wait until no device has received anything live for ``quiet_s`` (the system has worked
+        off its backlog); returns the seconds waited."""
         t0 = time.monotonic()
-        drained = await self.drain_outboxes(max(60.0, quiet_s * 4))
-        await asyncio.sleep(quiet_s)
+        seen, since = self.n_live + self.n_acked, time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            await asyncio.sleep(min(0.5, quiet_s))
+            now_seen = self.n_live + self.n_acked
+            if now_seen != seen:
+                seen, since = now_seen, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+        return time.monotonic() - t0
+
+    async def finish(self, quiet_s: float, *, badge_sample: int = 200, concurrency: int = 32,
+                     drain_timeout_s: float = 300.0) -> dict[str, Any]:
+        """Wait for every outbox to empty and for the system to go quiet, then a final sync on
+        every device, presence and badges as seen at the end."""
+        t0 = time.monotonic()
+        drained = await self.drain_outboxes(drain_timeout_s)
+        if self.calls:
+            await asyncio.gather(*list(self.calls), return_exceptions=True)
+        t_drained = time.monotonic()
+        settled = await self.settle(quiet_s, drain_timeout_s)
         # Connections are now frozen for the record: what is open at this point stays "open".
         devices = list(self.devices.values())
 
@@ -752,7 +786,9 @@ class Fleet:
                 self.obs.presence.append(PresenceSeen(d.name, user, d.presence.get(user, "offline"), actual))
         await self._badges(self.rng.sample(devices, min(badge_sample, len(devices))), now)
         self.recording = False
-        return {"outboxes_drained": drained, "final_sync_s": round(time.monotonic() - t0 - quiet_s, 2)}
+        return {"outboxes_drained": drained, "drain_s": round(t_drained - t0, 2), "quiet_s": round(settled, 2),
+                "final_sync_s": round(time.monotonic() - t0 - settled - (t_drained - t0), 2),
+                "unacked_in_offline_outboxes": sum(len(d.outbox) for d in devices)}
 
     async def _badges(self, devices: list[SimDevice], now: float) -> None:
         """``GET /v1/me/inbox`` on a sample of devices, beside the formula over what the fleet knows."""

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from mobile_sim import plots, report, system
 from mobile_sim.fleet import Fleet, FleetConfig
+from mobile_sim.mqtt import ConnectionLost
 from mobile_sim.observe import Observations
 from mobile_sim.reconnect import Backoff
 from mobile_sim.scenarios import EMBEDDED_ONLY, SCENARIOS, Ctx, Options, pcts
@@ -145,6 +146,7 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
     if cfg.scenario == "push":
         opts = dataclasses.replace(opts, quiet=max(opts.quiet, 6.0))
     fd_limit = raise_fd_limit()
+    asyncio.get_running_loop().set_exception_handler(_quiet_lost_futures)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with target_for(cfg) as target:
         if cfg.scenario == "push" and target.push is None:
@@ -162,7 +164,7 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
             mon = fleet.spawn(monitor.run(), "monitor")
             result = await SCENARIOS[cfg.scenario](ctx)
             ctx.phase("quiet")
-            finish = await fleet.finish(opts.quiet, badge_sample=opts.badge_sample)
+            finish = await fleet.finish(opts.quiet, badge_sample=opts.badge_sample, drain_timeout_s=opts.drain_timeout)
             ctx.phase("end")
             monitor.tick()
             mon.cancel()
@@ -208,6 +210,14 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
     if cfg.json is not None:
         report.write_json(rep, cfg.json)
     return rep, status
+
+
+def _quiet_lost_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A publish future failed by a closed connection and never awaited is expected (the outbox
+    handles it); anything else goes to the default handler."""
+    if isinstance(context.get("exception"), ConnectionLost) and "never retrieved" in context.get("message", ""):
+        return
+    loop.default_exception_handler(context)
 
 
 def check(obs: Observations) -> Any:

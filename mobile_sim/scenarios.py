@@ -67,6 +67,8 @@ class Options:
     """presence-churn: mean seconds a device stays in one state."""
     observers: int = 20
     badge_sample: int = 200
+    drain_timeout: float = 300.0
+    """Longest wait at the end for every outbox to empty and, again, for the system to go quiet."""
     idle_measure: float = 5.0
     """Seconds of idle CPU measured after connecting."""
     seed: int | None = None
@@ -244,7 +246,7 @@ async def traffic(ctx: Ctx, senders: Sequence[SimDevice], readers: Sequence[SimD
     def one_read() -> None:
         d = rng.choice(readers)
         if d.ready and d.channels:
-            fleet.spawn(_quiet(d.mark_read(rng.choice(list(d.channels)))), "read")
+            fleet.call_later_api(_quiet(d.mark_read(rng.choice(list(d.channels)))), "read")
 
     def one_typing() -> None:
         d = rng.choice(senders)
