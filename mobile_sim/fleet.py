@@ -176,6 +176,7 @@ class SimDevice:
         client = self.client
         if client is not None and client.connected:
             self.ending = "disconnect"
+            self.ready = False
             with contextlib.suppress(ConnectionLost, OSError):
                 await client.disconnect()
 
@@ -186,6 +187,7 @@ class SimDevice:
         client = self.client
         if client is not None and client.connected:
             self.ending = "network_loss"
+            self.ready = False  # at once: the transport reports the loss on the next loop turn
             client.abort()
 
     def send(self, channel: str, body: str) -> Send:
@@ -330,6 +332,7 @@ class SimDevice:
             fleet.connecting -= 1
         now = time.monotonic()
         fleet.connect_ms.append((now, (now - t0) * 1000))
+        fleet.connected_log.append((now, self.name))
         self.connects += 1
         self.connected_at = now
         self.ending = None
@@ -600,6 +603,7 @@ class Fleet:
         self.stops: Counter[str] = Counter()
         self.connect_ms: list[tuple[float, float]] = []
         self.resumed: list[tuple[float, str]] = []
+        self.connected_log: list[tuple[float, str]] = []
         self.recent_ack_ms: list[float] = []
         self.recent_deliver_ms: list[float] = []
         self.n_sent = self.n_acked = self.n_live = self.n_sync_deliveries = self.n_events = 0
@@ -671,11 +675,14 @@ class Fleet:
         await self.wait_ready(devices, timeout_s)
         return time.monotonic() - t0
 
-    async def wait_ready(self, devices: Iterable[SimDevice], timeout_s: float) -> bool:
+    async def wait_ready(self, devices: Iterable[SimDevice], timeout_s: float, *, since: float = 0.0) -> bool:
+        """Wait until every device is connected, subscribed and synced (after ``since``), or has
+        stopped, or is meant to be offline."""
         devices = list(devices)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(d.ready or d.stopped is not None or not d.want_online for d in devices):
+            if all((d.ready and (d.resumed_at or 0.0) >= since) or d.stopped is not None or not d.want_online
+                   for d in devices):
                 return True
             await asyncio.sleep(0.1)
         return False

@@ -368,7 +368,7 @@ async def reconnect_storm(ctx: Ctx) -> dict[str, Any]:
     for d in devices:
         d.lose_network(o.outage)
     t_all_down = time.monotonic()
-    recovered = await fleet.wait_ready(devices, max(300.0, o.duration * 4))
+    recovered = await fleet.wait_ready(devices, max(300.0, o.duration * 4), since=t_drop)
     t_ready = time.monotonic()
     # Recovery also means every send made up to now is acked (no loss, outboxes empty).
     drained = await fleet.drain_outboxes(120)
@@ -380,9 +380,9 @@ async def reconnect_storm(ctx: Ctx) -> dict[str, Any]:
     for t, name in fleet.resumed:
         if t >= t_drop and name not in first_resume:
             first_resume[name] = t
-    for d in devices:
-        if d.connected_at is not None and d.connected_at >= t_drop:
-            first_connect[d.name] = d.connected_at
+    for t, name in fleet.connected_log:
+        if t >= t_drop and name not in first_connect:
+            first_connect[name] = t
     resume_s = [t - t_drop for t in first_resume.values()]
     out["storm"] = {
         "devices": len(devices), "outage_s": o.outage, "drop_s": round(t_all_down - t_drop, 3),
