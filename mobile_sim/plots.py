@@ -3,7 +3,7 @@
 - ``latency.png``: histograms of send→ack and send→deliver latency (log-spaced bins), with the
   p50 and p99 marked;
 - ``timeseries.png``: per second, live deliveries/s and acks/s; send→deliver p50 and p99; devices
-  online; with the scenario's phases (connect, traffic, storm, …) as vertical lines.
+  connected and resumed; with the scenario's phases (connect, traffic, storm, …) as vertical lines.
 """
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def write(report: dict[str, Any], ack_ms: list[float], deliver_ms: list[float], 
         axes[1].set_yscale("log")
     axes[1].set_ylabel("ms")
     axes[1].legend(loc="upper left")
-    axes[2].plot(ts, [p["online"] if p["online"] is not None else math.nan for p in pts], color="tab:green")
-    axes[2].set_ylabel("devices online")
+    axes[2].plot(ts, [p["online"] if p["online"] is not None else math.nan for p in pts], color="tab:green",
+                 label="connected")
+    axes[2].plot(ts, [p.get("ready") if p.get("ready") is not None else math.nan for p in pts], color="tab:purple",
+                 label="resumed (subscribed and synced)")
+    axes[2].set_ylabel("devices")
+    axes[2].legend(loc="lower right")
     axes[2].set_xlabel("seconds since start")
     for name, t in report["phases"]:
         for ax in axes:

@@ -52,7 +52,8 @@ def throughput(obs: Observations) -> dict[str, float]:
 def series(obs: Observations, timed: list[tuple[float, float]], monitor: list[dict[str, Any]], t0: float,
            step: float = 1.0) -> list[dict[str, Any]]:
     """One point per ``step`` seconds since ``t0``: live deliveries/s, acks/s, sends/s, the deliver
-    latency p50/p99 of that second, devices online and CPU per process (from the monitor)."""
+    latency p50/p99 of that second, devices connected and resumed (subscribed and synced), and CPU
+    per process (from the monitor)."""
     buckets: dict[int, dict[str, Any]] = defaultdict(lambda: {"deliveries": 0, "acks": 0, "sends": 0, "lat": []})
     for t, ms in timed:
         b = buckets[int((t - t0) / step)]
@@ -71,7 +72,7 @@ def series(obs: Observations, timed: list[tuple[float, float]], monitor: list[di
         out.append({"t": round(i * step, 1), "deliveries_per_s": b["deliveries"] / step,
                     "acks_per_s": b["acks"] / step, "sends_per_s": b["sends"] / step,
                     "deliver_p50_ms": lat.get("p50"), "deliver_p99_ms": lat.get("p99"),
-                    "online": m.get("online"), "cpu": m.get("cpu", {})})
+                    "online": m.get("online"), "ready": m.get("ready"), "cpu": m.get("cpu", {})})
     return out
 
 

@@ -114,7 +114,8 @@ class Monitor:
         last = self.sampler.series[-1] if self.sampler.series else {}
         cpu = {k: round(v, 1) for k, v in last.items() if k != "t"}
         c = self.fleet.counters()
-        self.points.append({"t": now, "online": c["online"], "cpu": cpu,
+        ready = sum(1 for d in self.fleet.devices.values() if d.ready)
+        self.points.append({"t": now, "online": c["online"], "ready": ready, "cpu": cpu,
                             **{k: c[k] for k in ("sent", "acked", "live")}})
         self._recent = (pcts(self.fleet.recent_ack_ms), pcts(self.fleet.recent_deliver_ms))
         self.fleet.recent_ack_ms.clear()
