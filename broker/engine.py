@@ -105,7 +105,7 @@ class Connection(asyncio.Protocol):
     """One client socket (TCP, or a WebSocket through :class:`_WsTransport`)."""
 
     __slots__ = ("broker", "bucket", "clean_exit", "flush_task", "inbox", "keepalive_s", "last_rx", "listener",
-                 "no_will", "pump", "reader", "reading_paused", "session", "state", "timer", "transport",
+                 "no_will", "out", "pump", "reader", "reading_paused", "session", "state", "timer", "transport",
                  "was_connected", "writing_paused")
 
     def __init__(self, broker: MqchatBroker, listener: str) -> None:
@@ -117,6 +117,7 @@ class Connection(asyncio.Protocol):
         self.inbox: list[tuple[int, bytes]] = []
         self.pump: asyncio.Task[None] | None = None
         self.flush_task: asyncio.Task[None] | None = None
+        self.out: list[bytes] | None = None
         self.state = "new"  # new → connecting → connected → closed
         self.was_connected = False
         self.last_rx = time.monotonic()
@@ -231,11 +232,24 @@ class Connection(asyncio.Protocol):
         return self.session.client_id if self.session is not None else None
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        """Queue ``data``; everything written to this connection in one turn of the event loop goes
+        out in one send (a fan-out or a burst of acknowledgements is one system call, not one per
+        packet)."""
+        if self.out is None:
+            self.out = [data]
+            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self.out.append(data)
+
+    def flush(self) -> None:
+        out, self.out = self.out, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
         """Close after the pending writes (a refusal's CONNACK, ...)."""
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
 
     def abort(self) -> None:
