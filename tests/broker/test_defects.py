@@ -493,8 +493,8 @@ def test_a_topic_plugin_returning_none_abstains(start_broker: StartBroker, engin
 
 @pytest.mark.parametrize("engine", ["mqchat", "amqtt"])
 def test_every_plugin_is_closed_at_shutdown(start_broker: StartBroker, engine: Engine, tmp_path: Path) -> None:
-    # Named in issue #3, but amqtt 0.12.1 does close its plugins (tests/broker/test_amqtt_contract.py
-    # pins it); kept on both engines as a regression test.
+    # Named in issue #3, but amqtt 0.12.1 does close its plugins (0.11 did not); kept on both
+    # engines as a regression test.
     records = tmp_path / "records.jsonl"
     broker = start_broker(engine, plugins=recording_plugins(records))
     with RawClient(broker.port, "present"):
