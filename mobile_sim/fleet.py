@@ -312,7 +312,10 @@ class SimDevice:
 
     async def _connect(self) -> MqttClient:
         fleet = self.fleet
-        token = await self._token_value()
+        # The token as held: an expired one is refused (CONNACK 0x05) and the table re-logs in.
+        if self.token is None:
+            self.token = await fleet.prov.token(self.user, self.device_id)
+        token = self.token.value
         if self.client is None:
             self.client = MqttClient(
                 client_id=self.name, username=self.user.user_id, password=token, keepalive=fleet.cfg.keepalive_s,
