@@ -63,6 +63,29 @@ async def drained(r: Any, *, timeout: float = 20.0) -> None:
     raise AssertionError("push streams did not drain")
 
 
+async def jobs_added(r: Any) -> int:
+    """Push jobs ever added to the jobs stream (the bridge adds them after acking, in the background)."""
+    if not await r.exists(KEYS.push_jobs):
+        return 0
+    return int((await r.xinfo_stream(KEYS.push_jobs))["entries-added"])
+
+
+async def enqueued_then_drained(r: Any, before: int, n: int = 1) -> None:
+    """Wait until ``n`` push jobs were added since ``before`` (see :func:`jobs_added`), then until the
+    workers finished them: draining alone could pass before the bridge has added the jobs."""
+    async def enqueued() -> bool:
+        return await jobs_added(r) >= before + n
+
+    await until(enqueued)
+    await drained(r)
+
+
+async def sent_and_drained(r: Any, device: Device, channel: str, body: str) -> None:
+    before = await jobs_added(r)
+    assert (await device.send(channel, body)).ok
+    await enqueued_then_drained(r, before)
+
+
 async def until(predicate: Any, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -88,10 +111,11 @@ async def test_offline_member_gets_one_push_with_badge_and_collapse_key(
         await api.add_member(w.alice_phone.token, w.channel, w.carol)
         # Bob has two unread messages in a direct channel from before he had a token.
         direct = await api.create_channel(w.alice_phone.token, "direct", [w.bob])
+        before = await jobs_added(r)
         async with Device(w.alice_phone) as alice:
             for i in range(2):
                 await alice.send(direct, f"earlier {i}")
-        await drained(r)
+        await enqueued_then_drained(r, before, 2)
 
         bob_token = "bob-fcm-" + "b" * 150
         carol_token = "c0" * 32
@@ -151,8 +175,7 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
         muted = await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": True})
         assert muted == {"channel": w.channel, "muted": True}
         async with Device(w.alice_phone) as alice:
-            await alice.send(w.channel, "muted")
-            await drained(state.client)
+            await sent_and_drained(state.client, alice, w.channel, "muted")
             assert fcm_standin.recorder.received == []
             await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": False})
             await alice.send(w.channel, "private text")
@@ -164,8 +187,7 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
                 assert gone.status_code == 204
                 listed = await http.get("/v1/me/push", headers={"Authorization": f"Bearer {w.bob_phone.token}"})
                 assert listed.json() == {"devices": []}
-            await alice.send(w.channel, "after logout")
-            await drained(state.client)
+            await sent_and_drained(state.client, alice, w.channel, "after logout")
         assert len(fcm_standin.recorder.received) == 1
     finally:
         await state.close()
