@@ -1,6 +1,6 @@
 """PNG plots of a run (matplotlib, no display needed).
 
-- ``latency.png``: histograms of send→ack and send→deliver latency (log-spaced bins), with the
+- ``latency.png``: histograms of send→ack and send→deliver latency, side by side (log-spaced bins), with the
   p50 and p99 marked;
 - ``timeseries.png``: per second, live deliveries/s and acks/s; send→deliver p50 and p99; devices
   connected and resumed; with the scenario's phases (connect, traffic, storm, …) as vertical lines.
@@ -26,26 +26,26 @@ def write(report: dict[str, Any], ack_ms: list[float], deliver_ms: list[float], 
     title = f"{report['scenario']}: {report['devices']:,} devices ({report['transport']})"
     written = []
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, axes_h = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
     values = [x for x in ack_ms + deliver_ms if x > 0]
-    if values:
-        lo, hi = max(0.1, min(values)), max(values)
-        bins = [lo * (hi / lo) ** (i / 60) for i in range(61)] if hi > lo else 30
-        for name, xs, color in (("send→ack", ack_ms, "tab:blue"), ("send→deliver", deliver_ms, "tab:orange")):
-            if not xs:
-                continue
-            ax.hist(xs, bins=bins, alpha=0.55, label=f"{name} (n={len(xs):,})", color=color)
+    lo, hi = (max(0.1, min(values)), max(values)) if values else (0.1, 1.0)
+    bins: Any = [lo * (hi / lo) ** (i / 60) for i in range(61)] if hi > lo else 30
+    for ax, (name, xs, color) in zip(axes_h, (("send→ack", ack_ms, "tab:blue"),
+                                              ("send→deliver", deliver_ms, "tab:orange")), strict=True):
+        if xs:
+            ax.hist(xs, bins=bins, color=color, alpha=0.8)
             s = sorted(xs)
-            for p, style in ((50, "--"), (99, ":")):
+            top = ax.get_ylim()[1]
+            for p, style, y in ((50, "--", 0.92), (99, ":", 0.82)):
                 v = s[min(len(s) - 1, int(p / 100 * len(s)))]
-                ax.axvline(v, color=color, linestyle=style, linewidth=1)
-                ax.text(v, ax.get_ylim()[1] * (0.9 if p == 50 else 0.8), f" p{p} {v:.1f}", color=color, fontsize=8)
+                ax.axvline(v, color="black", linestyle=style, linewidth=1)
+                ax.text(v, top * y, f" p{p} {v:.1f} ms", fontsize=8)
         if hi > lo:
             ax.set_xscale("log")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("count")
-    ax.set_title(f"{title} — latency")
-    ax.legend()
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("count")
+        ax.set_title(f"{name} (n={len(xs):,})")
+    fig.suptitle(f"{title} — latency")
     fig.tight_layout()
     path = out / "latency.png"
     fig.savefig(path, dpi=110)
