@@ -292,7 +292,7 @@ def _mosquitto(workdir: Path) -> Any:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
-                    "max_queued_messages 100000\npersistence false\n")
+                    "max_queued_messages 100000\npersistence false\nset_tcp_nodelay true\n")
     with _process([binary, "-c", str(conf)]) as proc:
         _wait_port(port, proc)
         yield port

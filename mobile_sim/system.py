@@ -107,7 +107,7 @@ def mosquitto(workdir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
-                    "max_queued_messages 100000\npersistence false\nmax_keepalive 3600\n")
+                    "max_queued_messages 100000\npersistence false\nmax_keepalive 3600\nset_tcp_nodelay true\n")
     with _process([binary, "-c", str(conf)], log=workdir / "mosquitto.log") as proc:
         _wait_port(port, proc, "mosquitto")
         yield port, proc
