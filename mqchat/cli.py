@@ -61,6 +61,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides.update(parse_store_url(args.store))
     if getattr(args, "broker", None):
         overrides.update(parse_broker(args.broker))
+        wanted = getattr(args, "mqtt_port", None)
+        if wanted is not None and wanted != overrides["mqtt"]["port"]:
+            raise ConfigError(f"--mqtt-port {wanted} contradicts --broker {args.broker}: with an external broker, "
+                              "its address (port included) comes from --broker")
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}

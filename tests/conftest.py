@@ -142,7 +142,8 @@ class Mosquitto:
         self.binary = binary
         self.port = free_port()
         self.conf = conf_dir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                             "set_tcp_nodelay true\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -26,3 +26,15 @@ def test_broker_addresses() -> None:
     for bad in ("emqx", ":1883", "emqx:port", "emqx:"):
         with pytest.raises(ConfigError, match="--broker"):
             parse_broker(bad)
+
+
+def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:
+    import argparse
+
+    from mqchat.cli import _settings
+
+    args = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1883)
+    with pytest.raises(ConfigError, match="--mqtt-port 1883 contradicts --broker"):
+        _settings(args)
+    same = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1884)
+    assert _settings(same).mqtt.port == 1884
