@@ -437,7 +437,14 @@ class MqttClient:
         if qos not in (1, 2):
             raise ValueError(f"QoS {qos}")
         packet_id, fut = self._new_pending()
-        self._write(encode_publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id))
+        try:
+            self._write(encode_publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id))
+        except ConnectionLost:
+            # nothing was sent: the caller gets the error now, not a future failed later that
+            # nobody holds
+            del self._pending[packet_id]
+            fut.cancel()
+            raise
         return fut  # type: ignore[return-value]  # resolved with None by PUBACK / PUBCOMP
 
     async def disconnect(self) -> None:

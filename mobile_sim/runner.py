@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mobile_sim import plots, report, system
+from mobile_sim import checker, plots, report, system
 from mobile_sim.fleet import Fleet, FleetConfig
 from mobile_sim.mqtt import ConnectionLost
 from mobile_sim.observe import Observations
@@ -173,7 +173,7 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
             wall = time.monotonic() - t0
             devices = len(fleet.devices)
             processes = sampler.summary()
-            verdict = check(obs)
+            verdict = checker.check(obs)
             ack_ms, deliver_ms, timed = report.latencies(obs)
             rep: dict[str, Any] = {
                 "scenario": cfg.scenario, "started": started, "transport": target.transport, "devices": devices,
@@ -197,14 +197,11 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
                 "series": report.series(obs, timed, monitor.points, t0),
                 "checker": verdict,
             }
-    status = 0
-    if rep["checker"] is not None:
-        v = rep["checker"]
-        rep["checker"] = {"ok": v.ok, "summary": v.summary(),
-                          "counts": dataclasses.asdict(v.counts),
-                          "violations": [dataclasses.asdict(x) for x in v.violations[:500]],
-                          "violations_total": len(v.violations)}
-        status = 0 if v.ok else 1
+    v = rep["checker"]
+    rep["checker"] = {"ok": v.ok, "summary": v.summary(), "counts": dataclasses.asdict(v.counts),
+                      "violations": [dataclasses.asdict(x) for x in v.violations[:500]],
+                      "violations_total": len(v.violations)}
+    status = 0 if v.ok else 1
     if cfg.out is not None:
         rep["plots"] = [str(p) for p in plots.write(rep, ack_ms, deliver_ms, cfg.out)]
         report.write_json(rep, cfg.out / "report.json")
@@ -219,16 +216,6 @@ def _quiet_lost_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
     if isinstance(context.get("exception"), ConnectionLost) and "never retrieved" in context.get("message", ""):
         return
     loop.default_exception_handler(context)
-
-
-def check(obs: Observations) -> Any:
-    """The checker's verdict, or None if this checkout has no checker."""
-    try:
-        from mobile_sim.checker import check as run_check
-    except ImportError:
-        logger.warning("mobile_sim.checker is not available: invariants are not judged")
-        return None
-    return run_check(obs)
 
 
 def fleet_config(*, keepalive: int, ack_timeout: float, backoff_base: float, backoff_cap: float,
