@@ -197,17 +197,20 @@ async def run(cfg: RunConfig, console: Console) -> tuple[dict[str, Any], int]:
                 "series": report.series(obs, timed, monitor.points, t0),
                 "checker": verdict,
             }
-    v = rep["checker"]
-    rep["checker"] = {"ok": v.ok, "summary": v.summary(), "counts": dataclasses.asdict(v.counts),
-                      "violations": [dataclasses.asdict(x) for x in v.violations[:500]],
-                      "violations_total": len(v.violations)}
-    status = 0 if v.ok else 1
+    rep["checker"], status = judged(rep["checker"])
     if cfg.out is not None:
         rep["plots"] = [str(p) for p in plots.write(rep, ack_ms, deliver_ms, cfg.out)]
         report.write_json(rep, cfg.out / "report.json")
     if cfg.json is not None:
         report.write_json(rep, cfg.json)
     return rep, status
+
+
+def judged(verdict: checker.Verdict) -> tuple[dict[str, Any], int]:
+    """The checker's verdict as the report holds it, and the run's exit status (1: violations)."""
+    return ({"ok": verdict.ok, "summary": verdict.summary(), "counts": dataclasses.asdict(verdict.counts),
+             "violations": [dataclasses.asdict(x) for x in verdict.violations[:500]],
+             "violations_total": len(verdict.violations)}, 0 if verdict.ok else 1)
 
 
 def _quiet_lost_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

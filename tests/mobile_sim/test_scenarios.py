@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from mobile_sim import __main__ as cli
 from mobile_sim import runner
 from mobile_sim.checker import Counts, Verdict, Violation
 from mobile_sim.scenarios import SCENARIOS, Options
@@ -72,15 +71,13 @@ async def test_running_system_without_its_key_uses_signup_and_login(tmp_path: Pa
     assert rep["target"]["started_here"] is False
 
 
-def test_command_line_exits_1_and_prints_violations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_violations_fail_the_run_and_are_reported_with_their_ids() -> None:
     planted = Verdict((Violation("no_loss", "planted for the test", ("m1", "u:d")),), Counts())
-    monkeypatch.setattr(runner, "check", lambda obs: planted)
-    status = cli.main(["run", "chat", "--devices", "4", "--senders", "2", "--duration", "1", "--rate", "4",
-                       "--quiet", "0.5", "--idle-measure", "0.1", "--json", str(tmp_path / "r.json"),
-                       "--progress", "off"])
+    part, status = runner.judged(planted)
     assert status == 1
-    out = capsys.readouterr()
-    assert "planted for the test" in out.out
-    assert "ids=m1,u:d" in out.out
-    assert json.loads((tmp_path / "r.json").read_text())["checker"]["violations_total"] == 1
+    assert "planted for the test" in part["summary"]
+    assert "ids=m1,u:d" in part["summary"]
+    assert part["violations_total"] == 1
+    assert part["violations"][0]["ids"] == ("m1", "u:d")
+    clean, status = runner.judged(Verdict((), Counts()))
+    assert (status, clean["ok"], clean["violations_total"]) == (0, True, 0)
