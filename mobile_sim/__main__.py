@@ -119,14 +119,14 @@ def _event_loop_run(coro: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mobile_sim", description="mqchat simulator and benchmark")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bench", help="full pipeline vs bare amqtt vs bare Mosquitto, same clients and load")
+    b = sub.add_parser("bench", help="full pipeline vs our bare broker vs bare Mosquitto, same clients and load")
     b.add_argument("--channels", type=int, default=10)
     b.add_argument("--members", type=int, default=5, help="devices per channel; each one sends")
     b.add_argument("--messages", type=int, default=2000, help="sends in total")
     b.add_argument("--rate", type=float, default=0, help="offered sends/s in total; 0 = closed loop")
     b.add_argument("--window", type=int, default=20, help="sends in flight per device")
-    b.add_argument("--targets", default="mqchat,mqchat-mosquitto,amqtt,mosquitto",
-                   help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), amqtt, mosquitto")
+    b.add_argument("--targets", default="mqchat,mqchat-mosquitto,broker,mosquitto",
+                   help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), broker (ours, bare), mosquitto")
     b.add_argument("--json", type=Path, help="also write the results here")
     pr = sub.add_parser("presence", help="connect/disconnect churn: presence latency and Redis cost")
     pr.add_argument("--users", type=int, default=50)

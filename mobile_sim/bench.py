@@ -1,17 +1,17 @@
 """End-to-end benchmark: our full pipeline against bare MQTT pass-through, in one run.
 
-Three targets, the same clients, the same load:
+Four targets, the same clients, the same load:
 
-- ``mqchat``: ``mqchat up`` (amqtt broker + bridge + SQLite). Devices publish on
+- ``mqchat``: ``mqchat up`` (embedded broker + bridge + SQLite). Devices publish on
   ``in/{user}/{device}/{channel}``; the bridge validates, orders, persists (fsync), publishes on
   ``ch/{channel}`` and acks. "ack" is the bridge's ack; "deliver" is arrival on every member.
-- ``amqtt``: the same amqtt broker with no auth and no bridge (``mqchat broker --no-auth``): devices
+- ``broker``: the same embedded broker with no auth and no bridge (``mqchat broker --no-auth``): devices
   publish straight on ``ch/{channel}``. "ack" is the PUBACK.
 - ``mqchat-mosquitto``: the same pipeline with Mosquitto as its transport (``mqchat up --broker``
   against a Mosquitto started here): bridge, API and workers are unchanged MQTT clients.
-- ``mosquitto``: bare Mosquitto, same as ``amqtt``.
+- ``mosquitto``: bare Mosquitto, same as ``broker``.
 
-So ``mqchat / amqtt`` is what our pipeline costs on top of its broker, ``mqchat / mosquitto`` what
+So ``mqchat / broker`` is what our pipeline costs on top of its broker, ``mqchat / mosquitto`` what
 it costs against the fastest broker at hand, and ``mqchat-mosquitto / mosquitto`` what the
 pipeline itself (bridge, store, acks, push fan-out) costs over bare pass-through on the same
 broker. Every process runs on this machine and only talks to 127.0.0.1. The simulated devices use
@@ -268,14 +268,14 @@ def _bare_specs(load: Load) -> list[tuple[str, str, str, str | None]]:
     return [(f"c{c}m{m}", "dev", f"bench{c}", None) for c in range(load.channels) for m in range(load.members)]
 
 
-async def bench_amqtt(load: Load, workdir: Path) -> Result:
+async def bench_broker(load: Load, workdir: Path) -> Result:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING",
                                                                                   "MQCHAT_DATA_DIR": str(workdir)}
     with _process([sys.executable, "-m", "mqchat.cli", "broker", "--port", str(port), "--no-auth"], env=env) as proc:
         _wait_port(port, proc)
         async with connect_peers(port, _bare_specs(load), lambda u, d, c: [topics.stream(c)]) as peers:
-            return await run_load("amqtt", peers, load, pipeline=False)
+            return await run_load("broker", peers, load, pipeline=False)
 
 
 def mosquitto_binary() -> str | None:
@@ -321,8 +321,8 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
             workdir.mkdir()
             if target == "mqchat":
                 results.append(await bench_mqchat(load, workdir))
-            elif target == "amqtt":
-                results.append(await bench_amqtt(load, workdir))
+            elif target == "broker":
+                results.append(await bench_broker(load, workdir))
             elif target in ("mosquitto", "mqchat-mosquitto"):
                 r = await (bench_mosquitto(load, workdir) if target == "mosquitto"
                            else bench_mqchat_mosquitto(load, workdir))
@@ -342,7 +342,7 @@ def ratios(results: list[Result]) -> dict[str, float]:
     rate the latency ratios are what matters (throughput is the offered rate for both)."""
     by = {r.target: r.summary() for r in results}
     out: dict[str, float] = {}
-    pairs = [("mqchat", "amqtt"), ("mqchat", "mosquitto"), ("mqchat-mosquitto", "mosquitto"),
+    pairs = [("mqchat", "broker"), ("mqchat", "mosquitto"), ("mqchat-mosquitto", "mosquitto"),
              ("mqchat-mosquitto", "mqchat")]
     for top, base in pairs:
         if top not in by or base not in by:

@@ -163,7 +163,7 @@ def start(*, transport: Transport = "embedded", push: bool = False, env: dict[st
     """Run the whole system on free loopback ports with a fresh data directory.
 
     Args:
-        transport: ``embedded`` (amqtt, ``mqchat up``) or ``mosquitto`` (``mqchat up --broker``
+        transport: ``embedded`` (our broker, ``mqchat up``) or ``mosquitto`` (``mqchat up --broker``
             against a Mosquitto started here).
         push: also start the FCM / APNs stand-ins and point the push workers at them.
         env: extra ``MQCHAT_*`` settings.

@@ -19,7 +19,7 @@ def test_small_benchmark_delivers_everything_on_every_target(tmp_path: Path) -> 
     assert code == 0
     doc = json.loads(out.read_text())
     targets = {r["target"] for r in doc["results"]}
-    assert {"mqchat", "amqtt", "mosquitto"} <= targets, "scripts/test installs mosquitto; it must be found"
+    assert {"mqchat", "broker", "mosquitto"} <= targets, "scripts/test installs mosquitto; it must be found"
     for r in doc["results"]:
         assert r["delivered"] == r["expected_deliveries"] == 60 * 3
         assert r["acked"] == 60
