@@ -40,7 +40,7 @@ from typing import Any
 
 from mobile_sim.client import Api, Session
 from mobile_sim.mqtt import Message, MqttClient
-from mobile_sim.ports import free_port
+from mobile_sim.ports import die_with_parent, free_port
 from mqchat import schema, topics
 
 
@@ -216,7 +216,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) ->
 
 @contextlib.contextmanager
 def _process(cmd: list[str], **kw: Any) -> Any:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent, **kw)
     try:
         yield proc
     finally:

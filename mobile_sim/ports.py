@@ -1,9 +1,11 @@
-"""Free loopback ports for servers started by the benchmarks and the tests."""
+"""Free loopback ports for servers started by the benchmarks and the tests, and tying those servers to us."""
 
 from __future__ import annotations
 
 import random
+import signal
 import socket
+import sys
 from pathlib import Path
 
 _DEFAULT_EPHEMERAL = (32768, 60999)
@@ -38,3 +40,13 @@ def free_port() -> int:
     with socket.socket() as s:  # everything below the range is busy: take what the kernel gives
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for the processes a benchmark or scenario starts: on Linux they get SIGTERM
+    if the simulator dies without stopping them (killed, out of memory), instead of running on."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

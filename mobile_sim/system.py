@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import httpx
 
-from mobile_sim.ports import free_port
+from mobile_sim.ports import die_with_parent, free_port
 
 Transport = Literal["embedded", "mosquitto"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
 @contextlib.contextmanager
 def _process(cmd: list[str], *, log: Path, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent, **kw)
     try:
         yield proc
     finally:
