@@ -118,7 +118,7 @@ class Connection(asyncio.Protocol):
         self.pump: asyncio.Task[None] | None = None
         self.flush_task: asyncio.Task[None] | None = None
         self.out: list[bytes] | None = None
-        self.state = "new"  # new → connecting → connected → closed
+        self.state = "new"  # new → connecting → connected (→ closing, on takeover) → closed
         self.was_connected = False
         self.last_rx = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
@@ -615,6 +615,7 @@ class MqchatBroker:
             if old_conn is not None and old_conn.state != "closed":
                 logger.info("client %s connected again; closing its previous connection", client_id)
                 old_conn.no_will = True  # takeover [MQTT-3.1.4-2]: the client is not gone
+                old_conn.state = "closing"  # from now on nothing is sent or handled on it
                 old_conn.abort()
             if c.clean_session or old.clean_session:
                 self._drop_subscriptions(old)
