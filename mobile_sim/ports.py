@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 _DEFAULT_EPHEMERAL = (32768, 60999)
+#: Ports this process has handed out: never handed out twice (a system's MQTT and WebSocket ports
+#: are chosen one after the other, before either server binds).
+_handed_out: set[int] = set()
 
 
 def _ephemeral_start() -> int:
@@ -31,11 +34,14 @@ def free_port() -> int:
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(low, high)
+        if port in _handed_out:
+            continue  # free now, but promised to a server that may not have bound it yet
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket() as s:  # everything below the range is busy: take what the kernel gives
         s.bind(("127.0.0.1", 0))
