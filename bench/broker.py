@@ -42,8 +42,10 @@ from rich.table import Table
 
 from bench import profile as profile_mod
 from bench import targets as targets_mod
-from bench.targets import TARGETS, Running, host_cpu_ticks, raise_nofile, running
+from bench.targets import TARGETS, Running, host_cpu_ticks, running
 from bench.workers import Worker, WorkerFailed, shared_counts
+from mobile_sim import system
+from mobile_sim.ports import raise_fd_limit
 
 WORKLOADS = ("one-to-one", "fan-out", "latency", "idle")
 BASES = ("mosquitto", "amqtt")
@@ -442,7 +444,7 @@ def _git_state() -> dict[str, Any] | None:
 def _mosquitto_version() -> str | None:
     import subprocess
 
-    binary = targets_mod.mosquitto_binary()
+    binary = system.mosquitto_binary()
     if binary is None:
         return None
     out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout
@@ -534,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     if not targets or not workloads:
         console.print("[red]nothing to run[/red]")
         return 2
-    nofile = raise_nofile()
+    nofile = raise_fd_limit()
     if "idle" in workloads and nofile < p.conns + 100:
         console.print(f"[yellow]open-files limit is {nofile}: the broker may not hold {p.conns:,} connections"
                       "[/yellow]")

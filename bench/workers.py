@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench.targets import raise_nofile
 from mobile_sim.mqtt import ConnectionLost, Message, MqttClient
+from mobile_sim.ports import raise_fd_limit
 
 HOST = "127.0.0.1"
 BATCH = 16
@@ -266,7 +266,7 @@ ROLES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {"subscribers": sub
 
 
 def _entry(conn: multiprocessing.connection.Connection, role: str, params: dict[str, Any]) -> None:
-    raise_nofile()
+    raise_fd_limit()
     ch = Channel(conn)
     try:
         import uvloop

@@ -23,8 +23,6 @@ REFUSED_NOT_AUTHORIZED = 0x05
 #: SUBACK failure return code (§3.9.3).
 SUBACK_FAILURE = 0x80
 
-#: The largest remaining length the four-byte encoding allows (§2.2.3).
-MAX_REMAINING_LENGTH = 268_435_455
 
 
 class ProtocolError(Exception):
@@ -251,12 +249,18 @@ def decode_packet_id(kind: str, flags: int, body: bytes, *, required_flags: int 
     return packet_id
 
 
-def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
+def _subscription_header(kind: str, flags: int, body: bytes) -> int:
+    """SUBSCRIBE / UNSUBSCRIBE: flags 0b0010 and a non-zero packet identifier; returns it."""
     if flags != 0x02:
-        raise ProtocolError("SUBSCRIBE fixed-header flags must be 0b0010")  # [MQTT-3.8.1-1]
+        raise ProtocolError(f"{kind} fixed-header flags must be 0b0010")
     packet_id = _u16(body, 0, "packet identifier")
     if packet_id == 0:
         raise ProtocolError("packet identifier 0")
+    return packet_id
+
+
+def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    packet_id = _subscription_header("SUBSCRIBE", flags, body)  # [MQTT-3.8.1-1]
     pos, out = 2, []
     while pos < len(body):
         flt, pos = _string(body, pos, "topic filter")
@@ -274,11 +278,7 @@ def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]
 
 
 def decode_unsubscribe(flags: int, body: bytes) -> tuple[int, list[str]]:
-    if flags != 0x02:
-        raise ProtocolError("UNSUBSCRIBE fixed-header flags must be 0b0010")  # [MQTT-3.10.1-1]
-    packet_id = _u16(body, 0, "packet identifier")
-    if packet_id == 0:
-        raise ProtocolError("packet identifier 0")
+    packet_id = _subscription_header("UNSUBSCRIBE", flags, body)  # [MQTT-3.10.1-1]
     pos, out = 2, []
     while pos < len(body):
         flt, pos = _string(body, pos, "topic filter")

@@ -501,12 +501,8 @@ class MqchatBroker:
         if session is None:
             return False
         if kind == codec.PUBACK:
-            packet_id = codec.decode_packet_id("PUBACK", flags, body)
-            message = session.inflight.get(packet_id)
-            if message is not None and message.qos == 1:
-                del session.inflight[packet_id]
-                if session.queue:
-                    self._fill(conn)
+            if session.complete(codec.decode_packet_id("PUBACK", flags, body), 1) and session.queue:
+                self._fill(conn)
         elif kind == codec.PINGREQ:
             codec.check_empty("PINGREQ", flags, body)
             conn.write(codec.PINGRESP_BYTES)
@@ -522,10 +518,7 @@ class MqchatBroker:
             session.received(packet_id)
             conn.write(codec.encode_ack(codec.PUBREL, packet_id))
         elif kind == codec.PUBCOMP:
-            packet_id = codec.decode_packet_id("PUBCOMP", flags, body)
-            message = session.inflight.get(packet_id)
-            if message is not None and message.qos == 2:
-                del session.inflight[packet_id]
+            if session.complete(codec.decode_packet_id("PUBCOMP", flags, body), 2) and session.queue:
                 self._fill(conn)
         else:
             packet_id = codec.decode_packet_id("PUBREL", flags, body, required_flags=0x02)

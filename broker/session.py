@@ -9,7 +9,6 @@ sent again, with DUP set, before anything new [MQTT-4.4.0-1].
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +37,6 @@ class Session:
     auth, topic and event plugins work unchanged.
     """
 
-    _ids = itertools.count(1)
-
     def __init__(self, client_id: str, *, max_inflight: int, max_queued: int) -> None:
         self.client_id: str = client_id
         self.username: str | None = None
@@ -55,8 +52,6 @@ class Session:
         self.remote_port: int | None = None
         self.is_anonymous: bool = False
         self.attributes: dict[str, Any] = {}
-        self.serial = next(self._ids)
-        """Distinguishes sessions that reuse a client id (a clean-session reconnect is a new one)."""
 
         self.subscriptions: dict[str, int] = {}  # filter → granted QoS
         self.inflight: OrderedDict[int, Outgoing] = OrderedDict()
@@ -94,9 +89,14 @@ class Session:
         self.inflight[message.packet_id] = message
         return message
 
-    def acknowledge(self, packet_id: int) -> bool:
-        """PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is done. False for an unknown id."""
-        return self.inflight.pop(packet_id, None) is not None
+    def complete(self, packet_id: int, qos: int) -> bool:
+        """PUBACK (``qos`` 1) or PUBCOMP (``qos`` 2): that message is done. False (and nothing
+        changed) for an unknown id or one in flight at another QoS."""
+        message = self.inflight.get(packet_id)
+        if message is None or message.qos != qos:
+            return False
+        del self.inflight[packet_id]
+        return True
 
     def received(self, packet_id: int) -> bool:
         """PUBREC: the client has the QoS 2 message; PUBREL goes next. False for an unknown id."""

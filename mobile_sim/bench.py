@@ -25,22 +25,19 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mobile_sim import system
 from mobile_sim.client import Api, Session
 from mobile_sim.mqtt import Message, MqttClient
-from mobile_sim.ports import die_with_parent, free_port
+from mobile_sim.ports import free_port
 from mqchat import schema, topics
 
 
@@ -202,47 +199,19 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
         await asyncio.gather(*(p.client.disconnect() for p in peers), return_exceptions=True)
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], **kw: Any) -> Any:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=die_with_parent, **kw)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = None,
                        target: str = "mqchat") -> Result:
     """The full pipeline; ``broker_port``: an external broker (``mqchat up --broker``) instead of the embedded one."""
     mqtt, ws, http = free_port(), free_port(), free_port()
     if broker_port is not None:
-        mqtt = broker_port  # --mqtt-port would otherwise override --broker's port
+        mqtt = broker_port  # mqchat up refuses an --mqtt-port that contradicts --broker
     cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(workdir / "data"), "--mqtt-port", str(mqtt),
            "--ws-port", str(ws), "--http-port", str(http)]
     if broker_port is not None:
         cmd += ["--broker", f"127.0.0.1:{broker_port}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING"}
-    with _process(cmd, env=env) as proc:
-        _wait_port(http, proc)
+    with system.process(cmd, log=workdir / "up.log", env=env) as proc:
+        system.wait_port(http, proc, "mqchat up")
         api = Api(f"http://127.0.0.1:{http}")
         for _ in range(100):  # the bridge may still be connecting
             if (workdir / "data" / "run" / "bridge.ready").exists():
@@ -273,29 +242,20 @@ async def bench_broker(load: Load, workdir: Path) -> Result:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING",
                                                                                   "MQCHAT_DATA_DIR": str(workdir)}
-    with _process([sys.executable, "-m", "mqchat.cli", "broker", "--port", str(port), "--no-auth"], env=env) as proc:
-        _wait_port(port, proc)
+    cmd = [sys.executable, "-m", "mqchat.cli", "broker", "--port", str(port), "--no-auth"]
+    with system.process(cmd, log=workdir / "broker.log", env=env) as proc:
+        system.wait_port(port, proc, "mqchat broker")
         async with connect_peers(port, _bare_specs(load), lambda u, d, c: [topics.stream(c)]) as peers:
             return await run_load("broker", peers, load, pipeline=False)
 
 
-def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
-
-
 @contextlib.contextmanager
-def _mosquitto(workdir: Path) -> Any:
-    """A bare Mosquitto on a free port, deep queues, no persistence: ``(port)`` or None if not installed."""
-    binary = mosquitto_binary()
-    if binary is None:
+def _mosquitto(workdir: Path) -> Iterator[int | None]:
+    """:func:`mobile_sim.system.mosquitto`'s port, or None if Mosquitto is not installed."""
+    if system.mosquitto_binary() is None:
         yield None
         return
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
-                    "max_queued_messages 100000\npersistence false\nset_tcp_nodelay true\n")
-    with _process([binary, "-c", str(conf)]) as proc:
-        _wait_port(port, proc)
+    with system.mosquitto(workdir) as (port, _proc):
         yield port
 
 

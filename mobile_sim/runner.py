@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from mobile_sim import checker, plots, report, system
 from mobile_sim.fleet import Fleet, FleetConfig
 from mobile_sim.mqtt import ConnectionLost
 from mobile_sim.observe import Observations
+from mobile_sim.ports import raise_fd_limit
 from mobile_sim.reconnect import Backoff
 from mobile_sim.scenarios import EMBEDDED_ONLY, SCENARIOS, Ctx, Options, pcts
 
@@ -53,16 +53,6 @@ class RunConfig:
     progress: str = "off"
     """``live`` (a rich display, for a terminal), ``lines`` (a status line every 10 s) or ``off``."""
     keep: Path | None = None
-
-
-def raise_fd_limit() -> int:
-    """Every simulated device holds a socket: lift the soft open-files limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            return hard
-    return soft
 
 
 @contextlib.contextmanager

@@ -69,7 +69,8 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    """Wait until ``proc`` listens on ``port`` (on 127.0.0.1); fail at once if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -82,7 +83,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
 
 
 @contextlib.contextmanager
-def _process(cmd: list[str], *, log: Path, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
+def process(cmd: list[str], *, log: Path, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in its own process group (output appended to ``log``), tied to this process;
+    on exit SIGTERM the group, then SIGKILL after 30 s."""
     with log.open("ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent, **kw)
@@ -109,8 +112,8 @@ def mosquitto(workdir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
                     "max_queued_messages 100000\npersistence false\nmax_keepalive 3600\nset_tcp_nodelay true\n")
-    with _process([binary, "-c", str(conf)], log=workdir / "mosquitto.log") as proc:
-        _wait_port(port, proc, "mosquitto")
+    with process([binary, "-c", str(conf)], log=workdir / "mosquitto.log") as proc:
+        wait_port(port, proc, "mosquitto")
         yield port, proc
 
 
@@ -193,7 +196,7 @@ def start(*, transport: Transport = "embedded", push: bool = False, env: dict[st
         if standins is not None:
             child_env |= standins.env()
         child_env |= env or {}
-        up = stack.enter_context(_process(cmd, log=workdir / "up.log", env=child_env, cwd=ROOT))
+        up = stack.enter_context(process(cmd, log=workdir / "up.log", env=child_env, cwd=ROOT))
         names = ("bridge", "api", "workers") if transport == "mosquitto" else ("broker", "bridge", "api", "workers")
         deadline = time.monotonic() + 90
         while True:
