@@ -206,7 +206,7 @@ def start_push_worker(tmp: Path, redis: RedisServer, fcm: FcmStandIn, log: Path)
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_lost_answers(
+async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_what_was_in_flight(
         tmp_path: Path, redis_server: RedisServer, fcm_standin: FcmStandIn) -> None:
     state = RedisState.from_url(redis_server.url)
     push = PushState(state.client)
@@ -227,6 +227,7 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_lo
         first.wait(10)
         in_flight_at_kill = len(fcm_standin.recorder.received)
         assert in_flight_at_kill < len(users)
+        before_kill = {r.token for r in fcm_standin.recorder.received}
         fcm_standin.recorder.default = Reply()
         second = start_push_worker(tmp_path, redis_server, fcm_standin, log)
         try:
@@ -243,9 +244,12 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_lo
     assert set(times) == {f"token-{u}-" + "k" * 40 for u in users}, "a push was lost"
     twice = {t for t, n in times.items() if n > 1}
     assert max(times.values()) <= 2
-    # The only repeats are pushes whose answer the provider could not deliver to the dead worker.
-    assert twice == set(fcm_standin.recorder.answers_lost)
-    assert twice, "the kill should have caught requests in flight"
+    # Every push whose answer could not reach the dead worker is repeated; so may be one whose answer
+    # reached it just before the kill, before it recorded the push as done. Nothing the second
+    # worker sent for the first time is repeated.
+    lost = set(fcm_standin.recorder.answers_lost)
+    assert lost, "the kill should have caught requests in flight"
+    assert lost <= twice <= before_kill
     assert dead_letters == []
 
 
