@@ -6,6 +6,7 @@ Nothing here uses a fixed port: every server starts on a port the OS just handed
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import postgres
 from mobile_sim.ports import free_port as free_port
 from tests.push_standins.apns import ApnsStandIn
 from tests.push_standins.fcm import FcmStandIn
@@ -215,3 +217,35 @@ def apns_standin(tmp_path: Path) -> Iterator[ApnsStandIn]:
     standin = ApnsStandIn(tmp_path).start()
     yield standin
     standin.stop()
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """One private PostgreSQL cluster per test session (per xdist worker), on a free port.
+
+    Skipped where the server is not installed, except in CI, where a missing server is a failure:
+    the production directory and search backends must never go untested silently.
+    """
+    if not postgres.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; scripts/test installs Debian's postgresql package")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    with postgres.running() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: postgres.PostgresServer) -> str:
+    """The DSN of a new, empty database on the session's server, for this test alone."""
+    import psycopg
+
+    name = f"t_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+_databases = itertools.count()

@@ -1,0 +1,1 @@
+"""Test and benchmark harness: real servers started on free loopback ports."""
