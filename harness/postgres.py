@@ -96,9 +96,10 @@ class PostgresServer:
                       "--locale=C.UTF-8", "--no-sync"),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
+        sync = "on" if self.durable else "off"
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
-                   f" -c fsync={'on' if self.durable else 'off'} -c synchronous_commit={'on' if self.durable else 'off'}"
-                   " -c full_page_writes=off -c shared_buffers=64MB -c max_connections=200")
+                   f" -c fsync={sync} -c synchronous_commit={sync} -c full_page_writes={sync}"
+                   " -c shared_buffers=64MB -c max_connections=200")
         subprocess.run(
             self._cmd(pg_ctl, "-D", str(self.datadir), "-l", str(self.root / "server.log"), "-o", options,
                       "-w", "-t", str(int(timeout)), "start"),
