@@ -21,7 +21,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from mqchat import auth, lifecycle
+import prometheus_client
+
+from mqchat import auth, lifecycle, supervisor
 from mqchat.config import Settings, load_settings, reference_markdown
 from mqchat.errors import ConfigError, InvalidId, MqchatError
 from mqchat.log import setup_logging
@@ -134,58 +136,68 @@ def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", name], env=env, preexec_fn=_child_setup, process_group=0)
 
 
-def _start_redis(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+def _redis_child(settings: Settings) -> tuple[supervisor.Child, str]:
     """A private redis-server for this data directory, on a free loopback port, with AOF on (read
-    markers are user state)."""
+    markers are user state). A restart reuses the port and the append-only file."""
     binary = shutil.which("redis-server") or ("/usr/sbin/redis-server" if Path("/usr/sbin/redis-server").exists()
                                               else None)
     if binary is None:
         raise ConfigError("redis-server is not installed: install it (apt-get install redis-server) "
                           "or point MQCHAT_REDIS__URL at a Redis")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = _free_port()
     workdir = settings.data_dir / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir.resolve()), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", ""],
-        stdout=subprocess.DEVNULL, preexec_fn=_child_setup, process_group=0,
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir.resolve()), "--save", "",
+           "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", ""]
+    probe = supervisor.redis_probe("127.0.0.1", port)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_child_setup, process_group=0)
+
+    child = supervisor.Child("redis", spawn, probe, ready=lambda: probe(1.0))
+    return child, f"redis://127.0.0.1:{port}/0"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _probe_ports(settings: Settings, processes: tuple[str, ...]) -> dict[str, int]:
+    """The port each child serves ``/healthz`` on: the configured operations port, else a free loopback
+    port (the supervisor needs one to tell a hung child from a busy one). The API uses its HTTP port."""
+    ports: dict[str, int] = {}
+    for name in processes:
+        if name == "api":
+            ports[name] = settings.http.port
+        else:
+            configured = int(getattr(settings.ops, f"{name}_port"))
+            ports[name] = configured or _free_port()
+    return ports
+
+
+def _process_child(settings: Settings, name: str, env: dict[str, str], probe_port: int) -> supervisor.Child:
+    host = settings.http.host if name == "api" else settings.ops.host
+    if host in ("0.0.0.0", "::", ""):  # a wildcard listener answers on loopback too
+        host = "127.0.0.1"
+    ready = lifecycle.ready_file(settings, name)
+    return supervisor.Child(
+        name, lambda: _spawn(name, env), supervisor.http_probe(f"http://{host}:{probe_port}/healthz"),
+        ready=ready.exists, before_spawn=lambda: lifecycle.clear_ready(settings, name),
     )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise MqchatError("redis-server did not start")
-        time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def _wait_ready(settings: Settings, name: str, proc: subprocess.Popen[bytes]) -> None:
-    path = lifecycle.ready_file(settings, name)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not path.exists():
-        if proc.poll() is not None:
-            raise MqchatError(f"{name} exited with status {proc.returncode} while starting (see its log above)")
+def _wait_ready(child: supervisor.Child, timeout_s: float) -> None:
+    """Block until ``child`` announces readiness (first start only; restarts are watched by ticks)."""
+    deadline = time.monotonic() + timeout_s
+    while not child.ready():
+        if child.proc is not None and child.proc.poll() is not None:
+            raise MqchatError(f"{child.name} exited with status {child.proc.returncode} while starting "
+                              "(see its log above)")
         if time.monotonic() > deadline:
-            raise MqchatError(f"{name} did not become ready within {READY_TIMEOUT_S:.0f}s")
+            raise MqchatError(f"{child.name} did not become ready within {timeout_s:.0f}s")
         time.sleep(0.05)
-
-
-def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for name in [*reversed(PROCESSES), "redis"]:
-        proc = children.get(name)
-        if proc is None or proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"mqchat: {name} did not stop within {STOP_TIMEOUT_S:.0f}s; killing it", file=sys.stderr)
-            proc.kill()
-            proc.wait()
 
 
 def _banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool) -> str:
@@ -244,33 +256,42 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    sup: supervisor.Supervisor | None = None
     status = 0
     try:
+        children: list[supervisor.Child] = []
         redis_url = settings.redis.url
         if redis_url is None:
-            children["redis"], redis_url = _start_redis(settings)
-        env = _child_env(settings, redis_url)
-        for name in processes:
-            children[name] = _spawn(name, env)
-            _wait_ready(settings, name, children[name])
+            redis, redis_url = _redis_child(settings)
+            children.append(redis)
+        probe_ports = _probe_ports(settings, processes)
+        env = _child_env(settings, redis_url) | {
+            f"MQCHAT_OPS__{name.upper()}_PORT": str(port) for name, port in probe_ports.items() if name != "api"}
+        children += [_process_child(settings, name, env, probe_ports[name]) for name in processes]
+        sup = supervisor.Supervisor(children, supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
+        if settings.ops.up_port:
+            prometheus_client.start_http_server(settings.ops.up_port, addr=settings.ops.host, registry=sup.registry)
+        for child in children:
+            sup.start(child)
+            _wait_ready(child, READY_TIMEOUT_S)
+            sup.running(child)
             if stopping:
                 return 0
         print(_banner(settings, keys, redis_url, external=external), flush=True)
         while not stopping:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"mqchat: {name} exited unexpectedly with status {proc.returncode}; stopping",
-                          file=sys.stderr)
-                    stopping, status = True, 1
+            sup.tick()
             time.sleep(0.1)
         print("mqchat: shutting down (draining in-flight sends)", file=sys.stderr, flush=True)
+    except supervisor.CrashLoop as exc:
+        print(f"mqchat: {exc}", file=sys.stderr)
+        status = 1
     except MqchatError as exc:
         print(f"mqchat: {exc}", file=sys.stderr)
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the drain short
-        _stop(children)
+        if sup is not None:
+            sup.stop_all(STOP_TIMEOUT_S)
     return status
 
 

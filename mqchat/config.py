@@ -223,7 +223,10 @@ class OpsSettings(_Section):
     broker_port: int = Field(0, ge=0, le=65535, description="Operations port of the broker (0 = off).")
     bridge_port: int = Field(0, ge=0, le=65535, description="Operations port of the bridge (0 = off).")
     workers_port: int = Field(0, ge=0, le=65535, description="Operations port of the workers (0 = off). The "
-                              "API serves the same endpoints on its own HTTP port.")
+                              "API serves the same endpoints on its own HTTP port. Under `mqchat up`, a process "
+                              "whose port is 0 gets a free loopback port for the supervisor's health probe.")
+    up_port: int = Field(0, ge=0, le=65535, description="Port where `mqchat up` serves its supervisor's /metrics "
+                         "(children running, restarts by reason; 0 = off).")
 
 
 class Settings(BaseSettings):
