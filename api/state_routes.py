@@ -34,7 +34,12 @@ async def mark_read(channel_id: str, body: models.MarkRead, me: Me, svc: Svc) ->
     await _member_channel(svc, me, channel_id)
     position = (await svc.store.positions([channel_id]))[channel_id]
     epoch = body.epoch or position.epoch
-    if epoch == position.epoch and body.seq > position.last_seq:
+    if epoch != position.epoch:
+        # A marker is only meaningful in the channel's current epoch; storing another would drop the
+        # user's read seq to 0 (unread and badges jump) until a marker of that epoch came along.
+        raise ApiError(409, "epoch_mismatch", f"the channel is at epoch {position.epoch}, not {epoch}: sync, then "
+                       "mark what you read in the current epoch")
+    if body.seq > position.last_seq:
         raise ApiError(422, "seq_out_of_range", f"seq {body.seq} is beyond the channel's last seq {position.last_seq}")
     marker = await svc.state.mark_read(me.user_id, channel_id, epoch, body.seq)
     badge, _, _ = await _badge(svc, me.user_id)

@@ -127,3 +127,25 @@ async def test_channel_presence_counts_online_members(ctx: Ctx) -> None:
     assert (await c.get(f"/v1/channels/{gid}/presence", headers=bearer(at))).json() == {"channel": gid, "online": 0}
     await ctx.state.set_online(bob, [gid], True)
     assert (await c.get(f"/v1/channels/{gid}/presence", headers=bearer(at))).json()["online"] == 1
+
+
+async def test_a_read_marker_of_another_epoch_is_refused_and_a_stale_one_heals(ctx: Ctx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = ctx.client
+    alice, at = await user(c, "alice")
+    bob, _ = await user(c, "bob")
+    gid = (await c.post("/v1/channels", json={"kind": "group", "members": [bob]}, headers=bearer(at))).json()[
+        "channel_id"]
+    pipe = await sender(ctx, tmp_path)
+    await pipe.process(sends(bob, gid, [f"b{i}" for i in range(30)], "b"))
+    r = (await c.post(f"/v1/channels/{gid}/read", json={"seq": 10, "epoch": 1}, headers=bearer(at))).json()
+    assert (r["seq"], r["unread"]) == (10, 20)
+
+    assert error(await c.post(f"/v1/channels/{gid}/read", json={"seq": 20, "epoch": 7}, headers=bearer(at))) == (
+        409, "epoch_mismatch")
+    inbox = (await c.get("/v1/me/inbox", headers=bearer(at))).json()
+    assert (inbox["channels"][0]["read_seq"], inbox["channels"][0]["unread"], inbox["badge"]) == (10, 20, 20)
+
+    # A marker of a made-up epoch stored before this check existed is healed by the next correct one.
+    await ctx.state.mark_read(alice, gid, 7, 20)
+    r = (await c.post(f"/v1/channels/{gid}/read", json={"seq": 12}, headers=bearer(at))).json()
+    assert (r["epoch"], r["seq"], r["unread"]) == (1, 12, 18)

@@ -114,11 +114,15 @@ async def test_read_markers_only_move_forward(state: RedisState) -> None:
     assert await state.mark_read("u", "c1", 1, 10) == ReadMarker(1, 10)
     assert await state.mark_read("u", "c1", 1, 4) == ReadMarker(1, 10)
     assert await state.mark_read("u", "c1", 1, 12) == ReadMarker(1, 12)
-    assert await state.mark_read("u", "c1", 2, 1) == ReadMarker(2, 1)  # new epoch wins
-    assert await state.mark_read("u", "c1", 1, 99) == ReadMarker(2, 1)
+    assert await state.mark_read("u", "c1", 2, 1) == ReadMarker(2, 1)  # a new epoch replaces the marker
+    assert await state.mark_read("u", "c1", 2, 0) == ReadMarker(2, 1)
+    # Callers pass the channel's current epoch only: a marker of any other epoch is stale, so a
+    # marker stored under a wrong epoch is replaced by the next one instead of sticking.
+    assert await state.mark_read("u", "c1", 7, 20) == ReadMarker(7, 20)
+    assert await state.mark_read("u", "c1", 2, 3) == ReadMarker(2, 3)
     await state.mark_read_many([("u", "c2", 1, 3), ("u", "c2", 1, 2), ("v", "c2", 1, 8)])
     assert await state.read_markers("u", ["c1", "c2", "c3"]) == {
-        "c1": ReadMarker(2, 1), "c2": ReadMarker(1, 3), "c3": None}
+        "c1": ReadMarker(2, 3), "c2": ReadMarker(1, 3), "c3": None}
 
 
 async def test_mentions_above_the_marker_are_counted_and_cleared_by_reading(state: RedisState) -> None:

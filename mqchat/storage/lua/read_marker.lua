@@ -6,7 +6,8 @@
 -- ARGV[2] epoch
 -- ARGV[3] seq read up to
 --
--- A marker from a newer epoch replaces one from an older epoch whatever its seq.
+-- Callers pass the channel's current epoch only (the API refuses any other), so a marker of another
+-- epoch, older or newer, is stale and is replaced whatever its seq: a bad marker cannot stick.
 -- Returns {epoch, seq} of the marker after the call.
 
 local current = redis.call("HGET", KEYS[1], ARGV[1])
@@ -14,7 +15,7 @@ local epoch, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
 if current then
   local ce, cs = current:match("^(%d+):(%d+)$")
   ce, cs = tonumber(ce), tonumber(cs)
-  if ce > epoch or (ce == epoch and cs >= seq) then
+  if ce == epoch and cs >= seq then
     return {ce, cs}
   end
 end
