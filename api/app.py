@@ -9,11 +9,11 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 import uvicorn
 from argon2 import PasswordHasher
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 import mqchat
-from api import device_routes, errors, hooks, provisioning, routes, state_routes
+from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -41,8 +41,11 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(routes.router)
     app.include_router(state_routes.router)
     app.include_router(device_routes.router)
-    app.include_router(hooks.router)
+    app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
+    if settings.http.cors_origins:
+        app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
+    app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -56,7 +59,12 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
 
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if not guards.metrics_allowed(settings.http, request):
+            body = errors.error_body("forbidden", "metrics need http.metrics_token (or a loopback client)")
+            return JSONResponse(body, status_code=403)
+        return await metrics_endpoint(request)
 
     return app
 

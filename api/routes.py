@@ -82,12 +82,15 @@ async def login(body: models.Login, svc: Svc) -> models.LoginResult:
     if not svc.keys.can_issue:
         raise ApiError(409, "external_issuer", "tokens are issued by the external identity provider")
     user = await svc.directory.user_by_name(body.username)
-    stored = user.password_hash if user else svc.dummy_hash
+    # An unknown user, and an account with no password (provisioned for an external identity
+    # provider), cost one full Argon2id verification too: the answer's timing names no username.
+    has_password = user is not None and user.password_hash.startswith("$argon2")
+    stored = user.password_hash if user is not None and has_password else svc.dummy_hash
     try:
         ok: bool = await asyncio.to_thread(svc.hasher.verify, stored, body.password)
     except (VerificationError, InvalidHashError):
         ok = False
-    if user is None or not ok:
+    if user is None or not has_password or not ok:
         raise ApiError(401, "bad_credentials", "unknown username or wrong password")
     now = int(time.time())
     token = auth.issue(svc.keys, user_id=user.user_id, device_id=body.device_id, now=now)

@@ -11,6 +11,7 @@ issuer; time claims are checked here with the configured leeway.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,13 @@ def _dev_secret(path: Path, *, create: bool) -> str:
             f"no JWT key: set MQCHAT_AUTH__SECRET, or auth.public_key_file, or create {path} "
             "(`mqchat up` does so on first start)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd = path.open("x", encoding="ascii")  # fails if another process won the race
-    with fd:
-        path.chmod(0o600)
-        fd.write(secret + "\n")
+    # Created 0600 in one step (never readable by others, not even briefly); O_EXCL fails if another
+    # process won the race.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret + "\n")
     return secret
 
 

@@ -242,7 +242,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     external = bool(getattr(args, "broker", None))
     processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
     _check_ports(settings, embedded_broker=not external)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(lifecycle.PRIVATE_UMASK)  # children (Redis included) inherit it: data files are 0600
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # a directory made by an older version may be world-readable
     keys = auth.load_keys(settings, create=True)
     asyncio.run(_migrate(settings))
     for name in processes:

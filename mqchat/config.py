@@ -9,10 +9,11 @@ Every field is documented in docs/configuration.md, generated from the descripti
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,9 +42,51 @@ class MqttSettings(_Section):
         return self.public_host or self.host
 
 
+#: Words of the placeholder values in deploy/'s examples: a deployment that copied an example as it
+#: is would sign tokens with a publicly known key, so such a value is refused at start.
+EXAMPLE_SECRET_MARKERS = ("change-me", "changeme", "replace-with", "replace_with", "example", "placeholder",
+                          "your-secret")
+
+
+def refuse_example_secret(name: str, value: SecretStr | None) -> None:
+    """Raise ``ValueError`` when ``value`` is one of the documentation's example secrets."""
+    if value is None:
+        return
+    lowered = value.get_secret_value().lower()
+    if any(marker in lowered for marker in EXAMPLE_SECRET_MARKERS):
+        raise ValueError(f"{name} is an example value from the documentation; generate one: "
+                         "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+
+
 class HttpSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP API port.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20, description="Largest request body accepted; "
+                                "a larger one is answered 413 `body_too_large` before it is read.")
+    cors_origins: tuple[str, ...] = Field((), description="Origins of browser apps allowed to call the API "
+                                          "(e.g. `[\"https://chat.example.com\"]`, or `[\"*\"]`); empty: same "
+                                          "origin only.")
+    hooks_secret: SecretStr | None = Field(None, description="Secret an external broker presents to the auth hooks "
+                                           "(`/hooks/...`) as `Authorization: Bearer` or `?secret=`. Unset: the "
+                                           "hooks are off (404).")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token for `/metrics` on the API port. Unset: "
+                                            "`/metrics` there answers loopback clients only.")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(f"CORS origin {origin!r}: expected '*' or scheme://host[:port] with no path")
+        return value
+
+    @field_validator("hooks_secret", "metrics_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (use a random string)")
+        refuse_example_secret("this secret", value)
+        return value
 
 
 class AuthSettings(_Section):
@@ -74,6 +117,8 @@ class AuthSettings(_Section):
     def _check(self) -> AuthSettings:
         if self.secret is not None and len(self.secret.get_secret_value().encode()) < 32:
             raise ValueError("auth.secret must be at least 32 bytes")
+        for name in ("secret", "service_token"):
+            refuse_example_secret(f"auth.{name}", getattr(self, name))
         asymmetric = {"RS256", "ES256"} & set(self.algorithms)
         if asymmetric and self.public_key_file is None:
             raise ValueError(f"auth.algorithms {sorted(asymmetric)} need auth.public_key_file")

@@ -39,13 +39,21 @@ def _exit_now(why: str) -> None:
     os._exit(EXIT_STUCK)
 
 
+#: Files created by mqchat's processes: owner only.
+PRIVATE_UMASK = 0o077
+
+
 def run(main: Callable[[asyncio.Event], Awaitable[None]], *, grace_s: float = SHUTDOWN_GRACE_S) -> None:
     """Run ``main(stop)`` until it returns.
 
     The first SIGTERM/SIGINT sets ``stop`` (drain); a second one, or ``grace_s`` without finishing,
     cancels ``main``; if even that does not end it within :data:`CANCEL_GRACE_S` (a dependency that
     swallows cancellation), the process exits with status 70. A stopping process always stops.
+
+    Files the process creates are private to its user (umask 077: 0600 files, 0700 directories):
+    the data files hold password hashes, messages and push tokens.
     """
+    os.umask(PRIVATE_UMASK)
 
     async def root() -> None:
         loop = asyncio.get_running_loop()

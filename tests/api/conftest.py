@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from api.app import create_app
 from mqchat import auth
@@ -19,6 +20,9 @@ from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
 from tests.conftest import RedisServer
 
 PW = "correct horse battery"
+HOOKS_SECRET = "hooks-secret-for-the-tests"
+#: What an external broker sends with every hook call.
+HOOK_AUTH = {"Authorization": f"Bearer {HOOKS_SECRET}"}
 
 
 class RecordingEvents:
@@ -38,11 +42,14 @@ class Ctx:
     keys: auth.KeySet
     state: RedisState
     events: RecordingEvents
+    directory: SqliteDirectory
+    app: FastAPI
 
 
 @pytest.fixture
 async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
-    settings = load_settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1999, "ws_port": 1998,
+    settings = load_settings(data_dir=tmp_path, http={"hooks_secret": HOOKS_SECRET},
+                             mqtt={"host": "127.0.0.1", "port": 1999, "ws_port": 1998,
                                                       "public_host": "chat.example.com"})
     keys = auth.load_keys(settings, create=True)
     directory = await SqliteDirectory(settings.directory_db).open()
@@ -51,7 +58,7 @@ async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
     events = RecordingEvents()
     app = create_app(settings, directory, store, keys, state, events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        yield Ctx(client, store, keys, state, events)
+        yield Ctx(client, store, keys, state, events, directory, app)
     await state.close()
     await directory.close()
     await store.close()

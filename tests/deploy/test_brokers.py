@@ -39,6 +39,13 @@ def test_emqx_hook_bodies_carry_exactly_the_fields_the_hooks_read() -> None:
             assert template == "${" + field + "}", (field, template)  # EMQX placeholder of that field
 
 
+def test_emqx_sends_the_hooks_secret() -> None:
+    headers = re.findall(r"^\s*headers\s*\{(.*)\}\s*$", settings_lines(EMQX), flags=re.M)
+    assert len(headers) == 2
+    for line in headers:
+        assert '"authorization" = "Bearer "${MQCHAT_HTTP__HOOKS_SECRET}' in line
+
+
 def test_emqx_hooks_are_served_by_the_api_as_post() -> None:
     served = api_paths()
     for path in emqx_requests():
@@ -67,8 +74,9 @@ def test_vernemq_webhooks_are_the_three_the_hook_answers() -> None:
     assert set(endpoints) == set(names)
     served = api_paths()
     for url in endpoints.values():
-        path = re.sub(r"^http://[^/]+", "", url)
+        path, _, query = re.sub(r"^http://[^/]+", "", url).partition("?")
         assert path == "/hooks/vernemq"
+        assert query.startswith("secret="), "the hooks answer only the holder of http.hooks_secret"
         assert "POST" in served[path]
     hook_source = (BROKERS.parents[1] / "api" / "hooks.py").read_text()
     for hook in names.values():

@@ -38,3 +38,16 @@ def test_sigterm_drains_and_exits_cleanly(system: System) -> None:
     assert "workers stopped" in log
     assert "Traceback" not in log
     assert not any((system.data_dir / "run" / f"{n}.ready").exists() for n in ("broker", "bridge", "api", "workers"))
+
+
+def test_data_files_are_private_to_their_owner(system: System) -> None:
+    import stat
+
+    data = system.data_dir
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert {"jwt-secret", "directory.db", "messages.db"} <= {p.name for p in files}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.relative_to(data)} is readable by others"
+    for path in (p for p in data.rglob("*") if p.is_dir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.relative_to(data)}/ is open to others"
