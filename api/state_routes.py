@@ -12,7 +12,7 @@ from api import models
 from api.errors import ApiError
 from api.routes import Me, Services, Svc, _member_channel
 from mqchat import unread
-from mqchat.storage.base import Channel, Position, ReadMarker, StoredMessage
+from mqchat.storage.base import Channel, HistoryPage, Position, ReadMarker, StoredMessage
 
 router = APIRouter(prefix="/v1")
 
@@ -78,6 +78,12 @@ async def inbox(me: Me, svc: Svc) -> models.Inbox:
                         mentions=sum(e.mentions for e in entries))
 
 
+#: Most messages one sync answer carries, over all channels: a bound on the answer's size whatever
+#: the number of channels. Channels left out get ``has_more`` (or an empty latest page) and come in
+#: the next call.
+SYNC_MAX_MESSAGES = 10_000
+
+
 @router.post("/sync", response_model=models.SyncResult)
 async def sync(body: models.SyncRequest, me: Me, svc: Svc) -> models.SyncResult:
     """Everything a returning device missed, for all its channels, in one call (see docs/sync.md)."""
@@ -85,17 +91,36 @@ async def sync(body: models.SyncRequest, me: Me, svc: Svc) -> models.SyncResult:
     listed = {c.channel: c for c in body.channels}
     positions = await svc.store.positions(list(mine))
 
+    def plan(channel: str) -> tuple[Literal["ok", "new", "reset"], int]:
+        """The channel's status and how many messages it wants in this answer."""
+        pos, cursor = positions[channel], listed.get(channel)
+        if cursor is None:
+            return "new", min(body.limit, pos.last_seq)
+        if cursor.epoch != pos.epoch or cursor.last_seq > pos.last_seq:
+            # Another epoch, or a position past the channel's end (the device's state is not ours):
+            # the device drops what it holds for the channel and starts again from the latest page.
+            return "reset", min(body.limit, pos.last_seq)
+        return "ok", min(body.limit, pos.last_seq - cursor.last_seq)
+
+    plans = {c: plan(c) for c in mine}
+    budget, grants = SYNC_MAX_MESSAGES, {}
+    for channel in sorted(mine, key=lambda c: (plans[c][1], c)):  # smallest first: most channels complete
+        grants[channel] = min(plans[channel][1], budget)
+        budget -= grants[channel]
+
     async def one(channel: str) -> models.SyncChannel:
-        pos = positions[channel]
-        cursor = listed.get(channel)
-        if cursor is not None and cursor.epoch == pos.epoch:
-            page = await svc.store.history(channel, after=cursor.last_seq, limit=body.limit)
-            status: Literal["ok", "new", "reset"] = "ok"
+        status, wanted = plans[channel]
+        granted, pos = grants[channel], positions[channel]
+        if granted == 0:
+            page = HistoryPage([], pos.epoch, pos.last_seq, has_more=wanted > 0)
+        elif status == "ok":
+            page = await svc.store.history(channel, after=listed[channel].last_seq, limit=granted)
         else:
-            page = await svc.store.history(channel, limit=body.limit)
-            status = "new" if cursor is None else "reset"
+            page = await svc.store.history(channel, limit=granted)
+        # has_more ("call again with the new last_seq") is for "ok"; new and reset channels carry the
+        # latest page, and older messages come from history when the user scrolls back.
         return models.SyncChannel(channel=channel, status=status, epoch=page.epoch, last_seq=page.last_seq,
-                                  has_more=page.has_more if status == "ok" else False,
+                                  has_more=status == "ok" and (page.has_more or granted < wanted),
                                   messages=[_out(m) for m in page.messages])
 
     results = await asyncio.gather(*(one(c) for c in sorted(mine)))

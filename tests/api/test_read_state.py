@@ -118,6 +118,51 @@ async def test_sync_returns_exactly_what_was_missed_per_channel(ctx: Ctx, tmp_pa
         assert error(await c.post("/v1/sync", json=bad, headers=bearer(at))) == (422, "invalid_request"), bad
 
 
+async def test_sync_past_the_end_of_a_channel_is_a_reset(ctx: Ctx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = ctx.client
+    alice, at = await user(c, "alice")
+    gid = (await c.post("/v1/channels", json={"kind": "group", "members": []}, headers=bearer(at))).json()[
+        "channel_id"]
+    pipe = await sender(ctx, tmp_path)
+    await pipe.process(sends(alice, gid, ["a", "b", "c"], "s"))
+    out = (await c.post("/v1/sync", json={"channels": [{"channel": gid, "epoch": 1, "last_seq": 50}]},
+                        headers=bearer(at))).json()
+    (entry,) = out["channels"]
+    assert (entry["status"], entry["last_seq"], [m["seq"] for m in entry["messages"]]) == ("reset", 3, [1, 2, 3])
+
+
+async def test_one_sync_answer_carries_a_bounded_number_of_messages(ctx: Ctx, tmp_path,  # type: ignore[no-untyped-def]
+                                                                     monkeypatch) -> None:
+    from api import state_routes
+
+    monkeypatch.setattr(state_routes, "SYNC_MAX_MESSAGES", 10)
+    c = ctx.client
+    alice, at = await user(c, "alice")
+    g1, g2, g3 = [(await c.post("/v1/channels", json={"kind": "group", "members": []}, headers=bearer(at))).json()[
+        "channel_id"] for _ in range(3)]
+    pipe = await sender(ctx, tmp_path)
+    for ch, n in ((g1, 8), (g2, 3), (g3, 6)):
+        await pipe.process(sends(alice, ch, [f"{ch}:{i}" for i in range(n)], "s"))
+    cursors = {g1: 0, g2: 0, g3: 0}
+    got: dict[str, list[int]] = {g1: [], g2: [], g3: []}
+    calls = 0
+    while True:
+        calls += 1
+        body = {"channels": [{"channel": ch, "epoch": 1, "last_seq": seq} for ch, seq in cursors.items()]}
+        out = (await c.post("/v1/sync", json=body, headers=bearer(at))).json()
+        assert sum(len(ch["messages"]) for ch in out["channels"]) <= 10
+        for ch in out["channels"]:
+            got[ch["channel"]] += [m["seq"] for m in ch["messages"]]
+            if ch["messages"]:
+                cursors[ch["channel"]] = ch["messages"][-1]["seq"]
+        if not any(ch["has_more"] for ch in out["channels"]):
+            break
+        assert calls < 5
+    # every missed message arrives exactly once, in order, over as few calls as the bound allows
+    assert got == {g1: list(range(1, 9)), g2: [1, 2, 3], g3: list(range(1, 7))}
+    assert calls == 2
+
+
 async def test_channel_presence_counts_online_members(ctx: Ctx) -> None:
     c = ctx.client
     _alice, at = await user(c, "alice")
