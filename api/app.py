@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
+import redis.asyncio as aioredis
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, Request
@@ -15,20 +16,26 @@ from fastapi.responses import JSONResponse, Response
 import mqchat
 from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
 from api.events import EventSink, MqttEventSink
+from api.limits import Limits
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, MqchatError
 from mqchat.ops import metrics_endpoint
+from mqchat.ratelimit import RateLimiter
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.redis_ratelimit import RedisRateLimiter
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
-               state: RedisState, events: EventSink) -> FastAPI:
-    """Build the FastAPI application around already-open stores (tests pass their own)."""
+               state: RedisState, events: EventSink, *, limiter: RateLimiter | None = None) -> FastAPI:
+    """Build the FastAPI application around already-open stores (tests pass their own).
+
+    ``limiter`` keeps the rate limits (Redis, shared by every instance); None: in this process only.
+    """
     app = FastAPI(
         title="mqchat HTTP API", version=mqchat.__version__,
         description="Accounts, tokens, channels, membership and history. Real-time traffic is MQTT: "
@@ -36,7 +43,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     )
     hasher = PasswordHasher()
     app.state.services = routes.Services(settings, keys, directory, store, state, events, hasher,
-                                         hasher.hash("not-a-password"))
+                                         hasher.hash("not-a-password"), Limits(settings.ratelimit, limiter))
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
@@ -97,13 +104,18 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
         state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
         stack.push_async_callback(state.close)
+        limits_client = aioredis.Redis.from_url(settings.redis.url)
+        stack.push_async_callback(limits_client.aclose)
+        limiter = RedisRateLimiter(limits_client, settings.redis.key_prefix)
         events = MqttEventSink(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
                                password=password)
         await events.start()
         stack.push_async_callback(events.stop)
-        app = create_app(settings, directory, store, keys, state, events)
+        app = create_app(settings, directory, store, keys, state, events, limiter=limiter)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                                proxy_headers=bool(settings.http.trusted_proxies),
+                                forwarded_allow_ips=list(settings.http.trusted_proxies) or None)
         server = _Server(config)
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve(), name="api.serve")

@@ -13,10 +13,12 @@ from mqchat.errors import StorageUnavailable
 class ApiError(Exception):
     """An error meant for the client: ``status`` and a stable ``code``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after_s: int | None = None) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
+        """Sent as ``Retry-After`` (429, 503)."""
         super().__init__(message)
 
 
@@ -34,13 +36,21 @@ _STATUS_CODES = {
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(exc.retry_after_s)
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                # loc is ("body", <character offset>): say what it is instead of "1: JSON decode error"
+                offset = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+                where = f" at character {offset}" if offset is not None else ""
+                return JSONResponse(error_body("invalid_request", f"the body is not valid JSON{where}"),
+                                    status_code=422)
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse(error_body("invalid_request", "; ".join(parts)), status_code=422)

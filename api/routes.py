@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api import models
 from api.errors import ApiError
 from api.events import EventSink
+from api.limits import Limits, client_address
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import AuthError, Conflict
@@ -36,6 +37,7 @@ class Services:
     hasher: PasswordHasher
     dummy_hash: str
     """Verified against when a username is unknown, so both cases take the same time."""
+    limits: Limits
 
 
 def services(request: Request) -> Services:
@@ -68,7 +70,8 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=models.UserCreated,
              responses={409: {"description": "username_taken"}})
-async def create_user(body: models.CreateUser, svc: Svc) -> models.UserCreated:
+async def create_user(body: models.CreateUser, svc: Svc, request: Request) -> models.UserCreated:
+    await svc.limits.charge("signup-ip", client_address(request))  # each sign-up costs an Argon2id hash
     hashed = await asyncio.to_thread(svc.hasher.hash, body.password)
     try:
         user = await svc.directory.create_user(body.username, hashed, now_ms=now_ms())
@@ -78,9 +81,11 @@ async def create_user(body: models.CreateUser, svc: Svc) -> models.UserCreated:
 
 
 @router.post("/login", response_model=models.LoginResult, responses={401: {"description": "bad_credentials"}})
-async def login(body: models.Login, svc: Svc) -> models.LoginResult:
+async def login(body: models.Login, svc: Svc, request: Request) -> models.LoginResult:
     if not svc.keys.can_issue:
         raise ApiError(409, "external_issuer", "tokens are issued by the external identity provider")
+    await svc.limits.charge("login-ip", client_address(request))
+    await svc.limits.charge("login-account", body.username, cost=0)  # refused once its failures are spent
     user = await svc.directory.user_by_name(body.username)
     # An unknown user, and an account with no password (provisioned for an external identity
     # provider), cost one full Argon2id verification too: the answer's timing names no username.
@@ -91,6 +96,7 @@ async def login(body: models.Login, svc: Svc) -> models.LoginResult:
     except (VerificationError, InvalidHashError):
         ok = False
     if user is None or not has_password or not ok:
+        await svc.limits.charge("login-account", body.username)
         raise ApiError(401, "bad_credentials", "unknown username or wrong password")
     now = int(time.time())
     token = auth.issue(svc.keys, user_id=user.user_id, device_id=body.device_id, now=now)

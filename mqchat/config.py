@@ -71,6 +71,9 @@ class HttpSettings(_Section):
                                            "hooks are off (404).")
     metrics_token: SecretStr | None = Field(None, description="Bearer token for `/metrics` on the API port. Unset: "
                                             "`/metrics` there answers loopback clients only.")
+    trusted_proxies: tuple[str, ...] = Field((), description="Addresses of reverse proxies whose "
+                                             "`X-Forwarded-For` names the client (rate limits count per client "
+                                             "address); empty: the peer address is the client.")
 
     @field_validator("cors_origins")
     @classmethod
@@ -263,6 +266,28 @@ class PushSettings(_Section):
         return self
 
 
+class RateLimitSettings(_Section):
+    """HTTP rate limits, kept in Redis so they hold across API instances (docs/security.md).
+
+    Each rule is ``N/period`` (``30/1m``, ``10/10m``, ``5/s``, ``20/1h``): ``N`` requests at once,
+    then one every ``period / N``. A refused request gets 429 ``rate_limited`` with ``Retry-After``.
+    """
+
+    enabled: bool = Field(True, description="Off only for loopback benchmarks and load tests, explicitly.")
+    login_per_ip: str = Field("30/1m", description="Login attempts per client address.")
+    login_failures_per_account: str = Field("10/10m", description="Failed logins per username, from any "
+                                            "address (a guessing attack spread over many addresses).")
+    signup_per_ip: str = Field("20/1h", description="Accounts created per client address.")
+
+    @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip")
+    @classmethod
+    def _rule(cls, value: str) -> str:
+        from mqchat.ratelimit import Rule
+
+        Rule.parse(value)
+        return value
+
+
 class OpsSettings(_Section):
     host: str = Field("127.0.0.1", description="Address of the operations endpoints (/metrics, /healthz, /readyz).")
     broker_port: int = Field(0, ge=0, le=65535, description="Operations port of the broker (0 = off).")
@@ -293,6 +318,7 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     redis: RedisSettings = RedisSettings()
     ops: OpsSettings = OpsSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
     push: PushSettings = PushSettings()
 
     @classmethod

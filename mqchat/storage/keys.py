@@ -31,6 +31,9 @@ key                                      type    contents and lifetime
 ``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
 ``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
                                                  at ~100k entries; inspect with XRANGE
+``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
+                                                 (an IP address, a username); expires when the allowance is
+                                                 whole again (``mqchat/ratelimit.py``)
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -91,6 +94,9 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    def rate(self, rule: str, subject: str) -> str:
+        return f"{self.prefix}rl:{rule}:{subject}"
 
     @property
     def bridges(self) -> str:

@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.app import create_app
 from mqchat import auth
 from mqchat.config import load_settings
+from mqchat.storage.redis_ratelimit import RedisRateLimiter
 from mqchat.storage.redis_state import RedisState
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
 from tests.conftest import RedisServer
@@ -56,10 +58,13 @@ async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
     store = await SqliteMessageStore(settings.messages_db).open()
     state = RedisState.from_url(redis_server.url)
     events = RecordingEvents()
-    app = create_app(settings, directory, store, keys, state, events)
+    limits_client = aioredis.Redis.from_url(redis_server.url)
+    app = create_app(settings, directory, store, keys, state, events,
+                     limiter=RedisRateLimiter(limits_client, settings.redis.key_prefix))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
         yield Ctx(client, store, keys, state, events, directory, app)
     await state.close()
+    await limits_client.aclose()
     await directory.close()
     await store.close()
 

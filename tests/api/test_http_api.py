@@ -39,6 +39,7 @@ async def test_malformed_json_body_is_a_json_error(ctx) -> None:  # type: ignore
     client = ctx.client
     r = await client.post("/v1/users", content=b"{nope", headers={"content-type": "application/json"})
     assert error(r) == (422, "invalid_request")
+    assert r.json()["error"]["message"] == "the body is not valid JSON at character 1"
 
 
 async def test_duplicate_username_and_bad_logins(ctx) -> None:  # type: ignore[no-untyped-def]
