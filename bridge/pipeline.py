@@ -174,7 +174,14 @@ class Pipeline:
         jobs = []
         if self._read_state is not None:
             markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
-            mentioned = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
+            # Only members are mentioned: a made-up or foreign user id in a body creates no state.
+            named = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
+            try:
+                members = await self._directory.memberships({(c, u) for u, c, _ in named}) if named else set()
+            except StorageError as exc:
+                logger.warning("mentions of %d messages not recorded: %s", len(new), exc)
+                members = set()
+            mentioned = [(u, c, seq) for u, c, seq in named if (c, u) in members]
             jobs += [self._read_state.add_mentions(mentioned), self._read_state.mark_read_many(markers)]
         if self._fanout is not None:
             jobs.append(self._fanout.enqueue_fanout(new))

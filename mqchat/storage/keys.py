@@ -14,7 +14,8 @@ key                                      type    contents and lifetime
                                                  capped at ~100k entries; read by the presence publisher
 ``presence:online:{channel}``            set     members of the channel who are online (for counts)
 ``read:{user}``                          hash    channel → ``{epoch}:{seq}``, the user's read markers
-``mentions:{user}:{channel}``            zset    seqs of messages in the channel that mention the user
+``mentions:{user}:{channel}``            zset    seqs of messages in the channel that mention the user (members
+                                                 only); expires 30 days after the latest mention
 ``bridge:members``                       zset    bridge id → heartbeat expiry (ms): the live bridges
 ``bridge:lease:{partition}``             string  the bridge that owns the partition's channels; expires
                                                  unless renewed (``bridge.lease_ms``)
@@ -60,6 +61,8 @@ PUSH_SENDS_MAXLEN = 1_000_000
 PUSH_DLQ_MAXLEN = 100_000
 #: Lifetime of a fan-out job's progress cursor (seconds).
 FANOUT_PROGRESS_TTL_S = 86_400
+#: Mentions unread for this long stop counting (their key expires with the latest mention's age).
+MENTIONS_TTL_S = 30 * 86_400
 
 
 #: Prefix of every key unless ``redis.key_prefix`` says otherwise.

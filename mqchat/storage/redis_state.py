@@ -26,7 +26,7 @@ from mqchat.storage.base import (
     StoredMessage,
     UserPresence,
 )
-from mqchat.storage.keys import CHANGES_MAXLEN, DEFAULT_PREFIX, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
+from mqchat.storage.keys import CHANGES_MAXLEN, DEFAULT_PREFIX, MENTIONS_TTL_S, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
 
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 
@@ -205,7 +205,9 @@ class RedisState:
             return
         pipe = self._r.pipeline(transaction=False)
         for user, channel, seq in mentions:
-            pipe.zadd(self.keys.mentions(user, channel), {str(seq): seq})
+            key = self.keys.mentions(user, channel)
+            pipe.zadd(key, {str(seq): seq})
+            pipe.expire(key, MENTIONS_TTL_S)
         await self._call(pipe.execute())
 
     async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]:

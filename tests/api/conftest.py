@@ -46,6 +46,8 @@ class Ctx:
     events: RecordingEvents
     directory: SqliteDirectory
     app: FastAPI
+    state_url: str
+    """The test's Redis (to look at keys directly)."""
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
     app = create_app(settings, directory, store, keys, state, events,
                      limiter=RedisRateLimiter(limits_client, settings.redis.key_prefix))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        yield Ctx(client, store, keys, state, events, directory, app)
+        yield Ctx(client, store, keys, state, events, directory, app, redis_server.url)
     await state.close()
     await limits_client.aclose()
     await directory.close()

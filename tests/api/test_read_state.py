@@ -194,3 +194,26 @@ async def test_a_read_marker_of_another_epoch_is_refused_and_a_stale_one_heals(c
     await ctx.state.mark_read(alice, gid, 7, 20)
     r = (await c.post(f"/v1/channels/{gid}/read", json={"seq": 12}, headers=bearer(at))).json()
     assert (r["epoch"], r["seq"], r["unread"]) == (1, 12, 18)
+
+
+async def test_only_members_are_mentioned_and_mentions_expire(ctx: Ctx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    c = ctx.client
+    alice, at = await user(c, "alice")
+    bob, bt = await user(c, "bob")
+    carol, _ = await user(c, "carol")  # exists, but is not in the channel
+    gid = (await c.post("/v1/channels", json={"kind": "group", "members": [bob]}, headers=bearer(at))).json()[
+        "channel_id"]
+    pipe = await sender(ctx, tmp_path)
+    await pipe.process(sends(alice, gid, [f"hi <@{bob}> <@{carol}> <@u-made-up-{i}>" for i in range(3)], "m"))
+
+    raw = aioredis.Redis.from_url(ctx.state_url)
+    try:
+        keys = sorted(k.decode() for k in await raw.keys("*mentions:*"))
+        assert keys == [ctx.state.keys.mentions(bob, gid)]  # nothing for carol nor for made-up ids
+        assert 0 < await raw.ttl(keys[0]) <= 30 * 86_400
+    finally:
+        await raw.aclose()
+    inbox = (await c.get("/v1/me/inbox", headers=bearer(bt))).json()
+    assert inbox["mentions"] == 3
