@@ -123,6 +123,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(_cancel, ticker)
         publisher = MqttPublisher()
         pipeline = Pipeline(store, directory, sequencer, publisher, read_state=redis_state, fanout=redis_state,
+                            push_bodies=not settings.push.privacy,
                             owns=ownership.owns if ownership is not None else None, background_followups=True)
         followups = asyncio.create_task(pipeline.follow_up_forever(), name="bridge.followups")
 

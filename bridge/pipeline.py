@@ -70,6 +70,7 @@ class Pipeline:
             are recorded. ``None`` turns this off.
         fanout: where push fan-out jobs go, one per new message, after the acks (pushes never
             block the send path). ``None`` turns this off.
+        push_bodies: False in privacy mode (``push.privacy``): fan-out jobs carry no message text.
         owns: with several bridges, whether this one currently owns a channel; sends for other
             channels are left to their owner. ``None``: this bridge owns every channel.
         background_followups: queue the read-state and push-job updates for
@@ -87,6 +88,7 @@ class Pipeline:
         write_deadline_s: float = 5.0,
         read_state: ReadStateStore | None = None,
         fanout: FanoutQueue | None = None,
+        push_bodies: bool = True,
         owns: Callable[[str], bool] | None = None,
         background_followups: bool = False,
     ) -> None:
@@ -96,6 +98,7 @@ class Pipeline:
             asyncio.Queue() if background_followups else None)
         self._read_state = read_state
         self._fanout = fanout
+        self._push_bodies = push_bodies
         self._store = store
         self._directory = directory
         self._seq = sequencer
@@ -184,7 +187,7 @@ class Pipeline:
             mentioned = [(u, c, seq) for u, c, seq in named if (c, u) in members]
             jobs += [self._read_state.add_mentions(mentioned), self._read_state.mark_read_many(markers)]
         if self._fanout is not None:
-            jobs.append(self._fanout.enqueue_fanout(new))
+            jobs.append(self._fanout.enqueue_fanout(new, bodies=self._push_bodies))
         for result in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(result, StorageError):
                 logger.warning("read state or push jobs not updated for %d messages: %s", len(new), result)

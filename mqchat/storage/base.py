@@ -207,7 +207,8 @@ class ReadStateStore(Protocol):
 
 
 class FanoutQueue(Protocol):
-    async def enqueue_fanout(self, messages: Sequence[StoredMessage]) -> None:
+    async def enqueue_fanout(self, messages: Sequence[StoredMessage], *, bodies: bool = True) -> None:
         """Queue one push fan-out job per new (durable, already published) message. The queue is
-        durable and consumed at least once by the push workers."""
+        durable and consumed at least once by the push workers. ``bodies=False`` (privacy mode):
+        the jobs carry no message text."""
         ...

@@ -223,23 +223,24 @@ class RedisState:
 
     # --- fan-out jobs ----------------------------------------------------------------------------
 
-    async def enqueue_fanout(self, messages: Sequence[StoredMessage]) -> None:
+    async def enqueue_fanout(self, messages: Sequence[StoredMessage], *, bodies: bool = True) -> None:
         """One push fan-out job per new message, in one round trip (see :class:`FanoutQueue`)."""
         if not messages:
             return
         pipe = self._r.pipeline(transaction=False)
         for m in messages:
-            pipe.xadd(self.keys.push_jobs, fanout_job(m), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
+            pipe.xadd(self.keys.push_jobs, fanout_job(m, body=bodies), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
         await self._call(pipe.execute())
 
 
 _Field = bytes | bytearray | memoryview | str | int | float
 
 
-def fanout_job(m: StoredMessage) -> dict[_Field, _Field]:
-    """The fields of a fan-out job: enough to decide and build a notification without a store read."""
+def fanout_job(m: StoredMessage, *, body: bool = True) -> dict[_Field, _Field]:
+    """The fields of a fan-out job: enough to decide and build a notification without a store read.
+    ``body=False`` (privacy mode): the text never enters Redis (an empty body is stored)."""
     return {"id": str(m.id), "channel": m.channel, "epoch": m.epoch, "seq": m.seq, "sender": m.sender,
-            "device": m.device, "ts": m.ts, "kind": m.kind, "body": m.body}
+            "device": m.device, "ts": m.ts, "kind": m.kind, "body": m.body if body else ""}
 
 
 def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore, FanoutQueue]:

@@ -161,3 +161,22 @@ async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState, r
         {"id": "12", "channel": "c1", "epoch": "1", "seq": "2", "sender": "alice", "device": "phone",
          "ts": str(T0 + 2), "kind": "text", "body": "hi 2"},
     ]
+
+
+async def test_in_privacy_mode_fanout_jobs_carry_no_text(state: RedisState, redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    from mqchat.storage.base import StoredMessage
+
+    secret = "the launch code is 0000"
+    await state.enqueue_fanout([StoredMessage(7, "c1", 1, 1, "alice", "phone", "m1", T0, "text", secret)],
+                               bodies=False)
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        (entry,) = await raw.xrange("t:push:jobs")
+        assert entry[1]["body"] == ""
+        assert entry[1]["seq"] == "1"
+        dump = [str(await raw.dump(k)) for k in await raw.keys("*")]
+        assert not any("launch code" in d for d in dump)
+    finally:
+        await raw.aclose()
