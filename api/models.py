@@ -71,7 +71,8 @@ class CreatedChannel(ChannelOut):
 
 
 class ChannelList(BaseModel):
-    channels: list[ChannelOut]
+    channels: list[ChannelOut] = Field(description="Ordered by channel id.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class AddMember(_Strict):
@@ -138,8 +139,9 @@ class InboxEntry(BaseModel):
 
 class Inbox(BaseModel):
     channels: list[InboxEntry] = Field(description="Most recent activity first.")
-    badge: int
-    mentions: int
+    badge: int = Field(description="Unread over all your channels (not only this page).")
+    mentions: int = Field(description="Unread mentions over all your channels.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class SyncCursor(_Strict):

@@ -13,7 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api import models
+from api import models, paging
 from api.errors import ApiError
 from api.events import EventSink
 from api.limits import Limits, client_address
@@ -181,10 +181,22 @@ async def _joined(svc: Services, channel_id: str, user_id: str, *, by: str) -> N
     await svc.events.user_event(user_id, {"type": "membership", "channel": channel_id, "action": "added", "by": by})
 
 
+#: Page sizes of the listing endpoints (``limit``): default and most.
+PAGE_DEFAULT, PAGE_MAX = 100, 500
+PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Most entries in this page.")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
+
+
 @router.get("/me/channels", response_model=models.ChannelList)
-async def my_channels(me: Me, svc: Svc) -> models.ChannelList:
-    channels = await svc.directory.channels_of(me.user_id)
-    return models.ChannelList(channels=[await _channel_out(svc, c) for c in channels])
+async def my_channels(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None) -> models.ChannelList:
+    """Your channels by channel id, a page at a time."""
+    after = paging.decode(cursor, "me/channels")[0] if cursor else ""
+    channels = sorted((c for c in await svc.directory.channels_of(me.user_id) if c.channel_id > after),
+                      key=lambda c: c.channel_id)
+    page = channels[:limit]
+    more = len(channels) > limit
+    return models.ChannelList(channels=[await _channel_out(svc, c) for c in page],
+                              next_cursor=paging.encode("me/channels", page[-1].channel_id) if more else None)
 
 
 @router.get("/channels/{channel_id}/messages", response_model=models.HistoryOut)

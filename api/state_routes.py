@@ -8,9 +8,9 @@ from typing import Literal
 import msgspec
 from fastapi import APIRouter
 
-from api import models
+from api import models, paging
 from api.errors import ApiError
-from api.routes import Me, Services, Svc, _member_channel
+from api.routes import PAGE_DEFAULT, Cursor, Me, PageLimit, Services, Svc, _member_channel
 from mqchat import unread
 from mqchat.storage.base import Channel, HistoryPage, Position, ReadMarker, StoredMessage
 
@@ -52,30 +52,44 @@ async def mark_read(channel_id: str, body: models.MarkRead, me: Me, svc: Svc) ->
 
 
 @router.get("/me/inbox", response_model=models.Inbox)
-async def inbox(me: Me, svc: Svc) -> models.Inbox:
-    """Your channels with their last message, unread and mention counts, most recent first."""
+async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None) -> models.Inbox:
+    """Your channels with their last message, unread and mention counts, most recent first, a page
+    at a time (``badge`` and ``mentions`` count every channel)."""
     channels: list[Channel] = await svc.directory.channels_of(me.user_id)
     ids = [c.channel_id for c in channels]
     positions = await svc.store.positions(ids)
     markers = await svc.state.read_markers(me.user_id, ids)
     read_seqs = {c: unread.read_seq(positions[c], markers[c]) for c in ids}
     mentions = await svc.state.mention_counts(me.user_id, read_seqs)
-    pages = await asyncio.gather(*(svc.store.history(c, limit=1) for c in ids))
-    members = await asyncio.gather(*(svc.directory.members(c) for c in ids))
+    lasts = dict(zip(ids, await asyncio.gather(*(svc.store.history(c, limit=1) for c in ids)), strict=True))
+
+    def activity(channel: Channel) -> tuple[int, str]:
+        page = lasts[channel.channel_id]
+        return (page.messages[-1].ts if page.messages else channel.created_ms), channel.channel_id
+
+    ordered = sorted(channels, key=activity, reverse=True)
+    if cursor:
+        at_ms, at_id = paging.decode(cursor, "inbox")[:2]
+        if not at_ms.isdigit():
+            raise ApiError(422, "invalid_cursor", "this cursor does not belong to this listing")
+        ordered = [c for c in ordered if activity(c) < (int(at_ms), at_id)]
+    page, more = ordered[:limit], len(ordered) > limit
+    members = await asyncio.gather(*(svc.directory.members(c.channel_id) for c in page))
     entries = []
-    for channel, page, who in zip(channels, pages, members, strict=True):
+    for channel, who in zip(page, members, strict=True):
         cid = channel.channel_id
-        last = page.messages[-1] if page.messages else None
+        history = lasts[cid]
+        last = history.messages[-1] if history.messages else None
         entries.append(models.InboxEntry(
             channel_id=cid, kind=channel.kind, name=channel.name, members=who, epoch=positions[cid].epoch,
             last_seq=positions[cid].last_seq, read_seq=read_seqs[cid],
             unread=unread.unread(positions[cid], markers[cid]),
             mentions=mentions[cid], last_message=_out(last) if last else None,
-            activity_ms=last.ts if last else channel.created_ms,
+            activity_ms=activity(channel)[0],
         ))
-    entries.sort(key=lambda e: (e.activity_ms, e.channel_id), reverse=True)
-    return models.Inbox(channels=entries, badge=sum(e.unread for e in entries),
-                        mentions=sum(e.mentions for e in entries))
+    return models.Inbox(channels=entries, badge=sum(unread.unread(positions[c], markers[c]) for c in ids),
+                        mentions=sum(mentions.values()),
+                        next_cursor=paging.encode("inbox", *activity(page[-1])) if more else None)
 
 
 #: Most messages one sync answer carries, over all channels: a bound on the answer's size whatever

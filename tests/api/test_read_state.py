@@ -217,3 +217,43 @@ async def test_only_members_are_mentioned_and_mentions_expire(ctx: Ctx, tmp_path
         await raw.aclose()
     inbox = (await c.get("/v1/me/inbox", headers=bearer(bt))).json()
     assert inbox["mentions"] == 3
+
+
+async def test_inbox_and_my_channels_come_in_pages_and_cursors_are_checked(ctx: Ctx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = ctx.client
+    alice, at = await user(c, "alice")
+    made = [(await c.post("/v1/channels", json={"kind": "group", "members": []}, headers=bearer(at))).json()[
+        "channel_id"] for _ in range(7)]
+    pipe = await sender(ctx, tmp_path)
+    for i, ch in enumerate(made):
+        await pipe.process(sends(alice, ch, [f"m{i}"], f"p{i}"))
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = (await c.get("/v1/me/inbox", params=params, headers=bearer(at))).json()
+        assert len(page["channels"]) <= 3
+        assert page["badge"] == 0  # own messages; counted over every channel, not the page
+        seen += [e["channel_id"] for e in page["channels"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))  # most recent activity first, each exactly once
+
+    ids: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await c.get("/v1/me/channels", params=params, headers=bearer(at))).json()
+        ids += [ch["channel_id"] for ch in page["channels"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert ids == sorted(made)
+
+    other = (await c.get("/v1/me/channels", params={"limit": 2}, headers=bearer(at))).json()["next_cursor"]
+    for bad in (other, "!!!", "aW5ib3g"):  # another listing's cursor, garbage, a cursor with no position
+        assert error(await c.get("/v1/me/inbox", params={"cursor": bad}, headers=bearer(at))) == (
+            422, "invalid_cursor"), bad
+    assert error(await c.get("/v1/me/inbox", params={"limit": 501}, headers=bearer(at))) == (422, "invalid_request")
