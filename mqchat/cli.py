@@ -218,10 +218,19 @@ Get a token:
        -d '{{"username":"alice","password":"correct horse"}}'
   curl -s -XPOST {api}/v1/login -H 'content-type: application/json' \\
        -d '{{"username":"alice","password":"correct horse","device_id":"phone1"}}'
-or, for development:  mqchat token --user USER_ID --device DEVICE_ID{dev_note}
+or, for development:  {_mqchat_command()} token --user USER_ID --device DEVICE_ID{dev_note}
 
 Connect with client id USER_ID:DEVICE_ID, username USER_ID, password TOKEN. Ctrl-C stops.
 """
+
+
+def _mqchat_command() -> str:
+    """How to run ``mqchat`` from any shell: the venv's script path unless ``mqchat`` on PATH is it."""
+    script = Path(sys.executable).parent / "mqchat"
+    on_path = shutil.which("mqchat")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "mqchat"
+    return str(script) if script.exists() else f"{sys.executable} -m mqchat.cli"
 
 
 def parse_broker(address: str) -> dict[str, Any]:

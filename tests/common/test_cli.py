@@ -38,3 +38,19 @@ def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:
         _settings(args)
     same = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1884)
     assert _settings(same).mqtt.port == 1884
+
+
+def test_the_banners_token_command_runs_from_any_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+    import subprocess
+
+    from mqchat import auth
+    from mqchat.cli import _mqchat_command
+    from mqchat.config import load_settings
+
+    auth.load_keys(load_settings(data_dir=tmp_path), create=True)
+    command = [*shlex.split(_mqchat_command()), "token", "--user", "u1", "--device", "d1", "--data-dir",
+               str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(".") == 2  # a JWT
