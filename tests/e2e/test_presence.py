@@ -21,8 +21,8 @@ import pytest
 from mobile_sim.client import Device
 from mqchat import auth, topics
 from mqchat.config import load_settings
+from mqchat.mqtt import codec
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
-from tests import mqtt_bytes
 from tests.conftest import ROOT, RedisServer, System, free_port
 from tests.e2e.conftest import World, stored_rows
 
@@ -94,7 +94,7 @@ async def test_lost_connection_without_disconnect_goes_offline(system: System, w
                                                                watcher: PresenceWatcher) -> None:
     s = world.alice_phone
     sock = socket.create_connection(("127.0.0.1", system.mqtt_port))
-    sock.sendall(mqtt_bytes.connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
+    sock.sendall(codec.encode_connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
                                     keepalive=30))
     assert sock.recv(4) == b"\x20\x02\x00\x00"
     await watcher.wait_for(world.alice, "online", within=5)
@@ -109,7 +109,7 @@ async def test_silent_client_is_dropped_after_one_and_a_half_keepalives(system: 
     keepalive = 2
     sock = socket.create_connection(("127.0.0.1", system.mqtt_port))
     will = (topics.device_presence(s.user_id, s.device_id), b'{"status": "offline", "ts": 0}', 1, True)
-    sock.sendall(mqtt_bytes.connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
+    sock.sendall(codec.encode_connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
                                     keepalive=keepalive, will=will))
     assert sock.recv(4) == b"\x20\x02\x00\x00"
     await watcher.wait_for(world.alice, "online", within=5)
