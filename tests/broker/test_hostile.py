@@ -214,7 +214,7 @@ def test_slowloris_sockets_are_all_closed_after_the_connect_timeout(start_broker
                 send_quietly(s, connect[i : i + 1])
             if time.monotonic() - start > CONNECT_TIMEOUT_S + 2:
                 break
-            time.sleep(0.1)
+            time.sleep(0.1)  # deliberately slow: one byte per socket every 0.1 s
         for s in socks:
             left = max(0.1, CONNECT_TIMEOUT_S + CLOSE_WITHIN_S - (time.monotonic() - start))
             assert_closed(s, left, what=f"a CONNECT trickled for more than the {CONNECT_TIMEOUT_S}s connect timeout")
@@ -262,7 +262,7 @@ def test_a_device_over_its_publish_rate_is_slowed_down_and_loses_nothing(start_b
         assert svc.subscribe([(topic, 1), ("svc/flood", 1)]) == [1, 1]
         start = time.monotonic()
         device.send(b"".join(publish(topic, str(i).encode()) for i in range(flood)))
-        time.sleep(0.2)
+        time.sleep(0.2)  # deliberately: the broker is busy with the flood when the bystander pings
         ping_start = time.monotonic()
         bystander.ping(timeout=2)  # nobody else waits
         assert time.monotonic() - ping_start < 1.0, "another client waited behind a flooding one"
