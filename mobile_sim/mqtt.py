@@ -20,8 +20,8 @@ Errors::
      └── ConnectionLost       also a ConnectionError (so an OSError): the connection ended; every
                               pending publish / subscribe future fails with it
 
-The bytes are :mod:`mqchat.mqtt.codec`'s, the MQTT codec the broker uses too (the one shared module
-this client imports besides the topic and schema contract).
+Every byte is encoded and decoded by :mod:`mqchat.mqtt.codec`, the core's MQTT codec, which the
+broker reads them with too (it is shared code, not a server internal).
 """
 
 from __future__ import annotations
