@@ -50,7 +50,7 @@ async def test_retained_messages_do_not_leak_to_other_clients_on_connect(system:
                         got.append(msg.topic.value)
 
                 reader = asyncio.create_task(read())
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # a window for a presence message to leak through: none must
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
                 assert got == []
