@@ -1,10 +1,20 @@
-"""Request and response bodies of the HTTP API (pydantic, so they appear in the OpenAPI document)."""
+"""Request and response bodies of the HTTP API (pydantic, so they appear in the OpenAPI document).
+
+A body that is also a wire payload is not redefined here: :data:`MessageOut` *is*
+:class:`mqchat.schema.ChannelMessage`, annotated with :class:`WireStruct` so pydantic can validate,
+serialize and document the msgspec struct. What the API returns for a message is then the very
+struct, field for field, that the bridge publishes on ``ch/{channel}``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints, model_validator
+from pydantic_core import core_schema
+
+from mqchat import schema
 
 IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,32}$")]
@@ -85,20 +95,36 @@ class Membership(BaseModel):
     changed: bool
 
 
-class MessageOut(BaseModel):
-    """The same shape as a message on ``ch/{channel}`` (see docs/protocol.md)."""
+class WireStruct:
+    """Lets a msgspec struct of :mod:`mqchat.schema` stand in a pydantic model: ``Annotated[S, WireStruct("Name")]``.
 
-    id: str
-    seq: int
-    epoch: int
-    channel: str
-    sender: str
-    device: str
-    cmid: str
-    ts: int
-    kind: str
-    body: str
-    v: int
+    The struct is the one definition. Pydantic accepts an instance of it (or a mapping of its
+    fields), serializes it as msgspec does (every field, in declaration order), and documents it as
+    the component ``Name`` with the struct's fields and docstring. For output bodies only: every
+    field is listed as required, because every field is always sent.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get_pydantic_core_schema__(self, source: type[msgspec.Struct],
+                                     handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        shape = core_schema.typed_dict_schema(
+            {f.name: core_schema.typed_dict_field(handler.generate_schema(f.type), required=True)
+             for f in msgspec.structs.fields(source)},
+            ref=self.name,
+            metadata={"pydantic_js_updates": {"title": self.name, "description": (source.__doc__ or "").strip()}})
+
+        def from_fields(value: Any) -> msgspec.Struct:
+            return value if isinstance(value, source) else source(**value)
+
+        return core_schema.no_info_after_validator_function(
+            from_fields, core_schema.union_schema([core_schema.is_instance_schema(source), shape]),
+            serialization=core_schema.plain_serializer_function_ser_schema(msgspec.to_builtins, return_schema=shape))
+
+
+#: A message as returned by history, sync and the inbox: the ``ch/{channel}`` payload itself.
+MessageOut = Annotated[schema.ChannelMessage, WireStruct("MessageOut")]
 
 
 class HistoryOut(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-import msgspec
 from fastapi import APIRouter
 
 from api import models, paging
@@ -18,7 +17,7 @@ router = APIRouter(prefix="/v1")
 
 
 def _out(m: StoredMessage) -> models.MessageOut:
-    return models.MessageOut(**msgspec.structs.asdict(m.to_wire()))
+    return m.to_wire()
 
 
 async def _badge(svc: Services, user_id: str) -> tuple[int, dict[str, Position], dict[str, ReadMarker | None]]:

@@ -42,10 +42,10 @@ from amqtt.events import BrokerEvents
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.plugins.manager import PluginManager
 
-from broker import codec
-from broker.codec import ProtocolError
 from broker.session import Outgoing, Session
 from broker.topic_tree import TopicTree, matches
+from mqchat.mqtt import codec
+from mqchat.mqtt.codec import ProtocolError
 from mqchat.policy import TokenBucket
 
 logger = logging.getLogger(__name__)

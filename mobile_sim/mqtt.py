@@ -20,7 +20,8 @@ Errors::
      └── ConnectionLost       also a ConnectionError (so an OSError): the connection ended; every
                               pending publish / subscribe future fails with it
 
-The codec functions (``encode_*``, :func:`split_packets`) are pure and usable on their own.
+Every byte is encoded and decoded by :mod:`mqchat.mqtt.codec`, the core's MQTT codec, which the
+broker reads them with too (it is shared code, not a server internal).
 """
 
 from __future__ import annotations
@@ -33,38 +34,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, cast
 
+from mqchat.mqtt import codec
+from mqchat.mqtt.codec import ProtocolError
+
 logger = logging.getLogger(__name__)
 
-# Fixed-header first bytes (type << 4 | flags) of the packets a client sends or receives.
-CONNECT: Final = 0x10
-CONNACK: Final = 0x20
-PUBLISH: Final = 0x30
-PUBACK: Final = 0x40
-PUBREC: Final = 0x50
-PUBREL: Final = 0x62  # PUBREL, SUBSCRIBE and UNSUBSCRIBE carry the reserved flags 0b0010
-PUBCOMP: Final = 0x70
-SUBSCRIBE: Final = 0x82
-SUBACK: Final = 0x90
-UNSUBSCRIBE: Final = 0xA2
-UNSUBACK: Final = 0xB0
-PINGREQ: Final = 0xC0
-PINGRESP: Final = 0xD0
-DISCONNECT: Final = 0xE0
-
-MAX_REMAINING_LENGTH: Final = 268_435_455
-"""The largest remaining length four bytes can encode (MQTT 3.1.1 §2.2.3)."""
-
-#: CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
-CONNACK_REASONS: Final = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-_PINGREQ_BYTES: Final = bytes([PINGREQ, 0])
-_DISCONNECT_BYTES: Final = bytes([DISCONNECT, 0])
+CONNACK_REASONS: Final = codec.CONNACK_REASONS
+"""CONNACK return codes (MQTT 3.1.1 §3.2.2.3) and what they mean."""
 
 
 class MqttError(Exception):
@@ -87,10 +63,6 @@ class ConnectionLost(MqttError, ConnectionError):
     """The connection ended (network loss, server close, missing PINGRESP, or :meth:`MqttClient.abort`)."""
 
 
-class ProtocolError(MqttError):
-    """The peer sent bytes that are not MQTT 3.1.1 (the client closes the connection)."""
-
-
 @dataclass(slots=True)
 class Message:
     """A PUBLISH received from the broker."""
@@ -100,161 +72,6 @@ class Message:
     qos: int
     retain: bool
     dup: bool
-
-
-# ----------------------------------------------------------------------------------------- codec
-
-
-def encode_remaining_length(n: int) -> bytes:
-    """The variable-length "remaining length" of a fixed header.
-
-    Raises:
-        ValueError: ``n`` is negative or above :data:`MAX_REMAINING_LENGTH`.
-    """
-    if not 0 <= n <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {n} out of range")
-    if n < 128:
-        return bytes((n,))
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 128:
-        return bytes((first, n)) + body
-    return bytes((first,)) + encode_remaining_length(n) + body
-
-
-def _str(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    if len(raw) > 0xFFFF:
-        raise ValueError("string longer than 65535 bytes")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def encode_connect(client_id: str, *, username: str | None = None, password: str | None = None,
-                   keepalive: int = 60, clean_session: bool = True,
-                   will: tuple[str, bytes, int, bool] | None = None) -> bytes:
-    """A CONNECT packet (protocol level 4); ``will`` is ``(topic, payload, qos, retain)``."""
-    if not 0 <= keepalive <= 0xFFFF:
-        raise ValueError(f"keepalive {keepalive} out of range")
-    flags = 0x02 if clean_session else 0
-    payload = _str(client_id)
-    if will is not None:
-        topic, message, qos, retain = will
-        if qos not in (0, 1, 2):
-            raise ValueError(f"will QoS {qos}")
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _str(topic) + _str(message)
-    if username is not None:
-        flags |= 0x80
-        payload += _str(username)
-    if password is not None:
-        flags |= 0x40
-        payload += _str(password)
-    return _packet(CONNECT, b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big") + payload)
-
-
-def encode_publish(topic: str | bytes, payload: bytes, *, qos: int = 0, retain: bool = False, dup: bool = False,
-                   packet_id: int = 0) -> bytes:
-    """A PUBLISH packet; ``packet_id`` is required (1..65535) for QoS 1 and 2, ignored for QoS 0."""
-    raw = topic.encode() if isinstance(topic, str) else topic
-    first = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    head = len(raw).to_bytes(2, "big") + raw
-    if qos:
-        if not 0 < packet_id <= 0xFFFF:
-            raise ValueError(f"packet id {packet_id} out of range")
-        head += packet_id.to_bytes(2, "big")
-    n = len(head) + len(payload)
-    if n < 128:
-        return bytes((first, n)) + head + payload
-    return bytes((first,)) + encode_remaining_length(n) + head + payload
-
-
-def encode_ack(first: int, packet_id: int) -> bytes:
-    """PUBACK / PUBREC / PUBREL / PUBCOMP / UNSUBACK: a fixed header and a packet id."""
-    return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
-
-
-def encode_subscribe(packet_id: int, filters: tuple[tuple[str, int], ...]) -> bytes:
-    """A SUBSCRIBE packet for ``(filter, qos)`` pairs."""
-    body = packet_id.to_bytes(2, "big") + b"".join(_str(f) + bytes((q,)) for f, q in filters)
-    return _packet(SUBSCRIBE, body)
-
-
-def encode_unsubscribe(packet_id: int, filters: tuple[str, ...]) -> bytes:
-    """An UNSUBSCRIBE packet."""
-    return _packet(UNSUBSCRIBE, packet_id.to_bytes(2, "big") + b"".join(_str(f) for f in filters))
-
-
-def split_packets(buf: bytes | bytearray,
-                  max_length: int = MAX_REMAINING_LENGTH) -> tuple[list[tuple[int, bytes]], int]:
-    """The complete packets at the start of ``buf``, as ``(first byte, body)``, and how many bytes they took.
-
-    An incomplete packet at the end is left for the next call (with more bytes appended).
-
-    Raises:
-        ProtocolError: a remaining length longer than four bytes or above ``max_length``.
-    """
-    packets: list[tuple[int, bytes]] = []
-    pos = 0
-    end = len(buf)
-    while end - pos >= 2:
-        first = buf[pos]
-        length = buf[pos + 1]
-        i = pos + 2
-        if length & 0x80:
-            length &= 0x7F
-            shift = 7
-            while True:
-                if i >= end:
-                    return packets, pos
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise ProtocolError("remaining length longer than four bytes")
-        if length > max_length:
-            raise ProtocolError(f"packet of {length} bytes is over the limit of {max_length}")
-        if end - i < length:
-            break
-        packets.append((first, bytes(buf[i : i + length])))
-        pos = i + length
-    return packets, pos
-
-
-def decode_publish(first: int, body: bytes) -> tuple[Message, int]:
-    """A PUBLISH body → the message and its packet id (0 for QoS 0).
-
-    Raises:
-        ProtocolError: a malformed packet.
-    """
-    qos = (first >> 1) & 0x03
-    if qos == 3 or len(body) < 2:
-        raise ProtocolError("malformed PUBLISH")
-    n = (body[0] << 8) | body[1]
-    start = 2 + n
-    packet_id = 0
-    if qos:
-        if len(body) < start + 2:
-            raise ProtocolError("malformed PUBLISH")
-        packet_id = (body[start] << 8) | body[start + 1]
-        start += 2
-    elif len(body) < start:
-        raise ProtocolError("malformed PUBLISH")
-    try:
-        topic = body[2 : 2 + n].decode()
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("PUBLISH topic is not UTF-8") from exc
-    return Message(topic, body[start:], qos, bool(first & 0x01), bool(first & 0x08)), packet_id
 
 
 # ---------------------------------------------------------------------------------------- client
@@ -391,7 +208,7 @@ class MqttClient:
             ConnectionLost: the connection ended before SUBACK.
         """
         packet_id, fut = self._new_pending()
-        self._write(encode_subscribe(packet_id, filters))
+        self._write(codec.encode_subscribe(packet_id, filters))
         granted = await fut
         assert isinstance(granted, list)
         return granted
@@ -403,7 +220,7 @@ class MqttClient:
             ConnectionLost: the connection ended before UNSUBACK.
         """
         packet_id, fut = self._new_pending()
-        self._write(encode_unsubscribe(packet_id, filters))
+        self._write(codec.encode_unsubscribe(packet_id, filters))
         await fut
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -432,13 +249,13 @@ class MqttClient:
             ConnectionLost: not connected.
         """
         if qos == 0:
-            self._write(encode_publish(topic, payload, retain=retain))
+            self._write(codec.encode_publish(codec.encode_topic(topic), payload, 0, retain))
             return None
         if qos not in (1, 2):
             raise ValueError(f"QoS {qos}")
         packet_id, fut = self._new_pending()
         try:
-            self._write(encode_publish(topic, payload, qos=qos, retain=retain, packet_id=packet_id))
+            self._write(codec.encode_publish(codec.encode_topic(topic), payload, qos, retain, packet_id))
         except ConnectionLost:
             # nothing was sent: the caller gets the error now, not a future failed later that
             # nobody holds
@@ -456,7 +273,7 @@ class MqttClient:
         self._disconnecting = True
         if self._corked is not None:  # inside batch(): what was batched goes first
             self._uncork()
-        self._write_quiet(_DISCONNECT_BYTES)
+        self._write_quiet(codec.DISCONNECT_BYTES)
         transport.close()
         await asyncio.shield(closed)
 
@@ -530,7 +347,7 @@ class MqttClient:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._transport.write(encode_connect(self.client_id, username=self.username, password=self.password,
+        self._transport.write(codec.encode_connect(self.client_id, username=self.username, password=self.password,
                                        keepalive=self.keepalive, clean_session=self.clean_session, will=self.will))
 
     def _connection_lost(self, exc: Exception | None) -> None:
@@ -581,7 +398,7 @@ class MqttClient:
             self._fail(ConnectionLost(f"no PINGRESP within {self.keepalive}s"))
             return
         self._ping_outstanding = True
-        self._write_quiet(_PINGREQ_BYTES)
+        self._write_quiet(codec.PINGREQ_BYTES)
         assert self._loop is not None
         self._ping_timer = self._loop.call_later(self.keepalive, self._ping)
 
@@ -596,7 +413,7 @@ class MqttClient:
         if corked:  # the acks for everything in this read go out in one write
             self._corked = []
         try:
-            packets, used = split_packets(source)
+            packets, used = codec.split_packets(source)
             for first, body in packets:
                 self._handle(first, body)
                 if self._transport is None:
@@ -613,64 +430,59 @@ class MqttClient:
             buf += data[used:]
 
     def _handle(self, first: int, body: bytes) -> None:
-        kind = first & 0xF0
-        if kind == PUBLISH:
-            msg, packet_id = decode_publish(first, body)
-            if msg.qos == 2:
+        kind, flags = first >> 4, first & 0x0F
+        if kind == codec.PUBLISH:
+            p = codec.decode_publish(flags, body, strict=False)
+            packet_id = p.packet_id
+            if p.qos == 2:
                 if packet_id in self._qos2_in:
-                    self._write_quiet(encode_ack(PUBREC, packet_id))
+                    self._write_quiet(codec.encode_ack(codec.PUBREC, packet_id))
                     return  # a redelivery of a message already handed over
                 self._qos2_in.add(packet_id)
             if self.on_message is not None:
                 try:
-                    self.on_message(msg)
+                    self.on_message(Message(p.topic, p.payload, p.qos, p.retain, p.dup))
                 except Exception:
-                    logger.exception("%s: on_message failed for a message on %s", self.client_id, msg.topic)
-            if msg.qos == 1:
-                self._write_quiet(encode_ack(PUBACK, packet_id))
-            elif msg.qos == 2:
-                self._write_quiet(encode_ack(PUBREC, packet_id))
+                    logger.exception("%s: on_message failed for a message on %s", self.client_id, p.topic)
+            if p.qos == 1:
+                self._write_quiet(codec.encode_ack(codec.PUBACK, packet_id))
+            elif p.qos == 2:
+                self._write_quiet(codec.encode_ack(codec.PUBREC, packet_id))
             return
-        if kind in (PUBACK, PUBCOMP, UNSUBACK):
-            packet_id = self._packet_id(body)
-            if kind == PUBCOMP:
+        if kind in (codec.PUBACK, codec.PUBCOMP, codec.UNSUBACK):
+            packet_id = codec.decode_packet_id(codec.PACKET_NAMES[kind], flags, body)
+            if kind == codec.PUBCOMP:
                 self._qos2_out.discard(packet_id)
             self._resolve(packet_id, None)
-        elif kind == PUBREC:
-            packet_id = self._packet_id(body)
+        elif kind == codec.PUBREC:
+            packet_id = codec.decode_packet_id("PUBREC", flags, body)
             self._qos2_out.add(packet_id)
-            self._write_quiet(encode_ack(PUBREL, packet_id))
-        elif kind == PUBREL & 0xF0:
-            packet_id = self._packet_id(body)
+            self._write_quiet(codec.encode_ack(codec.PUBREL, packet_id))
+        elif kind == codec.PUBREL:
+            packet_id = codec.decode_packet_id("PUBREL", flags, body, required_flags=0x02)
             self._qos2_in.discard(packet_id)
-            self._write_quiet(encode_ack(PUBCOMP, packet_id))
-        elif kind == SUBACK:
-            self._resolve(self._packet_id(body), list(body[2:]))
-        elif kind == PINGRESP:
+            self._write_quiet(codec.encode_ack(codec.PUBCOMP, packet_id))
+        elif kind == codec.SUBACK:
+            packet_id, granted = codec.decode_suback(flags, body)
+            self._resolve(packet_id, granted)
+        elif kind == codec.PINGRESP:
+            codec.check_empty("PINGRESP", flags, body)
             self._ping_outstanding = False
-        elif kind == CONNACK:
-            self._on_connack(body)
+        elif kind == codec.CONNACK:
+            self._on_connack(flags, body)
         else:
             raise ProtocolError(f"unexpected packet type 0x{first:02x}")
-
-    @staticmethod
-    def _packet_id(body: bytes) -> int:
-        if len(body) < 2:
-            raise ProtocolError("packet id missing")
-        return (body[0] << 8) | body[1]
 
     def _resolve(self, packet_id: int, value: object) -> None:
         fut = self._pending.pop(packet_id, None)
         if fut is not None and not fut.done():
             fut.set_result(value)
 
-    def _on_connack(self, body: bytes) -> None:
-        if len(body) != 2:
-            raise ProtocolError("malformed CONNACK")
+    def _on_connack(self, flags: int, body: bytes) -> None:
+        session_present, code = codec.decode_connack(flags, body)
         connack = self._connack
         if connack is None or connack.done():
             raise ProtocolError("unexpected CONNACK")
-        code = body[1]
         if code:
             refused = ConnectRefused(code)
             self._closing_reason = ConnectionLost(str(refused))
@@ -678,6 +490,6 @@ class MqttClient:
             if self._transport is not None:
                 self._transport.close()
             return
-        connack.set_result(bool(body[0] & 0x01))
+        connack.set_result(session_present)
         if self.keepalive > 0 and self._loop is not None:
             self._ping_timer = self._loop.call_later(self.keepalive, self._ping)

@@ -15,6 +15,7 @@ The modules that define policy, and so the contract:
 - :mod:`mqchat.policy`  — who may publish / subscribe / receive what (pure).
 - :mod:`mqchat.auth`    — JWT issue and verification (pure: ``now`` is passed in).
 - :mod:`mqchat.ids`     — id grammar and Snowflake ids (pure).
+- :mod:`mqchat.mqtt`    — the MQTT 3.1.1 codec: strict for the broker, also the clients' and tests'.
 """
 
 __version__ = "0.1.0"

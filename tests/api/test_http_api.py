@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from mqchat import auth
+from mqchat.schema import ChannelMessage
 from mqchat.storage.base import StoredMessage
 from tests.api.conftest import PW, bearer, error, user
 
@@ -124,6 +126,10 @@ async def test_history_paging_by_seq(ctx) -> None:  # type: ignore[no-untyped-de
     assert [m["seq"] for m in h["messages"]] == list(range(21, 31))
     assert (h["epoch"], h["last_seq"], h["has_more"]) == (1, 30, True)
     assert h["messages"][0]["id"] == str(2**62 + 21)  # ids are strings: JSON numbers lose precision
+    # the very payload a subscriber of ch/{channel} receives for that message, key for key
+    stored = (await store.history(gid, after=20, limit=1)).messages[0]
+    sent = msgspec.json.decode(msgspec.json.encode(stored.to_wire()))
+    assert list(h["messages"][0].items()) == list(sent.items())
     older = (await client.get(f"/v1/channels/{gid}/messages?before=21&limit=10", headers=bearer(at))).json()
     assert [m["seq"] for m in older["messages"]] == list(range(11, 21))
     newer = (await client.get(f"/v1/channels/{gid}/messages?after=25", headers=bearer(at))).json()
@@ -140,6 +146,16 @@ async def test_openapi_document_lists_the_contract(ctx) -> None:  # type: ignore
     assert {"/v1/users", "/v1/login", "/v1/channels", "/v1/channels/{channel_id}/members",
             "/v1/channels/{channel_id}/members/{user_id}", "/v1/me/channels",
             "/v1/channels/{channel_id}/messages"} <= set(doc["paths"])
+    # A message in a response is the ch/{channel} payload itself: one definition, mqchat.schema's.
+    message = doc["components"]["schemas"]["MessageOut"]
+    names = [f.name for f in msgspec.structs.fields(ChannelMessage)]
+    assert list(message["properties"]) == names
+    assert message["required"] == names  # every field is always sent, v included
+    assert message["properties"]["id"]["type"] == "string"
+    history = doc["paths"]["/v1/channels/{channel_id}/messages"]["get"]["responses"]["200"]["content"]
+    assert history["application/json"]["schema"] == {"$ref": "#/components/schemas/HistoryOut"}
+    assert doc["components"]["schemas"]["HistoryOut"]["properties"]["messages"]["items"] == {
+        "$ref": "#/components/schemas/MessageOut"}
 
 
 async def test_unknown_route_uses_the_error_shape(ctx) -> None:  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@ async def test_each_partition_has_exactly_one_owner_and_a_dead_bridge_is_replace
     assert sum(len(o) for o in owners) == 32  # no partition owned twice
     # b1 dies (stops ticking): after its lease ends, b0 and b2 take its partitions over
     dead = owners[1]
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(0.7)  # deliberately past b1's 600 ms lease: expiry is time passing, not an event
     for _ in range(2):
         for b in (bridges[0], bridges[2]):
             await b.tick()
@@ -80,5 +80,5 @@ async def test_own_lease_is_trusted_only_within_its_lifetime(states: list[RedisS
     a = Ownership(states[0], "a", partitions=1, lease_ms=500)
     await a.tick()
     assert a.owns("c")
-    await asyncio.sleep(0.45)  # past 80% of the lease without a renewal
+    await asyncio.sleep(0.45)  # deliberately past 80% of the lease without a renewal (time, not an event)
     assert not a.owns("c")

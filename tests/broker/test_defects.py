@@ -20,11 +20,21 @@ from pathlib import Path
 
 import pytest
 
-from tests import mqtt_bytes
+from mqchat.mqtt import codec
 from tests.broker.conftest import StartBroker
 from tests.broker.launch import BrokerProcess, Engine
-from tests.broker.rawclient import RawClient, assert_closed, check_serving, open_socket, send_quietly
+from tests.broker.rawclient import (
+    RawClient,
+    assert_closed,
+    check_serving,
+    open_socket,
+    publish,
+    send_quietly,
+    subscribe,
+    wait_closed,
+)
 from tests.broker.recording import read_records, recording_plugins
+from tests.waiting import wait_for_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -128,7 +138,7 @@ def test_a_client_that_pings_within_its_keepalive_stays_connected(start_broker: 
     with RawClient(broker.port, "pinger", keepalive=1) as pinger:
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
-            time.sleep(0.6)
+            time.sleep(0.6)  # deliberately idle for most of the 1 s keep-alive between pings
             pinger.ping()
 
 
@@ -140,7 +150,7 @@ def test_a_socket_that_sends_no_connect_is_closed_after_the_connect_timeout(
         took = assert_closed(idle, 1 + 2, what="a socket that sent nothing (connect timeout 1s)")
         assert took >= 0.5, f"closed after {took:.2f}s: before the connect timeout"
     # slowloris: a CONNECT trickled one byte at a time never completes within the timeout
-    connect = mqtt_bytes.connect("slow", keepalive=60)
+    connect = codec.encode_connect("slow", keepalive=60)
     with open_socket(broker.port) as slow:
         start = time.monotonic()
         closed = False
@@ -165,27 +175,27 @@ def test_a_socket_that_sends_no_connect_is_closed_after_the_connect_timeout(
 
 VIOLATIONS: list[tuple[str, bool, bytes, str]] = [
     # (id, CONNECT first, bytes, the amqtt defect)
-    ("publish-topic-with-plus", True, mqtt_bytes.publish("a/+/b", b"x"),
+    ("publish-topic-with-plus", True, publish("a/+/b", b"x"),
      "a '+' in a PUBLISH topic stops message handling but leaves the socket open"),
-    ("publish-topic-with-hash", True, mqtt_bytes.publish("a/#", b"x"),
+    ("publish-topic-with-hash", True, publish("a/#", b"x"),
      "a '#' in a PUBLISH topic stops message handling but leaves the socket open"),
-    ("publish-topic-invalid-utf8", True, mqtt_bytes.publish(b"a/\xff\xfe", b"x"),
+    ("publish-topic-invalid-utf8", True, publish(b"a/\xff\xfe", b"x"),
      "invalid UTF-8 in a PUBLISH topic does not close the connection"),
-    ("publish-qos-3", True, mqtt_bytes.publish("a/b", b"x", qos=3, packet_id=7),
+    ("publish-qos-3", True, publish("a/b", b"x", qos=3, packet_id=7),
      "a PUBLISH with QoS 3 does not close the connection"),
-    ("publish-qos1-packet-id-0", True, mqtt_bytes.publish("a/b", b"x", qos=1, packet_id=0),
+    ("publish-qos1-packet-id-0", True, publish("a/b", b"x", qos=1, packet_id=0),
      "a QoS 1 PUBLISH with packet id 0 is acknowledged"),
-    ("publish-topic-with-nul", True, mqtt_bytes.publish("a/\u0000/b", b"x"),
+    ("publish-topic-with-nul", True, publish("a/\u0000/b", b"x"),
      "U+0000 in a PUBLISH topic is accepted"),
-    ("subscribe-qos-3", True, mqtt_bytes.subscribe(1, [("a/b", 3)]),
+    ("subscribe-qos-3", True, subscribe(1, [("a/b", 3)]),
      "a SUBSCRIBE asking QoS 3 is granted (SUBACK 0x03)"),
-    ("subscribe-empty-filter", True, mqtt_bytes.subscribe(1, [("", 1)]),
+    ("subscribe-empty-filter", True, subscribe(1, [("", 1)]),
      "an empty topic filter is granted"),
-    ("subscribe-filter-with-nul", True, mqtt_bytes.subscribe(1, [("a/\u0000", 1)]),
+    ("subscribe-filter-with-nul", True, subscribe(1, [("a/\u0000", 1)]),
      "U+0000 in a topic filter is granted"),
-    ("pingreq-before-connect", False, mqtt_bytes.pingreq(),
+    ("pingreq-before-connect", False, codec.PINGREQ_BYTES,
      "a packet before CONNECT leaves the socket open"),
-    ("publish-before-connect", False, mqtt_bytes.publish("a/b", b"x"),
+    ("publish-before-connect", False, publish("a/b", b"x"),
      "a packet before CONNECT leaves the socket open"),
     ("garbage-before-connect", False, b"\x47\x45\x54\x20/ HTTP/1.1\r\n\r\n",
      "garbage bytes instead of CONNECT leave the socket open"),
@@ -370,8 +380,8 @@ def test_another_users_client_id_is_refused_and_leaves_the_owners_connection_alo
     with login(broker, SVC, "t") as svc, login(broker, ALICE, clean=False) as alice:
         assert alice.subscribe([(events(ALICE), 1)]) == [1]
         with open_socket(broker.port) as intruder:
-            intruder.sendall(mqtt_bytes.connect(f"{ALICE}:phone", username=BOB,
-                                                password=broker.token(BOB, "phone"), clean=True))
+            intruder.sendall(codec.encode_connect(f"{ALICE}:phone", username=BOB,
+                                                 password=broker.token(BOB, "phone"), clean_session=True))
             assert_closed(intruder, 3, what="a CONNECT with another user's client id", allowed=b"\x20\x02\x00\x05")
         svc.publish(events(ALICE), b"still yours", qos=1)
         message = alice.recv_publish(ack=True)
@@ -393,10 +403,10 @@ def test_another_users_client_id_leaves_the_owners_offline_session_alone(
         connacks = []
         for clean in (True, False):
             with open_socket(broker.port) as intruder:
-                intruder.sendall(mqtt_bytes.connect(f"{ALICE}:phone", username=BOB,
-                                                    password=broker.token(BOB, "phone"), clean=clean))
+                intruder.sendall(codec.encode_connect(f"{ALICE}:phone", username=BOB,
+                                                     password=broker.token(BOB, "phone"), clean_session=clean))
                 try:
-                    connacks.append(mqtt_bytes.wait_closed(intruder, 3))
+                    connacks.append(wait_closed(intruder, 3))
                 except TimeoutError as exc:
                     raise AssertionError(f"a CONNECT with another user's client id was not closed: {exc}") from None
         assert [c[:2] + c[3:] for c in connacks] == [b"\x20\x02\x05"] * 2, f"expected CONNACK 0x05: {connacks}"
@@ -437,11 +447,11 @@ def test_a_packet_over_the_maximum_size_closes_the_connection_before_its_body(
             assert len(sub.recv_publish(ack=True).payload) == 3000
         with RawClient(broker.port, "huge") as huge:
             # the fixed header announces 16 MiB; only the start of the body follows
-            header = b"\x30" + mqtt_bytes.remaining_length(16 * 1024 * 1024)
+            header = b"\x30" + codec.encode_remaining_length(16 * 1024 * 1024)
             send_quietly(huge.sock, header + b"\x00\x05big/x" + b"h" * 1000)
             assert_closed(huge.sock, 3, what="a PUBLISH announcing 16 MiB (max 4096 bytes)")
         with RawClient(broker.port, "over") as over:
-            send_quietly(over.sock, mqtt_bytes.publish("big/x", b"o" * 5000, qos=1, packet_id=1))
+            send_quietly(over.sock, publish("big/x", b"o" * 5000, qos=1, packet_id=1))
             assert_closed(over.sock, 3, what="a 5,000-byte PUBLISH (max 4096 bytes)")
         sub.expect_nothing(0.5)
 
@@ -471,9 +481,7 @@ def test_a_published_will_calls_the_plugins_will_hook(start_broker: StartBroker,
         assert watcher.subscribe([("will/hooked", 1)]) == [1]
         with RawClient(broker.port, "doomed", will=("will/hooked", b"bye", 1, True)) as doomed:
             go_offline(doomed, watcher, "will/hooked")
-    deadline = time.monotonic() + 3
-    while not read_records(records, "will") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_blocking(lambda: bool(read_records(records, "will")), 3, what="on_broker_will_published")
     wills = read_records(records, "will")
     assert len(wills) == 1, f"on_broker_will_published calls: {wills}"
     assert {k: wills[0][k] for k in ("client_id", "topic", "data", "qos", "retain")} == {

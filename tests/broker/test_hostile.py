@@ -18,12 +18,22 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests import mqtt_bytes
+from mqchat.mqtt import codec
 from tests.broker import launch
 from tests.broker.conftest import StartBroker
 from tests.broker.launch import BrokerProcess
-from tests.broker.rawclient import RawClient, assert_closed, check_serving, open_socket, send_quietly
-from tests.mqtt_bytes import connect_raw, mqtt_string, packet, publish, subscribe, unsubscribe
+from tests.broker.rawclient import (
+    RawClient,
+    assert_closed,
+    check_serving,
+    connect_raw,
+    open_socket,
+    publish,
+    send_quietly,
+    subscribe,
+    unsubscribe,
+    wait_closed,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +52,8 @@ class Case:
 
 
 _c = connect_raw
+mqtt_string = codec.encode_string
+packet = codec.packet
 CID = mqtt_string("hostile")
 WILL = mqtt_string("w/t") + mqtt_string(b"bye")
 
@@ -49,10 +61,10 @@ BEFORE_CONNECT = [
     Case("garbage-binary", b"\xde\xad\xbe\xef\x00\x01\x02\x03"),
     Case("http-request", b"GET / HTTP/1.1\r\nHost: broker\r\n\r\n"),
     Case("tls-client-hello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(32)),
-    Case("pingreq-before-connect", mqtt_bytes.pingreq()),
+    Case("pingreq-before-connect", codec.PINGREQ_BYTES),
     Case("publish-before-connect", publish("a/b", b"x")),
     Case("subscribe-before-connect", subscribe(1, [("a/b", 0)])),
-    Case("disconnect-before-connect", mqtt_bytes.disconnect()),
+    Case("disconnect-before-connect", codec.DISCONNECT_BYTES),
     Case("packet-type-0", b"\x00\x00"),
     Case("packet-type-15", b"\xf0\x00"),
     Case("remaining-length-5-bytes", b"\x10\xff\xff\xff\xff\x01"),
@@ -75,7 +87,7 @@ BEFORE_CONNECT = [
     Case("connect-truncated-client-id", packet(0x10, mqtt_string("MQTT") + b"\x04\x02\x00\x3c" + b"\x00\x0aabc")),
     Case("connect-missing-will-message", _c(CID + mqtt_string("w/t"), flags=0x02 | 0x04)),
     Case("connect-trailing-bytes", _c(CID + b"\x00\x00")),
-    Case("connect-announcing-16-mib", b"\x10" + mqtt_bytes.remaining_length(16 * 1024 * 1024) + mqtt_string("MQTT")),
+    Case("connect-announcing-16-mib", b"\x10" + codec.encode_remaining_length(16 * 1024 * 1024) + mqtt_string("MQTT")),
     # answered refusals [MQTT-3.1.2-2] [MQTT-3.1.3-8]: a CONNACK with the return code, then close
     Case("connect-mqtt-5", _c(b"\x00" + CID, level=5), answer=b"\x20\x02\x00\x01"),
     Case("connect-level-3", _c(CID, level=3), answer=b"\x20\x02\x00\x01"),
@@ -83,7 +95,7 @@ BEFORE_CONNECT = [
 ]
 
 AFTER_CONNECT = [
-    Case("second-connect", mqtt_bytes.connect("hostile")),
+    Case("second-connect", codec.encode_connect("hostile")),
     Case("publish-qos-3", publish("a/b", b"x", qos=3, packet_id=7)),
     Case("publish-qos1-packet-id-0", publish("a/b", b"x", qos=1, packet_id=0)),
     Case("publish-dup-on-qos0", publish("a/b", b"x", dup=True)),
@@ -120,8 +132,8 @@ AFTER_CONNECT = [
     Case("packet-type-0-after-connect", b"\x00\x00"),
     Case("packet-type-15-after-connect", b"\xf0\x00"),
     Case("remaining-length-5-bytes-after-connect", b"\x30\xff\xff\xff\xff\x01"),
-    Case("publish-over-max-packet-bytes", b"\x30" + mqtt_bytes.remaining_length(MAX_PACKET + 1) + b"\x00\x03a/b"),
-    Case("publish-announcing-16-mib", b"\x30" + mqtt_bytes.remaining_length(16 * 1024 * 1024) + b"\x00\x03a/b"),
+    Case("publish-over-max-packet-bytes", b"\x30" + codec.encode_remaining_length(MAX_PACKET + 1) + b"\x00\x03a/b"),
+    Case("publish-announcing-16-mib", b"\x30" + codec.encode_remaining_length(16 * 1024 * 1024) + b"\x00\x03a/b"),
     Case("garbage-after-connect", b"\x00\x01\x02\x03\xff\xfe\xfd\xfc"),
 ]
 AFTER_CONNECT = [Case(c.name, c.data, connect_first=True, answer=c.answer) for c in AFTER_CONNECT]
@@ -193,7 +205,7 @@ def test_slowloris_sockets_are_all_closed_after_the_connect_timeout(start_broker
     broker = start_broker("mqchat", env={"MQCHAT_BROKER__CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S)})
     check_serving(broker.port, "warmup")
     baseline = wait_fds(broker, broker.fd_count())
-    connect = mqtt_bytes.connect("slowloris")
+    connect = codec.encode_connect("slowloris")
     socks = [open_socket(broker.port) for _ in range(50)]
     start = time.monotonic()
     try:
@@ -202,7 +214,7 @@ def test_slowloris_sockets_are_all_closed_after_the_connect_timeout(start_broker
                 send_quietly(s, connect[i : i + 1])
             if time.monotonic() - start > CONNECT_TIMEOUT_S + 2:
                 break
-            time.sleep(0.1)
+            time.sleep(0.1)  # deliberately slow: one byte per socket every 0.1 s
         for s in socks:
             left = max(0.1, CONNECT_TIMEOUT_S + CLOSE_WITHIN_S - (time.monotonic() - start))
             assert_closed(s, left, what=f"a CONNECT trickled for more than the {CONNECT_TIMEOUT_S}s connect timeout")
@@ -250,7 +262,7 @@ def test_a_device_over_its_publish_rate_is_slowed_down_and_loses_nothing(start_b
         assert svc.subscribe([(topic, 1), ("svc/flood", 1)]) == [1, 1]
         start = time.monotonic()
         device.send(b"".join(publish(topic, str(i).encode()) for i in range(flood)))
-        time.sleep(0.2)
+        time.sleep(0.2)  # deliberately: the broker is busy with the flood when the bystander pings
         ping_start = time.monotonic()
         bystander.ping(timeout=2)  # nobody else waits
         assert time.monotonic() - ping_start < 1.0, "another client waited behind a flooding one"
@@ -276,17 +288,17 @@ def test_refused_credentials_get_a_connack_refusal_then_close(start_broker: Star
     b = start_broker("mqchat", auth=True)
     token = b.token("ualice", "phone")
     cases = {
-        "wrong token": mqtt_bytes.connect("ualice:phone", username="ualice", password="not-a-token"),
-        "no password": mqtt_bytes.connect("ualice:phone", username="ualice"),
-        "no credentials": mqtt_bytes.connect("ualice:phone"),
-        "another device's client id": mqtt_bytes.connect("ualice:tablet", username="ualice", password=token),
-        "another user's name": mqtt_bytes.connect("ualice:phone", username="ubob", password=token),
+        "wrong token": codec.encode_connect("ualice:phone", username="ualice", password="not-a-token"),
+        "no password": codec.encode_connect("ualice:phone", username="ualice"),
+        "no credentials": codec.encode_connect("ualice:phone"),
+        "another device's client id": codec.encode_connect("ualice:tablet", username="ualice", password=token),
+        "another user's name": codec.encode_connect("ualice:phone", username="ubob", password=token),
     }
     for what, data in cases.items():
         with open_socket(b.port) as s:
             s.sendall(data)
             try:
-                got = mqtt_bytes.wait_closed(s, CLOSE_WITHIN_S)
+                got = wait_closed(s, CLOSE_WITHIN_S)
             except TimeoutError as exc:
                 raise AssertionError(f"{what}: not closed ({exc})") from None
             assert got in (b"\x20\x02\x00\x04", b"\x20\x02\x00\x05"), f"{what}: expected CONNACK 0x04/0x05, got {got!r}"

@@ -13,17 +13,9 @@ from mobile_sim.client import Api, Device
 from mqchat import schema, topics
 from tests.conftest import System
 from tests.e2e.conftest import World, make_world, stored_rows
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(predicate, within: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_group_of_four_devices_exchanges_1000_messages_in_one_order(system: System, world: World) -> None:
@@ -53,7 +45,7 @@ async def test_group_of_four_devices_exchanges_1000_messages_in_one_order(system
             await d.join(world.channel)
         await asyncio.gather(*(send_many(d, 250) for d in devices))
         await wait_for(lambda: all(len(d.received[world.channel]) >= 1000 for d in devices))
-        await asyncio.sleep(0.5)  # anything extra (a duplicate) would arrive now
+        await asyncio.sleep(0.5)  # a window for anything extra (a duplicate) to arrive: nothing must
     finally:
         for d in devices:
             await d.__aexit__(None)
@@ -81,7 +73,7 @@ async def test_retried_cmid_is_stored_once_and_acked_with_the_same_seq(system: S
         third = await alice.send(world.channel, "changed body, same cmid", cmid="retry-me")
         after = await alice.send(world.channel, "next")
         await wait_for(lambda: len(bob.received[world.channel]) >= 2)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a window for a third delivery (the retried cmid again): none must come
     assert first.ok
     assert again.ok
     assert third.ok
@@ -138,7 +130,8 @@ async def test_forged_sender_topic_is_dropped_by_the_broker(system: System, worl
         forged = topics.send(world.alice, "phone", world.channel)
         await carol.publish_raw(forged, schema.encode(schema.SendRequest(cmid="forged", kind="text", body="hi")))
         ok = await Device.send(bob, world.channel, "real")
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: len(bob.received[world.channel]) >= 1)
+        await asyncio.sleep(0.5)  # a window for the forged message to arrive too: it must not
     assert ok.ok
     assert ok.seq == 1
     assert [m.body for m in bob.received[world.channel]] == ["real"]
@@ -170,15 +163,15 @@ async def test_membership_change_takes_effect_without_reconnect(system: System, 
         assert (await alice.send(world.channel, "before")).ok
         await wait_for(lambda: len(bob.received[world.channel]) == 1)
         await world.api.remove_member(world.alice_phone.token, world.channel, world.bob)
-        await asyncio.sleep(1.5)  # > broker.membership_cache_s
+        await asyncio.sleep(1.5)  # deliberately past broker.membership_cache_s: no event to wait on
         assert (await alice.send(world.channel, "after removal")).ok
         refused = await bob.send(world.channel, "can I still talk?", retries=0)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a window for "after removal" to reach bob: it must not
         assert [m.body for m in bob.received[world.channel]] == ["before"]
         assert refused.error is not None
         assert refused.error.code == "not_member"
         await world.api.add_member(world.alice_phone.token, world.channel, world.bob)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # deliberately past broker.membership_cache_s, as above
         assert (await bob.send(world.channel, "back")).ok
 
 

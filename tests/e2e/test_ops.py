@@ -18,6 +18,7 @@ from mqchat import auth, schema, topics
 from mqchat.config import load_settings
 from mqchat.storage.sqlite import SqliteDirectory
 from tests.conftest import ROOT, Mosquitto, RedisServer, System, free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,10 @@ async def get(url: str) -> httpx.Response:
     raise AssertionError(f"{url} never answered")
 
 
+async def status_is(url: str, status: int) -> bool:
+    return (await get(url)).status_code == status
+
+
 async def test_bridge_metrics_and_readiness(tmp_path: Path, mosquitto: Mosquitto) -> None:
     data = tmp_path / "data"
     directory = await SqliteDirectory(data / "directory.db").open()
@@ -56,9 +61,7 @@ async def test_bridge_metrics_and_readiness(tmp_path: Path, mosquitto: Mosquitto
     bridge = spawn("bridge", env)
     base = f"http://127.0.0.1:{ops}"
     try:
-        async with asyncio.timeout(20):
-            while (await get(f"{base}/readyz")).status_code != 200:
-                await asyncio.sleep(0.1)
+        await wait_for(lambda: status_is(f"{base}/readyz", 200), 20, what="bridge ready")
         assert (await get(f"{base}/healthz")).json() == {"status": "ok"}
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="alice:phone") as alice:
             await alice.subscribe(topics.ack("alice", "phone"), qos=1)
@@ -73,9 +76,7 @@ async def test_bridge_metrics_and_readiness(tmp_path: Path, mosquitto: Mosquitto
         assert metric(text, "mqchat_bridge_receive_to_ack_seconds_count") == 2
         assert metric(text, "mqchat_bridge_connected") == 1
         mosquitto.kill()  # the broker goes away: the bridge is alive but not ready
-        async with asyncio.timeout(10):
-            while (await get(f"{base}/readyz")).status_code != 503:
-                await asyncio.sleep(0.1)
+        await wait_for(lambda: status_is(f"{base}/readyz", 503), 10, what="bridge not ready")
         assert (await get(f"{base}/healthz")).status_code == 200
     finally:
         bridge.send_signal(signal.SIGTERM)
@@ -95,10 +96,12 @@ async def test_broker_counts_connections(tmp_path: Path) -> None:
         assert (await get(f"{base}/readyz")).status_code == 200
         keys = auth.load_keys(load_settings(data_dir=data, auth={"secret": "k" * 40}))
         token = auth.issue(keys, user_id="alice", device_id="phone", now=int(time.time()))
+        async def connections_are(n: int) -> bool:
+            return metric((await get(f"{base}/metrics")).text, "mqchat_broker_connections") == n
+
         async with aiomqtt.Client("127.0.0.1", port, identifier="alice:phone", username="alice", password=token):
-            await asyncio.sleep(0.3)
-            assert metric((await get(f"{base}/metrics")).text, "mqchat_broker_connections") == 1
-        await asyncio.sleep(0.3)
+            await wait_for(lambda: connections_are(1), 5, what="1 connection counted")
+        await wait_for(lambda: connections_are(0), 5, what="0 connections counted")
         text = (await get(f"{base}/metrics")).text
         assert metric(text, "mqchat_broker_connections") == 0
         assert metric(text, "mqchat_broker_connects_total") == 1

@@ -21,10 +21,11 @@ import pytest
 from mobile_sim.client import Device
 from mqchat import auth, topics
 from mqchat.config import load_settings
+from mqchat.mqtt import codec
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
-from tests import mqtt_bytes
 from tests.conftest import ROOT, RedisServer, System, free_port
 from tests.e2e.conftest import World, stored_rows
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,10 +51,9 @@ class PresenceWatcher:
         return seen[-1] if seen else None
 
     async def wait_for(self, user: str, status: str, within: float) -> float:
+        """Wait until ``user``'s last presence is ``status``; returns the seconds it took."""
         start = time.monotonic()
-        async with asyncio.timeout(within):
-            while self.last(user) != status:
-                await asyncio.sleep(0.02)
+        await wait_for(lambda: self.last(user) == status, within, what=f"{user} {status}")
         return time.monotonic() - start
 
     async def close(self) -> None:
@@ -79,7 +79,7 @@ async def test_connect_clean_disconnect_and_multi_device(system: System, world: 
     await watcher.wait_for(world.alice, "online", within=5)
     async with Device(world.alice_tablet):
         await phone.__aexit__(None)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a window for a wrong "offline" to be published: none must
         assert watcher.last(world.alice) == "online"  # the tablet is still connected
     elapsed = await watcher.wait_for(world.alice, "offline", within=5)
     assert elapsed < 2.0  # a clean disconnect is seen at once
@@ -94,7 +94,7 @@ async def test_lost_connection_without_disconnect_goes_offline(system: System, w
                                                                watcher: PresenceWatcher) -> None:
     s = world.alice_phone
     sock = socket.create_connection(("127.0.0.1", system.mqtt_port))
-    sock.sendall(mqtt_bytes.connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
+    sock.sendall(codec.encode_connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
                                     keepalive=30))
     assert sock.recv(4) == b"\x20\x02\x00\x00"
     await watcher.wait_for(world.alice, "online", within=5)
@@ -109,7 +109,7 @@ async def test_silent_client_is_dropped_after_one_and_a_half_keepalives(system: 
     keepalive = 2
     sock = socket.create_connection(("127.0.0.1", system.mqtt_port))
     will = (topics.device_presence(s.user_id, s.device_id), b'{"status": "offline", "ts": 0}', 1, True)
-    sock.sendall(mqtt_bytes.connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
+    sock.sendall(codec.encode_connect(f"{s.user_id}:{s.device_id}", username=s.user_id, password=s.token,
                                     keepalive=keepalive, will=will))
     assert sock.recv(4) == b"\x20\x02\x00\x00"
     await watcher.wait_for(world.alice, "online", within=5)
@@ -141,13 +141,14 @@ async def test_channel_online_count_follows_presence(system: System, world: Worl
         doc = await world.api._call("GET", f"/v1/channels/{world.channel}/presence", world.bob_phone.token)
         return int(doc["online"])
 
+    async def online_is(n: int) -> bool:
+        return await count() == n
+
     async with Device(world.alice_phone):
         await watcher.wait_for(world.alice, "online", within=5)
-        await asyncio.sleep(0.3)
-        assert await count() == 2  # alice, and bob's watching laptop
+        await wait_for(lambda: online_is(2), 5, what="2 online")  # alice, and bob's watching laptop
     await watcher.wait_for(world.alice, "offline", within=5)
-    await asyncio.sleep(0.3)
-    assert await count() == 1
+    await wait_for(lambda: online_is(1), 5, what="1 online")
 
 
 async def test_typing_is_relayed_rate_limited_and_never_stored(system: System, world: World) -> None:
@@ -165,7 +166,8 @@ async def test_typing_is_relayed_rate_limited_and_never_stored(system: System, w
         reader = asyncio.create_task(read())
         for _ in range(10):  # a burst far above the limit
             await alice.client.publish(topics.typing(world.channel, world.alice), b'{"typing": true}', qos=0)
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: len(got) >= 3, 5, what="the burst allowance relayed")
+        await asyncio.sleep(1.0)  # a window for more of the burst to get through: none must
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
     assert len(got) == 3  # the burst allowance; the other 7 were dropped

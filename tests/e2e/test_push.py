@@ -3,7 +3,6 @@ and a push worker killed mid-batch."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from tests.e2e.conftest import make_world
 from tests.push_standins.apns import ApnsStandIn
 from tests.push_standins.common import Reply
 from tests.push_standins.fcm import FcmStandIn
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,18 +49,16 @@ def push_env(redis: RedisServer, fcm: FcmStandIn, apns: ApnsStandIn) -> dict[str
 
 async def drained(r: Any, *, timeout: float = 20.0) -> None:
     """Wait until both push streams have nothing unread or unacknowledged and no retry waits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def idle() -> bool:
         busy = 0
         for stream, group in ((KEYS.push_jobs, FANOUT_GROUP), (KEYS.push_sends, SENDERS_GROUP)):
             groups = {g["name"].decode(): g for g in await r.xinfo_groups(stream)} if await r.exists(stream) else {}
             g = groups.get(group)
             busy += 1 if g is None else int(g["pending"]) + int(g.get("lag") or 0)
         busy += await r.zcard(KEYS.push_retry)
-        if busy == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("push streams did not drain")
+        return int(busy) == 0
+
+    await wait_for(idle, timeout, what="drained push streams")
 
 
 async def jobs_added(r: Any) -> int:
@@ -76,7 +74,7 @@ async def enqueued_then_drained(r: Any, before: int, n: int = 1) -> None:
     async def enqueued() -> bool:
         return await jobs_added(r) >= before + n
 
-    await until(enqueued)
+    await wait_for(enqueued, what=f"{n} push job(s) enqueued")
     await drained(r)
 
 
@@ -84,13 +82,6 @@ async def sent_and_drained(r: Any, device: Device, channel: str, body: str) -> N
     before = await jobs_added(r)
     assert (await device.send(channel, body)).ok
     await enqueued_then_drained(r, before)
-
-
-async def until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def register(api: Api, token: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +123,14 @@ async def test_offline_member_gets_one_push_with_badge_and_collapse_key(
                 seen = await state.presence_of([w.alice, w.carol, w.bob])
                 return [seen[u].status for u in (w.alice, w.carol, w.bob)] == ["online", "online", "offline"]
 
-            await until(online)
+            await wait_for(online)
             ack = await alice.send(w.channel, "are you there, bob?")
             assert ack.ok
 
             async def bob_pushed() -> bool:
                 return bool(fcm_standin.recorder.for_token(bob_token))
 
-            await until(bob_pushed)
+            await wait_for(bob_pushed)
             await drained(r)
 
         [push] = fcm_standin.recorder.for_token(bob_token)
@@ -179,7 +170,7 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
             assert fcm_standin.recorder.received == []
             await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": False})
             await alice.send(w.channel, "private text")
-            await until(lambda: asyncio.sleep(0, bool(fcm_standin.recorder.received)))
+            await wait_for(lambda: bool(fcm_standin.recorder.received))
             [push] = fcm_standin.recorder.received
             assert "private text" not in str(push.payload)  # the device turned previews off
             async with httpx.AsyncClient(base_url=system.api) as http:
@@ -222,7 +213,7 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_wh
     log = tmp_path / "push.log"
     first = start_push_worker(tmp_path, redis_server, fcm_standin, log)
     try:
-        await until(lambda: asyncio.sleep(0, len(fcm_standin.recorder.received) >= 10), timeout=30)
+        await wait_for(lambda: len(fcm_standin.recorder.received) >= 10, 30)
         os.killpg(first.pid, signal.SIGKILL)  # mid-batch: all 40 were read in one batch
         first.wait(10)
         in_flight_at_kill = len(fcm_standin.recorder.received)
@@ -263,7 +254,7 @@ async def test_without_credentials_pushes_are_recorded(system: System) -> None:
         async with Device(w.alice_phone) as alice:
             await alice.send(w.channel, "recorded, not sent")
         record = system.data_dir / "push-recorded.jsonl"
-        await until(lambda: asyncio.sleep(0, record.exists() and record.read_text().strip() != ""))
+        await wait_for(lambda: record.exists() and record.read_text().strip() != "")
         [line] = [json.loads(x) for x in record.read_text().splitlines()]
         assert (line["platform"], line["user"], line["channel"], line["badge"]) == ("fcm", w.bob, w.channel, 1)
         assert line["text"] == "recorded, not sent"

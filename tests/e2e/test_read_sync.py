@@ -13,6 +13,7 @@ from mobile_sim.client import Device
 from mqchat import topics
 from tests.conftest import System
 from tests.e2e.conftest import World
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,8 @@ async def test_read_marker_reaches_the_other_device_and_badge_matches_the_formul
             last_marker = await api._call("POST", f"/v1/channels/{world.channel}/read", world.alice_phone.token,
                                           json={"seq": 40})
             assert (await alice.send(world.channel, "mine")).ok  # seq 61: own message, moves the marker
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: any(e["type"] == "read" and e["seq"] == last_marker["seq"] for e in events), 10,
+                       what="the last read event on the tablet")
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
 

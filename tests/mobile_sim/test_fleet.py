@@ -3,7 +3,6 @@ re-logs in, a forged one stops), and a device that resumes after missing message
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +13,7 @@ from mobile_sim.fleet import Fleet, FleetConfig
 from mobile_sim.observe import Observations
 from mobile_sim.provision import Token, mint
 from mobile_sim.reconnect import Backoff, Failure
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -75,8 +75,7 @@ async def test_device_back_from_a_network_loss_resumes_every_missed_message(flee
         sender.send(channel, f"while you were away {i}")
     assert await fleet.drain_outboxes(20)
     assert await fleet.wait_ready([away], 20, since=time.monotonic() - 0.5)
-    await asyncio.sleep(0.5)
-    assert away.channels[channel].last_seq == 30
+    await wait_for(lambda: away.channels[channel].last_seq == 30, 5, what="the away device caught up to seq 30")
     got = {d.seq for d in fleet.obs.deliveries if d.device == away.name}
     assert got == set(range(1, 31))
     assert any(d.via == "sync" for d in fleet.obs.deliveries if d.device == away.name)

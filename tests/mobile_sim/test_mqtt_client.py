@@ -1,6 +1,6 @@
-"""mobile_sim.mqtt: the codec on its own (property tests), the client against a scripted server
-(split and coalesced reads, keep-alive, refused CONNECT), and against real brokers (Mosquitto and
-``mqchat broker --no-auth``): connect, subscribe, QoS 0/1 publish, will on abort."""
+"""mobile_sim.mqtt: the client against a scripted server (split and coalesced reads, keep-alive,
+refused CONNECT), and against real brokers (Mosquitto and ``mqchat broker --no-auth``): connect,
+subscribe, QoS 0/1/2 publish, will on abort. Its codec is tested in tests/common/test_mqtt_codec.py."""
 
 from __future__ import annotations
 
@@ -16,58 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from mobile_sim import mqtt
 from mobile_sim.mqtt import ConnectionLost, ConnectRefused, Message, MqttClient
+from mqchat.mqtt import codec
 from tests.conftest import ROOT, Mosquitto, free_port, wait_for_port
-
-# ------------------------------------------------------------------------------------------ codec
-
-topics_st = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00+#"), min_size=1,
-                    max_size=40)
-publish_st = st.tuples(topics_st, st.binary(max_size=400), st.sampled_from([0, 1, 2]), st.booleans(), st.booleans(),
-                       st.integers(1, 0xFFFF))
-
-
-@given(st.integers(0, mqtt.MAX_REMAINING_LENGTH))
-def test_remaining_length_round_trips(n: int) -> None:
-    encoded = mqtt.encode_remaining_length(n)
-    assert 1 <= len(encoded) <= 4
-    packets, used = mqtt.split_packets(bytes([0x30]) + encoded, max_length=mqtt.MAX_REMAINING_LENGTH)
-    # Only the header is there: nothing complete unless the body is empty.
-    assert (packets, used) == (([(0x30, b"")], 1 + len(encoded)) if n == 0 else ([], 0))
-
-
-@given(st.lists(publish_st, min_size=1, max_size=8), st.data())
-def test_split_packets_reassembles_any_chunking(publishes: list[tuple[str, bytes, int, bool, bool, int]],
-                                                data: st.DataObject) -> None:
-    wire = b"".join(mqtt.encode_publish(t, p, qos=q, retain=r, dup=d, packet_id=i) for t, p, q, r, d, i in publishes)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
-    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
-    buf = bytearray()
-    got: list[tuple[Message, int]] = []
-    for chunk in chunks:
-        buf += chunk
-        packets, used = mqtt.split_packets(buf)
-        del buf[:used]
-        got += [mqtt.decode_publish(first, body) for first, body in packets]
-    assert not buf
-    assert got == [(Message(t, p, q, r, d), i if q else 0) for t, p, q, r, d, i in publishes]
-
-
-def test_split_packets_rejects_a_five_byte_length() -> None:
-    with pytest.raises(mqtt.ProtocolError):
-        mqtt.split_packets(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
-
-
-def test_connect_packet_bytes() -> None:
-    packet = mqtt.encode_connect("c1", username="u", password="p", keepalive=30, will=("w", b"x", 1, True))
-    # flags: user 0x80 | password 0x40 | will retain 0x20 | will QoS 1 0x08 | will 0x04 | clean 0x02
-    assert packet == (b"\x10\x1a\x00\x04MQTT\x04\xee\x00\x1e" + b"\x00\x02c1" + b"\x00\x01w\x00\x01x"
-                      + b"\x00\x01u\x00\x01p")
-
+from tests.waiting import wait_for
 
 # ---------------------------------------------------------------------------- scripted server
 
@@ -75,15 +28,12 @@ Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first = (await reader.readexactly(1))[0]
-    length, shift = 0, 0
-    while True:
-        byte = (await reader.readexactly(1))[0]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, await reader.readexactly(length)
+    """The next packet the client sent: fed to the codec's framing a byte at a time, so nothing of
+    the packet after it is consumed (the client's packets here are small)."""
+    frames = codec.FrameReader()
+    while not (packets := frames.feed(await reader.readexactly(1))):
+        pass
+    return packets[0]
 
 
 async def serve(script: Script) -> tuple[asyncio.Server, int]:
@@ -101,14 +51,23 @@ async def serve(script: Script) -> tuple[asyncio.Server, int]:
 
 async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
     first, body = await read_packet(reader)
-    assert first == mqtt.CONNECT
-    writer.write(b"\x20\x02\x00\x00")
+    assert first >> 4 == codec.CONNECT
+    writer.write(codec.encode_connack(False, codec.ACCEPTED))
     return body
 
 
+def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0) -> bytes:
+    return codec.encode_publish(codec.encode_topic(topic), payload, qos, False, packet_id)
+
+
+def puback_for(first: int, body: bytes) -> bytes:
+    """The PUBACK a server owes for the client's QoS 1 PUBLISH."""
+    return codec.encode_ack(codec.PUBACK, codec.decode_publish(first & 0x0F, body).packet_id)
+
+
 async def test_many_packets_in_one_read_and_one_packet_across_reads() -> None:
-    burst = b"".join(mqtt.encode_publish("t/burst", str(i).encode(), qos=1, packet_id=i + 1) for i in range(50))
-    big = mqtt.encode_publish("t/big", b"x" * 5000, qos=1, packet_id=999)
+    burst = b"".join(publish("t/burst", str(i).encode(), qos=1, packet_id=i + 1) for i in range(50))
+    big = publish("t/big", b"x" * 5000, qos=1, packet_id=999)
     acks: list[int] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -117,22 +76,19 @@ async def test_many_packets_in_one_read_and_one_packet_across_reads() -> None:
         for i in range(0, len(big), 7):  # the 5 kB packet in 7-byte writes, and a header split too
             writer.write(big[i : i + 7])
             await writer.drain()
-            if i < 30:
+            if i < 30:  # time between writes, so the client really gets the header in pieces
                 await asyncio.sleep(0.01)
         while len(acks) < 51:
             first, body = await read_packet(reader)
-            assert first == mqtt.PUBACK
-            acks.append(int.from_bytes(body, "big"))
+            assert first >> 4 == codec.PUBACK
+            acks.append(codec.decode_packet_id("PUBACK", first & 0x0F, body))
 
     server, port = await serve(script)
     got: list[Message] = []
     async with server:
         client = MqttClient(client_id="split", on_message=got.append)
         assert await client.connect("127.0.0.1", port) is False
-        for _ in range(200):
-            if len(acks) == 51:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: len(acks) == 51, 5, what="51 PUBACKs")
     assert [m.payload for m in got[:50]] == [str(i).encode() for i in range(50)]
     assert got[50] == Message("t/big", b"x" * 5000, 1, False, False)
     assert acks == [*range(1, 51), 999]
@@ -141,16 +97,19 @@ async def test_many_packets_in_one_read_and_one_packet_across_reads() -> None:
 
 def test_works_on_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")
+    pings = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal pings
         await accept(reader, writer)
-        writer.write(mqtt.encode_publish("t/in", b"a", qos=1, packet_id=7) + mqtt.encode_publish("t/in", b"b"))
+        writer.write(publish("t/in", b"a", qos=1, packet_id=7) + publish("t/in", b"b"))
         while True:
             first, body = await read_packet(reader)
-            if first & 0xF0 == mqtt.PUBLISH:
-                writer.write(mqtt.encode_ack(mqtt.PUBACK, int.from_bytes(body[7:9], "big")))  # topic "t/out"
-            elif first == mqtt.PINGREQ:
-                writer.write(b"\xd0\x00")
+            if first >> 4 == codec.PUBLISH:
+                writer.write(puback_for(first, body))
+            elif first >> 4 == codec.PINGREQ:
+                pings += 1
+                writer.write(codec.PINGRESP_BYTES)
 
     async def scenario() -> list[Message]:
         server, port = await serve(script)
@@ -159,7 +118,8 @@ def test_works_on_uvloop() -> None:
             client = MqttClient(client_id="uv", keepalive=1, on_message=got.append)
             await client.connect("127.0.0.1", port)
             await client.publish("t/out", b"x", qos=1)
-            await asyncio.sleep(1.3)  # one keep-alive ping, answered
+            # a second ping is only sent if the first one's PINGRESP was taken (else: connection lost)
+            await wait_for(lambda: pings == 2, 5, what="a second keep-alive ping")
             assert client.connected
             await client.disconnect()
         return got
@@ -175,9 +135,8 @@ async def test_a_batch_goes_out_in_one_write() -> None:
         await accept(reader, writer)
         while chunk := await reader.read(65536):
             reads.append(chunk)
-            packets, _ = mqtt.split_packets(chunk)
-            writer.write(b"".join(mqtt.encode_ack(mqtt.PUBACK, int.from_bytes(body[3:5], "big"))
-                                  for _, body in packets))  # topic "t"
+            packets, _ = codec.split_packets(chunk)
+            writer.write(b"".join(puback_for(first, body) for first, body in packets))
 
     server, port = await serve(script)
     async with server:
@@ -185,7 +144,7 @@ async def test_a_batch_goes_out_in_one_write() -> None:
         await client.connect("127.0.0.1", port)
         with client.batch():
             futures = [client.publish_nowait("t", bytes([i]), qos=1) for i in range(100)]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # time for a write to arrive, had one been made: none must be
             assert not reads  # nothing written before the block ends
         await asyncio.wait_for(asyncio.gather(*[f for f in futures if f is not None]), 5)
         assert len(reads) == 1
@@ -196,7 +155,7 @@ async def test_a_batch_goes_out_in_one_write() -> None:
 async def test_refused_connect_raises_with_the_code(code: int) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_packet(reader)
-        writer.write(bytes([0x20, 2, 0, code]))
+        writer.write(codec.encode_connack(False, code))
         await reader.read()
 
     server, port = await serve(script)
@@ -228,11 +187,11 @@ async def test_keepalive_pings_and_a_missing_pingresp_loses_the_connection() -> 
         assert body[8:10] == (1).to_bytes(2, "big")  # keep-alive field
         while True:
             first, _ = await read_packet(reader)
-            assert first == mqtt.PINGREQ
+            assert first >> 4 == codec.PINGREQ
             pings.append(time.monotonic())
             if answer:
                 answer -= 1
-                writer.write(b"\xd0\x00")
+                writer.write(codec.PINGRESP_BYTES)
 
     server, port = await serve(script)
     async with server:
@@ -335,13 +294,6 @@ async def connected(broker_port: int) -> AsyncIterator[Callable[..., Awaitable[M
         await client.disconnect()
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.e2e
 async def test_publish_and_receive_qos0_and_qos1(connected: Callable[..., Awaitable[MqttClient]], topic: str) -> None:
     got: list[Message] = []
@@ -377,7 +329,7 @@ async def test_will_is_published_on_abort_not_on_disconnect(connected: Callable[
     lost.abort()
     assert isinstance(await lost.closed, ConnectionLost)
     await wait_for(lambda: len(got) == 1)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # a window for a wrong will (the polite client's) to arrive too: none must
     assert [(m.topic, m.payload) for m in got] == [(f"{topic}/will/lost", b"gone")]
 
 
@@ -405,7 +357,7 @@ async def test_qos2_both_ways(connected: Callable[..., Awaitable[MqttClient]], t
     for i in range(20):
         await pub.publish(topic, str(i).encode(), qos=2)  # returns on PUBCOMP
     await wait_for(lambda: len(got) == 20)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a window for a duplicate to arrive: none must (QoS 2 is exactly once)
     assert [(m.payload, m.qos) for m in got] == [(str(i).encode(), 2) for i in range(20)]
     assert not pub._pending
     assert not pub._qos2_out
