@@ -208,9 +208,9 @@ async def test_only_members_are_mentioned_and_mentions_expire(ctx: Ctx, tmp_path
     pipe = await sender(ctx, tmp_path)
     await pipe.process(sends(alice, gid, [f"hi <@{bob}> <@{carol}> <@u-made-up-{i}>" for i in range(3)], "m"))
 
-    raw = aioredis.Redis.from_url(ctx.state_url)
+    raw = aioredis.Redis.from_url(ctx.state_url, decode_responses=True)
     try:
-        keys = sorted(k.decode() for k in await raw.keys("*mentions:*"))
+        keys = sorted(await raw.keys("*mentions:*"))
         assert keys == [ctx.state.keys.mentions(bob, gid)]  # nothing for carol nor for made-up ids
         assert 0 < await raw.ttl(keys[0]) <= 30 * 86_400
     finally:
