@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 import mqchat
 from api import device_routes, errors, hooks, provisioning, routes, state_routes
+from api.deps import Services
 from api.events import EventSink, MqttEventSink
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -21,22 +22,25 @@ from mqchat.errors import ConfigError, MqchatError
 from mqchat.ops import metrics_endpoint
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
-               state: RedisState, events: EventSink) -> FastAPI:
-    """Build the FastAPI application around already-open stores (tests pass their own)."""
+               redis: RedisClient, events: EventSink) -> FastAPI:
+    """Build the FastAPI application around already-open stores (tests pass their own); the caller
+    owns and closes them, ``redis`` included."""
     app = FastAPI(
         title="mqchat HTTP API", version=mqchat.__version__,
         description="Accounts, tokens, channels, membership and history. Real-time traffic is MQTT: "
         "see the protocol document.",
     )
     hasher = PasswordHasher()
-    app.state.services = routes.Services(settings, keys, directory, store, state, events, hasher,
-                                         hasher.hash("not-a-password"))
+    app.state.services = Services(settings, keys, directory, store, RedisState(redis), PushState(redis), events,
+                                  hasher, hasher.hash("not-a-password"))
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
@@ -51,7 +55,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         try:
-            await state.ping()
+            await redis.ping()
         except MqchatError:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
@@ -87,13 +91,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     client_id, username, password = lifecycle.service_credentials(settings, "svc-api",
                                                                     lifecycle.instance_id("a"))
     async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
-        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-        stack.push_async_callback(state.close)
+        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(redis.close)
         events = MqttEventSink(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
                                password=password)
         await events.start()
         stack.push_async_callback(events.stop)
-        app = create_app(settings, directory, store, keys, state, events)
+        app = create_app(settings, directory, store, keys, redis, events)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5)
         server = _Server(config)

@@ -14,6 +14,8 @@ import pytest
 from api.app import create_app
 from mqchat import auth
 from mqchat.config import load_settings
+from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
 from tests.conftest import RedisServer
@@ -37,6 +39,7 @@ class Ctx:
     store: SqliteMessageStore
     keys: auth.KeySet
     state: RedisState
+    push: PushState
     events: RecordingEvents
 
 
@@ -47,12 +50,12 @@ async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
     keys = auth.load_keys(settings, create=True)
     directory = await SqliteDirectory(settings.directory_db).open()
     store = await SqliteMessageStore(settings.messages_db).open()
-    state = RedisState.from_url(redis_server.url)
+    redis = RedisClient.from_url(redis_server.url)
     events = RecordingEvents()
-    app = create_app(settings, directory, store, keys, state, events)
+    app = create_app(settings, directory, store, keys, redis, events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        yield Ctx(client, store, keys, state, events)
-    await state.close()
+        yield Ctx(client, store, keys, RedisState(redis), PushState(redis), events)
+    await redis.close()
     await directory.close()
     await store.close()
 

@@ -31,10 +31,10 @@ def test_broker_addresses() -> None:
 def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:
     import argparse
 
-    from mqchat.cli import _settings
+    from mqchat.cli import settings_from_args
 
     args = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1883)
     with pytest.raises(ConfigError, match="--mqtt-port 1883 contradicts --broker"):
-        _settings(args)
+        settings_from_args(args)
     same = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1884)
-    assert _settings(same).mqtt.port == 1884
+    assert settings_from_args(same).mqtt.port == 1884
