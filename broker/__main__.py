@@ -30,7 +30,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
         if args.no_auth and settings.mqtt.host not in ("127.0.0.1", "::1", "localhost"):
-            raise ConfigError("--no-auth binds to loopback only; set mqtt.host to 127.0.0.1")
+            raise ConfigError("--no-auth binds to loopback only; pass --host 127.0.0.1 (or set mqtt.host)")
     except ConfigError as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 2

@@ -38,3 +38,14 @@ def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:
         settings_from_args(args)
     same = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1884)
     assert settings_from_args(same).mqtt.port == 1884
+
+
+def test_mqchat_broker_runs_the_broker_process_with_explicit_flags() -> None:
+    """``mqchat broker`` becomes ``python -m broker`` with flags, never importing it or editing os.environ."""
+    import sys
+
+    from mqchat.cli import broker_argv
+
+    assert broker_argv(1884, no_auth=False) == [sys.executable, "-m", "broker", "--port", "1884"]
+    assert broker_argv(1884, no_auth=True) == [sys.executable, "-m", "broker", "--port", "1884",
+                                               "--host", "127.0.0.1", "--no-auth"]
