@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
-import redis.asyncio as aioredis
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, Request
@@ -15,15 +14,17 @@ from fastapi.responses import JSONResponse, Response
 
 import mqchat
 from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
+from api.deps import Services
 from api.events import EventSink, MqttEventSink
 from api.limits import Limits
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, MqchatError
 from mqchat.ops import metrics_endpoint
-from mqchat.ratelimit import RateLimiter
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_ratelimit import RedisRateLimiter
 from mqchat.storage.redis_state import RedisState
 
@@ -31,19 +32,18 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
-               state: RedisState, events: EventSink, *, limiter: RateLimiter | None = None) -> FastAPI:
-    """Build the FastAPI application around already-open stores (tests pass their own).
-
-    ``limiter`` keeps the rate limits (Redis, shared by every instance); None: in this process only.
-    """
+               redis: RedisClient, events: EventSink) -> FastAPI:
+    """Build the FastAPI application around already-open stores (tests pass their own); the caller
+    owns and closes them, ``redis`` included (it also keeps the rate limits, shared by every instance)."""
     app = FastAPI(
         title="mqchat HTTP API", version=mqchat.__version__,
         description="Accounts, tokens, channels, membership and history. Real-time traffic is MQTT: "
         "see the protocol document.",
     )
     hasher = PasswordHasher()
-    app.state.services = routes.Services(settings, keys, directory, store, state, events, hasher,
-                                         hasher.hash("not-a-password"), Limits(settings.ratelimit, limiter))
+    app.state.services = Services(settings, keys, directory, store, RedisState(redis), PushState(redis), events,
+                                  hasher, hasher.hash("not-a-password"),
+                                  Limits(settings.ratelimit, RedisRateLimiter(redis)))
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
@@ -61,7 +61,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         try:
-            await state.ping()
+            await redis.ping()
         except MqchatError:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
@@ -102,16 +102,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     client_id, username, password = lifecycle.service_credentials(settings, "svc-api",
                                                                     lifecycle.instance_id("a"))
     async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
-        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-        stack.push_async_callback(state.close)
-        limits_client = aioredis.Redis.from_url(settings.redis.url)
-        stack.push_async_callback(limits_client.aclose)
-        limiter = RedisRateLimiter(limits_client, settings.redis.key_prefix)
+        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(redis.close)
         events = MqttEventSink(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
                                password=password)
         await events.start()
         stack.push_async_callback(events.stop)
-        app = create_app(settings, directory, store, keys, state, events, limiter=limiter)
+        app = create_app(settings, directory, store, keys, redis, events)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(settings.http.trusted_proxies),

@@ -13,15 +13,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.routes import Me, Svc, _member_channel
+from api.deps import Me, Svc, member_channel
 from mqchat.storage.push_state import PushRegistration, PushState, redact
 
 router = APIRouter(prefix="/v1")
 
 
 def push_state(svc: Svc) -> PushState:
-    """Push state on the API's Redis connection pool."""
-    return PushState(svc.state.client, svc.state.keys.prefix)
+    return svc.push
 
 
 Push = Annotated[PushState, Depends(push_state)]
@@ -95,7 +94,7 @@ async def list_push(me: Me, push: Push) -> PushDevices:
 @router.put("/channels/{channel_id}/mute", response_model=MuteState)
 async def set_mute(channel_id: str, body: SetMute, me: Me, svc: Svc, push: Push) -> MuteState:
     """Mute or unmute pushes from a channel, for all of your devices (messages still arrive)."""
-    await _member_channel(svc, me, channel_id)
+    await member_channel(svc, me, channel_id)
     await push.set_muted(me.user_id, channel_id, body.muted)
     return MuteState(channel=channel_id, muted=body.muted)
 

@@ -35,7 +35,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict
 
-from api.routes import Svc
+from api.deps import Svc
 from mqchat import access, auth, policy
 from mqchat.errors import AuthError
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Annotated
+
+from fastapi import Query
 
 from api.errors import ApiError
 
@@ -31,3 +34,9 @@ def decode(cursor: str, listing: str) -> list[str]:
     if name != listing or not rest:
         raise ApiError(422, "invalid_cursor", "this cursor does not belong to this listing; start from the first page")
     return rest.split("|")
+
+
+#: Page sizes of the listing endpoints (``limit``): default and most.
+PAGE_DEFAULT, PAGE_MAX = 100, 500
+PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Most entries in this page.")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]

@@ -16,8 +16,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import models
+from api.deps import Me, Svc, now_ms
 from api.errors import ApiError
-from api.routes import Me, Svc, now_ms
 from mqchat.errors import Conflict
 
 #: Stored in place of a password hash: not an Argon2 hash, so verifying any password against it

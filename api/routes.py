@@ -4,67 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api import models, paging
+from api.deps import Me, Services, Svc, member_channel, now_ms
 from api.errors import ApiError
-from api.events import EventSink
-from api.limits import Limits, client_address
+from api.limits import client_address
+from api.paging import PAGE_DEFAULT, Cursor, PageLimit
 from mqchat import auth
-from mqchat.config import Settings
-from mqchat.errors import AuthError, Conflict
-from mqchat.storage.base import Channel, Directory, MessageStore
-from mqchat.storage.redis_state import RedisState
+from mqchat.errors import Conflict
+from mqchat.storage.base import Channel
 
 WS_PATH = "/mqtt"
 
 
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    keys: auth.KeySet
-    directory: Directory
-    store: MessageStore
-    state: RedisState
-    events: EventSink
-    hasher: PasswordHasher
-    dummy_hash: str
-    """Verified against when a username is unknown, so both cases take the same time."""
-    limits: Limits
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
-
-
-Svc = Annotated[Services, Depends(services)]
-_bearer = HTTPBearer(auto_error=False)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def principal(
-    svc: Svc, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> auth.Principal:
-    if creds is None:
-        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>'")
-    try:
-        return auth.verify(svc.keys, creds.credentials, now=int(time.time()))
-    except AuthError as exc:
-        raise ApiError(401, f"token_{exc.reason}", exc.message) from None
-
-
-Me = Annotated[auth.Principal, Depends(principal)]
 router = APIRouter(prefix="/v1")
 
 
@@ -115,14 +72,6 @@ async def _channel_out(svc: Services, channel: Channel) -> models.ChannelOut:
     )
 
 
-async def _member_channel(svc: Services, me: auth.Principal, channel_id: str) -> Channel:
-    channel = await svc.directory.get_channel(channel_id)
-    # Non-members learn nothing about a channel's existence.
-    if channel is None or not await svc.directory.memberships([(channel_id, me.user_id)]):
-        raise ApiError(404, "channel_not_found", "no such channel, or you are not a member")
-    return channel
-
-
 @router.post("/channels", response_model=models.CreatedChannel, status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "the existing direct channel"}, 422: {"description": "unknown_users"}})
 async def create_channel(body: models.CreateChannel, me: Me, svc: Svc, response: Response) -> models.CreatedChannel:
@@ -145,7 +94,7 @@ async def create_channel(body: models.CreateChannel, me: Me, svc: Svc, response:
 
 @router.post("/channels/{channel_id}/members", response_model=models.Membership)
 async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) -> models.Membership:
-    channel = await _member_channel(svc, me, channel_id)
+    channel = await member_channel(svc, me, channel_id)
     if channel.kind != "group":
         raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
     if not await svc.directory.existing_users([body.user_id]):
@@ -158,7 +107,7 @@ async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) 
 
 @router.delete("/channels/{channel_id}/members/{user_id}", response_model=models.Membership)
 async def remove_member(channel_id: str, user_id: str, me: Me, svc: Svc) -> models.Membership:
-    channel = await _member_channel(svc, me, channel_id)
+    channel = await member_channel(svc, me, channel_id)
     if channel.kind == "direct":
         raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
     if user_id != me.user_id and channel.created_by != me.user_id:
@@ -181,12 +130,6 @@ async def _joined(svc: Services, channel_id: str, user_id: str, *, by: str) -> N
     await svc.events.user_event(user_id, {"type": "membership", "channel": channel_id, "action": "added", "by": by})
 
 
-#: Page sizes of the listing endpoints (``limit``): default and most.
-PAGE_DEFAULT, PAGE_MAX = 100, 500
-PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Most entries in this page.")]
-Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")]
-
-
 @router.get("/me/channels", response_model=models.ChannelList)
 async def my_channels(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None) -> models.ChannelList:
     """Your channels by channel id, a page at a time."""
@@ -206,7 +149,7 @@ async def history(
     after: Annotated[int | None, Query(ge=0, description="Messages with seq above this.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> models.HistoryOut:
-    await _member_channel(svc, me, channel_id)
+    await member_channel(svc, me, channel_id)
     page = await svc.store.history(channel_id, before=before, after=after, limit=limit)
     return models.HistoryOut(
         channel=channel_id, epoch=page.epoch, last_seq=page.last_seq, has_more=page.has_more,

@@ -8,8 +8,9 @@ from typing import Literal
 from fastapi import APIRouter
 
 from api import models, paging
+from api.deps import Me, Services, Svc, member_channel
 from api.errors import ApiError
-from api.routes import PAGE_DEFAULT, Cursor, Me, PageLimit, Services, Svc, _member_channel
+from api.paging import PAGE_DEFAULT, Cursor, PageLimit
 from mqchat import unread
 from mqchat.storage.base import Channel, HistoryPage, Position, ReadMarker, StoredMessage
 
@@ -30,7 +31,7 @@ async def _badge(svc: Services, user_id: str) -> tuple[int, dict[str, Position],
 @router.post("/channels/{channel_id}/read", response_model=models.ReadState)
 async def mark_read(channel_id: str, body: models.MarkRead, me: Me, svc: Svc) -> models.ReadState:
     """Move your read marker (never backwards); every device of yours gets a ``read`` event."""
-    await _member_channel(svc, me, channel_id)
+    await member_channel(svc, me, channel_id)
     position = (await svc.store.positions([channel_id]))[channel_id]
     epoch = body.epoch or position.epoch
     if epoch != position.epoch:
@@ -144,5 +145,5 @@ async def sync(body: models.SyncRequest, me: Me, svc: Svc) -> models.SyncResult:
 @router.get("/channels/{channel_id}/presence", response_model=models.ChannelPresence)
 async def channel_presence(channel_id: str, me: Me, svc: Svc) -> models.ChannelPresence:
     """How many members are online, without listing them (large channels)."""
-    await _member_channel(svc, me, channel_id)
+    await member_channel(svc, me, channel_id)
     return models.ChannelPresence(channel=channel_id, online=await svc.state.online_count(channel_id))

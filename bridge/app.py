@@ -23,6 +23,8 @@ from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.leases import ChannelLeases
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
@@ -110,13 +112,15 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         sequencer = Sequencer(Snowflake(cfg.worker_id))
         ownership: Ownership | None = None
         redis_state: RedisState | None = None  # read markers, mentions and push jobs
+        redis: RedisClient | None = None
         if settings.redis.url:
-            redis_state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-            stack.push_async_callback(redis_state.close)
+            redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+            stack.push_async_callback(redis.close)
+            redis_state = RedisState(redis)
         if cfg.coordinate:
-            if redis_state is None:
+            if redis is None:
                 raise ConfigError("bridge.coordinate needs redis.url (MQCHAT_REDIS__URL)")
-            ownership = Ownership(redis_state, f"b{cfg.worker_id}", cfg.partitions, cfg.lease_ms)
+            ownership = Ownership(ChannelLeases(redis), f"b{cfg.worker_id}", cfg.partitions, cfg.lease_ms)
             await ownership.tick()
             stack.push_async_callback(ownership.release_all)
             ticker = asyncio.create_task(_keep_leases(ownership, sequencer), name="bridge.ownership")
@@ -135,8 +139,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         readiness = lifecycle.Readiness()
         if settings.ops.bridge_port:
             ops = asyncio.create_task(
-                serve_ops(settings.ops.host, settings.ops.bridge_port,
-                          ready=lambda: bool(metrics.CONNECTED._value.get())),
+                serve_ops(settings.ops.host, settings.ops.bridge_port, ready=readiness),
                 name="bridge.ops")
             stack.push_async_callback(_cancel, ops)
         attempt = 0

@@ -6,7 +6,7 @@ bridge sequences a channel at a time. Partition ``p`` is assigned to the live br
 highest ``hash(p, bridge)`` (rendezvous hashing: when a bridge joins or leaves, only its share of
 partitions moves). Each bridge heartbeats its membership, claims the leases of its assigned
 partitions, and releases the ones it is no longer assigned; a dead bridge's leases expire after
-``lease_ms``.
+``lease_ms``. The policy is here; every Redis command is in :class:`mqchat.storage.leases.ChannelLeases`.
 
 The fence: a bridge trusts its own lease only until ``claimed_at + lease_ms - safety``, measured on
 its own monotonic clock, and the message store's append is a compare-and-set on the channel's
@@ -25,11 +25,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
-
-from mqchat.storage.keys import Keys
-from mqchat.storage.redis_state import RedisState, load_script
+from mqchat.storage.leases import ChannelLeases
 
 
 def partition_of(channel: str, partitions: int) -> int:
@@ -51,26 +47,19 @@ class Ownership:
     """One bridge's view of the partitions it owns, kept current by :meth:`tick`.
 
     Args:
-        state: Redis access (its client and key prefix are used).
+        leases: membership and lease storage (Redis).
         bridge_id: unique among bridges (``b{worker_id}``); stable across restarts so a restarted
             bridge takes its own leases back at once.
         partitions: number of partitions (the same on every bridge).
         lease_ms: lease lifetime; :meth:`tick` should run every third of it.
     """
 
-    state: RedisState
+    leases: ChannelLeases
     bridge_id: str
     partitions: int = 64
     lease_ms: int = 3000
     owned: dict[int, float] = field(default_factory=dict)
     """partition → local deadline (monotonic seconds) until which this bridge may act on it."""
-
-    def __post_init__(self) -> None:
-        self._r: aioredis.Redis = self.state.client
-        self._keys: Keys = self.state.keys
-        self._release_text = load_script("lease_release.lua")
-        self._claim = self._r.register_script(load_script("lease_claim.lua"))
-        self._release = self._r.register_script(self._release_text)
 
     def owns(self, channel: str, now: float | None = None) -> bool:
         deadline = self.owned.get(partition_of(channel, self.partitions))
@@ -84,41 +73,21 @@ class Ownership:
         """
         started = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
-        r, k = self._r, self._keys
-        pipe = r.pipeline(transaction=False)
-        pipe.zadd(k.bridges, {self.bridge_id: now_ms + self.lease_ms})
-        pipe.zremrangebyscore(k.bridges, "-inf", now_ms)
-        pipe.zrange(k.bridges, 0, -1)
-        _, _, members = await pipe.execute()
-        live = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        live = await self.leases.heartbeat(self.bridge_id, now_ms=now_ms, lease_ms=self.lease_ms)
         mine = {p for p in range(self.partitions) if assign(p, live) == self.bridge_id}
         release = [p for p in self.owned if p not in mine]
         claims = sorted(mine)
-        pipe = r.pipeline(transaction=False)
-        for p in claims:
-            pipe.evalsha(self._claim.sha, 1, k.lease(p), self.bridge_id, self.lease_ms)
-        for p in release:
-            pipe.evalsha(self._release.sha, 1, k.lease(p), self.bridge_id)
-        try:
-            results = await pipe.execute()
-        except NoScriptError:  # first use, or Redis restarted: load the scripts and try again
-            await r.script_load(self._claim.script)
-            await r.script_load(self._release.script)
-            return await self.tick()
+        results = await self.leases.claim_and_release(self.bridge_id, claims, release, lease_ms=self.lease_ms)
         # Trust a lease for less than its lifetime, measured from before the claim was sent.
         deadline = started + self.lease_ms / 1000 * 0.8
         before = set(self.owned)
-        held = {p for p, ok in zip(claims, results[: len(claims)], strict=True) if ok}
+        held = {p for p, ok in zip(claims, results, strict=True) if ok}
         self.owned = dict.fromkeys(held, deadline)
         return held - before, before - held
 
     async def release_all(self) -> None:
         """On shutdown: hand every partition back at once, and leave the member set."""
-        pipe = self._r.pipeline(transaction=False)
-        for p in self.owned:
-            pipe.eval(self._release_text, 1, self._keys.lease(p), self.bridge_id)
-        pipe.zrem(self._keys.bridges, self.bridge_id)
-        await pipe.execute()
+        await self.leases.leave(self.bridge_id, list(self.owned))
         self.owned = {}
 
     def channels_in(self, partitions: Iterable[int], channels: Iterable[str]) -> list[str]:

@@ -30,6 +30,7 @@ from amqtt.plugins.base import BasePlugin
 from mqchat import auth, topics
 from mqchat.ids import new_random_id
 from mqchat.schema import PresencePayload
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import PresenceOp, RedisState
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class PresencePlugin(BasePlugin):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._state = RedisState.from_url(self.config.redis_url, self.config.key_prefix)
+        self._redis = RedisClient.from_url(self.config.redis_url, self.config.key_prefix)
+        self._state = RedisState(self._redis)
         self._ttl = self.config.lease_ttl_ms
         self._queue: asyncio.Queue[tuple[str, str, PresenceOp, str]] = asyncio.Queue()
         self._live: dict[str, tuple[str, str]] = {}  # client id → (user, device|conn)
@@ -145,4 +147,4 @@ class PresencePlugin(BasePlugin):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._state.close()
+        await self._redis.close()

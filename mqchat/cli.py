@@ -56,7 +56,7 @@ def parse_store_url(url: str) -> dict[str, Any]:
     return {"store": {"backend": "cassandra"}, "cassandra": cassandra}
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings with the command-line flags on top (sources deep-merge, so a flag overrides one field)."""
     overrides: dict[str, Any] = {}
     if getattr(args, "store", None):
@@ -218,13 +218,13 @@ Get a token:
        -d '{{"username":"alice","password":"correct horse"}}'
   curl -s -XPOST {api}/v1/login -H 'content-type: application/json' \\
        -d '{{"username":"alice","password":"correct horse","device_id":"phone1"}}'
-or, for development:  {_mqchat_command()} token --user USER_ID --device DEVICE_ID{dev_note}
+or, for development:  {mqchat_command()} token --user USER_ID --device DEVICE_ID{dev_note}
 
 Connect with client id USER_ID:DEVICE_ID, username USER_ID, password TOKEN. Ctrl-C stops.
 """
 
 
-def _mqchat_command() -> str:
+def mqchat_command() -> str:
     """How to run ``mqchat`` from any shell: the venv's script path unless ``mqchat`` on PATH is it."""
     script = Path(sys.executable).parent / "mqchat"
     on_path = shutil.which("mqchat")
@@ -246,7 +246,7 @@ def parse_broker(address: str) -> dict[str, Any]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
     external = bool(getattr(args, "broker", None))
     processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
@@ -316,7 +316,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     keys = auth.load_keys(settings)
     try:
         token = auth.issue(keys, user_id=args.user, device_id=args.device, now=int(time.time()),
@@ -327,19 +327,27 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_broker(args: argparse.Namespace) -> int:
-    from broker.__main__ import cli as broker_cli
+def broker_argv(port: int, *, no_auth: bool) -> list[str]:
+    """The command line that runs the broker process for ``mqchat broker`` (``--no-auth``: on loopback)."""
+    argv = [sys.executable, "-m", "broker", "--port", str(port)]
+    if no_auth:
+        argv += ["--host", "127.0.0.1", "--no-auth"]
+    return argv
 
-    os.environ["MQCHAT_MQTT__PORT"] = str(args.port)
-    if args.no_auth:
-        os.environ["MQCHAT_MQTT__HOST"] = "127.0.0.1"
-    return broker_cli(["--no-auth"] if args.no_auth else [])
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    # The broker runs as its own process, as under ``mqchat up``: this process becomes it, so
+    # signals reach the broker directly and its exit status is ours.
+    argv = broker_argv(args.port, no_auth=args.no_auth)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from mqchat.storage.cql.command import migrate_command
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="migrate")
     return migrate_command(settings)
 
@@ -348,7 +356,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(reference_markdown(), end="")
         return 0
-    settings = _settings(args)
+    settings = settings_from_args(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
 

@@ -138,6 +138,27 @@ def clear_ready(settings: Settings, process: str) -> None:
     ready_file(settings, process).unlink(missing_ok=True)
 
 
+async def supervised(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run ``work`` until ``stop``, restarting it with capped backoff when it fails (broker or Redis down).
+
+    Args:
+        name: what ``work`` is, for the log line of each restart.
+        work: the loop to keep running; it returns or raises, and is started again until ``stop``.
+        stop: set at shutdown; a waiting restart is abandoned at once.
+    """
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s failed (%s); restarting in %.1fs", name, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+
+
 class Readiness:
     """Whether the process can do its job right now (served as ``/readyz``)."""
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 
 import aiomqtt
 
@@ -16,9 +15,10 @@ from mqchat.errors import ConfigError
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from workers.presence import run_publisher, run_sweeper
-from workers.push.service import open_push, push_tasks
+from workers.push.service import PUSH_DRAIN_S, open_push, push_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ SERVICE_USER = "svc-workers"
 #: The presence publisher is a singleton (it publishes in stream order); run one workers process.
 PRESENCE_CONSUMER = "presence-publisher"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-#: On shutdown, how long the push loops may take to settle the batch in hand.
-PUSH_DRAIN_S = 10.0
 
 
 class MqttPublisher:
@@ -38,21 +36,6 @@ class MqttPublisher:
         await self._client.publish(topic, payload, qos=1, retain=True)
 
 
-async def _supervised(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-    """Run ``work`` until ``stop``, restarting it with backoff when it fails (broker or Redis down)."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("%s failed (%s); restarting in %.1fs", name, exc, delay)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10.0)
-
-
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.redis.url:
         raise ConfigError("workers need redis.url (MQCHAT_REDIS__URL)")
@@ -61,16 +44,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER,
                                                                    lifecycle.instance_id("w"))
     async with AsyncExitStack() as stack:
-        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-        stack.push_async_callback(state.close)
+        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(redis.close)
+        state = RedisState(redis)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
         push = None
         if settings.push.enabled:
             store = await open_message_store(settings)
             stack.push_async_callback(store.close)
-            push = await open_push(settings, stack, PushState(state.client, settings.redis.key_prefix), directory,
-                                   store)
+            push = await open_push(settings, stack, PushState(redis), directory, store)
         stack.callback(lifecycle.clear_ready, settings, "workers")
 
         async def publisher() -> None:
@@ -81,7 +64,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async def sweeper() -> None:
             await run_sweeper(state)
 
-        await state.ping()
+        await redis.ping()
         lifecycle.mark_ready(settings, "workers")
         readiness = lifecycle.Readiness()
         readiness.ok = True
@@ -89,15 +72,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                     ", push fan-out and sender" if push else " (push disabled)")
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(_supervised("presence publisher", publisher, stop), name="workers.presence.publish"),
-                tg.create_task(_supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
+                tg.create_task(lifecycle.supervised("presence publisher", publisher, stop),
+                               name="workers.presence.publish"),
+                tg.create_task(lifecycle.supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
             ]
             if settings.ops.workers_port:
                 tasks.append(tg.create_task(serve_ops(settings.ops.host, settings.ops.workers_port, readiness),
                                             name="workers.ops"))
             draining: list[asyncio.Task[None]] = []
             if push is not None:
-                draining = push_tasks(tg, *push, _supervised, stop)
+                draining = push_tasks(tg, *push, stop)
             await stop.wait()
             readiness.ok = False
             for t in tasks:

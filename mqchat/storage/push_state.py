@@ -25,26 +25,19 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.client import Pipeline
 
-from mqchat.errors import StorageError, StorageUnavailable
 from mqchat.storage.base import ReadMarker
 from mqchat.storage.keys import (
-    DEFAULT_PREFIX,
     FANOUT_GROUP,
     FANOUT_PROGRESS_TTL_S,
     PUSH_DLQ_MAXLEN,
     PUSH_SENDS_MAXLEN,
     SENDERS_GROUP,
-    Keys,
 )
+from mqchat.storage.redis_client import RedisClient
 
 Platform = Literal["fcm", "apns"]
-#: Optimistic-transaction retries before giving up for this round (the caller tries again later).
-_WATCH_ATTEMPTS = 5
 
 
 def redact(token: str) -> str:
@@ -129,31 +122,24 @@ class PushState:
     """Device registry, mutes and push job streams on one Redis.
 
     Args:
-        client: a ``redis.asyncio.Redis``, usually shared with :class:`RedisState` (not closed here).
-        prefix: key prefix (``redis.key_prefix``).
+        redis: the process's Redis, usually shared with :class:`~mqchat.storage.redis_state.RedisState`
+            (not closed here: its owner closes it).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._r = client
-        self.keys = Keys(prefix)
-
-    async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
-        except RedisError as exc:
-            raise StorageError(f"redis: {exc}") from exc
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+        self._r = redis.driver
+        self.keys = redis.keys
 
     # --- registry --------------------------------------------------------------------------------
 
     async def register(self, user: str, device: str, registration: PushRegistration) -> None:
         """Register or refresh ``device``'s token (the last registration of a device wins)."""
-        await self._call(self._r.hset(self.keys.push_devices(user), device, _job_encoder.encode(registration)))
+        await self._redis.call(self._r.hset(self.keys.push_devices(user), device, _job_encoder.encode(registration)))
 
     async def unregister(self, user: str, device: str) -> bool:
         """Remove ``device``'s registration; False if it had none."""
-        return bool(await self._call(self._r.hdel(self.keys.push_devices(user), device)))
+        return bool(await self._redis.call(self._r.hdel(self.keys.push_devices(user), device)))
 
     async def registrations(self, user: str) -> dict[str, PushRegistration]:
         return (await self.registrations_of([user]))[user]
@@ -163,51 +149,50 @@ class PushState:
         wanted = list(dict.fromkeys(users))
         if not wanted:
             return {}
-        pipe = self._r.pipeline(transaction=False)
-        for u in wanted:
-            pipe.hgetall(self.keys.push_devices(u))
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for u in wanted:
+                pipe.hgetall(self.keys.push_devices(u))
+
+        rows = await self._redis.pipelined(build)
         return {u: {_s(d): _reg_decoder.decode(v) for d, v in row.items()} for u, row in zip(wanted, rows, strict=True)}
 
     async def registration_many(self, pairs: Sequence[tuple[str, str]]) -> list[PushRegistration | None]:
         """The current registration of each ``(user, device)``, in one round trip."""
         if not pairs:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for user, device in pairs:
-            pipe.hget(self.keys.push_devices(user), device)
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for user, device in pairs:
+                pipe.hget(self.keys.push_devices(user), device)
+
+        rows = await self._redis.pipelined(build)
         return [None if v is None else _reg_decoder.decode(v) for v in rows]
 
     async def remove_token(self, user: str, device: str, token: str) -> bool:
         """Remove ``device``'s registration if it still holds ``token`` (a refreshed one is kept)."""
         key = self.keys.push_devices(user)
-        for _ in range(_WATCH_ATTEMPTS):
-            try:
-                async with self._r.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key)
-                    raw = await pipe.hget(key, device)
-                    if raw is None or _reg_decoder.decode(raw).token != token:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        return False
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hdel(key, device)
-                    await pipe.execute()
-                    return True
-            except WatchError:
-                continue
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                raise StorageUnavailable(f"redis: {exc}") from exc
-        return False
+
+        async def body(pipe: Pipeline) -> bool:
+            raw = await pipe.hget(key, device)
+            if raw is None or _reg_decoder.decode(raw).token != token:
+                await pipe.unwatch()  # type: ignore[no-untyped-call]
+                return False
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.hdel(key, device)
+            await pipe.execute()
+            return True
+
+        return await self._redis.watched(key, body, default=False)
 
     # --- mutes -----------------------------------------------------------------------------------
 
     async def set_muted(self, user: str, channel: str, muted: bool) -> None:
         key = self.keys.push_muted(user)
-        await self._call(self._r.sadd(key, channel) if muted else self._r.srem(key, channel))
+        await self._redis.call(self._r.sadd(key, channel) if muted else self._r.srem(key, channel))
 
     async def muted_channels(self, user: str) -> set[str]:
-        return {_s(c) for c in await self._call(self._r.smembers(self.keys.push_muted(user)))}
+        return {_s(c) for c in await self._redis.call(self._r.smembers(self.keys.push_muted(user)))}
 
     # --- what the fan-out and the senders read, batched ------------------------------------------
 
@@ -219,12 +204,14 @@ class PushState:
         """
         if not users:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for u in users:
-            pipe.hget(self.keys.user_presence(u), "status")
-            pipe.sismember(self.keys.push_muted(u), channel)
-            pipe.hgetall(self.keys.push_devices(u))
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for u in users:
+                pipe.hget(self.keys.user_presence(u), "status")
+                pipe.sismember(self.keys.push_muted(u), channel)
+                pipe.hgetall(self.keys.push_devices(u))
+
+        rows = await self._redis.pipelined(build)
         out = []
         for i in range(len(users)):
             status, muted, devices = rows[3 * i: 3 * i + 3]
@@ -236,10 +223,12 @@ class PushState:
         """Every read marker of each user (channel → marker), in one round trip."""
         if not users:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for u in users:
-            pipe.hgetall(self.keys.read(u))
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for u in users:
+                pipe.hgetall(self.keys.read(u))
+
+        rows = await self._redis.pipelined(build)
         out: list[dict[str, ReadMarker]] = []
         for row in rows:
             markers = {}
@@ -254,12 +243,14 @@ class PushState:
         device's current registration; one round trip for the batch."""
         if not jobs:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for j in jobs:
-            pipe.hget(self.keys.user_presence(j.user), "status")
-            pipe.hget(self.keys.read(j.user), j.channel)
-            pipe.hget(self.keys.push_devices(j.user), j.device)
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for j in jobs:
+                pipe.hget(self.keys.user_presence(j.user), "status")
+                pipe.hget(self.keys.read(j.user), j.channel)
+                pipe.hget(self.keys.push_devices(j.user), j.device)
+
+        rows = await self._redis.pipelined(build)
         out: list[tuple[str, ReadMarker | None, PushRegistration | None]] = []
         for i in range(len(jobs)):
             status, marker, reg = rows[3 * i: 3 * i + 3]
@@ -276,17 +267,12 @@ class PushState:
     async def ensure_groups(self) -> None:
         """Create both consumer groups (and their streams) if missing; idempotent."""
         for stream, group in ((self.keys.push_jobs, FANOUT_GROUP), (self.keys.push_sends, SENDERS_GROUP)):
-            try:
-                await self._r.xgroup_create(stream, group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise StorageError(f"redis: {exc}") from exc
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                raise StorageUnavailable(f"redis: {exc}") from exc
+            await self._redis.ensure_group(stream, group)
 
     async def _read(self, stream: str, group: str, consumer: str, count: int,
                     block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        reply = await self._call(self._r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms))
+        reply = await self._redis.call(self._r.xreadgroup(group, consumer, {stream: ">"}, count=count,
+                                                          block=block_ms))
         out: list[tuple[str, dict[str, str]]] = []
         for _stream, entries in reply or []:
             out.extend(_entries(entries))
@@ -301,7 +287,8 @@ class PushState:
         claimed: list[tuple[str, dict[str, str]]] = []
         start = "0-0"
         for _ in range(100):  # bounded: each round advances the cursor through the pending list
-            reply = await self._call(self._r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count))
+            reply = await self._redis.call(self._r.xautoclaim(stream, group, consumer, min_idle_ms, start,
+                                                              count=count))
             start = _s(reply[0])
             claimed.extend(_entries(reply[1]))
             if start == "0-0" or len(claimed) >= count:
@@ -310,7 +297,7 @@ class PushState:
 
     async def _touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
         if ids:
-            await self._call(self._r.xclaim(stream, group, consumer, 0, list(ids), justid=True))
+            await self._redis.call(self._r.xclaim(stream, group, consumer, 0, list(ids), justid=True))
 
     async def touch_fanout_jobs(self, consumer: str, ids: Sequence[str]) -> None:
         """Reset the idle time of jobs this worker is still working on, so nobody claims them."""
@@ -332,44 +319,46 @@ class PushState:
 
     async def fanout_progress(self, entry_id: str) -> str | None:
         """The last member a fan-out job already enqueued for (None: start from the beginning)."""
-        raw = await self._call(self._r.get(self.keys.push_fanout_progress(entry_id)))
+        raw = await self._redis.call(self._r.get(self.keys.push_fanout_progress(entry_id)))
         return None if raw is None else _s(raw)
+
+    def _add_sends(self, pipe: Pipeline, jobs: Sequence[SendJob]) -> None:
+        for job in jobs:
+            pipe.xadd(self.keys.push_sends, {"job": encode_job(job)}, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
 
     async def commit_fanout_batch(self, entry_id: str, jobs: Sequence[SendJob], last_member: str) -> None:
         """Enqueue a batch's send jobs and move the job's cursor past the batch, atomically."""
-        pipe = self._r.pipeline(transaction=True)
-        for job in jobs:
-            pipe.xadd(self.keys.push_sends, {"job": encode_job(job)}, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
-        pipe.set(self.keys.push_fanout_progress(entry_id), last_member, ex=FANOUT_PROGRESS_TTL_S)
-        await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            self._add_sends(pipe, jobs)
+            pipe.set(self.keys.push_fanout_progress(entry_id), last_member, ex=FANOUT_PROGRESS_TTL_S)
+
+        await self._redis.pipelined(build, transaction=True)
 
     async def complete_fanout(self, entry_id: str, jobs: Sequence[SendJob]) -> None:
         """Enqueue the last batch's send jobs, acknowledge the job and drop its cursor, atomically
         (one round trip: the common case of a message whose members fit in one batch)."""
-        pipe = self._r.pipeline(transaction=True)
-        for job in jobs:
-            pipe.xadd(self.keys.push_sends, {"job": encode_job(job)}, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
-        pipe.xack(self.keys.push_jobs, FANOUT_GROUP, entry_id)
-        pipe.delete(self.keys.push_fanout_progress(entry_id))
-        await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            self._add_sends(pipe, jobs)
+            pipe.xack(self.keys.push_jobs, FANOUT_GROUP, entry_id)
+            pipe.delete(self.keys.push_fanout_progress(entry_id))
+
+        await self._redis.pipelined(build, transaction=True)
 
     async def finish_fanout_job(self, entry_id: str) -> None:
         """Acknowledge a fully fanned-out job and drop its cursor, atomically."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.xack(self.keys.push_jobs, FANOUT_GROUP, entry_id)
-        pipe.delete(self.keys.push_fanout_progress(entry_id))
-        await self._call(pipe.execute())
+        await self.complete_fanout(entry_id, [])
 
     # --- send jobs -------------------------------------------------------------------------------
 
     async def enqueue_sends(self, jobs: Sequence[SendJob]) -> None:
         """Append send jobs directly (tests, benchmarks, DLQ replays)."""
-        if jobs:
-            pipe = self._r.pipeline(transaction=True)
-            for job in jobs:
-                pipe.xadd(self.keys.push_sends, {"job": encode_job(job)}, maxlen=PUSH_SENDS_MAXLEN,
-                          approximate=True)
-            await self._call(pipe.execute())
+        await self._redis.pipelined(lambda pipe: self._add_sends(pipe, jobs), transaction=True)
+
+    async def clear_sends(self) -> None:
+        """Drop the send stream, its consumer group included (benchmarks start from an empty stream)."""
+        await self._redis.call(self._r.delete(self.keys.push_sends))
 
     async def read_sends(self, consumer: str, *, count: int = 256,
                          block_ms: int = 1000) -> list[tuple[str, SendJob]]:
@@ -389,16 +378,18 @@ class PushState:
             retry: ``(due_ms, job)`` to try again later.
             dead_letter: give up: append to ``push:dlq``.
         """
-        pipe = self._r.pipeline(transaction=True)
-        pipe.xack(self.keys.push_sends, SENDERS_GROUP, entry_id)
-        if retry is not None:
-            due_ms, job = retry
-            pipe.zadd(self.keys.push_retry, {encode_job(job): due_ms})
-        if dead_letter is not None:
-            pipe.xadd(self.keys.push_dlq, {"job": encode_job(dead_letter.job), "reason": dead_letter.reason,
-                                           "failed_ms": dead_letter.failed_ms},
-                      maxlen=PUSH_DLQ_MAXLEN, approximate=True)
-        await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            pipe.xack(self.keys.push_sends, SENDERS_GROUP, entry_id)
+            if retry is not None:
+                due_ms, job = retry
+                pipe.zadd(self.keys.push_retry, {encode_job(job): due_ms})
+            if dead_letter is not None:
+                pipe.xadd(self.keys.push_dlq, {"job": encode_job(dead_letter.job), "reason": dead_letter.reason,
+                                               "failed_ms": dead_letter.failed_ms},
+                          maxlen=PUSH_DLQ_MAXLEN, approximate=True)
+
+        await self._redis.pipelined(build, transaction=True)
 
     async def move_due_retries(self, now_ms: int, *, limit: int = 500) -> int:
         """Move retries due by ``now_ms`` back onto ``push:sends``; returns how many.
@@ -406,33 +397,28 @@ class PushState:
         ``WATCH`` makes the read-remove-append atomic: two movers never both move one job.
         """
         key = self.keys.push_retry
-        for _ in range(_WATCH_ATTEMPTS):
-            try:
-                async with self._r.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key)
-                    due = await pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
-                    if not due:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        return 0
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.zrem(key, *due)
-                    for raw in due:
-                        fields: dict[Any, Any] = {"job": raw}
-                        pipe.xadd(self.keys.push_sends, fields, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
-                    await pipe.execute()
-                    return len(due)
-            except WatchError:
-                continue
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                raise StorageUnavailable(f"redis: {exc}") from exc
-        return 0
+
+        async def body(pipe: Pipeline) -> int:
+            due = await pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
+            if not due:
+                await pipe.unwatch()  # type: ignore[no-untyped-call]
+                return 0
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.zrem(key, *due)
+            for raw in due:
+                fields: dict[Any, Any] = {"job": raw}
+                pipe.xadd(self.keys.push_sends, fields, maxlen=PUSH_SENDS_MAXLEN, approximate=True)
+            await pipe.execute()
+            return len(due)
+
+        return await self._redis.watched(key, body, default=0)
 
     async def retries_waiting(self) -> int:
-        return int(await self._call(self._r.zcard(self.keys.push_retry)))
+        return int(await self._redis.call(self._r.zcard(self.keys.push_retry)))
 
     async def dead_letters(self, *, count: int = 100) -> list[tuple[str, DeadLetter]]:
         """The oldest dead letters (inspection; ``XRANGE push:dlq`` shows the same)."""
-        reply = await self._call(self._r.xrange(self.keys.push_dlq, count=count))
+        reply = await self._redis.call(self._r.xrange(self.keys.push_dlq, count=count))
         return [(i, DeadLetter(job=decode_job(f["job"]), reason=f["reason"], failed_ms=int(f["failed_ms"])))
                 for i, f in _entries(reply)]
 
@@ -440,7 +426,7 @@ class PushState:
         """Entries read but not acknowledged, per stream (for tests and monitoring)."""
         out = {}
         for stream, group in ((self.keys.push_jobs, FANOUT_GROUP), (self.keys.push_sends, SENDERS_GROUP)):
-            info = await self._call(self._r.xpending(stream, group))
+            info = await self._redis.call(self._r.xpending(stream, group))
             out[stream] = int(info["pending"])
         return out
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from mqchat.errors import StorageUnavailable
 from mqchat.ratelimit import Decision, RateLimiter, Rule
-from mqchat.storage.keys import DEFAULT_PREFIX, Keys
-from mqchat.storage.redis_state import load_script
+from mqchat.storage.redis_client import RedisClient
 
 
 class RedisRateLimiter:
-    """:class:`~mqchat.ratelimit.RateLimiter` on Redis: one key and one script call per decision."""
+    """:class:`~mqchat.ratelimit.RateLimiter` on Redis: one key and one script call per decision
+    (``rate_limit.lua``); a view over the process's :class:`RedisClient`, which it never closes."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._keys = Keys(prefix)
-        self._script = client.register_script(load_script("rate_limit.lua"))
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
 
     async def hit(self, bucket: str, subject: str, rule: Rule, *, cost: int = 1) -> Decision:
         """Use ``cost`` of ``subject``'s allowance in ``bucket`` under ``rule`` (``cost=0``: only ask).
@@ -24,11 +19,8 @@ class RedisRateLimiter:
         Raises:
             StorageUnavailable: Redis cannot be reached (callers decide whether to fail open).
         """
-        try:
-            allowed, retry_ms = await self._script(keys=[self._keys.rate(bucket, subject)],
-                                                   args=[rule.period_ms, rule.limit, cost])
-        except RedisError as exc:
-            raise StorageUnavailable(f"rate limit: {exc}") from exc
+        allowed, retry_ms = await self._redis.run_script(
+            "rate_limit.lua", [self._redis.keys.rate(bucket, subject)], [rule.period_ms, rule.limit, cost])
         return Decision(bool(allowed), int(retry_ms))
 
 

@@ -1,4 +1,4 @@
-"""Redis-backed presence and read state (redis-py asyncio).
+"""Presence, read state and fan-out jobs in Redis, over a :class:`~mqchat.storage.redis_client.RedisClient`.
 
 Key names and lifetimes are in :mod:`mqchat.storage.keys`; the Lua scripts, each with a KEYS/ARGV
 header, are in ``mqchat/storage/lua/``. Every multi-key change is one script, so it is atomic;
@@ -8,16 +8,10 @@ batched work (lease refreshes, the bridge's read-marker moves) is pipelined: one
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from importlib import resources
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.client import Pipeline
 
-from mqchat.errors import StorageError, StorageUnavailable
 from mqchat.storage.base import (
     FanoutQueue,
     PresenceStore,
@@ -26,14 +20,14 @@ from mqchat.storage.base import (
     StoredMessage,
     UserPresence,
 )
-from mqchat.storage.keys import CHANGES_MAXLEN, DEFAULT_PREFIX, MENTIONS_TTL_S, PRESENCE_GROUP, PUSH_JOBS_MAXLEN, Keys
+from mqchat.storage.keys import CHANGES_MAXLEN, MENTIONS_TTL_S, PRESENCE_GROUP, PUSH_JOBS_MAXLEN
+from mqchat.storage.redis_client import RedisClient
 
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 
-
-def load_script(name: str) -> str:
-    """The text of one of the Lua scripts in ``mqchat/storage/lua/``."""
-    return resources.files("mqchat.storage").joinpath("lua", name).read_text()
+PRESENCE_UPDATE = "presence_update.lua"
+PRESENCE_EXPIRE = "presence_expire.lua"
+READ_MARKER = "read_marker.lua"
 
 
 def _marker(raw: bytes | str | None) -> ReadMarker | None:
@@ -45,43 +39,16 @@ def _marker(raw: bytes | str | None) -> ReadMarker | None:
 
 
 class RedisState:
-    """:class:`PresenceStore` and :class:`ReadStateStore` on one Redis.
+    """:class:`PresenceStore`, :class:`ReadStateStore` and :class:`FanoutQueue` on one Redis.
 
     Args:
-        client: a ``redis.asyncio.Redis`` (created without connecting; closed by :meth:`close`).
-        prefix: key prefix.
+        redis: the process's Redis (not closed here: its owner closes it).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._r = client
-        self.keys = Keys(prefix)
-        self._update = client.register_script(load_script("presence_update.lua"))
-        self._expire = client.register_script(load_script("presence_expire.lua"))
-        self._read = client.register_script(load_script("read_marker.lua"))
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisState:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           health_check_interval=30), prefix)
-
-    @property
-    def client(self) -> aioredis.Redis:
-        """The underlying client, for stores that share this connection pool (push state)."""
-        return self._r
-
-    async def close(self) -> None:
-        await self._r.aclose()
-
-    async def ping(self) -> None:
-        await self._call(self._r.ping())
-
-    async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
-        except RedisError as exc:
-            raise StorageError(f"redis: {exc}") from exc
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+        self._r = redis.driver
+        self.keys = redis.keys
 
     # --- presence --------------------------------------------------------------------------------
 
@@ -95,63 +62,55 @@ class RedisState:
                              status: str = "online") -> str:
         """Apply one connection event (``member`` is ``{device}|{conn}``); returns the user's aggregate."""
         keys, args = self._update_args(user, member, op, status, now_ms, ttl_ms)
-        result = await self._call(self._update(keys=keys, args=args))
+        result = await self._redis.run_script(PRESENCE_UPDATE, keys, args)
         return result.decode() if isinstance(result, bytes) else str(result)
 
-    async def _pipelined_scripts(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
-        """Run ``script`` once per ``(keys, args)`` in one round trip (EVALSHA; the script is loaded
-        again only if Redis lost it, e.g. after a restart)."""
-        for attempt in range(2):
-            pipe = self._r.pipeline(transaction=False)
+    async def _pipelined_scripts(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+        """Run script ``name`` once per ``(keys, args)`` in one round trip (EVALSHA; the script is
+        loaded again only if Redis lost it, e.g. after a restart)."""
+        sha = self._redis.script(name).sha
+
+        def build(pipe: Pipeline) -> None:
             for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                await self._call(pipe.execute())
-                return
-            except StorageError as exc:
-                if attempt or not isinstance(exc.__cause__, NoScriptError):
-                    raise
-                await self._call(self._r.script_load(script.script))
+                pipe.evalsha(sha, len(keys), *keys, *args)
+
+        await self._redis.pipelined(build, scripts=[name])
 
     async def presence_events(self, events: Sequence[tuple[str, str, PresenceOp, str]], *, now_ms: int,
                               ttl_ms: int) -> None:
         """Apply many ``(user, member, op, status)`` events, in order, in one round trip."""
         if events:
-            await self._pipelined_scripts(self._update, [self._update_args(u, m, op, st, now_ms, ttl_ms)
-                                                         for u, m, op, st in events])
+            await self._pipelined_scripts(PRESENCE_UPDATE, [self._update_args(u, m, op, st, now_ms, ttl_ms)
+                                                            for u, m, op, st in events])
 
     async def expire_leases(self, *, now_ms: int, limit: int = 1000) -> int:
         """Remove leases that expired before ``now_ms``; returns how many."""
-        result = await self._call(self._expire(keys=[self.keys.leases, self.keys.changes],
-                                               args=[self.keys.prefix, now_ms, limit, CHANGES_MAXLEN]))
+        result = await self._redis.run_script(PRESENCE_EXPIRE, [self.keys.leases, self.keys.changes],
+                                              [self.keys.prefix, now_ms, limit, CHANGES_MAXLEN])
         return int(result)
 
     async def presence_of(self, users: Collection[str]) -> dict[str, UserPresence]:
         wanted = list(dict.fromkeys(users))
-        pipe = self._r.pipeline(transaction=False)
-        for u in wanted:
-            pipe.hmget(self.keys.user_presence(u), "status", "last_seen")
-        rows = await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for u in wanted:
+                pipe.hmget(self.keys.user_presence(u), "status", "last_seen")
+
+        rows = await self._redis.pipelined(build)
         out: dict[str, UserPresence] = {}
         for u, (status, seen) in zip(wanted, rows, strict=True):
             out[u] = UserPresence(status.decode() if status else "offline", int(seen) if seen else None)
         return out
 
     async def ensure_change_group(self) -> None:
-        try:
-            await self._r.xgroup_create(self.keys.changes, PRESENCE_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise StorageError(f"redis: {exc}") from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StorageUnavailable(f"redis: {exc}") from exc
+        await self._redis.ensure_group(self.keys.changes, PRESENCE_GROUP)
 
     async def read_changes(self, consumer: str, *, count: int = 500, block_ms: int = 1000,
                            pending: bool = False) -> list[tuple[str, dict[str, str]]]:
         """Next presence changes for the publisher, oldest first. ``pending``: re-read unacked ones."""
         streams = {self.keys.changes: "0" if pending else ">"}
-        reply = await self._call(self._r.xreadgroup(PRESENCE_GROUP, consumer, streams,  # type: ignore[arg-type]
-                                                    count=count, block=None if pending else block_ms))
+        reply = await self._redis.call(self._r.xreadgroup(PRESENCE_GROUP, consumer, streams,  # type: ignore[arg-type]
+                                                          count=count, block=None if pending else block_ms))
         out: list[tuple[str, dict[str, str]]] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -160,7 +119,7 @@ class RedisState:
 
     async def ack_changes(self, ids: Sequence[str]) -> None:
         if ids:
-            await self._call(self._r.xack(self.keys.changes, PRESENCE_GROUP, *ids))
+            await self._redis.call(self._r.xack(self.keys.changes, PRESENCE_GROUP, *ids))
 
     async def set_online(self, user: str, channels: Collection[str], online: bool) -> None:
         """Add or remove ``user`` from each channel's online set."""
@@ -168,27 +127,28 @@ class RedisState:
 
     async def set_online_many(self, updates: Sequence[tuple[str, Collection[str], bool]]) -> None:
         """Apply many ``(user, channels, online)`` updates in one round trip."""
-        pipe = self._r.pipeline(transaction=False)
-        for user, channels, online in updates:
-            for c in channels:
-                (pipe.sadd if online else pipe.srem)(self.keys.online(c), user)
-        if len(pipe):
-            await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for user, channels, online in updates:
+                for c in channels:
+                    (pipe.sadd if online else pipe.srem)(self.keys.online(c), user)
+
+        await self._redis.pipelined(build)
 
     async def online_count(self, channel: str) -> int:
-        return int(await self._call(self._r.scard(self.keys.online(channel))))
+        return int(await self._redis.call(self._r.scard(self.keys.online(channel))))
 
     # --- read state ------------------------------------------------------------------------------
 
     async def mark_read(self, user: str, channel: str, epoch: int, seq: int) -> ReadMarker:
-        result = await self._call(self._read(keys=[self.keys.read(user), self.keys.mentions(user, channel)],
-                                             args=[channel, epoch, seq]))
+        result = await self._redis.run_script(READ_MARKER, [self.keys.read(user), self.keys.mentions(user, channel)],
+                                              [channel, epoch, seq])
         return ReadMarker(int(result[0]), int(result[1]))
 
     async def mark_read_many(self, markers: Sequence[tuple[str, str, int, int]]) -> None:
         """Move many ``(user, channel, epoch, seq)`` markers forward in one round trip."""
         if markers:
-            await self._pipelined_scripts(self._read, [
+            await self._pipelined_scripts(READ_MARKER, [
                 ([self.keys.read(user), self.keys.mentions(user, channel)], [channel, epoch, seq])
                 for user, channel, epoch, seq in markers])
 
@@ -196,41 +156,42 @@ class RedisState:
         wanted = list(dict.fromkeys(channels))
         if not wanted:
             return {}
-        rows = await self._call(self._r.hmget(self.keys.read(user), wanted))
+        rows = await self._redis.call(self._r.hmget(self.keys.read(user), wanted))
         return {c: _marker(v) for c, v in zip(wanted, rows, strict=True)}
 
     async def add_mentions(self, mentions: Sequence[tuple[str, str, int]]) -> None:
         """Record ``(user, channel, seq)`` mentions in one round trip."""
-        if not mentions:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for user, channel, seq in mentions:
-            key = self.keys.mentions(user, channel)
-            pipe.zadd(key, {str(seq): seq})
-            pipe.expire(key, MENTIONS_TTL_S)
-        await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for user, channel, seq in mentions:
+                key = self.keys.mentions(user, channel)
+                pipe.zadd(key, {str(seq): seq})
+                pipe.expire(key, MENTIONS_TTL_S)
+
+        await self._redis.pipelined(build)
 
     async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]:
         """Mentions above each channel's read seq."""
         if not read_seqs:
             return {}
-        pipe = self._r.pipeline(transaction=False)
-        for channel, seq in read_seqs.items():
-            pipe.zcount(self.keys.mentions(user, channel), f"({seq}", "+inf")
-        rows = await self._call(pipe.execute())
-        return {c: int(n) for c, n in zip(read_seqs, rows, strict=True)}
 
+        def build(pipe: Pipeline) -> None:
+            for channel, seq in read_seqs.items():
+                pipe.zcount(self.keys.mentions(user, channel), f"({seq}", "+inf")
+
+        rows = await self._redis.pipelined(build)
+        return {c: int(n) for c, n in zip(read_seqs, rows, strict=True)}
 
     # --- fan-out jobs ----------------------------------------------------------------------------
 
     async def enqueue_fanout(self, messages: Sequence[StoredMessage], *, bodies: bool = True) -> None:
         """One push fan-out job per new message, in one round trip (see :class:`FanoutQueue`)."""
-        if not messages:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for m in messages:
-            pipe.xadd(self.keys.push_jobs, fanout_job(m, body=bodies), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
-        await self._call(pipe.execute())
+
+        def build(pipe: Pipeline) -> None:
+            for m in messages:
+                pipe.xadd(self.keys.push_jobs, fanout_job(m, body=bodies), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
+
+        await self._redis.pipelined(build)
 
 
 _Field = bytes | bytearray | memoryview | str | int | float

@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.app import create_app
 from mqchat import auth
 from mqchat.config import load_settings
-from mqchat.storage.redis_ratelimit import RedisRateLimiter
+from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
 from tests.conftest import RedisServer
@@ -43,11 +43,13 @@ class Ctx:
     store: SqliteMessageStore
     keys: auth.KeySet
     state: RedisState
+    push: PushState
     events: RecordingEvents
     directory: SqliteDirectory
     app: FastAPI
     state_url: str
     """The test's Redis (to look at keys directly)."""
+    redis: RedisClient
 
 
 @pytest.fixture
@@ -58,15 +60,13 @@ async def ctx(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ctx]:
     keys = auth.load_keys(settings, create=True)
     directory = await SqliteDirectory(settings.directory_db).open()
     store = await SqliteMessageStore(settings.messages_db).open()
-    state = RedisState.from_url(redis_server.url)
+    redis = RedisClient.from_url(redis_server.url)
     events = RecordingEvents()
-    limits_client = aioredis.Redis.from_url(redis_server.url)
-    app = create_app(settings, directory, store, keys, state, events,
-                     limiter=RedisRateLimiter(limits_client, settings.redis.key_prefix))
+    app = create_app(settings, directory, store, keys, redis, events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        yield Ctx(client, store, keys, state, events, directory, app, redis_server.url)
-    await state.close()
-    await limits_client.aclose()
+        yield Ctx(client, store, keys, RedisState(redis), PushState(redis), events, directory, app, redis_server.url,
+                  redis)
+    await redis.close()
     await directory.close()
     await store.close()
 

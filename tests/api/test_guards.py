@@ -51,7 +51,7 @@ async def test_broker_hooks_are_off_without_a_secret(ctx: Ctx, tmp_path) -> None
     from mqchat.config import load_settings
 
     settings = load_settings(data_dir=tmp_path / "other")
-    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.state, ctx.events)
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         assert error(await c.post("/hooks/emqx/authz", json=AUTHZ, headers=HOOK_AUTH)) == (404, "hooks_disabled")
 
@@ -66,7 +66,7 @@ async def test_metrics_answer_loopback_only_or_the_token_holder(ctx: Ctx, tmp_pa
         assert error(await c.get("/metrics")) == (403, "forbidden")
     token = "metrics-token-0123456789"
     settings = load_settings(data_dir=tmp_path / "other", http={"metrics_token": token})
-    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.state, ctx.events)
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.9", 5000)),
                                  base_url="http://api") as c:
         assert error(await c.get("/metrics")) == (403, "forbidden")
@@ -84,7 +84,7 @@ async def test_cors_allows_only_the_configured_origins(ctx: Ctx, tmp_path) -> No
     r = await ctx.client.options("/v1/login", headers={"Origin": "https://app.example.com", **preflight})
     assert "access-control-allow-origin" not in r.headers
     settings = load_settings(data_dir=tmp_path / "other", http={"cors_origins": ["https://app.example.com"]})
-    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.state, ctx.events)
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         r = await c.options("/v1/login", headers={"Origin": "https://app.example.com", **preflight})
         assert r.status_code == 200

@@ -25,8 +25,7 @@ async def test_a_login_brute_force_from_one_address_is_throttled_while_others_lo
     # The default threshold (30 at once) refilled per hour instead of per minute, so that however slowly
     # this machine verifies 30 passwords, no new allowance arrives during the test.
     settings = load_settings(data_dir=tmp_path / "slow", ratelimit={"login_per_ip": "30/1h"})
-    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.state, ctx.events,
-                     limiter=ctx.app.state.services.limits.limiter)
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
     async with client_at(ctx, "198.51.100.7", app) as attacker, client_at(ctx, "203.0.113.5", app) as bob_phone:
         guesses = [await attacker.post("/v1/login", json={"username": f"victim{i}", "password": "guess",
                                                           "device_id": "p"}) for i in range(31)]

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.ownership import Ownership, assign, partition_of
-from mqchat.storage.redis_state import RedisState
+from mqchat.storage.leases import ChannelLeases
+from mqchat.storage.redis_client import RedisClient
 from tests.conftest import RedisServer
 
 
@@ -31,14 +32,15 @@ def test_rendezvous_moves_only_the_leaving_bridges_partitions() -> None:
 
 
 @pytest.fixture
-async def states(redis_server: RedisServer) -> AsyncIterator[list[RedisState]]:
-    made = [RedisState.from_url(redis_server.url, prefix="t:") for _ in range(3)]
-    yield made
-    for s in made:
-        await s.close()
+async def states(redis_server: RedisServer) -> AsyncIterator[list[ChannelLeases]]:
+    """Three bridges' lease stores, each on its own client (as in three processes)."""
+    made = [RedisClient.from_url(redis_server.url, prefix="t:") for _ in range(3)]
+    yield [ChannelLeases(r) for r in made]
+    for r in made:
+        await r.close()
 
 
-async def test_each_partition_has_exactly_one_owner_and_a_dead_bridge_is_replaced(states: list[RedisState]) -> None:
+async def test_each_partition_has_exactly_one_owner_and_a_dead_bridge_is_replaced(states: list[ChannelLeases]) -> None:
     bridges = [Ownership(s, f"b{i}", partitions=32, lease_ms=600) for i, s in enumerate(states)]
     for _ in range(2):  # the first round registers everyone; the second settles the assignment
         for b in bridges:
@@ -59,7 +61,7 @@ async def test_each_partition_has_exactly_one_owner_and_a_dead_bridge_is_replace
     assert not set(bridges[0].owned) & set(bridges[2].owned)
 
 
-async def test_a_live_lease_is_not_taken_and_release_hands_it_over(states: list[RedisState]) -> None:
+async def test_a_live_lease_is_not_taken_and_release_hands_it_over(states: list[ChannelLeases]) -> None:
     a = Ownership(states[0], "a", partitions=4, lease_ms=5000)
     await a.tick()
     assert set(a.owned) == {0, 1, 2, 3}
@@ -76,7 +78,7 @@ async def test_a_live_lease_is_not_taken_and_release_hands_it_over(states: list[
     assert set(b.owned) == {0, 1, 2, 3}
 
 
-async def test_own_lease_is_trusted_only_within_its_lifetime(states: list[RedisState]) -> None:
+async def test_own_lease_is_trusted_only_within_its_lifetime(states: list[ChannelLeases]) -> None:
     a = Ownership(states[0], "a", partitions=1, lease_ms=500)
     await a.tick()
     assert a.owns("c")

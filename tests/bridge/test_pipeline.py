@@ -141,9 +141,11 @@ async def test_a_durable_message_whose_reply_was_lost_is_published_when_the_send
 
 async def test_background_follow_ups_move_read_markers_after_the_acks(redis_server) -> None:  # type: ignore[no-untyped-def]
     from mqchat.storage.base import ReadMarker
+    from mqchat.storage.redis_client import RedisClient
     from mqchat.storage.redis_state import RedisState
 
-    state = RedisState.from_url(redis_server.url)
+    redis = RedisClient.from_url(redis_server.url)
+    state = RedisState(redis)
     directory = MemoryDirectory()
     channel, _ = await directory.create_channel("group", None, "alice", [], now_ms=1)
     pub = RecordingPublisher()
@@ -154,4 +156,4 @@ async def test_background_follow_ups_move_read_markers_after_the_acks(redis_serv
     assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: None}
     await pipe.flush_followups()
     assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: ReadMarker(1, 2)}
-    await state.close()
+    await redis.close()

@@ -31,13 +31,24 @@ def test_broker_addresses() -> None:
 def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:
     import argparse
 
-    from mqchat.cli import _settings
+    from mqchat.cli import settings_from_args
 
     args = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1883)
     with pytest.raises(ConfigError, match="--mqtt-port 1883 contradicts --broker"):
-        _settings(args)
+        settings_from_args(args)
     same = argparse.Namespace(config=None, broker="127.0.0.1:1884", mqtt_port=1884)
-    assert _settings(same).mqtt.port == 1884
+    assert settings_from_args(same).mqtt.port == 1884
+
+
+def test_mqchat_broker_runs_the_broker_process_with_explicit_flags() -> None:
+    """``mqchat broker`` becomes ``python -m broker`` with flags, never importing it or editing os.environ."""
+    import sys
+
+    from mqchat.cli import broker_argv
+
+    assert broker_argv(1884, no_auth=False) == [sys.executable, "-m", "broker", "--port", "1884"]
+    assert broker_argv(1884, no_auth=True) == [sys.executable, "-m", "broker", "--port", "1884",
+                                               "--host", "127.0.0.1", "--no-auth"]
 
 
 def test_the_banners_token_command_runs_from_any_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -45,11 +56,11 @@ def test_the_banners_token_command_runs_from_any_shell(tmp_path) -> None:  # typ
     import subprocess
 
     from mqchat import auth
-    from mqchat.cli import _mqchat_command
+    from mqchat.cli import mqchat_command
     from mqchat.config import load_settings
 
     auth.load_keys(load_settings(data_dir=tmp_path), create=True)
-    command = [*shlex.split(_mqchat_command()), "token", "--user", "u1", "--device", "d1", "--data-dir",
+    command = [*shlex.split(mqchat_command()), "token", "--user", "u1", "--device", "d1", "--data-dir",
                str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

@@ -50,3 +50,21 @@ def test_a_process_stuck_in_shutdown_still_exits() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 70
         assert time.monotonic() - began < 5  # grace 0.5 s + cancel grace 0.5 s, not forever
+
+
+async def test_supervised_work_is_restarted_after_a_failure_and_ends_with_stop() -> None:
+    import asyncio
+
+    from mqchat import lifecycle
+
+    stop = asyncio.Event()
+    calls: list[int] = []
+
+    async def work() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("redis down")
+        stop.set()
+
+    await asyncio.wait_for(lifecycle.supervised("work", work, stop), 10)
+    assert calls == [0, 1]

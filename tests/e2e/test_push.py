@@ -19,6 +19,7 @@ import pytest
 from mobile_sim.client import Api, Device
 from mqchat.storage.keys import FANOUT_GROUP, SENDERS_GROUP, Keys
 from mqchat.storage.push_state import PushRegistration, PushState, SendJob
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from tests.conftest import ROOT, RedisServer, System
 from tests.e2e.conftest import make_world
@@ -95,8 +96,8 @@ async def test_offline_member_gets_one_push_with_badge_and_collapse_key(
     system.env = push_env(redis_server, fcm_standin, apns_standin)
     system.start()
     api = Api(system.api)
-    state = RedisState.from_url(redis_server.url)
-    r = state.client
+    redis = RedisClient.from_url(redis_server.url)
+    state, r = RedisState(redis), redis.driver
     try:
         w = await make_world(api)
         await api.add_member(w.alice_phone.token, w.channel, w.carol)
@@ -147,7 +148,7 @@ async def test_offline_member_gets_one_push_with_badge_and_collapse_key(
         assert bob_token not in log
         assert carol_token not in log
     finally:
-        await state.close()
+        await redis.close()
         await api.aclose()
         system.stop()
 
@@ -158,7 +159,7 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
     system.env = push_env(redis_server, fcm_standin, apns_standin)
     system.start()
     api = Api(system.api)
-    state = RedisState.from_url(redis_server.url)
+    redis = RedisClient.from_url(redis_server.url)
     try:
         w = await make_world(api)
         bob_token = "bob-fcm-" + "m" * 150
@@ -166,7 +167,7 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
         muted = await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": True})
         assert muted == {"channel": w.channel, "muted": True}
         async with Device(w.alice_phone) as alice:
-            await sent_and_drained(state.client, alice, w.channel, "muted")
+            await sent_and_drained(redis.driver, alice, w.channel, "muted")
             assert fcm_standin.recorder.received == []
             await api._call("PUT", f"/v1/channels/{w.channel}/mute", w.bob_phone.token, json={"muted": False})
             await alice.send(w.channel, "private text")
@@ -178,10 +179,10 @@ async def test_mute_and_unregister_stop_pushes(system_factory: Any, redis_server
                 assert gone.status_code == 204
                 listed = await http.get("/v1/me/push", headers={"Authorization": f"Bearer {w.bob_phone.token}"})
                 assert listed.json() == {"devices": []}
-            await sent_and_drained(state.client, alice, w.channel, "after logout")
+            await sent_and_drained(redis.driver, alice, w.channel, "after logout")
         assert len(fcm_standin.recorder.received) == 1
     finally:
-        await state.close()
+        await redis.close()
         await api.aclose()
         system.stop()
 
@@ -199,8 +200,8 @@ def start_push_worker(tmp: Path, redis: RedisServer, fcm: FcmStandIn, log: Path)
 
 async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_what_was_in_flight(
         tmp_path: Path, redis_server: RedisServer, fcm_standin: FcmStandIn) -> None:
-    state = RedisState.from_url(redis_server.url)
-    push = PushState(state.client)
+    redis = RedisClient.from_url(redis_server.url)
+    push = PushState(redis)
     users = [f"u{i:02d}" for i in range(40)]
     for u in users:
         await push.register(u, "phone", PushRegistration(platform="fcm", token=f"token-{u}-" + "k" * 40))
@@ -222,7 +223,7 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_wh
         fcm_standin.recorder.default = Reply()
         second = start_push_worker(tmp_path, redis_server, fcm_standin, log)
         try:
-            await drained(state.client, timeout=30)
+            await drained(redis.driver, timeout=30)
             dead_letters = await push.dead_letters()
         finally:
             second.send_signal(signal.SIGTERM)
@@ -230,7 +231,7 @@ async def test_killing_a_push_worker_mid_batch_loses_nothing_and_repeats_only_wh
     finally:
         if first.poll() is None:
             first.kill()
-        await state.close()
+        await redis.close()
     times = Counter(r.token for r in fcm_standin.recorder.received)
     assert set(times) == {f"token-{u}-" + "k" * 40 for u in users}, "a push was lost"
     twice = {t for t, n in times.items() if n > 1}

@@ -21,9 +21,7 @@ async def test_register_refresh_list_remove(ctx: Ctx) -> None:  # noqa: F811
     assert [(d["device_id"], d["preview"]) for d in listed] == [("phone", False)]
     assert TOKEN not in str(listed)
     assert refreshed not in str(listed)
-    from mqchat.storage.push_state import PushState
-
-    stored = await PushState(ctx.state.client).registrations(uid)
+    stored = await ctx.push.registrations(uid)
     assert stored["phone"].token == refreshed
     assert (await ctx.client.delete("/v1/me/push", headers=bearer(tok))).status_code == 204
     assert (await ctx.client.delete("/v1/me/push", headers=bearer(tok))).status_code == 204
@@ -48,9 +46,7 @@ async def test_mute_needs_membership(ctx: Ctx) -> None:  # noqa: F811
     channel = r.json()["channel_id"]
     r = await ctx.client.put(f"/v1/channels/{channel}/mute", json={"muted": True}, headers=bearer(btok))
     assert r.json() == {"channel": channel, "muted": True}
-    from mqchat.storage.push_state import PushState
-
-    assert await PushState(ctx.state.client).muted_channels(bob) == {channel}
+    assert await ctx.push.muted_channels(bob) == {channel}
     r = await ctx.client.put(f"/v1/channels/{channel}/mute", json={"muted": True}, headers=bearer(ctok))
     assert error(r) == (404, "channel_not_found")
     assert alice

@@ -11,6 +11,7 @@ import pytest
 from mqchat.storage.base import StoredMessage
 from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
 from mqchat.storage.push_state import PushRegistration, PushState, SendJob, decode_job
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from tests.conftest import RedisServer
 from tests.push_standins.apns import ApnsStandIn
@@ -26,15 +27,20 @@ CHANNEL = "cteam"
 
 
 @pytest.fixture
-async def redis_state(redis_server: RedisServer) -> AsyncIterator[RedisState]:
-    state = RedisState.from_url(redis_server.url, "t:")
-    yield state
-    await state.close()
+async def redis(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
+    client = RedisClient.from_url(redis_server.url, "t:")
+    yield client
+    await client.close()
 
 
 @pytest.fixture
-def push(redis_state: RedisState) -> PushState:
-    return PushState(redis_state.client, "t:")
+def redis_state(redis: RedisClient) -> RedisState:
+    return RedisState(redis)
+
+
+@pytest.fixture
+def push(redis: RedisClient) -> PushState:
+    return PushState(redis)
 
 
 class Clock:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mqchat.storage.base import ReadMarker
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from tests.conftest import RedisServer
 
@@ -17,10 +18,11 @@ T0 = 1_800_000_000_000
 
 @pytest.fixture
 async def state(redis_server: RedisServer) -> AsyncIterator[RedisState]:
-    s = RedisState.from_url(redis_server.url, prefix="t:")
+    redis = RedisClient.from_url(redis_server.url, prefix="t:")
+    s = RedisState(redis)
     await s.ensure_change_group()
     yield s
-    await s.close()
+    await redis.close()
 
 
 async def changes(state: RedisState) -> list[tuple[str, str]]:

@@ -15,9 +15,8 @@ from mqchat.errors import ConfigError
 from mqchat.log import setup_logging
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import PushState
-from mqchat.storage.redis_state import RedisState
-from workers.app import PUSH_DRAIN_S, _supervised
-from workers.push.service import open_push, push_tasks
+from mqchat.storage.redis_client import RedisClient
+from workers.push.service import PUSH_DRAIN_S, open_push, push_tasks
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -25,17 +24,17 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.redis.url:
         raise ConfigError("push workers need redis.url (MQCHAT_REDIS__URL)")
     async with AsyncExitStack() as stack:
-        state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-        stack.push_async_callback(state.close)
+        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+        stack.push_async_callback(redis.close)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
         store = await open_message_store(settings)
         stack.push_async_callback(store.close)
-        push = await open_push(settings, stack, PushState(state.client, settings.redis.key_prefix), directory, store)
+        push = await open_push(settings, stack, PushState(redis), directory, store)
         lifecycle.mark_ready(settings, "push")
         stack.callback(lifecycle.clear_ready, settings, "push")
         async with asyncio.TaskGroup() as tg:
-            tasks = push_tasks(tg, *push, _supervised, stop)
+            tasks = push_tasks(tg, *push, stop)
             await stop.wait()
             _done, late = await asyncio.wait(tasks, timeout=PUSH_DRAIN_S)
             for t in late:

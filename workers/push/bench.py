@@ -27,6 +27,7 @@ from mqchat.config import load_settings
 from mqchat.storage.base import StoredMessage
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import Platform, PushRegistration, PushState, SendJob
+from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from workers.fanout import Fanout, FanoutConfig, FanoutJob
 from workers.push.sender import Sender, SenderConfig
@@ -68,7 +69,7 @@ async def _fanout(settings: Any, state: RedisState, push: PushState, members: in
             started = time.perf_counter()
             made += await fanout.fan_out(entry_id, FanoutJob.from_fields(fields))
             timings.append(time.perf_counter() - started)
-        await state.client.delete(push.keys.push_sends)
+        await push.clear_sends()
         best = min(timings)
         return {"members": members, "jobs": jobs, "send_jobs_made": made, "counts": dict(fanout.counts),
                 "seconds_per_job": [round(t, 3) for t in timings],
@@ -110,8 +111,8 @@ async def run(members: int, jobs: int, pushes: int) -> dict[str, Any]:
     settings = load_settings()
     if not settings.redis.url:
         raise SystemExit("MQCHAT_REDIS__URL is required")
-    state = RedisState.from_url(settings.redis.url, settings.redis.key_prefix)
-    push = PushState(state.client, settings.redis.key_prefix)
+    redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+    state, push = RedisState(redis), PushState(redis)
     try:
         report: dict[str, Any] = {"fanout": await _fanout(settings, state, push, members, jobs)}
         report["send"] = [await _send(settings, push, p, pushes) for p in ("fcm", "apns")]
@@ -120,7 +121,7 @@ async def run(members: int, jobs: int, pushes: int) -> dict[str, Any]:
                               "apns_concurrency": settings.push.apns_concurrency}
         return report
     finally:
-        await state.close()
+        await redis.close()
 
 
 def main(argv: list[str] | None = None) -> int:

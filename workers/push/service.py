@@ -10,10 +10,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
 
+from mqchat import lifecycle
 from mqchat.config import PushSettings, Settings
 from mqchat.storage.base import Directory, MessageStore
 from mqchat.storage.push_state import Platform, PushState
@@ -25,7 +24,8 @@ from workers.push.sender import Sender, SenderConfig
 
 logger = logging.getLogger(__name__)
 
-Supervise = Callable[[str, Callable[[], Coroutine[Any, Any, None]], asyncio.Event], Coroutine[Any, Any, None]]
+#: On shutdown, how long the push loops may take to settle the batch in hand.
+PUSH_DRAIN_S = 10.0
 
 
 def consumer_name(role: str) -> str:
@@ -85,10 +85,12 @@ async def open_push(settings: Settings, stack: AsyncExitStack, state: PushState,
     return fanout, sender
 
 
-def push_tasks(tg: asyncio.TaskGroup, fanout: Fanout, sender: Sender, supervise: Supervise,
+def push_tasks(tg: asyncio.TaskGroup, fanout: Fanout, sender: Sender,
                stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """Start the two loops as named, supervised tasks in ``tg``."""
+    """Start the two loops as named tasks in ``tg``, each restarted with backoff when it fails."""
     return [
-        tg.create_task(supervise("push fan-out", lambda: fanout.run(stop), stop), name="workers.push.fanout"),
-        tg.create_task(supervise("push sender", lambda: sender.run(stop), stop), name="workers.push.send"),
+        tg.create_task(lifecycle.supervised("push fan-out", lambda: fanout.run(stop), stop),
+                       name="workers.push.fanout"),
+        tg.create_task(lifecycle.supervised("push sender", lambda: sender.run(stop), stop),
+                       name="workers.push.send"),
     ]

@@ -1,0 +1,83 @@
+"""What every route module of the API shares: the services, the caller, and the membership check.
+
+Route modules (:mod:`api.routes`, :mod:`api.state_routes`, :mod:`api.device_routes`,
+:mod:`api.hooks`, :mod:`api.provisioning`) import from here and never from each other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from argon2 import PasswordHasher
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ApiError
+from api.events import EventSink
+from api.limits import Limits
+from mqchat import auth
+from mqchat.config import Settings
+from mqchat.errors import AuthError
+from mqchat.storage.base import Channel, Directory, MessageStore
+from mqchat.storage.push_state import PushState
+from mqchat.storage.redis_state import RedisState
+
+
+@dataclass(frozen=True)
+class Services:
+    """The open stores and helpers of the API process (built by :func:`api.app.create_app`)."""
+
+    settings: Settings
+    keys: auth.KeySet
+    directory: Directory
+    store: MessageStore
+    state: RedisState
+    push: PushState
+    """On the same Redis client as ``state``."""
+    events: EventSink
+    hasher: PasswordHasher
+    dummy_hash: str
+    """Verified against when a username is unknown, so both cases take the same time."""
+    limits: Limits
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def principal(
+    svc: Svc, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> auth.Principal:
+    if creds is None:
+        raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>'")
+    try:
+        return auth.verify(svc.keys, creds.credentials, now=int(time.time()))
+    except AuthError as exc:
+        raise ApiError(401, f"token_{exc.reason}", exc.message) from None
+
+
+Me = Annotated[auth.Principal, Depends(principal)]
+
+
+async def member_channel(svc: Services, me: auth.Principal, channel_id: str) -> Channel:
+    """The channel, if the caller is a member of it.
+
+    Raises:
+        ApiError: 404 ``channel_not_found`` when it does not exist or the caller is not a member
+            (non-members learn nothing about a channel's existence).
+    """
+    channel = await svc.directory.get_channel(channel_id)
+    if channel is None or not await svc.directory.memberships([(channel_id, me.user_id)]):
+        raise ApiError(404, "channel_not_found", "no such channel, or you are not a member")
+    return channel

@@ -1,0 +1,177 @@
+"""The one way into Redis: a client that owns the connection pool, the keys, the Lua scripts and the
+mapping of Redis errors to ours.
+
+::
+
+    composition root ── RedisClient.from_url(url, prefix) ──┬── RedisState(redis)     presence, read state
+      (owns it; closes it on exit)                          ├── PushState(redis)      push registry and streams
+                                                            └── ChannelLeases(redis)  bridge partition leases
+
+Every Redis command of mqchat is written in ``mqchat/storage/`` (a layout test keeps it so); the
+stores above are views over one :class:`RedisClient` and never close it. Key names are in
+:mod:`mqchat.storage.keys`; the scripts, each with a KEYS/ARGV header, in ``mqchat/storage/lua/``.
+
+Errors: a connection or timeout error becomes :class:`~mqchat.errors.StorageUnavailable` (temporary:
+try again later); any other Redis error becomes :class:`~mqchat.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mqchat.errors import StorageError, StorageUnavailable
+from mqchat.storage.keys import DEFAULT_PREFIX, Keys
+
+T = TypeVar("T")
+
+#: Optimistic-transaction (WATCH) attempts before giving up for this round.
+WATCH_ATTEMPTS = 5
+
+
+def load_script(name: str) -> str:
+    """The text of one of the Lua scripts in ``mqchat/storage/lua/``."""
+    return resources.files("mqchat.storage").joinpath("lua", name).read_text()
+
+
+def storage_error(exc: RedisError) -> StorageError:
+    """Our error for a Redis error: :class:`StorageUnavailable` when Redis could not be reached in time."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return StorageUnavailable(f"redis: {exc}")
+    return StorageError(f"redis: {exc}")
+
+
+class RedisClient:
+    """mqchat's Redis: one ``redis.asyncio.Redis`` (its connection pool), a key prefix and the scripts.
+
+    Build it with :meth:`from_url` in a composition root, build the stores from it, and :meth:`close`
+    it last. Only the stores of :mod:`mqchat.storage` issue commands through it.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (created without connecting; closed by :meth:`close`).
+        prefix: key prefix (``redis.key_prefix``).
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._r = client
+        self.keys = Keys(prefix)
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisClient:
+        """A client for ``url`` (``redis://host:port/db``); nothing connects until the first command."""
+        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                           health_check_interval=30), prefix)
+
+    @property
+    def driver(self) -> aioredis.Redis:
+        """The redis-py client, for the stores of :mod:`mqchat.storage` (and tests that inspect keys)."""
+        return self._r
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def ping(self) -> None:
+        """Raises:
+        StorageUnavailable: Redis cannot be reached.
+        """
+        await self.call(self._r.ping())
+
+    # --- error mapping -----------------------------------------------------------------------------
+
+    async def call(self, awaitable: Awaitable[Any]) -> Any:
+        """Await one command (or a pipeline's ``execute()``), with Redis errors mapped to ours."""
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise storage_error(exc) from exc
+
+    # --- scripts -----------------------------------------------------------------------------------
+
+    def script(self, name: str) -> AsyncScript:
+        """The script ``mqchat/storage/lua/{name}``, registered once per client (EVALSHA, loaded on demand)."""
+        found = self._scripts.get(name)
+        if found is None:
+            found = self._scripts[name] = self._r.register_script(load_script(name))
+        return found
+
+    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script once (atomic on the server)."""
+        return await self.call(self.script(name)(keys=list(keys), args=list(args)))
+
+    # --- pipelines ---------------------------------------------------------------------------------
+
+    async def pipelined(self, build: Callable[[Pipeline], None], *, transaction: bool = False,
+                        scripts: Sequence[str] = ()) -> list[Any]:
+        """Queue commands with ``build``, send them in one round trip, and return the replies.
+
+        Args:
+            build: queues the commands on the pipeline it is given; called again on a retry.
+            transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing).
+            scripts: names of the scripts ``build`` runs with ``EVALSHA`` (``script(name).sha``). If
+                Redis lost them (first use, a restart), they are loaded and the whole pipeline is
+                sent once more, so the commands in it must be safe to repeat.
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+            StorageError: any other Redis error.
+        """
+        for attempt in range(2):
+            pipe = self._r.pipeline(transaction=transaction)
+            build(pipe)
+            if not len(pipe):
+                return []
+            try:
+                return list(await pipe.execute())
+            except NoScriptError as exc:
+                if attempt or not scripts:
+                    raise storage_error(exc) from exc
+            except RedisError as exc:
+                raise storage_error(exc) from exc
+            for name in scripts:
+                script = self.script(name)
+                await self.call(self._r.script_load(script.script))
+        raise AssertionError("unreachable")
+
+    async def watched(self, key: str, body: Callable[[Pipeline], Awaitable[T]], *, default: T) -> T:
+        """An optimistic transaction on ``key``: ``WATCH``, read and decide in ``body``, ``MULTI``/``EXEC``.
+
+        ``body`` gets a pipeline already watching ``key`` (immediate mode: reads return values), calls
+        ``pipe.multi()``, queues the writes and executes them, and returns its result. When another
+        client changed ``key`` meanwhile, ``body`` runs again, up to :data:`WATCH_ATTEMPTS` times;
+        then ``default`` is returned (the caller tries again later).
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+            StorageError: any other Redis error.
+        """
+        for _ in range(WATCH_ATTEMPTS):
+            try:
+                async with self._r.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key)
+                    return await body(pipe)
+            except WatchError:
+                continue
+            except RedisError as exc:
+                raise storage_error(exc) from exc
+        return default
+
+    # --- streams -----------------------------------------------------------------------------------
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create consumer group ``group`` on ``stream`` (and the stream) if missing; idempotent."""
+        try:
+            await self._r.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise storage_error(exc) from exc
+        except RedisError as exc:
+            raise storage_error(exc) from exc
