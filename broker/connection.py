@@ -123,7 +123,7 @@ class Connection(asyncio.Protocol):
         for task in (self.pump, self.flush_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-        self.broker.spawn(self.dispatcher.closed(self), "broker.connection.closed")
+        self.broker.spawn(self.broker.closed(self), "broker.connection.closed")
 
     def pause_writing(self) -> None:
         self.writing_paused = True

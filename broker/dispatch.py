@@ -216,7 +216,6 @@ class Dispatcher:
 
     async def closed(self, conn: Connection) -> None:
         """The connection is gone: its will, the disconnect hook, then its session is released."""
-        conn.broker.forget(conn)
         session = conn.session
         if session is None or not conn.was_connected:
             return

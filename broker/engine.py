@@ -66,8 +66,9 @@ class MqchatBroker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         chain = self.plugins
-        self.router = Router({}, chain, self.stats, self.spawn)
-        self._sessions = Sessions(self.limits, self.router)
+        by_client_id: dict[str, Session] = {}
+        self.router = Router(by_client_id, chain, self.stats, self.spawn)
+        self._sessions = Sessions(by_client_id, self.limits, self.router)
         self._retained = RetainedMessages(chain, self.router)
         self.dispatcher = Dispatcher(limits=self.limits, stats=self.stats, plugins=chain, sessions=self._sessions,
                                      router=self.router, retained=self._retained,
@@ -198,6 +199,7 @@ class MqchatBroker:
         conns.add(conn)
         return True
 
-    def forget(self, conn: Connection) -> None:
-        """A connection has closed."""
+    async def closed(self, conn: Connection) -> None:
+        """A connection has closed: forget it, then let the dispatcher end its session."""
         self._connections.get(conn.listener, set()).discard(conn)
+        await self.dispatcher.closed(conn)

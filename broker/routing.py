@@ -37,7 +37,7 @@ class Router:
     """The subscriptions of every session, and delivery to them.
 
     Args:
-        sessions: the broker's sessions by client id (shared with :class:`broker.sessions.Sessions`).
+        sessions: the broker's sessions by client id (kept by :class:`broker.sessions.Sessions`).
         plugins: asked with ``Action.RECEIVE`` for every delivery.
         stats: the engine's counters.
         spawn: starts a tracked task (the ACL recheck of a resumed session's queue).

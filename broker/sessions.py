@@ -27,12 +27,13 @@ class Sessions:
     """Every session the broker holds, by client id.
 
     Args:
+        by_id: the sessions by client id (the router reads the same mapping).
         limits: the in-flight window and queue bound of new sessions.
         router: its subscriptions are dropped with a clean session.
     """
 
-    def __init__(self, limits: Limits, router: Router) -> None:
-        self.by_id: dict[str, Session] = router.sessions
+    def __init__(self, by_id: dict[str, Session], limits: Limits, router: Router) -> None:
+        self.by_id = by_id
         self._limits = limits
         self._router = router
 

@@ -23,6 +23,7 @@ from broker.plugin_api import Action, AppMessage, Authenticator, ClientConnected
 from broker.plugin_chain import PluginChain
 from broker.session import Session
 from mobile_sim.ports import free_port
+from tests import mqtt_bytes
 from tests.broker.rawclient import RawClient
 from tests.mqtt_bytes import Publish
 
@@ -282,3 +283,72 @@ async def test_an_amqtt_plugin_works_the_broker_through_its_context(running: Cal
             await blocking(client.close)
     assert AmqttContextUser.connected == ["watcher", "other"]
     assert [m.topic for m in messages] == ["ctx/from-other"], "native event hooks run beside amqtt ones"
+
+
+class EventLog:
+    """A native plugin implementing every event hook; records them in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    async def on_broker_starting(self) -> None:
+        self.events.append(("starting",))
+
+    async def on_broker_started(self) -> None:
+        self.events.append(("started",))
+
+    async def on_client_connected(self, session: Session) -> None:
+        self.events.append(("connected", session.client_id))
+
+    async def on_client_subscribed(self, session: Session, topic: str, qos: int) -> None:
+        self.events.append(("subscribed", session.client_id, topic, qos))
+
+    async def on_client_unsubscribed(self, session: Session, topic: str) -> None:
+        self.events.append(("unsubscribed", session.client_id, topic))
+
+    async def on_message_received(self, session: Session, message: AppMessage) -> None:
+        self.events.append(("message", session.client_id, message.topic, message.data, message.qos))
+
+    async def on_will_published(self, session: Session, message: AppMessage) -> None:
+        self.events.append(("will", session.client_id, message.topic, message.data, message.retain))
+
+    async def on_client_disconnected(self, session: Session) -> None:
+        self.events.append(("disconnected", session.client_id))
+
+    async def on_broker_stopping(self) -> None:
+        self.events.append(("stopping",))
+
+    async def on_broker_stopped(self) -> None:
+        self.events.append(("stopped",))
+
+    async def close(self) -> None:
+        self.events.append(("close",))
+
+
+async def test_native_event_hooks_are_called_in_the_order_things_happen() -> None:
+    log = EventLog()
+    port = free_port()
+    broker = MqchatBroker(config({ANONYMOUS: {"allow_anonymous": True}}, port), plugins=[log])
+    await broker.start()
+    try:
+        def session_of_a_device() -> None:
+            with RawClient(port, "dev", will=("will/dev", b"gone", 0, True)) as dev:
+                assert dev.subscribe([("t/#", 1)]) == [1]
+                dev.publish("t/x", b"hi", qos=1)
+                assert dev.recv_publish(ack=True).payload == b"hi"
+                dev.send(mqtt_bytes.unsubscribe(dev.packet_id(), ["t/#"]))
+                assert dev.read(what="UNSUBACK")[0] == 0xB0
+                dev.drop()
+
+        await blocking(session_of_a_device)
+        async with asyncio.timeout(5):
+            while ("disconnected", "dev") not in log.events:
+                await asyncio.sleep(0.01)
+    finally:
+        await broker.shutdown()
+    assert log.events == [
+        ("starting",), ("started",),
+        ("connected", "dev"), ("subscribed", "dev", "t/#", 1), ("message", "dev", "t/x", b"hi", 1),
+        ("unsubscribed", "dev", "t/#"), ("will", "dev", "will/dev", b"gone", True), ("disconnected", "dev"),
+        ("stopping",), ("stopped",), ("close",),
+    ]
