@@ -17,7 +17,7 @@ from amqtt.contexts import Action as AmqttAction
 from amqtt.errors import PluginLoadError
 from amqtt.plugins.base import BasePlugin, BaseTopicPlugin
 
-from broker import amqtt_adapter
+from broker import amqtt_adapter, plugin_api
 from broker.engine import MqchatBroker
 from broker.plugin_api import Action, AppMessage, Authenticator, ClientConnected, TopicAcl
 from broker.plugin_chain import PluginChain
@@ -164,6 +164,13 @@ async def test_a_failing_hook_is_logged_and_the_others_still_run(caplog: pytest.
         await PluginChain([Boom(), Ear()]).client_connected(session("dev"))
     assert heard == ["dev"]
     assert "Boom.on_client_connected failed" in caplog.text
+
+
+def test_the_plugin_api_exports_what_it_lists() -> None:
+    public = {name for name in vars(plugin_api) if not name.startswith("_")}
+    assert set(plugin_api.__all__) <= public
+    assert {name for name in public if isinstance(getattr(plugin_api, name), type)
+            and getattr(plugin_api, name).__module__ == plugin_api.__name__} <= set(plugin_api.__all__)
 
 
 def test_roles_are_read_from_the_methods_a_plugin_has() -> None:
