@@ -9,7 +9,10 @@ import resource
 from typing import Any
 
 from broker import metrics
-from broker.engine import Limits, MqchatBroker
+from broker.engine import MqchatBroker
+from broker.limits import Limits
+from broker.plugins import JwtAuthPlugin, TopicAclPlugin
+from broker.presence import PresencePlugin
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.ops import serve_ops
@@ -20,7 +23,9 @@ WS_PATH = "/mqtt"
 
 
 def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]:
-    """The amqtt configuration for ``settings``.
+    """The amqtt-format configuration for ``settings``: the listeners, and the amqtt-API plugins
+    (run through :mod:`broker.amqtt_adapter`; mqchat's own plugins are native, see
+    :func:`native_plugins`).
 
     Args:
         no_auth: a bare broker for protocol conformance tools: anonymous, no ACL, loopback only.
@@ -32,30 +37,29 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
     if not no_auth:
         listeners["ws"] = {"type": "ws", "bind": f"{m.host}:{m.ws_port}",
                            "max_connections": settings.broker.max_connections}
-    plugins: dict[str, Any]
+    plugins: dict[str, Any] = {}
     if no_auth:
-        plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-    else:
-        keys = auth.load_keys(settings)
-        plugins = {
-            "broker.plugins.JwtAuthPlugin": {
-                "verify_key": keys.verify_key, "algorithms": list(keys.algorithms),
-                "audience": keys.audience, "issuer": keys.issuer, "leeway_s": keys.leeway_s,
-            },
-            "broker.plugins.TopicAclPlugin": {
-                "directory_db": str(settings.directory_db),
-                "membership_cache_s": settings.broker.membership_cache_s,
-                "store_backend": settings.store.backend,
-                "cassandra": settings.cassandra.model_dump_json(),
-            },
-        }
-        plugins["broker.metrics.MetricsPlugin"] = {}
-        if settings.redis.url:
-            plugins["broker.presence.PresencePlugin"] = {
-                "redis_url": settings.redis.url, "key_prefix": settings.redis.key_prefix,
-                "lease_ttl_ms": settings.broker.presence_lease_ms,
-            }
+        plugins["amqtt.plugins.authentication.AnonymousAuthPlugin"] = {"allow_anonymous": True}
     return {"listeners": listeners, "plugins": plugins}
+
+
+def native_plugins(settings: Settings, *, no_auth: bool = False) -> list[object]:
+    """mqchat's plugins for ``settings``, built from typed settings, in the order they are
+    consulted: JWT authentication, the topic ACL, metrics, and presence leases when Redis is
+    configured. The bare ``no_auth`` broker has none (its anonymous access is amqtt's
+    ``AnonymousAuthPlugin``, through the adapter)."""
+    if no_auth:
+        return []
+    b = settings.broker
+    plugins: list[object] = [
+        JwtAuthPlugin(auth.load_keys(settings)),
+        TopicAclPlugin(store_backend=settings.store.backend, directory_db=settings.directory_db,
+                       cassandra=settings.cassandra, membership_cache_s=b.membership_cache_s),
+        metrics.MetricsPlugin(),
+    ]
+    if settings.redis.url:
+        plugins.append(PresencePlugin(settings.redis, lease_ttl_ms=b.presence_lease_ms))
+    return plugins
 
 
 def limits(settings: Settings, *, no_auth: bool = False) -> Limits:
@@ -81,7 +85,8 @@ def raise_fd_limit() -> int:
 async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False) -> None:
     """Run the broker until ``stop`` is set."""
     fds = raise_fd_limit()
-    broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), limits=limits(settings, no_auth=no_auth))
+    broker = MqchatBroker(amqtt_config(settings, no_auth=no_auth), plugins=native_plugins(settings, no_auth=no_auth),
+                          limits=limits(settings, no_auth=no_auth))
     await broker.start()
     metrics.register(broker)
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"

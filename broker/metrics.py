@@ -1,16 +1,17 @@
-"""Broker metrics (Prometheus, default registry): the plugin that counts connections from the
-broker's events, and a collector that reads the engine's counters and queues at scrape time."""
+"""Broker metrics (Prometheus, default registry): the native plugin that counts connections from
+the broker's events, and a collector that reads the engine's counters and queues at scrape time."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from amqtt.plugins.base import BasePlugin
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from broker.plugin_api import AppMessage, ClientConnected, ClientDisconnected, MessageReceived
+from broker.session import Session
 
 if TYPE_CHECKING:
     from broker.engine import MqchatBroker
@@ -21,26 +22,25 @@ DISCONNECTS = Counter("mqchat_broker_disconnects_total", "Client disconnections 
 MESSAGES_IN = Counter("mqchat_broker_messages_received_total", "PUBLISH packets received from clients.")
 
 
-class MetricsPlugin(BasePlugin):
-    """Counts connections and inbound messages from amqtt's events."""
+class MetricsPlugin:
+    """Counts connections and inbound messages from the broker's events (a native plugin)."""
 
-    @dataclass
-    class Config:
-        pass
-
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-
-    async def on_broker_client_connected(self, *, client_id: str, client_session: Any) -> None:
+    async def on_client_connected(self, session: Session) -> None:
         CONNECTS.inc()
         CONNECTIONS.inc()
 
-    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
+    async def on_client_disconnected(self, session: Session) -> None:
         DISCONNECTS.inc()
         CONNECTIONS.dec()
 
-    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+    async def on_message_received(self, session: Session, message: AppMessage) -> None:
         MESSAGES_IN.inc()
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks the plugin against the protocols it implements
+
+    def _conforms(p: MetricsPlugin) -> tuple[ClientConnected, ClientDisconnected, MessageReceived]:
+        return p, p, p
 
 
 class EngineCollector(Collector):

@@ -1,9 +1,8 @@
-"""amqtt plugins: JWT authentication and the topic ACL.
+"""Native plugins (:mod:`broker.plugin_api`): JWT authentication and the topic ACL.
 
-amqtt builds each plugin from a dotted path and fills its nested ``Config`` dataclass from plain
-data, so everything a plugin needs arrives as strings and numbers (built by
-:func:`broker.app.amqtt_config`). The authenticated :class:`~mqchat.auth.Principal` is kept on the
-session (``session.attributes``), where the ACL plugin finds it.
+Both are built by :func:`broker.app.native_plugins` from typed settings. The authenticated
+:class:`~mqchat.auth.Principal` is kept on the session (``session.attributes``), where the ACL
+plugin finds it.
 """
 
 from __future__ import annotations
@@ -11,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from amqtt.contexts import Action as AmqttAction
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
-
-from broker.engine import LIMITS_EXEMPT
+from broker.plugin_api import LIMITS_EXEMPT, Action, Authenticator, ClientDisconnected, Closable, TopicAcl
+from broker.session import Session
 from mqchat import access, auth, policy, topics
 from mqchat.config import CassandraSettings
 from mqchat.errors import AuthError
@@ -31,24 +26,17 @@ logger = logging.getLogger(__name__)
 PRINCIPAL = "mqchat.principal"
 
 
-class JwtAuthPlugin(BaseAuthPlugin):
-    """Accepts a CONNECT when its password is a valid token for its username and client id."""
+class JwtAuthPlugin:
+    """Accepts a CONNECT when its password is a valid token for its username and client id.
 
-    @dataclass
-    class Config:
-        verify_key: str
-        """HS256 secret or PEM public key."""
-        algorithms: list[str] = field(default_factory=lambda: ["HS256"])
-        audience: str = "mqchat"
-        issuer: str = "mqchat"
-        leeway_s: int = 30
+    Args:
+        keys: what verifies tokens (:func:`mqchat.auth.load_keys`); signing keys are not used.
+    """
 
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        c = self.config
-        self._keys = auth.KeySet(None, c.verify_key, tuple(c.algorithms), c.audience, c.issuer, 0, c.leeway_s)
+    def __init__(self, keys: auth.KeySet) -> None:
+        self._keys = keys
 
-    async def authenticate(self, *, session: Session) -> bool:
+    async def authenticate(self, session: Session) -> bool:
         try:
             principal = auth.verify(self._keys, session.password or "", now=int(time.time()))
             auth.check_connect_identity(principal, client_id_=session.client_id, username=session.username)
@@ -88,22 +76,20 @@ class _LazyDirectory:
             await self._directory.close()
 
 
-class TopicAclPlugin(BaseTopicPlugin):
-    """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery."""
+class TopicAclPlugin:
+    """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery.
 
-    @dataclass
-    class Config:
-        directory_db: str
-        membership_cache_s: float = 1.0
-        store_backend: str = "sqlite"
-        cassandra: str = "{}"
-        """CassandraSettings as JSON, for the cassandra backend."""
+    Args:
+        store_backend: ``store.backend``: where the directory is.
+        directory_db: the SQLite directory (sqlite backend).
+        cassandra: the Cassandra settings (cassandra backend).
+        membership_cache_s: how long a user's channel set is trusted.
+    """
 
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        self._directory = _LazyDirectory(self.config.store_backend, Path(self.config.directory_db),
-                                         CassandraSettings.model_validate_json(self.config.cassandra))
-        self._cache = access.MembershipCache(self._directory, self.config.membership_cache_s)
+    def __init__(self, *, store_backend: str, directory_db: Path, cassandra: CassandraSettings,
+                 membership_cache_s: float) -> None:
+        self._directory = _LazyDirectory(store_backend, directory_db, cassandra)
+        self._cache = access.MembershipCache(self._directory, membership_cache_s)
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 
     def _typing_allowed(self, client_id: str) -> bool:
@@ -113,25 +99,21 @@ class TopicAclPlugin(BaseTopicPlugin):
             bucket = self._typing[client_id] = policy.TokenBucket(policy.TYPING_RATE_PER_S, policy.TYPING_BURST, now)
         return bucket.allow(now)
 
-    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
-        self._typing.pop(client_id, None)
+    async def on_client_disconnected(self, session: Session) -> None:
+        self._typing.pop(session.client_id, None)
 
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None,
-    ) -> bool:
-        if session is None or topic is None or action is None:
-            return False
+    async def topic_allowed(self, session: Session, topic: str, action: Action) -> bool:
         principal = session.attributes.get(PRINCIPAL)
         if not isinstance(principal, auth.Principal):
             return False
         try:
-            decision = await access.check(principal, policy.Action(action.value), topic, self._cache)
+            decision = await access.check(principal, action, topic, self._cache)
             if not decision.allowed:
-                if action is not AmqttAction.RECEIVE:
+                if action is not Action.RECEIVE:
                     logger.info("denied %s %s to %s: %s", action.value, topic, session.client_id, decision.reason)
                 return False
-            if action is AmqttAction.PUBLISH and topic.startswith(topics.TYPING + "/"):
-                return self._typing_allowed(session.client_id or "")
+            if action is Action.PUBLISH and topic.startswith(topics.TYPING + "/"):
+                return self._typing_allowed(session.client_id)
             return True
         except Exception:
             logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
@@ -139,3 +121,10 @@ class TopicAclPlugin(BaseTopicPlugin):
 
     async def close(self) -> None:
         await self._directory.close()
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks each plugin against the protocols it implements
+
+    def _conforms(jwt: JwtAuthPlugin, acl: TopicAclPlugin) -> tuple[Authenticator, TopicAcl, ClientDisconnected,
+                                                                    Closable]:
+        return jwt, acl, acl, acl

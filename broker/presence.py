@@ -1,4 +1,4 @@
-"""Presence plugin: a lease in Redis for every live device connection.
+"""Presence plugin (native, :mod:`broker.plugin_api`): a lease in Redis for every live device connection.
 
 ::
 
@@ -21,13 +21,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
-from amqtt.plugins.base import BasePlugin
 
+from broker.plugin_api import (
+    AppMessage,
+    BrokerStarted,
+    ClientConnected,
+    ClientDisconnected,
+    Closable,
+    MessageReceived,
+)
+from broker.plugins import PRINCIPAL
+from broker.session import Session
 from mqchat import auth, topics
+from mqchat.config import RedisSettings
 from mqchat.ids import new_random_id
 from mqchat.schema import PresencePayload
 from mqchat.storage.redis_client import RedisClient
@@ -41,18 +50,23 @@ WRITE_BATCH_MAX = 500
 #: Lease refreshes are spread over their period in slices this far apart.
 REFRESH_STEP_S = 0.1
 
-class PresencePlugin(BasePlugin):
-    @dataclass
-    class Config:
-        redis_url: str
-        key_prefix: str = "mqchat:"
-        lease_ttl_ms: int = 30_000
+class PresencePlugin:
+    """Presence leases of device connections.
 
-    def __init__(self, context: Any) -> None:
-        super().__init__(context)
-        self._redis = RedisClient.from_url(self.config.redis_url, self.config.key_prefix)
+    Args:
+        redis: where the leases go (``redis.url`` must be set).
+        lease_ttl_ms: lease lifetime (``broker.presence_lease_ms``); refreshed every third of it.
+
+    Raises:
+        ValueError: ``redis.url`` is not set.
+    """
+
+    def __init__(self, redis: RedisSettings, *, lease_ttl_ms: int) -> None:
+        if not redis.url:
+            raise ValueError("the presence plugin needs redis.url")
+        self._redis = RedisClient.from_url(redis.url, redis.key_prefix)
         self._state = RedisState(self._redis)
-        self._ttl = self.config.lease_ttl_ms
+        self._ttl = lease_ttl_ms
         self._queue: asyncio.Queue[tuple[str, str, PresenceOp, str]] = asyncio.Queue()
         self._live: dict[str, tuple[str, str]] = {}  # client id → (user, device|conn)
         self._tasks: list[asyncio.Task[None]] = []
@@ -63,40 +77,40 @@ class PresencePlugin(BasePlugin):
                            asyncio.get_running_loop().create_task(self._refresh_loop(),
                                                                   name="broker.presence.refresh")]
 
-    async def on_broker_post_start(self) -> None:
+    async def on_broker_started(self) -> None:
         self._ensure_running()
 
-    async def on_broker_client_connected(self, *, client_id: str, client_session: Any) -> None:
-        principal = client_session.attributes.get("mqchat.principal")
+    async def on_client_connected(self, session: Session) -> None:
+        principal = session.attributes.get(PRINCIPAL)
         if not isinstance(principal, auth.Principal) or principal.is_service:
             return
         member = f"{principal.device_id}|{new_random_id('k')}"
-        client_session.attributes[CONN] = member
-        self._live[client_id] = (principal.user_id, member)
+        session.attributes[CONN] = member
+        self._live[session.client_id] = (principal.user_id, member)
         self._queue.put_nowait((principal.user_id, member, "connect", "online"))
         self._ensure_running()
 
-    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
-        principal = client_session.attributes.get("mqchat.principal")
-        member = client_session.attributes.get(CONN)
+    async def on_client_disconnected(self, session: Session) -> None:
+        principal = session.attributes.get(PRINCIPAL)
+        member = session.attributes.get(CONN)
         if not isinstance(principal, auth.Principal) or member is None:
             return
-        if self._live.get(client_id) == (principal.user_id, member):
-            del self._live[client_id]
+        if self._live.get(session.client_id) == (principal.user_id, member):
+            del self._live[session.client_id]
         self._queue.put_nowait((principal.user_id, member, "disconnect", ""))
 
-    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
-        topic = getattr(message, "topic", "") or ""
+    async def on_message_received(self, session: Session, message: AppMessage) -> None:
+        topic = message.topic
         if not topic.startswith(topics.PRESENCE + "/"):
             return
-        live = self._live.get(client_id)
+        live = self._live.get(session.client_id)
         if live is None:
             return
         user, member = live
         if topic != topics.device_presence(user, member.split("|")[0]):
             return
         try:
-            payload = msgspec.json.decode(bytes(message.data), type=PresencePayload)
+            payload = msgspec.json.decode(message.data, type=PresencePayload)
         except (msgspec.DecodeError, TypeError):
             return  # a malformed presence payload changes nothing
         if payload.status in ("online", "away"):
@@ -148,3 +162,10 @@ class PresencePlugin(BasePlugin):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.close()
+
+
+if TYPE_CHECKING:  # static conformance: mypy checks the plugin against the protocols it implements
+
+    def _conforms(p: PresencePlugin) -> tuple[BrokerStarted, ClientConnected, ClientDisconnected, MessageReceived,
+                                              Closable]:
+        return p, p, p, p, p

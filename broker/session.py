@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.connection import Connection
 
 
 @dataclass(slots=True)
@@ -52,6 +55,9 @@ class Session:
         self.remote_port: int | None = None
         self.is_anonymous: bool = False
         self.attributes: dict[str, Any] = {}
+        """Plugins' per-client state."""
+        self.connection: Connection | None = None
+        """The live connection of this session; None while its client is away."""
 
         self.subscriptions: dict[str, int] = {}  # filter → granted QoS
         self.inflight: OrderedDict[int, Outgoing] = OrderedDict()
@@ -69,6 +75,11 @@ class Session:
             if self._next_id not in self.inflight:
                 return self._next_id
         raise RuntimeError("no free packet identifier")  # cannot happen: max_inflight < 65535
+
+    def continue_packet_ids(self, previous: Session) -> None:
+        """A resumed session goes on from ``previous``'s packet identifiers (those in flight are
+        carried over with it)."""
+        self._next_id = previous._next_id
 
     def window_open(self) -> bool:
         return len(self.inflight) < self.max_inflight

@@ -181,11 +181,15 @@ def _config(no_auth: bool, extra: dict[str, Any]) -> dict[str, Any]:
 async def _run_plain_amqtt(no_auth: bool, extra: dict[str, Any]) -> None:
     """amqtt 0.12.1 as published: its own Broker class, nothing of broker.protocol installed.
 
-    It gets the listeners and plugins of our config; settings it has no notion of (limits,
-    timeouts) are simply ours alone."""
+    It gets the listeners and plugins of our config, and our native plugins through
+    :mod:`tests.broker.upstream`; settings it has no notion of (limits, timeouts) are simply ours
+    alone."""
     from amqtt.broker import Broker
 
-    config = _config(no_auth, extra)
+    from tests.broker.upstream import PATH
+
+    config = _config(no_auth, {} if no_auth else {PATH: {}})
+    config["plugins"] |= extra
     broker = Broker({"listeners": config["listeners"], "plugins": config["plugins"]})
     await broker.start()
     stop = asyncio.Event()

@@ -1,0 +1,37 @@
+"""Per-client limits (the ``broker.*`` settings) and the engine's counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-client limits (``broker.*`` settings)."""
+
+    max_packet_bytes: int = 256 * 1024
+    max_inflight: int = 100
+    max_queued: int = 1_000
+    publish_rate_per_s: float = 0.0
+    """PUBLISH packets per second a client may send, sustained; a faster client is slowed down
+    (its packets wait, then its socket is no longer read), never disconnected. 0: no limit."""
+    publish_burst: int = 1_000
+    connect_timeout_s: float = 10.0
+
+    def window(self, *, exempt: bool) -> tuple[int, int]:
+        """``(max_inflight, max_queued)`` of a session; exempt clients (services) get 10x the
+        window and 100x the queue."""
+        if exempt:
+            return min(self.max_inflight * 10, 65_000), self.max_queued * 100
+        return self.max_inflight, self.max_queued
+
+
+@dataclass
+class Stats:
+    """Counters the metrics collector reads (plain ints: cheaper than a metric per delivery)."""
+
+    deliveries: int = 0
+    dropped_qos0: int = 0
+    violations: int = 0
+    rate_limited: int = 0
+    wills: int = 0
