@@ -44,8 +44,8 @@ from bench import profile as profile_mod
 from bench import targets as targets_mod
 from bench.targets import TARGETS, Running, host_cpu_ticks, running
 from bench.workers import Worker, WorkerFailed, shared_counts
-from mobile_sim import system
-from mobile_sim.ports import raise_fd_limit
+from harness.mosquitto import mosquitto_binary
+from harness.ports import raise_fd_limit
 
 WORKLOADS = ("one-to-one", "fan-out", "latency", "idle")
 BASES = ("mosquitto", "amqtt")
@@ -444,7 +444,7 @@ def _git_state() -> dict[str, Any] | None:
 def _mosquitto_version() -> str | None:
     import subprocess
 
-    binary = system.mosquitto_binary()
+    binary = mosquitto_binary()
     if binary is None:
         return None
     out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout

@@ -9,7 +9,7 @@ Launch settings, and why they differ from each broker's defaults (nothing else i
   500 msg/s in an early run of this benchmark. Both Python brokers get TCP_NODELAY from asyncio;
 - ``mqchat``: ``broker.publish_rate_per_s = 0`` (no publish rate limit). ``--no-auth`` already
   has none; the setting stays explicit so a change there cannot throttle the benchmark publisher;
-- every broker inherits ``RLIMIT_NOFILE`` raised to its hard limit (:func:`mobile_sim.ports.raise_fd_limit`), as a
+- every broker inherits ``RLIMIT_NOFILE`` raised to its hard limit (:func:`harness.ports.raise_fd_limit`), as a
   production service unit would set it; the broker's own limit is recorded in the results.
 
 Queue and in-flight limits are left at the defaults (Mosquitto: 20 in flight, 1,000 queued per
@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobile_sim import system
-from mobile_sim.ports import free_port
+from harness.mosquitto import mosquitto_binary
+from harness.ports import free_port
 
 TARGETS = ("mosquitto", "amqtt", "mqchat")
 START_TIMEOUT_S = 30.0
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def available(target: str) -> bool:
-    return target != "mosquitto" or system.mosquitto_binary() is not None
+    return target != "mosquitto" or mosquitto_binary() is not None
 
 
 @dataclass
@@ -159,7 +159,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -
 def _command(target: str, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
     if target == "mosquitto":
-        binary = system.mosquitto_binary()
+        binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed")
         conf = workdir / "mosquitto.conf"

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from harness.ports import raise_fd_limit
 from mobile_sim.mqtt import ConnectionLost, Message, MqttClient
-from mobile_sim.ports import raise_fd_limit
 
 HOST = "127.0.0.1"
 BATCH = 16

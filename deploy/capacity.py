@@ -55,7 +55,7 @@ class Inputs:
     # --- measured here (README Performance; mobile_sim) ---
     presence_cmds_per_session: float = _in(
         20.3, "measured",
-        "Redis commands per connect+disconnect (mobile_sim presence, INFO commandstats)")
+        "Redis commands per connect+disconnect (bench.presence, INFO commandstats)")
     # --- assumptions: per-node capacity (re-measure: docs/capacity.md) ---
     session_minutes: float = _in(30, "assumption", "average connection lifetime of a phone (connect+disconnect churn)")
     subscribes_per_connect: float = _in(

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobile_sim.ports import free_port  # moves to harness.ports with the harness package
+from harness.ports import free_port
 
 _SEARCH = ("/usr/lib/postgresql",)
 

@@ -36,9 +36,10 @@ from typing import Any, Literal
 
 import msgspec
 
+from harness.http import ApiError, Http
 from mobile_sim.mqtt import ConnectionLost, Message, MqttClient
 from mobile_sim.observe import Badge, Delivery, Observations, Online, PresenceSeen, Push, Send, Synced
-from mobile_sim.provision import ApiError, Http, Provisioner, Token, UserSpec
+from mobile_sim.provision import Provisioner, Token, UserSpec
 from mobile_sim.reconnect import Backoff, Failure, Relogin, Retry, Stop, classify, decide
 from mobile_sim.system import Target
 from mqchat import schema, topics

@@ -19,16 +19,15 @@ Channels are created with ``POST /v1/channels`` (up to 1,000 members at once) an
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import jwt
-import msgspec
+
+from harness.http import ApiError, Http
 
 PASSWORD = "mobile-sim-password"
 SERVICE_USER = "svc-mobile-sim"
@@ -38,12 +37,6 @@ ISSUER = "mqchat"
 TOKEN_TTL_S = 24 * 3600
 MAX_MEMBERS_PER_CREATE = 999
 """``POST /v1/channels`` takes at most 1,000 members, the creator excluded."""
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status, self.code, self.message = status, code, message
-        super().__init__(f"{status} {code}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,80 +51,6 @@ class UserSpec:
     username: str
     user_id: str = ""
     devices: list[str] = field(default_factory=list)
-
-
-class Http:
-    """The HTTP API through one pooled aiohttp session, retrying what the API says is temporary.
-
-    aiohttp rather than httpx: a request costs the simulator about a tenth of the CPU
-    (0.4 ms against 4.3 ms for a ``POST /v1/sync`` on the 2-core development machine), and a
-    reconnect storm of thousands of devices is thousands of syncs.
-    """
-
-    def __init__(self, base_url: str, *, connections: int = 32, timeout_s: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.connections = connections
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self.calls = 0
-        self.retries = 0
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                self.base_url, timeout=self.timeout,
-                connector=aiohttp.TCPConnector(limit=self.connections, limit_per_host=self.connections))
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def call(self, method: str, path: str, token: str | None = None, *, attempts: int = 5,
-                   **kw: Any) -> Any:
-        """One API call, its JSON answer decoded; see :meth:`raw`."""
-        raw = await self.raw(method, path, token, attempts=attempts, **kw)
-        return jsonlib.loads(raw) if raw else None
-
-    async def raw(self, method: str, path: str, token: str | None = None, *, attempts: int = 5,
-                  json: Any = None, params: dict[str, Any] | None = None) -> bytes:
-        """One API call, its body as bytes; 503 ``unavailable`` and connection errors are retried
-        with backoff.
-
-        Raises:
-            ApiError: any other error answer (or the last temporary one).
-        """
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        data = None
-        if json is not None:
-            data = msgspec.json.encode(json)
-            headers["Content-Type"] = "application/json"
-        query = {k: str(v) for k, v in params.items()} if params else None
-        for attempt in range(attempts):
-            self.calls += 1
-            try:
-                async with self.session.request(method, path, data=data, params=query, headers=headers) as r:
-                    status, body = r.status, await r.read()
-                    retry_after = r.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                if attempt + 1 == attempts:
-                    raise ApiError(0, "transport", str(exc) or type(exc).__name__) from exc
-                self.retries += 1
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-                continue
-            if status == 503 and attempt + 1 < attempts:
-                self.retries += 1
-                await asyncio.sleep(float(retry_after or min(5.0, 0.2 * 2**attempt)))
-                continue
-            if status >= 400:
-                try:
-                    err = msgspec.json.decode(body).get("error", {})
-                except (msgspec.DecodeError, AttributeError):
-                    err = {}
-                raise ApiError(status, err.get("code", "?"), err.get("message", body[:200].decode(errors="replace")))
-            return body
-        raise AssertionError("unreachable")
 
 
 def mint(secret: str, user_id: str, device_id: str, *, role: str = "device", ttl_s: int = TOKEN_TTL_S,

@@ -28,11 +28,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.ports import raise_fd_limit
 from mobile_sim import checker, plots, report, system
 from mobile_sim.fleet import Fleet, FleetConfig
 from mobile_sim.mqtt import ConnectionLost
 from mobile_sim.observe import Observations
-from mobile_sim.ports import raise_fd_limit
 from mobile_sim.reconnect import Backoff
 from mobile_sim.scenarios import EMBEDDED_ONLY, SCENARIOS, Ctx, Options, pcts
 

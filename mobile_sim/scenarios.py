@@ -28,8 +28,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.http import ApiError
 from mobile_sim.fleet import Fleet, SimDevice
-from mobile_sim.provision import ApiError, UserSpec, bounded
+from mobile_sim.provision import UserSpec, bounded
 
 WORDS = ("ok", "sure", "see you at 5", "running late", "lunch?", "sounds good", "on my way", "thanks!",
          "did you see the game last night", "can you send me the file", "meeting moved to tomorrow")

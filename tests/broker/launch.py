@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mobile_sim.ports import free_port
+from harness.ports import free_port
 from mqchat import auth
 from mqchat.config import load_settings
 

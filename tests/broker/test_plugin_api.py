@@ -22,7 +22,7 @@ from broker.engine import MqchatBroker
 from broker.plugin_api import Action, AppMessage, Authenticator, ClientConnected, TopicAcl
 from broker.plugin_chain import PluginChain
 from broker.session import Session
-from mobile_sim.ports import free_port
+from harness.ports import free_port
 from mqchat.mqtt import codec
 from mqchat.mqtt.codec import Publish
 from tests.broker.rawclient import RawClient

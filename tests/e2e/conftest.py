@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mobile_sim.client import Api, Session
+from harness.client import Api, Session
 from tests.conftest import System
 
 PASSWORD = "correct horse battery"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mobile_sim.__main__ import main
+from bench.pipeline import main
 
 pytestmark = pytest.mark.e2e
 
 
 def test_small_benchmark_delivers_everything_on_every_target(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--channels", "2", "--members", "3", "--messages", "60", "--window", "5",
+    code = main(["--channels", "2", "--members", "3", "--messages", "60", "--window", "5",
                  "--json", str(out)])
     assert code == 0
     doc = json.loads(out.read_text())

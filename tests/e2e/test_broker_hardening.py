@@ -15,7 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from mobile_sim.client import Device
+from harness.client import Device
 from mqchat import auth, topics
 from mqchat.config import load_settings
 from mqchat.mqtt import codec

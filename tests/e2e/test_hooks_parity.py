@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mobile_sim.client import Device
+from harness.client import Device
 from mqchat import topics
 from tests.conftest import System
 from tests.e2e.conftest import World

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mobile_sim.client import Api, Device
+from harness.client import Api, Device
 from mqchat import schema, topics
 from tests.conftest import System
 from tests.e2e.conftest import World, make_world, stored_rows

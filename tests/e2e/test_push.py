@@ -16,16 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from mobile_sim.client import Api, Device
+from harness.client import Api, Device
+from harness.push_standins.apns import ApnsStandIn
+from harness.push_standins.common import Reply
+from harness.push_standins.fcm import FcmStandIn
 from mqchat.storage.keys import FANOUT_GROUP, SENDERS_GROUP, Keys
 from mqchat.storage.push_state import PushRegistration, PushState, SendJob
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from tests.conftest import ROOT, RedisServer, System
 from tests.e2e.conftest import make_world
-from tests.push_standins.apns import ApnsStandIn
-from tests.push_standins.common import Reply
-from tests.push_standins.fcm import FcmStandIn
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from mobile_sim.client import Device
+from harness.client import Device
 from mqchat import topics
 from tests.conftest import System
 from tests.e2e.conftest import World

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import NotInstalled
 from mobile_sim.mqtt import ConnectionLost, ConnectRefused, Message, MqttClient
 from mqchat.mqtt import codec
 from tests.conftest import ROOT, Mosquitto, free_port, wait_for_port
@@ -264,11 +264,10 @@ def broker_port(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     if request.param == "mqchat":
         yield from _mqchat_broker(workdir)
         return
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        pytest.skip("mosquitto is not installed (scripts/test installs it with apt-get)")
-    broker = Mosquitto(binary, workdir)
-    broker.start()
+    try:
+        broker = Mosquitto(workdir).start()
+    except NotInstalled as exc:
+        pytest.skip(str(exc))
     yield broker.port
     broker.kill()
 

@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.client import Api, Device, Session
+from harness.ports import free_port
 from mobile_sim import checker
-from mobile_sim.client import Api, Device, Session
 from mobile_sim.observe import Delivery, Observations, Online, Send, Synced
-from mobile_sim.ports import free_port
 from mqchat import schema
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
 from tests.conftest import ROOT, RedisServer
@@ -142,7 +142,7 @@ class _Received(defaultdict[str, list[schema.ChannelMessage]]):
 
 @dataclass
 class Recorder:
-    """Devices driven through :class:`mobile_sim.client.Device`, recorded into ``obs``."""
+    """Devices driven through :class:`harness.client.Device`, recorded into ``obs``."""
 
     api: str
     channel: str

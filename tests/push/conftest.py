@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.push_standins.apns import ApnsStandIn
-from tests.push_standins.fcm import FcmStandIn
+from harness.push_standins.apns import ApnsStandIn
+from harness.push_standins.fcm import FcmStandIn
 from workers.push.apns import ApnsPusher
 from workers.push.fcm import FcmPusher
 

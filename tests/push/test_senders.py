@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from harness.push_standins.apns import ApnsStandIn
+from harness.push_standins.common import Reply
+from harness.push_standins.fcm import FcmStandIn
 from mqchat.storage.push_state import PushRegistration, SendJob
-from tests.push_standins.apns import ApnsStandIn
-from tests.push_standins.common import Reply
-from tests.push_standins.fcm import FcmStandIn
 from workers.push.apns import ApnsPusher
 from workers.push.base import Notification, Outcome, PermanentPushError, TemporaryPushError
 from workers.push.fcm import FcmPusher
@@ -153,7 +153,7 @@ async def test_apns_answer_without_reason_or_no_answer_times_out(
 
 async def test_apns_wrong_signing_key_is_permanent(apns_standin: ApnsStandIn,
                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
-    from tests.push_standins.common import apns_signing_key
+    from harness.push_standins.common import apns_signing_key
 
     other_key, _ = apns_signing_key(tmp_path_factory.mktemp("other"))
     pusher = ApnsPusher(other_key, key_id=apns_standin.key_id, team_id=apns_standin.team_id, topic="com.example.chat",

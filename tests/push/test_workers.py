@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
+from harness.push_standins.apns import ApnsStandIn
+from harness.push_standins.common import Reply
+from harness.push_standins.fcm import FcmStandIn
 from mqchat.storage.base import StoredMessage
 from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
 from mqchat.storage.push_state import PushRegistration, PushState, SendJob, decode_job
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from tests.conftest import RedisServer
-from tests.push_standins.apns import ApnsStandIn
-from tests.push_standins.common import Reply
-from tests.push_standins.fcm import FcmStandIn
 from workers.fanout import Fanout, FanoutConfig, FanoutJob
 from workers.push.apns import ApnsPusher
 from workers.push.fcm import FcmPusher

@@ -1,4 +1,5 @@
-"""Presence benchmark: connect/disconnect churn through the whole system, and what it costs Redis.
+"""Presence benchmark (``python -m bench.presence``): connect/disconnect churn through the whole system,
+and what it costs Redis.
 
 Starts a private redis-server and ``mqchat up`` on free loopback ports, creates ``users`` users who
 share one channel, connects a watcher subscribed to every user's presence topic, then makes each
@@ -9,14 +10,10 @@ connect+disconnect (from ``INFO commandstats``, so every process's Redis traffic
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +22,11 @@ from typing import Any
 
 import aiomqtt
 import redis.asyncio as aioredis
+from rich.console import Console
 
-from mobile_sim.client import NODELAY, Api, Session
-from mobile_sim.ports import free_port
+from harness.client import NODELAY, Api, Session
+from harness.redis import RedisServer
+from harness.system import launch
 from mqchat import topics
 
 
@@ -36,33 +35,12 @@ async def _commandstats(r: aioredis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
-def _start(tmp: str, rport: int, mqtt: int, ws: int, http: int) -> tuple[subprocess.Popen[bytes], ...]:
-    redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
-    redis_proc = subprocess.Popen([redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
-        "MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_REDIS__URL": f"redis://127.0.0.1:{rport}/0"}
-    up = subprocess.Popen([sys.executable, "-m", "mqchat.cli", "up", "--data-dir", f"{tmp}/data",
-                           "--mqtt-port", str(mqtt), "--ws-port", str(ws), "--http-port", str(http)],
-                          env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    return redis_proc, up
-
-
-def _ready(tmp: str) -> bool:
-    return all(Path(f"{tmp}/data/run/{n}.ready").exists() for n in ("broker", "bridge", "api", "workers"))
-
-
 async def run(users: int, cycles: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp:
-        rport, mqtt, ws, http = free_port(), free_port(), free_port(), free_port()
-        redis_proc, up = _start(tmp, rport, mqtt, ws, http)
-        r = aioredis.Redis(port=rport)
+    with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp, RedisServer(Path(tmp)) as redis_server, \
+            launch(env={"MQCHAT_REDIS__URL": redis_server.url}, workdir=Path(tmp)) as system:
+        r = aioredis.Redis(port=redis_server.port)
         try:
-            for _ in range(300):
-                if _ready(tmp):
-                    break
-                await asyncio.sleep(0.1)
-            api = Api(f"http://127.0.0.1:{http}")
+            api = Api(system.api)
             sessions: list[Session] = []
             for i in range(users):
                 await api.create_user(f"pres{i}", "presence-password")
@@ -71,9 +49,11 @@ async def run(users: int, cycles: int) -> dict[str, Any]:
             await api.create_channel(watcher_user.token, "group", [s.user_id for s in sessions[1:]], name="all")
             await api.aclose()
             watch_login = sessions[0]
+            mqtt = system.mqtt_port
             seen: dict[str, list[tuple[str, float]]] = {}
             async with aiomqtt.Client("127.0.0.1", mqtt, identifier=f"{watch_login.user_id}:watch",
-                                      username=watch_login.user_id, password=await _token(http, "pres0", "watch"),
+                                      username=watch_login.user_id,
+                                      password=await _token(system.api, "pres0", "watch"),
                                       socket_options=NODELAY) as watcher:
                 for s in sessions[1:]:
                     await watcher.subscribe(topics.user_presence(s.user_id), qos=1)
@@ -106,11 +86,6 @@ async def run(users: int, cycles: int) -> dict[str, Any]:
                 await asyncio.gather(reader, return_exceptions=True)
         finally:
             await r.aclose()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(up.pid, signal.SIGTERM)
-            up.wait(30)
-            redis_proc.terminate()
-            redis_proc.wait(10)
     transitions = 2 * cycles * (users - 1)
     per = {cmd: round((after.get(cmd, 0) - before.get(cmd, 0)) / (cycles * (users - 1)), 2)
            for cmd in sorted(set(after) | set(before)) if after.get(cmd, 0) != before.get(cmd, 0)}
@@ -129,8 +104,8 @@ def _pcts(xs: list[float]) -> dict[str, float]:
             "max": round(xs[-1], 2)}
 
 
-async def _token(http: int, username: str, device: str) -> str:
-    api = Api(f"http://127.0.0.1:{http}")
+async def _token(api_url: str, username: str, device: str) -> str:
+    api = Api(api_url)
     try:
         return (await api.login(username, "presence-password", device)).token
     finally:
@@ -144,3 +119,19 @@ async def _wait(seen: dict[str, list[tuple[str, float]]], user: str, status: str
                 if t >= since and st == status:
                     return t - since
             await asyncio.sleep(0.002)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.presence",
+                                description="connect/disconnect churn: presence latency and Redis cost")
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--cycles", type=int, default=10)
+    args = p.parse_args(argv)
+    with Console(stderr=True).status(f"presence churn: {args.users} users x {args.cycles} cycles"):
+        report = asyncio.run(run(args.users + 1, args.cycles))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m mobile_sim bench`` measures the pipeline over Mosquitto beside bare Mosquitto, in one run."""
+"""``python -m bench.pipeline`` measures the pipeline over Mosquitto beside bare Mosquitto, in one run."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mobile_sim.__main__ import main
+from bench.pipeline import main
 
 pytestmark = pytest.mark.e2e
 
 
 def test_pipeline_over_mosquitto_is_measured_with_ratios_to_bare_mosquitto(tmp_path: Path, mosquitto: object) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--channels", "2", "--members", "3", "--messages", "30", "--rate", "60",
+    code = main(["--channels", "2", "--members", "3", "--messages", "30", "--rate", "60",
                  "--targets", "mqchat-mosquitto,mosquitto", "--json", str(out)])
     assert code == 0
     doc = json.loads(out.read_text())

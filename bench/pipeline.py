@@ -1,4 +1,4 @@
-"""End-to-end benchmark: our full pipeline against bare MQTT pass-through, in one run.
+"""End-to-end benchmark (``python -m bench.pipeline``): our full pipeline against bare MQTT pass-through.
 
 Four targets, the same clients, the same load:
 
@@ -21,6 +21,7 @@ take as little of the machine as a Python client can.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -34,10 +35,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mobile_sim import system
-from mobile_sim.client import Api, Session
+from rich.console import Console
+from rich.table import Table
+
+from harness.client import Api, Session
+from harness.mosquitto import Mosquitto, mosquitto_binary
+from harness.ports import free_port
+from harness.processes import process, wait_port
+from harness.system import System
 from mobile_sim.mqtt import Message, MqttClient
-from mobile_sim.ports import free_port
 from mqchat import schema, topics
 
 
@@ -202,21 +208,10 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
 async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = None,
                        target: str = "mqchat") -> Result:
     """The full pipeline; ``broker_port``: an external broker (``mqchat up --broker``) instead of the embedded one."""
-    mqtt, ws, http = free_port(), free_port(), free_port()
-    if broker_port is not None:
-        mqtt = broker_port  # mqchat up refuses an --mqtt-port that contradicts --broker
-    cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(workdir / "data"), "--mqtt-port", str(mqtt),
-           "--ws-port", str(ws), "--http-port", str(http)]
-    if broker_port is not None:
-        cmd += ["--broker", f"127.0.0.1:{broker_port}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING"}
-    with system.process(cmd, log=workdir / "up.log", env=env) as proc:
-        system.wait_port(http, proc, "mqchat up")
-        api = Api(f"http://127.0.0.1:{http}")
-        for _ in range(100):  # the bridge may still be connecting
-            if (workdir / "data" / "run" / "bridge.ready").exists():
-                break
-            await asyncio.sleep(0.1)
+    system = System.on_free_ports(workdir, broker_port=broker_port, env={"MQCHAT_LOG_LEVEL": "WARNING"})
+    try:
+        system.start(90)
+        api = Api(system.api)
         try:
             specs: list[tuple[str, str, str, str | None]] = []
             for c in range(load.channels):
@@ -230,8 +225,11 @@ async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = N
                 specs += [(s.user_id, s.device_id, channel, s.token) for s in sessions]
         finally:
             await api.aclose()
-        async with connect_peers(mqtt, specs, lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
+        async with connect_peers(system.mqtt_port, specs,
+                                 lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
             return await run_load(target, peers, load, pipeline=True)
+    finally:
+        system.stop()
 
 
 def _bare_specs(load: Load) -> list[tuple[str, str, str, str | None]]:
@@ -243,20 +241,20 @@ async def bench_broker(load: Load, workdir: Path) -> Result:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {"MQCHAT_LOG_LEVEL": "WARNING",
                                                                                   "MQCHAT_DATA_DIR": str(workdir)}
     cmd = [sys.executable, "-m", "mqchat.cli", "broker", "--port", str(port), "--no-auth"]
-    with system.process(cmd, log=workdir / "broker.log", env=env) as proc:
-        system.wait_port(port, proc, "mqchat broker")
+    with process(cmd, log=workdir / "broker.log", env=env) as proc:
+        wait_port(port, proc, "mqchat broker")
         async with connect_peers(port, _bare_specs(load), lambda u, d, c: [topics.stream(c)]) as peers:
             return await run_load("broker", peers, load, pipeline=False)
 
 
 @contextlib.contextmanager
 def _mosquitto(workdir: Path) -> Iterator[int | None]:
-    """:func:`mobile_sim.system.mosquitto`'s port, or None if Mosquitto is not installed."""
-    if system.mosquitto_binary() is None:
+    """A Mosquitto tuned for load (:class:`harness.mosquitto.Mosquitto`): its port, or None if it is not installed."""
+    if mosquitto_binary() is None:
         yield None
         return
-    with system.mosquitto(workdir) as (port, _proc):
-        yield port
+    with Mosquitto(workdir, tuned=True) as broker:
+        yield broker.port
 
 
 async def bench_mosquitto(load: Load, workdir: Path) -> Result | None:
@@ -315,3 +313,47 @@ def ratios(results: list[Result]) -> dict[str, float]:
             if b[key] and b[key] == b[key]:  # not zero, not NaN
                 out[f"{key.removesuffix('_ms').replace('_', ' ')} {top}/{base}"] = round(a[key] / b[key], 2)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline",
+                                description="full pipeline vs our bare broker vs bare Mosquitto, same clients and load")
+    p.add_argument("--channels", type=int, default=10)
+    p.add_argument("--members", type=int, default=5, help="devices per channel; each one sends")
+    p.add_argument("--messages", type=int, default=2000, help="sends in total")
+    p.add_argument("--rate", type=float, default=0, help="offered sends/s in total; 0 = closed loop")
+    p.add_argument("--window", type=int, default=20, help="sends in flight per device")
+    p.add_argument("--targets", default="mqchat,mqchat-mosquitto,broker,mosquitto",
+                   help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), broker (ours, bare), mosquitto")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    load = Load(args.channels, args.members, args.messages, args.rate, args.window)
+    console = Console(stderr=True)
+    with console.status(f"benchmarking {args.targets} ({args.messages} sends, {args.channels}x{args.members})"):
+        results = asyncio.run(run(load, args.targets.split(",")))
+    table = Table(title=f"{args.messages} sends into {args.channels} channels x {args.members} members, "
+                        f"{'closed loop, window ' + str(args.window) if not args.rate else str(args.rate) + ' msg/s'}")
+    cols = ["target", "acked", "delivered", "expected_deliveries", "msgs_per_s", "deliveries_per_s",
+            "ack_p50_ms", "ack_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "deliver_max_ms"]
+    for c in cols:
+        table.add_column(c, justify="right")
+    summaries = [r.summary() for r in results]
+    for s in summaries:
+        table.add_row(*(str(s[c]) for c in cols))
+    Console(width=200).print(table)
+    rat = ratios(results)
+    for k, v in rat.items():
+        print(f"{k}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps({"load": vars(args) | {"json": str(args.json)}, "results": summaries,
+                                         "ratios": rat}, indent=2, default=str))
+    lost = [s["target"] for s in summaries if s["delivered"] < s["expected_deliveries"]]
+    if lost:
+        print(f"incomplete delivery on: {', '.join(lost)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

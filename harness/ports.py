@@ -1,4 +1,5 @@
-"""Free loopback ports for servers started by the benchmarks and the tests, and tying those servers to us."""
+"""Free loopback ports for the servers the tests, the simulator and the benchmarks start, tying those
+servers to us, and the open-files limit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 _DEFAULT_EPHEMERAL = (32768, 60999)
 #: Ports this process has handed out: never handed out twice (a system's MQTT and WebSocket ports
@@ -50,14 +52,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for the processes a benchmark or scenario starts: on Linux they get SIGTERM
-    if the simulator dies without stopping them (killed, out of memory), instead of running on."""
-    if sys.platform == "linux":
-        import ctypes
+def _prctl() -> Any:
+    """libc's ``prctl``, resolved here in the parent: loading a library in a child forked from a
+    threaded process can deadlock on the loader's lock."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for the processes we start: on Linux they get SIGTERM if we die without
+    stopping them (killed, out of memory), instead of running on."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def raise_fd_limit() -> int:

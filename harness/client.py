@@ -1,8 +1,9 @@
-"""A device as an app developer would write it: HTTP for accounts and channels, MQTT for the rest.
+"""A reference device as an app developer would write it: HTTP for accounts and channels, MQTT
+(aiomqtt) for the rest.
 
-Used by the simulator, the benchmark and the end-to-end tests. It follows the client rules in
-docs/protocol.md: sends carry a ``cmid`` and are retried with the same ``cmid`` until acked; the
-ack, not the PUBACK, is what says a message is safe.
+Used by the end-to-end tests and the benchmarks (the simulator has its own lean client stack).
+It follows the client rules in docs/protocol.md: sends carry a ``cmid`` and are retried with the
+same ``cmid`` until acked; the ack, not the PUBACK, is what says a message is safe.
 """
 
 from __future__ import annotations
@@ -19,20 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiomqtt
-import httpx
 
+from harness.http import ApiError as ApiError
+from harness.http import Http
 from mqchat import schema, topics
 
 logger = logging.getLogger(__name__)
 
 #: paho does not disable Nagle; without this, back-to-back small packets wait on delayed ACKs (~40 ms).
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status, self.code, self.message = status, code, message
-        super().__init__(f"{status} {code}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,21 +43,17 @@ class Session:
 
 
 class Api:
-    """The HTTP API, as a client sees it."""
+    """The HTTP API, as a client sees it: every error answer raises :class:`ApiError`, none is retried."""
 
-    def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None) -> None:
-        self._http = client or httpx.AsyncClient(base_url=base_url, timeout=30)
+    def __init__(self, base_url: str) -> None:
+        self._http = Http(base_url, timeout_s=30)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = await self._http.request(method, path, headers=headers, **kw)
-        if r.status_code >= 400:
-            err = r.json().get("error", {})
-            raise ApiError(r.status_code, err.get("code", "?"), err.get("message", r.text))
-        return r.json()
+    async def _call(self, method: str, path: str, token: str | None = None, *, json: Any = None,
+                    params: dict[str, Any] | None = None) -> Any:
+        return await self._http.call(method, path, token, attempts=1, json=json, params=params)
 
     async def create_user(self, username: str, password: str) -> str:
         doc = await self._call("POST", "/v1/users", json={"username": username, "password": password})

@@ -1,7 +1,7 @@
 """Push benchmark body: fan-out decisions/s for a large channel, and pushes/s through the real senders.
 
-Run by ``python -m mobile_sim push`` (which starts a private Redis and the provider stand-ins and
-passes settings through the environment); runnable alone as ``python -m workers.push.bench`` with
+Run by ``python -m bench.push`` (which starts a private Redis and the provider stand-ins and
+passes settings through the environment); runnable alone as ``python -m bench.push_measure`` with
 ``MQCHAT_REDIS__URL``, ``MQCHAT_DATA_DIR`` and the ``MQCHAT_PUSH__*`` provider settings set.
 Prints one JSON object.
 
@@ -125,7 +125,7 @@ async def run(members: int, jobs: int, pushes: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workers.push.bench")
+    p = argparse.ArgumentParser(prog="python -m bench.push_measure")
     p.add_argument("--members", type=int, default=10_000)
     p.add_argument("--jobs", type=int, default=3)
     p.add_argument("--pushes", type=int, default=2000)

@@ -1,4 +1,4 @@
-"""``python -m tests.push_standins DIR``: run both stand-ins until SIGTERM (for the push benchmark).
+"""``python -m harness.push_standins DIR``: run both stand-ins until SIGTERM (for the push benchmark).
 
 Prints one JSON line with what a sender needs: the FCM endpoint and service account, the APNs
 host, CA file, key file, key id and team id.
@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.push_standins.apns import ApnsStandIn
-from tests.push_standins.fcm import FcmStandIn
+from harness.push_standins.apns import ApnsStandIn
+from harness.push_standins.fcm import FcmStandIn
 
 
 def main(argv: list[str]) -> int:

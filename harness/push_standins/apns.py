@@ -22,7 +22,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 
-from tests.push_standins.common import Received, Recorder, apns_signing_key, self_signed
+from harness.push_standins.common import Received, Recorder, apns_signing_key, self_signed
 
 KEY_ID = "STANDINKEY"
 TEAM_ID = "STANDINTEAM"

@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 
-from tests.push_standins.common import Received, Recorder, Reply, fcm_service_account
+from harness.push_standins.common import Received, Recorder, Reply, fcm_service_account
 
 PROJECT = "mqchat-standin"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
