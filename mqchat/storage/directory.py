@@ -246,7 +246,10 @@ class DirectoryRules:
         they cannot see it)."""
         channel = _server_channel((await tx.get_channels([channel_id])).get(channel_id), channel_id)
         assert channel.server_id is not None
-        a = await self._actor(tx, channel.server_id, actor)
+        try:
+            a = await self._actor(tx, channel.server_id, actor)
+        except NotFound:
+            raise NotFound("channel", channel_id) from None
         perms = a.view.channel_perms(a.member, (await tx.get_overwrites([channel_id])).get(channel_id, []))
         if Permission.VIEW_CHANNEL not in perms:
             raise NotFound("channel", channel_id)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqchat import permissions as P
 from mqchat.errors import Forbidden, InvalidRequest, OwnerCannotLeave, RoleHierarchy, UnknownPermission
 from mqchat.permissions import ALL, NONE, Overwrite, Permission, Rank
+
+# Pure and fast, but the machine running the suite may be busy: no per-example deadline, and no
+# example database written into the checkout.
+relaxed = settings(deadline=None, database=None)
 
 perms = st.integers(min_value=0, max_value=int(ALL)).map(Permission)
 no_admin = perms.map(lambda p: Permission(p & ~Permission.ADMINISTRATOR))
@@ -64,6 +68,7 @@ def widen(ow: Overwrite | None, bits: Permission) -> tuple[Overwrite, Overwrite]
 # --- laws ------------------------------------------------------------------------------------------
 
 
+@relaxed
 @given(situations(), st.booleans())
 def test_owner_and_administrator_hold_everything_whatever_the_overwrites(s: Situation, owner: bool) -> None:
     winner = replace(s, is_owner=True) if owner else replace(s, roles=s.roles | {"admin": Permission.ADMINISTRATOR})
@@ -79,11 +84,13 @@ def _decided_by(result: Permission, ow: Overwrite) -> None:
             assert ow.allow in result
 
 
+@relaxed
 @given(situations(), overwrites())
 def test_the_member_overwrite_has_the_last_word(s: Situation, ow: Overwrite) -> None:
     _decided_by(replace(s, member_overwrite=ow).eff(), ow)
 
 
+@relaxed
 @given(situations(), overwrites())
 def test_a_role_overwrite_beats_the_server_roles_and_the_everyone_overwrite(s: Situation, ow: Overwrite) -> None:
     """With no member overwrite, the overwrite of a held role decides the bits it names."""
@@ -91,6 +98,7 @@ def test_a_role_overwrite_beats_the_server_roles_and_the_everyone_overwrite(s: S
     _decided_by(s.eff(), ow)
 
 
+@relaxed
 @given(situations(), perms)
 def test_deny_beats_allow_between_two_roles_of_the_same_member(s: Situation, bits: Permission) -> None:
     denied = Permission(bits & ~Permission.VIEW_CHANNEL)
@@ -99,12 +107,14 @@ def test_deny_beats_allow_between_two_roles_of_the_same_member(s: Situation, bit
     assert s.eff() & denied == NONE
 
 
+@relaxed
 @given(situations())
 def test_overwrites_of_roles_the_member_does_not_hold_do_not_apply(s: Situation) -> None:
     foreign = {"x1": Overwrite(deny=ALL), "x2": Overwrite(allow=ALL)}
     assert replace(s, role_overwrites=s.role_overwrites | foreign).eff() == s.eff()
 
 
+@relaxed
 @given(situations(), st.sampled_from(["everyone", "member", "r1", "r2"]), perms)
 def test_adding_an_allow_never_removes_and_adding_a_deny_never_adds(s: Situation, where: str, bits: Permission) -> None:
     before = s.eff()
@@ -122,6 +132,7 @@ def test_adding_an_allow_never_removes_and_adding_a_deny_never_adds(s: Situation
     assert with_deny.eff() in before
 
 
+@relaxed
 @given(situations(), st.sampled_from(ROLE_IDS), perms)
 def test_adding_permissions_to_a_role_or_everyone_never_removes_any(s: Situation, role: str, bits: Permission) -> None:
     before = s.eff()
@@ -130,6 +141,7 @@ def test_adding_permissions_to_a_role_or_everyone_never_removes_any(s: Situation
     assert before in replace(s, everyone=s.everyone | bits).eff()
 
 
+@relaxed
 @given(situations())
 def test_no_view_channel_means_nothing_in_the_channel(s: Situation) -> None:
     result = s.eff()
@@ -137,6 +149,7 @@ def test_no_view_channel_means_nothing_in_the_channel(s: Situation) -> None:
     assert replace(s, member_overwrite=Overwrite(deny=Permission.VIEW_CHANNEL)).eff() == NONE
 
 
+@relaxed
 @given(situations())
 def test_every_permission_in_the_result_comes_from_the_base_or_an_allow(s: Situation) -> None:
     granted = P.base_permissions(is_owner=False, everyone=s.everyone, roles=s.roles.values())
@@ -146,6 +159,7 @@ def test_every_permission_in_the_result_comes_from_the_base_or_an_allow(s: Situa
     assert s.eff() in granted
 
 
+@relaxed
 @given(perms)
 def test_names_and_parse_round_trip(p: Permission) -> None:
     assert P.parse(P.names(p)) == p
@@ -229,6 +243,7 @@ def test_moderation_follows_the_hierarchy(actor: Rank, target: Rank, error: type
             P.check_moderate(actor, target)
 
 
+@relaxed
 @given(st.integers(0, 50), st.integers(0, 50))
 def test_moderation_is_never_mutual_between_non_owners(a: int, b: int) -> None:
     x = Rank("x", is_owner=False, top_position=a, perms=ALL)
