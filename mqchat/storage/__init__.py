@@ -1,28 +1,49 @@
 """Storage interfaces and their implementations.
 
-``base`` holds the protocols every backend implements (:class:`MessageStore`, :class:`Directory`);
-``memory`` holds in-process versions for unit tests; ``sqlite`` the embedded default. One contract
-suite (tests/contract/) runs over every backend.
+``base`` holds the protocols every backend implements (:class:`MessageStore`, :class:`Directory`,
+:class:`ServerDirectory`); ``memory`` holds in-process versions for unit tests; ``sqlite`` the
+embedded default; ``cassandra`` the message store at scale; ``postgres`` the directory at scale.
+The directory's rules are written once in ``directory`` over primitives each backend supplies
+(``sql_directory`` for SQLite and PostgreSQL). One contract suite (tests/contract/) runs over every
+backend.
 """
 
 from mqchat.storage.base import (
+    AuditEntry,
+    Ban,
     Channel,
+    ChannelAccess,
+    ChannelOverwrite,
     CmidKey,
     Directory,
     HistoryPage,
+    Invite,
+    Member,
     MessageStore,
     Position,
+    Role,
+    Server,
+    ServerDirectory,
     StoredMessage,
     User,
 )
 
 __all__ = [
+    "AuditEntry",
+    "Ban",
     "Channel",
+    "ChannelAccess",
+    "ChannelOverwrite",
     "CmidKey",
     "Directory",
     "HistoryPage",
+    "Invite",
+    "Member",
     "MessageStore",
     "Position",
+    "Role",
+    "Server",
+    "ServerDirectory",
     "StoredMessage",
     "User",
 ]

@@ -26,7 +26,7 @@ invites, profiles and the audit log (docs/permissions.md). Its rules:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from mqchat import schema
@@ -224,7 +224,8 @@ class ChannelAccess:
     """Effective permissions in the channel (NONE: not a member, or cannot view it)."""
     timeout_until_ms: int | None = None
     slow_mode_s: int = 0
-    server_id: str | None = field(default=None)
+    server_id: str | None = None
+    """The channel's server; None for direct and group channels."""
 
 
 class MessageStore(Protocol):
