@@ -516,3 +516,17 @@ async def test_the_audit_log_records_who_did_what_to_whom_newest_first(w: World)
     assert walked[-1].action == "server.create"
     actions = {e.action for e in walked}
     assert {"member.join", "role.create", "member.role_add", "channel.create", "server.discoverable"} <= actions
+
+
+async def test_unknown_permission_names_are_refused_and_unknown_bits_are_never_stored(w: World) -> None:
+    from mqchat import permissions as P
+    from mqchat.errors import UnknownPermission
+
+    async def create(names: list[str]) -> None:
+        await w.sd.create_role(w.owner, w.sid, "Named", P.parse(names), now_ms=T0 + 10)
+
+    err = await refused(w, UnknownPermission, create(["view_channel", "fly"]), "unknown_permission")
+    assert "fly" in str(err)
+    role = await w.sd.create_role(w.owner, w.sid, "Bits", Permission(int(S) | 1 << 40), now_ms=T0 + 11)
+    assert role.perms == S
+    assert {r.role_id: r.perms for r in await w.sd.roles(w.sid)}[role.role_id] == S
