@@ -78,3 +78,15 @@ async def test_a_version_1_sqlite_directory_is_upgraded_in_place(tmp_path: Path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(DIRECTORY_SCHEMA)
     conn.close()
+
+
+def test_up_directory_flag_reaches_every_child_process(tmp_path: Path) -> None:
+    from mqchat import cli
+
+    dsn = "postgresql://mqchat@127.0.0.1:5999/mqchat"
+    args = cli.parser().parse_args(["up", "--directory", dsn, "--data-dir", str(tmp_path)])
+    settings = cli._settings(args)
+    assert settings.directory.url == dsn
+    assert cli._child_env(settings, "redis://127.0.0.1:1/0")["MQCHAT_DIRECTORY__URL"] == dsn
+    with pytest.raises(ConfigError):
+        cli._settings(cli.parser().parse_args(["up", "--directory", "sqlite:///x.db"]))
