@@ -53,8 +53,7 @@ def native_plugins(settings: Settings, *, no_auth: bool = False) -> list[object]
     b = settings.broker
     plugins: list[object] = [
         JwtAuthPlugin(auth.load_keys(settings)),
-        TopicAclPlugin(store_backend=settings.store.backend, directory_db=settings.directory_db,
-                       cassandra=settings.cassandra, membership_cache_s=b.membership_cache_s),
+        TopicAclPlugin(settings, membership_cache_s=b.membership_cache_s),
         metrics.MetricsPlugin(),
     ]
     if settings.redis.url:

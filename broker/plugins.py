@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.plugin_api import LIMITS_EXEMPT, Action, Authenticator, ClientDisconnected, Closable, TopicAcl
 from broker.session import Session
 from mqchat import access, auth, policy, topics
-from mqchat.config import CassandraSettings
+from mqchat.config import Settings
 from mqchat.errors import AuthError
 from mqchat.storage.base import Directory
-from mqchat.storage.factory import open_directory_from
+from mqchat.storage.factory import open_directory
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +56,11 @@ class JwtAuthPlugin:
 
 
 class _LazyDirectory:
-    """The configured directory, opened on first use (plugins are built synchronously)."""
+    """The configured directory (SQLite, or PostgreSQL with ``directory.url``), opened on first use
+    (plugins are built synchronously)."""
 
-    def __init__(self, backend: str, directory_db: Path, cassandra: CassandraSettings) -> None:
-        self._args = (backend, directory_db, cassandra)
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._directory: Directory | None = None
         self._lock = asyncio.Lock()
 
@@ -68,7 +68,7 @@ class _LazyDirectory:
         if self._directory is None:
             async with self._lock:
                 if self._directory is None:
-                    self._directory = await open_directory_from(*self._args)
+                    self._directory = await open_directory(self._settings)
         return await self._directory.channel_ids_of(user_id)
 
     async def close(self) -> None:
@@ -80,15 +80,12 @@ class TopicAclPlugin:
     """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery.
 
     Args:
-        store_backend: ``store.backend``: where the directory is.
-        directory_db: the SQLite directory (sqlite backend).
-        cassandra: the Cassandra settings (cassandra backend).
+        settings: where the directory is (``directory.url``, else SQLite in ``data_dir``).
         membership_cache_s: how long a user's channel set is trusted.
     """
 
-    def __init__(self, *, store_backend: str, directory_db: Path, cassandra: CassandraSettings,
-                 membership_cache_s: float) -> None:
-        self._directory = _LazyDirectory(store_backend, directory_db, cassandra)
+    def __init__(self, settings: Settings, *, membership_cache_s: float) -> None:
+        self._directory = _LazyDirectory(settings)
         self._cache = access.MembershipCache(self._directory, membership_cache_s)
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 

@@ -67,6 +67,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if wanted is not None and wanted != overrides["mqtt"]["port"]:
             raise ConfigError(f"--mqtt-port {wanted} contradicts --broker {args.broker}: with an external broker, "
                               "its address (port included) comes from --broker")
+    if getattr(args, "directory", None):
+        overrides["directory"] = {"url": args.directory}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}
@@ -77,11 +79,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
+def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     """Hand the resolved settings to a child through the environment (flags included)."""
     env = dict(os.environ)
     env["MQCHAT_REDIS__URL"] = redis_url
     env["MQCHAT_STORE__BACKEND"] = settings.store.backend
+    if settings.directory.url is not None:
+        env["MQCHAT_DIRECTORY__URL"] = settings.directory.url
     env["MQCHAT_CASSANDRA__HOSTS"] = json.dumps(list(settings.cassandra.hosts))
     env["MQCHAT_CASSANDRA__PORT"] = str(settings.cassandra.port)
     env["MQCHAT_CASSANDRA__KEYSPACE"] = settings.cassandra.keyspace
@@ -276,7 +280,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             redis, redis_url = _redis_child(settings)
             children.append(redis)
         probe_ports = _probe_ports(settings, processes)
-        env = _child_env(settings, redis_url) | {
+        env = child_env(settings, redis_url) | {
             f"MQCHAT_OPS__{name.upper()}_PORT": str(port) for name, port in probe_ports.items() if name != "api"}
         children += [_process_child(settings, name, env, probe_ports[name]) for name in processes]
         sup = supervisor.Supervisor(children, supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
@@ -307,8 +311,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings) -> None:
-    """Create or upgrade the embedded databases before any process opens them."""
-    from mqchat.storage.factory import open_directory, open_message_store
+    """Create or upgrade the embedded databases (and a PostgreSQL directory) before any process opens them."""
+    from mqchat.storage.factory import migrate_directory, open_directory, open_message_store
+
+    await migrate_directory(settings)
 
     for opener in (open_directory, open_message_store):
         store = await opener(settings)
@@ -345,10 +351,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """PostgreSQL directory migrations when ``directory.url`` is set; Cassandra's when the message store
+    is Cassandra or no directory URL is given (what this command did before the PostgreSQL directory)."""
     from mqchat.storage.cql.command import migrate_command
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="migrate")
+    if settings.directory.url is not None:
+        from mqchat.errors import StorageError
+        from mqchat.storage.factory import migrate_directory
+
+        try:
+            applied = asyncio.run(migrate_directory(settings))
+        except StorageError as exc:
+            print(f"mqchat: directory migration failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"mqchat: directory migrations applied: {applied or 'none (already current)'}", file=sys.stderr)
+        if settings.store.backend != "cassandra":
+            return 0
     return migrate_command(settings)
 
 
@@ -375,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
                     "of starting the embedded one; it must enforce mqchat's auth itself (see deploy/brokers/)")
     up.add_argument("--store", help="message store: 'sqlite' (default) or 'cassandra://host1,host2[:port]/keyspace' "
                     "(run `mqchat migrate` with the same settings first)")
+    up.add_argument("--directory", metavar="URL", help="directory database: postgresql://user@host[:port]/db "
+                    "(default: SQLite in the data directory)")
     up.set_defaults(func=cmd_up)
 
     tok = sub.add_parser("token", help="print a development JWT for a user's device")
@@ -391,7 +413,9 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--data-dir", type=Path)
     br.set_defaults(func=cmd_broker)
 
-    mig = sub.add_parser("migrate", help="apply pending Cassandra schema migrations (cassandra.* settings)")
+    mig = sub.add_parser("migrate", help="apply pending schema migrations: the PostgreSQL directory "
+                         "(directory.url) and/or Cassandra (cassandra.* settings)")
+    mig.add_argument("--directory", metavar="URL", help="the PostgreSQL directory to migrate (directory.url)")
     mig.set_defaults(func=cmd_migrate)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")

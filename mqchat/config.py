@@ -186,8 +186,29 @@ class BridgeSettings(_Section):
 
 class StoreSettings(_Section):
     backend: Literal["sqlite", "cassandra"] = Field(
-        "sqlite", description="Message and directory store: embedded SQLite, or a Cassandra/ScyllaDB cluster."
+        "sqlite", description="Message store: embedded SQLite, or a Cassandra/ScyllaDB cluster. The directory "
+        "(users, servers, channels, members) is chosen by `directory.url`."
     )
+
+
+class DirectorySettings(_Section):
+    url: str | None = Field(
+        None, description="Where users, servers, roles, channels and memberships live. Unset: the SQLite file "
+        "`directory.db` in `data_dir` (every process on one host). `postgresql://user[:password]@host[:port]/db`: "
+        "PostgreSQL, shared by processes on any host (apply the schema first with `mqchat migrate`). "
+        "Cassandra keeps messages only.")
+    pool_min: int = Field(1, ge=0, le=100, description="PostgreSQL: connections each process keeps open.")
+    pool_max: int = Field(10, ge=1, le=500, description="PostgreSQL: the most connections one process opens; a "
+                          "directory call waits for a free one up to 10 s, then fails as temporarily unavailable.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DirectorySettings:
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"directory.url {self.url!r}: expected postgresql://user@host[:port]/database "
+                             "(or unset for the embedded SQLite directory)")
+        if self.pool_min > self.pool_max:
+            raise ValueError("directory.pool_min must not exceed directory.pool_max")
+        return self
 
 
 class CassandraSettings(_Section):
@@ -315,6 +336,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     bridge: BridgeSettings = BridgeSettings()
     store: StoreSettings = StoreSettings()
+    directory: DirectorySettings = DirectorySettings()
     cassandra: CassandraSettings = CassandraSettings()
     redis: RedisSettings = RedisSettings()
     ops: OpsSettings = OpsSettings()

@@ -7,20 +7,37 @@ channel's ``last_seq + 1`` in the current ``epoch`` is refused, so a bug or a st
 leave a gap or a duplicate.
 
 :class:`Directory` keeps users, channels and memberships; the API writes it, the broker and bridge
-read it.
+read it. :class:`ServerDirectory` extends it with servers, roles, channel overwrites, moderation,
+invites, profiles and the audit log (docs/permissions.md). Its rules:
+
+* **Writes check their actor inside the same transaction** as the change (permissions from
+  :mod:`mqchat.permissions`, hierarchy included), raise a typed :class:`~mqchat.errors.DirectoryError`
+  with a stable ``code`` when refused, and change nothing then. Every accepted change to a server is
+  recorded in its audit log in that transaction.
+* **Reads answer without an actor**: the caller decides who may read (with
+  :meth:`ServerDirectory.server_permissions` or :meth:`ServerDirectory.channel_access`).
+* **Membership of a server channel is visibility**: :meth:`Directory.channel_ids_of`,
+  :meth:`Directory.members` and :meth:`Directory.memberships` count a server member in a server
+  channel exactly when their effective permissions there include ``view_channel``. Direct and group
+  channels keep explicit member lists.
+* Time is passed in (``now_ms``); no rule reads a clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from mqchat import schema
+from mqchat.permissions import NONE, Permission
 
 #: ``(channel, sender, cmid)``: the idempotency key of a send.
 CmidKey = tuple[str, str, str]
-ChannelKind = Literal["direct", "group"]
+ChannelKind = Literal["direct", "group", "server"]
+"""``direct`` and ``group`` channels have explicit members; ``server`` channels belong to a server and
+are seen by the server members whose permissions include ``view_channel``."""
+OverwriteTarget = Literal["role", "member"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +92,8 @@ class User:
     username: str
     password_hash: str
     created_ms: int
+    display_name: str | None = None
+    avatar_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,129 @@ class Channel:
     name: str | None
     created_by: str
     created_ms: int
+    server_id: str | None = None
+    """The server a ``server`` channel belongs to; None for direct and group channels."""
+    slow_mode_s: int = 0
+    """Seconds a member must wait between two sends (0: no slow mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    server_id: str
+    name: str
+    owner_id: str
+    discoverable: bool
+    """Anyone may join a discoverable server without an invite."""
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A server role. ``@everyone`` has the server's id as its id, position 0, and every member."""
+
+    role_id: str
+    server_id: str
+    name: str
+    position: int
+    perms: Permission
+
+    @property
+    def is_everyone(self) -> bool:
+        return self.role_id == self.server_id
+
+
+EVERYONE_NAME = "@everyone"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    server_id: str
+    user_id: str
+    username: str
+    display_name: str | None
+    joined_ms: int
+    role_ids: tuple[str, ...]
+    """The member's roles (sorted), ``@everyone`` not included."""
+    timeout_until_ms: int | None
+    """Timed out (cannot send or react) until this time; None: never timed out."""
+
+    def timed_out(self, now_ms: int) -> bool:
+        return self.timeout_until_ms is not None and self.timeout_until_ms > now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPage:
+    members: list[Member]
+    """In ascending ``user_id`` order."""
+    next_after: str | None
+    """Pass as ``after`` for the next page; None when this was the last."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOverwrite:
+    channel_id: str
+    target: OverwriteTarget
+    target_id: str
+    """A role id (the server id for ``@everyone``) or a user id."""
+    allow: Permission
+    deny: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    server_id: str
+    user_id: str
+    actor: str
+    reason: str | None
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    code: str
+    server_id: str
+    channel_id: str | None
+    creator: str
+    max_uses: int | None
+    """None: unlimited."""
+    uses: int
+    expires_ms: int | None
+    """None: never expires."""
+    revoked: bool
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    entry_id: int
+    """Increasing within the directory: newer entries have larger ids."""
+    server_id: str
+    actor: str
+    action: str
+    """``<object>.<verb>``: ``member.kick``, ``role.edit``, ... (docs/permissions.md lists them)."""
+    target: str | None
+    details: Mapping[str, Any]
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    """Newest first."""
+    next_before: int | None
+    """Pass as ``before`` for the next (older) page; None when this was the last."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAccess:
+    """What the bridge needs to decide a send: one answer per ``(channel, user)``."""
+
+    perms: Permission = NONE
+    """Effective permissions in the channel (NONE: not a member, or cannot view it)."""
+    timeout_until_ms: int | None = None
+    slow_mode_s: int = 0
+    server_id: str | None = None
+    """The channel's server; None for direct and group channels."""
 
 
 class MessageStore(Protocol):
@@ -156,6 +298,145 @@ class Directory(Protocol):
     async def shares_channel(self, a: str, b: str) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class ServerDirectory(Directory, Protocol):
+    """Servers, roles, overwrites, moderation, invites, profiles and the audit log.
+
+    Every write takes the acting user and ``now_ms`` and raises a
+    :class:`~mqchat.errors.DirectoryError` (``not_found``, ``forbidden``, ``role_hierarchy``, ...)
+    when refused, leaving the directory unchanged.
+    """
+
+    # profiles
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def users(self, user_ids: Collection[str]) -> dict[str, User]: ...
+
+    async def update_profile(self, user_id: str, *, display_name: str | None, avatar_url: str | None) -> User:
+        """Set both profile fields (None clears one). Raises ``NotFound``; ``InvalidRequest`` for a
+        display name that is blank or longer than 64 characters, or an avatar URL that is not http(s)."""
+        ...
+
+    # servers
+    async def create_server(self, owner: str, name: str, *, discoverable: bool = False, now_ms: int) -> Server:
+        """A new server with its ``@everyone`` role and ``owner`` as its only member."""
+        ...
+
+    async def get_server(self, server_id: str) -> Server | None: ...
+
+    async def servers_of(self, user_id: str) -> list[Server]: ...
+
+    async def discoverable_servers(self, *, after: str | None = None, limit: int = 50) -> list[Server]: ...
+
+    async def rename_server(self, actor: str, server_id: str, name: str, *, now_ms: int) -> Server: ...
+
+    async def set_discoverable(self, actor: str, server_id: str, discoverable: bool, *, now_ms: int) -> Server: ...
+
+    async def delete_server(self, actor: str, server_id: str, *, now_ms: int) -> None:
+        """Owner only: the server, its roles, channels, overwrites, invites, bans and audit log."""
+        ...
+
+    async def transfer_ownership(self, actor: str, server_id: str, new_owner: str, *, now_ms: int) -> Server: ...
+
+    async def join_server(self, user_id: str, server_id: str, *, now_ms: int) -> bool:
+        """Join a discoverable server (others: ``NotFound``); ``Banned`` when banned. True when new."""
+        ...
+
+    async def leave_server(self, user_id: str, server_id: str, *, now_ms: int) -> None:
+        """Raises ``OwnerCannotLeave`` for the owner, ``NotFound`` for a non-member."""
+        ...
+
+    async def member(self, server_id: str, user_id: str) -> Member | None: ...
+
+    async def server_members(self, server_id: str, *, after: str | None = None, limit: int = 100) -> MemberPage: ...
+
+    async def server_permissions(self, server_id: str, user_id: str) -> Permission:
+        """Server-level permissions (NONE for a non-member)."""
+        ...
+
+    # roles
+    async def roles(self, server_id: str) -> list[Role]:
+        """Highest position first; ``@everyone`` last."""
+        ...
+
+    async def create_role(self, actor: str, server_id: str, name: str, perms: Permission, *,
+                          position: int = 1, now_ms: int) -> Role: ...
+
+    async def edit_role(self, actor: str, server_id: str, role_id: str, *, name: str | None = None,
+                        perms: Permission | None = None, position: int | None = None, now_ms: int) -> Role: ...
+
+    async def delete_role(self, actor: str, server_id: str, role_id: str, *, now_ms: int) -> None: ...
+
+    async def add_member_role(self, actor: str, server_id: str, user_id: str, role_id: str, *, now_ms: int) -> bool: ...
+
+    async def remove_member_role(self, actor: str, server_id: str, user_id: str, role_id: str, *,
+                                 now_ms: int) -> bool: ...
+
+    # server channels and overwrites
+    async def create_server_channel(self, actor: str, server_id: str, name: str, *, private: bool = False,
+                                    slow_mode_s: int = 0, now_ms: int) -> Channel:
+        """A private channel is one whose ``@everyone`` overwrite denies ``view_channel``; its creator
+        (unless an administrator) gets a member overwrite allowing it."""
+        ...
+
+    async def edit_server_channel(self, actor: str, channel_id: str, *, name: str | None = None,
+                                  slow_mode_s: int | None = None, now_ms: int) -> Channel: ...
+
+    async def delete_server_channel(self, actor: str, channel_id: str, *, now_ms: int) -> None: ...
+
+    async def server_channels(self, server_id: str) -> list[Channel]: ...
+
+    async def set_overwrite(self, actor: str, channel_id: str, target: OverwriteTarget, target_id: str, *,
+                            allow: Permission, deny: Permission, now_ms: int) -> ChannelOverwrite | None:
+        """Set (or, with both sets empty, remove) an overwrite; the overwrite after the call."""
+        ...
+
+    async def overwrites(self, channel_id: str) -> list[ChannelOverwrite]: ...
+
+    # moderation
+    async def kick(self, actor: str, server_id: str, user_id: str, *, now_ms: int) -> None: ...
+
+    async def ban(self, actor: str, server_id: str, user_id: str, *, reason: str | None = None,
+                  now_ms: int) -> None:
+        """Remove the user (if a member) and refuse them every way back in until unbanned."""
+        ...
+
+    async def unban(self, actor: str, server_id: str, user_id: str, *, now_ms: int) -> bool: ...
+
+    async def bans(self, server_id: str) -> list[Ban]: ...
+
+    async def timeout(self, actor: str, server_id: str, user_id: str, until_ms: int | None, *, now_ms: int) -> None:
+        """Time a member out until ``until_ms`` (None: lift the timeout)."""
+        ...
+
+    # invites
+    async def create_invite(self, actor: str, server_id: str, *, channel_id: str | None = None,
+                            max_uses: int | None = None, expires_ms: int | None = None, now_ms: int) -> Invite: ...
+
+    async def get_invite(self, code: str) -> Invite | None: ...
+
+    async def invites(self, server_id: str) -> list[Invite]: ...
+
+    async def revoke_invite(self, actor: str, code: str, *, now_ms: int) -> Invite:
+        """The invite's creator, or a member with ``manage_server``."""
+        ...
+
+    async def use_invite(self, user_id: str, code: str, *, now_ms: int) -> Server:
+        """Join the invite's server, in one transaction with the checks: ``InviteRevoked``,
+        ``InviteExpired``, ``InviteUsedUp``, ``Banned``. A member already in the server does not use
+        up the invite."""
+        ...
+
+    # audit log
+    async def audit_log(self, server_id: str, *, before: int | None = None, limit: int = 50) -> AuditPage: ...
+
+    # enforcement
+    async def channel_access(self, pairs: Collection[tuple[str, str]]) -> dict[tuple[str, str], ChannelAccess]:
+        """For each ``(channel_id, user_id)``: effective permissions, the member's timeout and the
+        channel's slow mode, in one round trip (the bridge decides a batch of sends with it). Direct
+        and group members get :data:`mqchat.permissions.DIRECT_MEMBER`; strangers ``NONE``."""
+        ...
 
 
 def direct_key(a: str, b: str) -> str:

@@ -590,6 +590,11 @@ def _channel(row: Row) -> Channel:
 class CassandraDirectory:
     """:class:`Directory` on the same keyspace: uniqueness by lightweight transactions.
 
+    Retired: the directory lives in SQLite or PostgreSQL (servers, roles and overwrites need
+    transactions and joins); nothing opens this class any more. It stays, at parity for direct and
+    group channels, for exporting existing data and will be removed with its tables
+    (docs/storage-cassandra.md, "The directory moved out of Cassandra").
+
     Usernames (casefolded), direct-channel pairs and memberships are claimed with ``IF NOT EXISTS``;
     the denormalised reverse tables (``users``, ``channels_by_user``) are written with plain,
     idempotent writes around them.

@@ -1,4 +1,5 @@
-"""Open the configured backends. The one place that maps ``store.backend`` to an implementation."""
+"""Open the configured backends. The one place that maps ``store.backend`` and ``directory.url`` to
+implementations."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from mqchat.config import CassandraSettings, Settings
 from mqchat.errors import ConfigError
-from mqchat.storage.base import Directory, MessageStore
+from mqchat.storage.base import MessageStore, ServerDirectory
 
 
 async def open_message_store(settings: Settings) -> MessageStore:
@@ -27,19 +28,43 @@ async def open_message_store(settings: Settings) -> MessageStore:
     raise ConfigError(f"store.backend {settings.store.backend!r} is not available yet")
 
 
-async def open_directory(settings: Settings) -> Directory:
-    """The directory named by ``settings.store.backend``, opened (schema present)."""
-    return await open_directory_from(settings.store.backend, settings.directory_db, settings.cassandra)
+async def open_directory(settings: Settings) -> ServerDirectory:
+    """The directory named by ``settings.directory``, opened.
+
+    ``directory.url`` unset: the SQLite file in ``data_dir`` (migrated on open), whatever the message
+    store. ``postgresql://...``: PostgreSQL, whose schema must have been migrated beforehand
+    (``mqchat migrate``). Cassandra no longer holds the directory (docs/storage-cassandra.md).
+    """
+    d = settings.directory
+    return await open_directory_from(settings.store.backend, settings.directory_db, settings.cassandra,
+                                     url=d.url, pool_min=d.pool_min, pool_max=d.pool_max)
 
 
-async def open_directory_from(backend: str, directory_db: Path, cassandra: CassandraSettings) -> Directory:
-    """:func:`open_directory` from the few settings it needs (for amqtt plugins, which get plain data)."""
-    if backend == "sqlite":
+async def open_directory_from(backend: str, directory_db: Path, cassandra: CassandraSettings | None = None, *,
+                              url: str | None = None, pool_min: int = 1, pool_max: int = 10) -> ServerDirectory:
+    """:func:`open_directory` from the few settings it needs (for amqtt plugins, which get plain data).
+
+    ``backend`` (the message store) no longer decides the directory; it is kept so callers written for
+    the Cassandra directory keep working (they get the SQLite directory in ``directory_db``).
+    """
+    if url is not None:
+        from mqchat.storage.postgres import PostgresDirectory
+
+        return await PostgresDirectory(url, min_size=pool_min, max_size=pool_max).open()
+    if backend in ("sqlite", "cassandra"):
         from mqchat.storage.sqlite import SqliteDirectory
 
         return await SqliteDirectory(directory_db).open()
-    if backend == "cassandra":
-        from mqchat.storage.cassandra import CassandraDirectory
-
-        return await CassandraDirectory(cassandra).open()
     raise ConfigError(f"store.backend {backend!r} is not available yet")
+
+
+async def migrate_directory(settings: Settings) -> list[int]:
+    """Apply pending PostgreSQL directory migrations (``directory.url`` set); the versions applied.
+
+    The SQLite directory migrates itself on open, so there is nothing to do without a URL.
+    """
+    if settings.directory.url is None:
+        return []
+    from mqchat.storage.postgres import migrate
+
+    return await migrate(settings.directory.url)

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from mqchat.errors import Conflict
-from mqchat.ids import new_random_id
 from mqchat.storage.base import (
     EMPTY_POSITION,
+    AuditEntry,
+    Ban,
     Channel,
-    ChannelKind,
+    ChannelOverwrite,
     CmidKey,
-    Directory,
     HistoryPage,
+    Invite,
+    Member,
     MessageStore,
     Position,
+    Role,
+    Server,
+    ServerDirectory,
     StoredMessage,
     User,
-    direct_key,
 )
+from mqchat.storage.directory import DirectoryRules, DirectoryTx
 
 
 class MemoryMessageStore:
@@ -69,81 +78,256 @@ class MemoryMessageStore:
         return None
 
 
-class MemoryDirectory:
-    def __init__(self) -> None:
-        self._users: dict[str, User] = {}
-        self._by_name: dict[str, str] = {}
-        self._channels: dict[str, Channel] = {}
-        self._direct: dict[str, str] = {}
-        self._members: dict[str, set[str]] = defaultdict(set)
-        self._channels_of: dict[str, set[str]] = defaultdict(set)
+@dataclass
+class _State:
+    users: dict[str, User] = field(default_factory=dict)
+    by_name: dict[str, str] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    direct: dict[str, str] = field(default_factory=dict)
+    channel_members: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    channels_of: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    servers: dict[str, Server] = field(default_factory=dict)
+    members: dict[str, dict[str, tuple[int, int | None]]] = field(default_factory=lambda: defaultdict(dict))
+    """server → user → (joined_ms, timeout_until_ms)"""
+    member_roles: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    roles: dict[str, dict[str, Role]] = field(default_factory=lambda: defaultdict(dict))
+    overwrites: dict[str, dict[tuple[str, str], ChannelOverwrite]] = field(default_factory=lambda: defaultdict(dict))
+    bans: dict[str, dict[str, Ban]] = field(default_factory=lambda: defaultdict(dict))
+    invites: dict[str, Invite] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
 
-    async def create_user(self, username: str, password_hash: str, *, now_ms: int) -> User:
-        if username.casefold() in self._by_name:
-            raise Conflict(f"username {username!r} is taken")
-        user = User(new_random_id("u"), username, password_hash, now_ms)
-        self._users[user.user_id] = user
-        self._by_name[username.casefold()] = user.user_id
-        return user
+
+class _MemoryTx:
+    """:class:`DirectoryTx` over dicts. Writers are serialised by the directory's lock, and the rules
+    raise every refusal before their first write, so no undo log is needed."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    # users
+    async def get_users(self, user_ids: Collection[str]) -> dict[str, User]:
+        return {u: self.s.users[u] for u in user_ids if u in self.s.users}
 
     async def user_by_name(self, username: str) -> User | None:
-        uid = self._by_name.get(username.casefold())
-        return self._users[uid] if uid else None
+        uid = self.s.by_name.get(username.casefold())
+        return self.s.users[uid] if uid else None
 
-    async def existing_users(self, user_ids: Collection[str]) -> set[str]:
-        return {u for u in user_ids if u in self._users}
+    async def insert_user(self, user: User) -> None:
+        if user.username.casefold() in self.s.by_name:
+            raise Conflict(f"username {user.username!r} is taken")
+        self.s.users[user.user_id] = user
+        self.s.by_name[user.username.casefold()] = user.user_id
 
-    async def create_channel(
-        self, kind: ChannelKind, name: str | None, creator: str, members: Collection[str], *, now_ms: int,
-    ) -> tuple[Channel, bool]:
-        everyone = {creator, *members}
-        key = direct_key(*everyone) if kind == "direct" and len(everyone) == 2 else None
-        if key and key in self._direct:
-            return self._channels[self._direct[key]], False
-        channel = Channel(new_random_id("c"), kind, name, creator, now_ms)
-        self._channels[channel.channel_id] = channel
-        if key:
-            self._direct[key] = channel.channel_id
-        for u in everyone:
-            await self.add_member(channel.channel_id, u, now_ms=now_ms)
-        return channel, True
+    async def update_user(self, user: User) -> None:
+        self.s.users[user.user_id] = user
 
-    async def get_channel(self, channel_id: str) -> Channel | None:
-        return self._channels.get(channel_id)
+    # channels
+    async def get_channels(self, channel_ids: Collection[str]) -> dict[str, Channel]:
+        return {c: self.s.channels[c] for c in channel_ids if c in self.s.channels}
 
-    async def add_member(self, channel_id: str, user_id: str, *, now_ms: int) -> bool:
-        if user_id in self._members[channel_id]:
+    async def direct_channel(self, key: str) -> Channel | None:
+        cid = self.s.direct.get(key)
+        return self.s.channels[cid] if cid else None
+
+    async def insert_channel(self, channel: Channel, direct_key: str | None) -> None:
+        self.s.channels[channel.channel_id] = channel
+        if direct_key:
+            self.s.direct[direct_key] = channel.channel_id
+
+    async def update_channel(self, channel: Channel) -> None:
+        self.s.channels[channel.channel_id] = channel
+
+    async def delete_channel(self, channel_id: str) -> None:
+        self.s.channels.pop(channel_id, None)
+        self.s.overwrites.pop(channel_id, None)
+        for code in [c for c, i in self.s.invites.items() if i.channel_id == channel_id]:
+            del self.s.invites[code]
+
+    async def add_channel_member(self, channel_id: str, user_id: str, now_ms: int) -> bool:
+        if user_id in self.s.channel_members[channel_id]:
             return False
-        self._members[channel_id].add(user_id)
-        self._channels_of[user_id].add(channel_id)
+        self.s.channel_members[channel_id][user_id] = now_ms
+        self.s.channels_of[user_id].add(channel_id)
         return True
 
-    async def remove_member(self, channel_id: str, user_id: str) -> bool:
-        if user_id not in self._members[channel_id]:
+    async def remove_channel_member(self, channel_id: str, user_id: str) -> bool:
+        if self.s.channel_members.get(channel_id, {}).pop(user_id, None) is None:
             return False
-        self._members[channel_id].discard(user_id)
-        self._channels_of[user_id].discard(channel_id)
+        self.s.channels_of[user_id].discard(channel_id)
         return True
 
-    async def members(self, channel_id: str) -> list[str]:
-        return sorted(self._members.get(channel_id, ()))
+    async def channel_members(self, channel_id: str) -> list[str]:
+        return sorted(self.s.channel_members.get(channel_id, ()))
 
-    async def channels_of(self, user_id: str) -> list[Channel]:
-        chans = [self._channels[c] for c in self._channels_of.get(user_id, ())]
-        return sorted(chans, key=lambda c: (c.created_ms, c.channel_id))
+    async def explicit_channel_ids(self, user_id: str) -> set[str]:
+        return set(self.s.channels_of.get(user_id, ()))
 
-    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
-        return frozenset(self._channels_of.get(user_id, ()))
+    async def channel_memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {(c, u) for c, u in pairs if u in self.s.channel_members.get(c, ())}
 
-    async def memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
-        return {(c, u) for c, u in pairs if u in self._members.get(c, ())}
+    # servers and members
+    async def get_server(self, server_id: str, *, lock: bool = False) -> Server | None:
+        return self.s.servers.get(server_id)
 
-    async def shares_channel(self, a: str, b: str) -> bool:
-        return bool(self._channels_of.get(a, set()) & self._channels_of.get(b, set()))
+    async def get_servers(self, server_ids: Collection[str]) -> dict[str, Server]:
+        return {s: self.s.servers[s] for s in server_ids if s in self.s.servers}
 
-    async def close(self) -> None:
-        return None
+    async def insert_server(self, server: Server) -> None:
+        self.s.servers[server.server_id] = server
+
+    async def update_server(self, server: Server) -> None:
+        self.s.servers[server.server_id] = server
+
+    async def delete_server(self, server_id: str) -> None:
+        for channel in await self.server_channels(server_id):
+            await self.delete_channel(channel.channel_id)
+        for user_id in list(self.s.members.get(server_id, ())):
+            await self.delete_member(server_id, user_id)
+        self.s.members.pop(server_id, None)
+        self.s.roles.pop(server_id, None)
+        self.s.bans.pop(server_id, None)
+        self.s.servers.pop(server_id, None)
+        for code in [c for c, i in self.s.invites.items() if i.server_id == server_id]:
+            del self.s.invites[code]
+        self.s.audit = [e for e in self.s.audit if e.server_id != server_id]
+
+    async def discoverable_servers(self, after: str | None, limit: int) -> list[Server]:
+        found = sorted((s for s in self.s.servers.values()
+                        if s.discoverable and (after is None or s.server_id > after)), key=lambda s: s.server_id)
+        return found[:limit]
+
+    async def server_ids_of(self, user_id: str) -> list[str]:
+        return sorted(s for s, members in self.s.members.items() if user_id in members)
+
+    def _member(self, server_id: str, user_id: str) -> Member:
+        joined, timeout = self.s.members[server_id][user_id]
+        user = self.s.users.get(user_id)
+        return Member(server_id, user_id, user.username if user else user_id, user.display_name if user else None,
+                      joined, tuple(sorted(self.s.member_roles.get((server_id, user_id), ()))), timeout)
+
+    async def get_members(self, server_id: str, user_ids: Collection[str]) -> dict[str, Member]:
+        here = self.s.members.get(server_id, {})
+        return {u: self._member(server_id, u) for u in user_ids if u in here}
+
+    async def members_page(self, server_id: str, after: str | None, limit: int) -> list[Member]:
+        ids = sorted(u for u in self.s.members.get(server_id, ()) if after is None or u > after)
+        return [self._member(server_id, u) for u in ids[:limit]]
+
+    async def all_members(self, server_id: str) -> list[Member]:
+        return [self._member(server_id, u) for u in sorted(self.s.members.get(server_id, ()))]
+
+    async def insert_member(self, server_id: str, user_id: str, now_ms: int) -> bool:
+        if user_id in self.s.members[server_id]:
+            return False
+        self.s.members[server_id][user_id] = (now_ms, None)
+        return True
+
+    async def delete_member(self, server_id: str, user_id: str) -> None:
+        self.s.members.get(server_id, {}).pop(user_id, None)
+        self.s.member_roles.pop((server_id, user_id), None)
+        for channel in await self.server_channels(server_id):
+            self.s.overwrites.get(channel.channel_id, {}).pop(("member", user_id), None)
+
+    async def set_timeout(self, server_id: str, user_id: str, until_ms: int | None) -> None:
+        joined, _ = self.s.members[server_id][user_id]
+        self.s.members[server_id][user_id] = (joined, until_ms)
+
+    # roles
+    async def get_roles(self, server_id: str) -> list[Role]:
+        return list(self.s.roles.get(server_id, {}).values())
+
+    async def insert_role(self, role: Role) -> None:
+        self.s.roles[role.server_id][role.role_id] = role
+
+    async def update_role(self, role: Role) -> None:
+        self.s.roles[role.server_id][role.role_id] = role
+
+    async def delete_role(self, server_id: str, role_id: str) -> None:
+        self.s.roles[server_id].pop(role_id, None)
+        for (sid, _), held in self.s.member_roles.items():
+            if sid == server_id:
+                held.discard(role_id)
+        for channel in await self.server_channels(server_id):
+            self.s.overwrites.get(channel.channel_id, {}).pop(("role", role_id), None)
+
+    async def add_member_role(self, server_id: str, user_id: str, role_id: str) -> bool:
+        held = self.s.member_roles[(server_id, user_id)]
+        if role_id in held:
+            return False
+        held.add(role_id)
+        return True
+
+    async def remove_member_role(self, server_id: str, user_id: str, role_id: str) -> bool:
+        held = self.s.member_roles.get((server_id, user_id), set())
+        if role_id not in held:
+            return False
+        held.discard(role_id)
+        return True
+
+    # server channels and overwrites
+    async def server_channels(self, server_id: str) -> list[Channel]:
+        return [c for c in self.s.channels.values() if c.server_id == server_id]
+
+    async def get_overwrites(self, channel_ids: Collection[str]) -> dict[str, list[ChannelOverwrite]]:
+        return {c: list(self.s.overwrites[c].values()) for c in channel_ids if self.s.overwrites.get(c)}
+
+    async def put_overwrite(self, overwrite: ChannelOverwrite) -> None:
+        self.s.overwrites[overwrite.channel_id][(overwrite.target, overwrite.target_id)] = overwrite
+
+    async def delete_overwrite(self, channel_id: str, target: str, target_id: str) -> bool:
+        return self.s.overwrites.get(channel_id, {}).pop((target, target_id), None) is not None
+
+    # bans, invites, audit log
+    async def get_ban(self, server_id: str, user_id: str) -> Ban | None:
+        return self.s.bans.get(server_id, {}).get(user_id)
+
+    async def insert_ban(self, ban: Ban) -> None:
+        self.s.bans[ban.server_id][ban.user_id] = ban
+
+    async def delete_ban(self, server_id: str, user_id: str) -> bool:
+        return self.s.bans.get(server_id, {}).pop(user_id, None) is not None
+
+    async def get_bans(self, server_id: str) -> list[Ban]:
+        return list(self.s.bans.get(server_id, {}).values())
+
+    async def get_invite(self, code: str, *, lock: bool = False) -> Invite | None:
+        return self.s.invites.get(code)
+
+    async def insert_invite(self, invite: Invite) -> None:
+        self.s.invites[invite.code] = invite
+
+    async def update_invite(self, invite: Invite) -> None:
+        self.s.invites[invite.code] = invite
+
+    async def get_invites(self, server_id: str) -> list[Invite]:
+        return [i for i in self.s.invites.values() if i.server_id == server_id]
+
+    async def insert_audit(self, server_id: str, actor: str, action: str, target: str | None,
+                           details: Mapping[str, Any], now_ms: int) -> None:
+        entry_id = self.s.audit[-1].entry_id + 1 if self.s.audit else 1
+        self.s.audit.append(AuditEntry(entry_id, server_id, actor, action, target, dict(details), now_ms))
+
+    async def audit_page(self, server_id: str, before: int | None, limit: int) -> list[AuditEntry]:
+        found = [e for e in reversed(self.s.audit)
+                 if e.server_id == server_id and (before is None or e.entry_id < before)]
+        return found[:limit]
+
+
+class MemoryDirectory(DirectoryRules):
+    """:class:`ServerDirectory` in process memory (unit tests, throwaway runs)."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _tx(self, *, write: bool) -> AsyncIterator[DirectoryTx]:
+        if not write:
+            yield _MemoryTx(self._state)
+            return
+        async with self._lock:
+            yield _MemoryTx(self._state)
 
 
 _store_check: MessageStore = MemoryMessageStore()
-_directory_check: Directory = MemoryDirectory()
+_directory_check: ServerDirectory = MemoryDirectory()

@@ -7,33 +7,35 @@ ack a send after :meth:`SqliteMessageStore.append` (one transaction per batch: g
 one fsync per message). Readers in other processes (the API's history) use their own connections
 and never block the writer.
 
-Schemas are versioned with ``PRAGMA user_version`` and migrated on open.
+Schemas are versioned with ``PRAGMA user_version`` and migrated on open, in one transaction: an
+existing database is upgraded in place (directory version 2 added servers, roles, overwrites, bans,
+invites and the audit log). The directory's rules live in :mod:`mqchat.storage.directory`, its SQL
+in :mod:`mqchat.storage.sql_directory` (shared with PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from mqchat.errors import Conflict, StorageError, StorageUnavailable
-from mqchat.ids import new_random_id
 from mqchat.storage.base import (
     EMPTY_POSITION,
-    Channel,
-    ChannelKind,
     CmidKey,
-    Directory,
     HistoryPage,
     MessageStore,
     Position,
+    ServerDirectory,
     StoredMessage,
-    User,
-    direct_key,
 )
+from mqchat.storage.directory import DirectoryRules, DirectoryTx
+from mqchat.storage.sql_directory import SqlTx
 
 T = TypeVar("T")
 
@@ -86,6 +88,90 @@ DIRECTORY_SCHEMA = [
         PRIMARY KEY (channel_id, user_id)
     ) WITHOUT ROWID;
     CREATE INDEX members_by_user ON members (user_id, channel_id);
+    """,
+    # version 2: profiles, servers, roles, overwrites, moderation, invites, audit log
+    """
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN avatar_url TEXT;
+    CREATE TABLE servers (
+        server_id    TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        owner_id     TEXT NOT NULL,
+        discoverable INTEGER NOT NULL,
+        created_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX servers_discoverable ON servers (discoverable, server_id);
+    CREATE TABLE server_members (
+        server_id        TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        user_id          TEXT NOT NULL,
+        joined_ms        INTEGER NOT NULL,
+        timeout_until_ms INTEGER,
+        PRIMARY KEY (server_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX server_members_by_user ON server_members (user_id, server_id);
+    CREATE TABLE roles (
+        role_id   TEXT PRIMARY KEY,
+        server_id TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        name      TEXT NOT NULL,
+        position  INTEGER NOT NULL,
+        perms     INTEGER NOT NULL
+    );
+    CREATE INDEX roles_by_server ON roles (server_id);
+    CREATE TABLE member_roles (
+        server_id TEXT NOT NULL,
+        user_id   TEXT NOT NULL,
+        role_id   TEXT NOT NULL REFERENCES roles ON DELETE CASCADE,
+        PRIMARY KEY (server_id, user_id, role_id),
+        FOREIGN KEY (server_id, user_id) REFERENCES server_members ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX member_roles_by_role ON member_roles (role_id);
+    CREATE TABLE server_channels (
+        channel_id  TEXT PRIMARY KEY,
+        server_id   TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        slow_mode_s INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX server_channels_by_server ON server_channels (server_id);
+    CREATE TABLE overwrites (
+        channel_id TEXT NOT NULL REFERENCES server_channels ON DELETE CASCADE,
+        target     TEXT NOT NULL CHECK (target IN ('role', 'member')),
+        target_id  TEXT NOT NULL,
+        allow      INTEGER NOT NULL,
+        deny       INTEGER NOT NULL,
+        PRIMARY KEY (channel_id, target, target_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE bans (
+        server_id  TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        user_id    TEXT NOT NULL,
+        actor      TEXT NOT NULL,
+        reason     TEXT,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (server_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE invites (
+        code       TEXT PRIMARY KEY,
+        server_id  TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        channel_id TEXT REFERENCES server_channels ON DELETE CASCADE,
+        creator    TEXT NOT NULL,
+        max_uses   INTEGER,
+        uses       INTEGER NOT NULL,
+        expires_ms INTEGER,
+        revoked    INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX invites_by_server ON invites (server_id);
+    CREATE TABLE audit_log (
+        entry_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        server_id  TEXT NOT NULL REFERENCES servers ON DELETE CASCADE,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT,
+        details    TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_server ON audit_log (server_id, entry_id);
     """,
 ]
 
@@ -293,165 +379,53 @@ class SqliteMessageStore:
         await self._db.close()
 
 
-def _user(row: Any) -> User:
-    return User(*row)
+class _SqliteConn:
+    """:class:`SqlConn` over a :class:`_Db`: each statement runs on the store's thread."""
+
+    dialect: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
 
 
-def _channel(row: Any) -> Channel:
-    return Channel(*row)
+class SqliteDirectory(DirectoryRules):
+    """:class:`ServerDirectory` on one SQLite file.
 
-
-_CH_COLS = "c.channel_id, c.kind, c.name, c.created_by, c.created_ms"
-
-
-class SqliteDirectory:
-    """:class:`Directory` on one SQLite file."""
+    One transaction at a time per process (an asyncio lock around ``BEGIN`` ... ``COMMIT`` on the one
+    connection); writers in other processes wait on SQLite's own lock (``BEGIN IMMEDIATE``).
+    """
 
     def __init__(self, path: Path) -> None:
         self._db = _Db(path, DIRECTORY_SCHEMA)
+        self._conn = _SqliteConn(self._db)
+        self._lock = asyncio.Lock()
 
     async def open(self) -> SqliteDirectory:
         await self._db.open()
         return self
 
-    async def create_user(self, username: str, password_hash: str, *, now_ms: int) -> User:
-        user = User(new_random_id("u"), username, password_hash, now_ms)
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO users (user_id, username, password_hash, created_ms) VALUES (?,?,?,?)",
-                (user.user_id, user.username, user.password_hash, user.created_ms),
-            )
-
-        try:
-            await self._db.run(write)
-        except Conflict:
-            raise Conflict(f"username {username!r} is taken") from None
-        return user
-
-    async def user_by_name(self, username: str) -> User | None:
-        def q(conn: sqlite3.Connection) -> User | None:
-            row = conn.execute(
-                "SELECT user_id, username, password_hash, created_ms FROM users WHERE username=?", (username,)
-            ).fetchone()
-            return _user(row) if row else None
-
-        return await self._db.run(q)
-
-    async def existing_users(self, user_ids: Collection[str]) -> set[str]:
-        wanted = list(dict.fromkeys(user_ids))
-
-        def q(conn: sqlite3.Connection) -> set[str]:
-            found: set[str] = set()
-            for chunk in _chunks(wanted):
-                marks = ",".join("?" * len(chunk))
-                found.update(r[0] for r in conn.execute(f"SELECT user_id FROM users WHERE user_id IN ({marks})", chunk))
-            return found
-
-        return await self._db.run(q)
-
-    async def create_channel(
-        self, kind: ChannelKind, name: str | None, creator: str, members: Collection[str], *, now_ms: int,
-    ) -> tuple[Channel, bool]:
-        everyone = list(dict.fromkeys([creator, *members]))
-        key = direct_key(*everyone) if kind == "direct" and len(everyone) == 2 else None
-        channel = Channel(new_random_id("c"), kind, name, creator, now_ms)
-
-        def write(conn: sqlite3.Connection) -> tuple[Channel, bool]:
-            def body() -> tuple[Channel, bool]:
-                if key is not None:
-                    row = conn.execute(f"SELECT {_CH_COLS} FROM channels c WHERE direct_key=?", (key,)).fetchone()
-                    if row:
-                        return _channel(row), False
-                conn.execute(
-                    "INSERT INTO channels (channel_id, kind, name, created_by, created_ms, direct_key) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (channel.channel_id, kind, name, creator, now_ms, key),
-                )
-                conn.executemany(
-                    "INSERT INTO members (channel_id, user_id, joined_ms) VALUES (?,?,?)",
-                    [(channel.channel_id, u, now_ms) for u in everyone],
-                )
-                return channel, True
-
-            return _transaction(conn, body)
-
-        return await self._db.run(write)
-
-    async def get_channel(self, channel_id: str) -> Channel | None:
-        def q(conn: sqlite3.Connection) -> Channel | None:
-            row = conn.execute(f"SELECT {_CH_COLS} FROM channels c WHERE channel_id=?", (channel_id,)).fetchone()
-            return _channel(row) if row else None
-
-        return await self._db.run(q)
-
-    async def add_member(self, channel_id: str, user_id: str, *, now_ms: int) -> bool:
-        def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT INTO members (channel_id, user_id, joined_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                (channel_id, user_id, now_ms),
-            )
-            return cur.rowcount == 1
-
-        return await self._db.run(write)
-
-    async def remove_member(self, channel_id: str, user_id: str) -> bool:
-        def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("DELETE FROM members WHERE channel_id=? AND user_id=?", (channel_id, user_id))
-            return cur.rowcount == 1
-
-        return await self._db.run(write)
-
-    async def members(self, channel_id: str) -> list[str]:
-        def q(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute("SELECT user_id FROM members WHERE channel_id=? ORDER BY user_id", (channel_id,))
-            return [r[0] for r in rows]
-
-        return await self._db.run(q)
-
-    async def channels_of(self, user_id: str) -> list[Channel]:
-        def q(conn: sqlite3.Connection) -> list[Channel]:
-            rows = conn.execute(
-                f"SELECT {_CH_COLS} FROM members m JOIN channels c USING (channel_id) "
-                "WHERE m.user_id=? ORDER BY c.created_ms, c.channel_id",
-                (user_id,),
-            )
-            return [_channel(r) for r in rows]
-
-        return await self._db.run(q)
-
-    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
-        def q(conn: sqlite3.Connection) -> frozenset[str]:
-            rows = conn.execute("SELECT channel_id FROM members WHERE user_id=?", (user_id,))
-            return frozenset(r[0] for r in rows)
-
-        return await self._db.run(q)
-
-    async def memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted = list(dict.fromkeys(pairs))
-
-        def q(conn: sqlite3.Connection) -> set[tuple[str, str]]:
-            return {
-                p for p in wanted
-                if conn.execute("SELECT 1 FROM members WHERE channel_id=? AND user_id=?", p).fetchone()
-            }
-
-        return await self._db.run(q)
-
-    async def shares_channel(self, a: str, b: str) -> bool:
-        def q(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT 1 FROM members x JOIN members y USING (channel_id) WHERE x.user_id=? AND y.user_id=? LIMIT 1",
-                (a, b),
-            ).fetchone()
-            return row is not None
-
-        return await self._db.run(q)
+    @asynccontextmanager
+    async def _tx(self, *, write: bool) -> AsyncIterator[DirectoryTx]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield SqlTx(self._conn)
+            except BaseException:
+                with contextlib.suppress(StorageError):
+                    await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
 
     async def close(self) -> None:
         await self._db.close()
 
 
-def _conformance(path: Path) -> tuple[MessageStore, Directory]:
+def _conformance(path: Path) -> tuple[MessageStore, ServerDirectory]:
     """Static conformance: mypy checks these classes against the protocols."""
     return SqliteMessageStore(path), SqliteDirectory(path)
