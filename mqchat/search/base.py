@@ -243,11 +243,13 @@ def decode_cursor(cursor: str, query: Query, filters: SearchFilters) -> tuple[in
 
 
 def clean_body(body: str) -> str:
-    """The text actually indexed: NFKC-normalized, without the snippet sentinels.
+    """The text actually indexed: NFKC-normalized, without the snippet sentinels, NUL or lone surrogates.
 
     NFKC folds compatibility forms (full-width letters, ligatures, composed accents) so that what a
     user types on any keyboard finds the same words; the query parser applies the same fold.
     """
+    # Lone surrogates cannot be stored as UTF-8 and NUL is refused by PostgreSQL: neither is text.
+    body = body.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
     return unicodedata.normalize("NFKC", body).replace(MARK_START, " ").replace(MARK_END, " ")
 
 

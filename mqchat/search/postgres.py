@@ -4,22 +4,23 @@ Layout (created and versioned on open, under an advisory lock so concurrent open
 
     search_meta   (key, value)       schema_version, language, unaccent
     search_docs   (id bigint PRIMARY KEY, channel, server, sender, ts, seq, has_file, body,
-                   tsv tsvector GENERATED ALWAYS AS (to_tsvector(<language>, body)
-                                                    || to_tsvector(<simple>, body)) STORED)
-      ├── GIN index on tsv
+                   tsv_lang   tsvector GENERATED ALWAYS AS (to_tsvector(<language>, body)) STORED,
+                   tsv_simple tsvector GENERATED ALWAYS AS (to_tsvector(<simple>, body)) STORED)
+      ├── GIN indexes on tsv_lang and tsv_simple
       └── btree (channel, ts DESC, id DESC)
 
-Two text search configurations feed ``tsv``: the language one (default ``english``: stemming,
+Two text search configurations feed the two vectors: the language one (default ``english``: stemming,
 so ``running`` finds ``run``; stop words dropped) and ``simple`` (every word as written, so
 names, stop words and exact forms match too). Where the ``unaccent`` extension can be created,
 both are copies (``mqchat_<language>``, ``mqchat_simple``) that run ``unaccent`` before their
 dictionaries, so ``café`` and ``cafe`` are the same lexeme; where it cannot, the stock
 configurations are used and a warning says accents now matter.
 
-A query is compiled from parameters only: each word or phrase is ``phraseto_tsquery`` in both
-configurations (ORed), each prefix a quoted ``to_tsquery(simple, '…':*)``, and the terms are
-ANDed with ``&&``. Visibility (``channel = ANY(%s)``), the filters and the cursor are predicates of
-the same statement; ``ts_headline`` runs only on the rows of the page.
+A query is compiled from parameters only (:func:`compile_tsquery`): each word is
+``phraseto_tsquery`` against both vectors (ORed), each quoted phrase against the exact-words
+vector, each prefix a quoted ``to_tsquery(simple, '…':*)`` against the exact-words vector, and
+the terms are ANDed. Visibility (``channel = ANY(%s)``), the filters and the cursor are
+predicates of the same statement; ``ts_headline`` runs only on the rows of the page.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -72,24 +74,57 @@ def tsquery_literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def compile_tsquery(query: Query, language: str, simple: str) -> tuple[sql.Composed, list[Any]]:
-    """A SQL expression (and its parameters) evaluating to the tsquery for ``query``.
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    """A query as SQL: a predicate over ``d.tsv_lang`` / ``d.tsv_simple``, and one tsquery for headlines."""
+
+    match: sql.Composed
+    match_params: list[Any]
+    tsquery: sql.Composed
+    tsquery_params: list[Any]
+
+
+def compile_tsquery(query: Query, language: str, simple: str) -> CompiledQuery:
+    """``query`` as SQL over the two tsvector columns of ``search_docs AS d``.
+
+    A word matches when either configuration finds it (as the sequence of tokens it is cut into:
+    ``user_42``); a quoted phrase and a prefix match the exact-words column only, so a phrase
+    means exactly these words (no stemming, stop words kept), as it does on SQLite.
+
+    The two vectors are separate columns, not one concatenated vector: a
+    concatenation would put the last word of the stemmed half next to the first word of the exact
+    half, and ``"quick brown"`` would match "brown and quick".
 
     Args:
         query: the parsed query.
         language: the stemming configuration's name (a parameter, cast to ``regconfig``).
         simple: the exact-words configuration's name.
     """
-    parts: list[sql.Composable] = []
-    params: list[Any] = []
+    match: list[sql.Composable] = []
+    match_params: list[Any] = []
+    headline: list[sql.Composable] = []
+    headline_params: list[Any] = []
     for term in query.terms:
         if term.kind is TermKind.PREFIX:
-            parts.append(sql.SQL("to_tsquery(%s::regconfig, %s)"))
-            params += [simple, tsquery_literal(term.text) + ":*"]
+            literal = tsquery_literal(term.text) + ":*"
+            match.append(sql.SQL("d.tsv_simple @@ to_tsquery(%s::regconfig, %s)"))
+            match_params += [simple, literal]
+            headline.append(sql.SQL("to_tsquery(%s::regconfig, %s)"))
+            headline_params += [simple, literal]
+        elif term.kind is TermKind.PHRASE:  # quoted: exactly these words, no stemming or stop words
+            match.append(sql.SQL("d.tsv_simple @@ phraseto_tsquery(%s::regconfig, %s)"))
+            match_params += [simple, term.text]
+            headline.append(sql.SQL("phraseto_tsquery(%s::regconfig, %s)"))
+            headline_params += [simple, term.text]
         else:
-            parts.append(sql.SQL("(phraseto_tsquery(%s::regconfig, %s) || phraseto_tsquery(%s::regconfig, %s))"))
-            params += [language, term.text, simple, term.text]
-    return sql.SQL("(") + sql.SQL(" && ").join(parts) + sql.SQL(")"), params
+            match.append(sql.SQL("(d.tsv_lang @@ phraseto_tsquery(%s::regconfig, %s)"
+                                 " OR d.tsv_simple @@ phraseto_tsquery(%s::regconfig, %s))"))
+            match_params += [language, term.text, simple, term.text]
+            headline.append(sql.SQL("(phraseto_tsquery(%s::regconfig, %s) || phraseto_tsquery(%s::regconfig, %s))"))
+            headline_params += [language, term.text, simple, term.text]
+    return CompiledQuery(
+        match=sql.SQL("(") + sql.SQL(" AND ").join(match) + sql.SQL(")"), match_params=match_params,
+        tsquery=sql.SQL("(") + sql.SQL(" && ").join(headline) + sql.SQL(")"), tsquery_params=headline_params)
 
 
 class PostgresSearchIndex:
@@ -175,9 +210,9 @@ class PostgresSearchIndex:
                      limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> SearchPage:
         check_limit(limit)
         after = decode_cursor(cursor, query, filters) if cursor is not None else None
-        tsq, tsq_params = compile_tsquery(query, self.language, self.simple)
-        where: list[sql.Composable] = [sql.SQL("d.tsv @@ ") + tsq, sql.SQL("d.channel = ANY(%s::text[])")]
-        params: list[Any] = [*tsq_params, sorted(set(visible_channels))]
+        compiled = compile_tsquery(query, self.language, self.simple)
+        where: list[sql.Composable] = [compiled.match, sql.SQL("d.channel = ANY(%s::text[])")]
+        params: list[Any] = [*compiled.match_params, sorted(set(visible_channels))]
         for clause, value in (("d.channel = %s", filters.channel), ("d.server = %s", filters.server),
                               ("d.sender = %s", filters.sender), ("d.ts < %s", filters.before),
                               ("d.ts > %s", filters.after)):
@@ -195,8 +230,8 @@ class PostgresSearchIndex:
             " ts_headline(%s::regconfig, p.body, {tsq}, %s)"
             " FROM (SELECT d.id, d.channel, d.server, d.sender, d.ts, d.seq, d.has_file, d.body"
             "       FROM search_docs AS d WHERE {where} ORDER BY d.ts DESC, d.id DESC LIMIT %s) AS p"
-            " ORDER BY p.ts DESC, p.id DESC").format(tsq=tsq, where=sql.SQL(" AND ").join(where))
-        args = [self.language, *tsq_params, _HEADLINE_OPTIONS, *params, limit + 1]
+            " ORDER BY p.ts DESC, p.id DESC").format(tsq=compiled.tsquery, where=sql.SQL(" AND ").join(where))
+        args = [self.language, *compiled.tsquery_params, _HEADLINE_OPTIONS, *params, limit + 1]
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(statement, args)).fetchall()
         hits = [SearchHit(id=r[0], channel=r[1], server=r[2], sender=r[3], ts=r[4], seq=r[5], has_file=r[6],
@@ -253,10 +288,11 @@ async def _ensure_schema(conn: psycopg.AsyncConnection[Any], language: str) -> t
             "CREATE TABLE search_docs ("
             " id bigint PRIMARY KEY, channel text NOT NULL, server text, sender text NOT NULL,"
             " ts bigint NOT NULL, seq bigint NOT NULL, has_file boolean NOT NULL, body text NOT NULL,"
-            " tsv tsvector GENERATED ALWAYS AS"
-            " (to_tsvector({stemmed}::regconfig, body) || to_tsvector({simple}::regconfig, body)) STORED)"
+            " tsv_lang tsvector GENERATED ALWAYS AS (to_tsvector({stemmed}::regconfig, body)) STORED,"
+            " tsv_simple tsvector GENERATED ALWAYS AS (to_tsvector({simple}::regconfig, body)) STORED)"
         ).format(stemmed=sql.Literal(stemmed), simple=sql.Literal(simple)))
-        await conn.execute("CREATE INDEX search_docs_tsv ON search_docs USING gin (tsv)")
+        await conn.execute("CREATE INDEX search_docs_tsv_lang ON search_docs USING gin (tsv_lang)")
+        await conn.execute("CREATE INDEX search_docs_tsv_simple ON search_docs USING gin (tsv_simple)")
         await conn.execute("CREATE INDEX search_docs_channel_ts ON search_docs (channel, ts DESC, id DESC)")
         await conn.execute(
             "INSERT INTO search_meta (key, value) VALUES ('schema_version', %s), ('language', %s), ('unaccent', %s)",
