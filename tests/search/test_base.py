@@ -1,0 +1,98 @@
+"""Filters from request parameters, cursors, snippets and the index factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mqchat.search
+from mqchat.errors import ConfigError
+from mqchat.search import InvalidSearch, SearchFilters, open_search_index, parse
+from mqchat.search.base import clean_body, decode_cursor, encode_cursor, render_snippet
+from mqchat.search.sqlite import SqliteSearchIndex
+
+
+def test_filters_from_params() -> None:
+    f = SearchFilters.from_params({"channel": "c1", "server": "s1", "from": "bob", "before": "200", "after": "100",
+                                   "has": "file"})
+    assert f == SearchFilters(channel="c1", server="s1", sender="bob", before=200, after=100, has_file=True)
+    assert SearchFilters.from_params({}) == SearchFilters()
+
+
+@pytest.mark.parametrize(("params", "code"), [
+    ({"chanel": "c1"}, "unknown_filter"),
+    ({"q": "x"}, "unknown_filter"),
+    ({"has": "link"}, "invalid_filter"),
+    ({"before": "yesterday"}, "invalid_filter"),
+    ({"after": "-5"}, "invalid_filter"),
+    ({"after": "1" * 30}, "invalid_filter"),
+    ({"before": "١٢"}, "invalid_filter"),  # Arabic-Indic digits: isdigit() but not ASCII
+    ({"channel": "no spaces"}, "invalid_filter"),
+    ({"from": "x" * 65}, "invalid_filter"),
+    ({"server": ""}, "invalid_filter"),
+])
+def test_bad_filters(params: dict[str, str], code: str) -> None:
+    with pytest.raises(InvalidSearch) as info:
+        SearchFilters.from_params(params)
+    assert info.value.code == code
+
+
+def test_cursor_round_trip_and_binding() -> None:
+    q, f = parse("hello"), SearchFilters(channel="c1")
+    cursor = encode_cursor(q, f, 1_700_000_000_000, 12345)
+    assert decode_cursor(cursor, q, f) == (1_700_000_000_000, 12345)
+    with pytest.raises(InvalidSearch, match="cursor_mismatch"):
+        decode_cursor(cursor, parse("hello*"), f)
+    with pytest.raises(InvalidSearch, match="cursor_mismatch"):
+        decode_cursor(cursor, q, SearchFilters())
+    with pytest.raises(InvalidSearch, match="invalid_cursor"):
+        decode_cursor(cursor[:-3], q, f)
+
+
+def test_snippet_rendering() -> None:
+    assert render_snippet("a <b> \ue000c&d\ue001") == "a &lt;b&gt; <mark>c&amp;d</mark>"
+    assert clean_body("x\ue000y\ue001z\x00\ud800ﬁ") == "x y z ?fi"
+
+
+async def test_factory(tmp_path: Path) -> None:
+    for url in (str(tmp_path / "a.db"), f"sqlite:///{tmp_path / 'b.db'}"):
+        index = await open_search_index(url)
+        assert isinstance(index, SqliteSearchIndex)
+        await index.close()
+    assert (tmp_path / "b.db").exists()
+    for bad in ("redis://x", "sqlite://relative.db", "sqlite:///"):
+        with pytest.raises(ConfigError):
+            await open_search_index(bad)
+
+
+async def test_a_newer_sqlite_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(mqchat.search.SearchError, match="newer"):
+        await SqliteSearchIndex.open(path)
+
+
+def test_exported_names_exist() -> None:
+    for name in mqchat.search.__all__:
+        assert hasattr(mqchat.search, name), name
+
+
+@pytest.mark.postgres
+async def test_postgres_language_is_checked(postgres_dsn: str) -> None:
+    from mqchat.search.postgres import PostgresSearchIndex
+
+    with pytest.raises(ConfigError, match="not a text search configuration"):
+        await PostgresSearchIndex.open(postgres_dsn, language="klingon")
+    with pytest.raises(ConfigError, match="expected a text search configuration name"):
+        await PostgresSearchIndex.open(postgres_dsn, language="english; DROP TABLE x")
+    index = await PostgresSearchIndex.open(postgres_dsn, language="french")
+    assert (index.language, index.simple, index.unaccent) == ("mqchat_french", "mqchat_simple", True)
+    await index.close()
+    with pytest.raises(ConfigError, match="built for language 'french'"):
+        await PostgresSearchIndex.open(postgres_dsn, language="english")
+    again = await open_search_index(postgres_dsn, language="french")
+    await again.close()
