@@ -343,3 +343,13 @@ async def test_bad_queries_raise_the_typed_error(index: SearchIndex, q: str, cod
     with pytest.raises(InvalidSearch) as info:
         await index.search(parse(q), visible_channels=ALL)
     assert info.value.code == code
+
+
+async def test_words_with_punctuation_match_as_typed(index: SearchIndex) -> None:
+    d = doc("ask o'neil about user_42 and release v1.2.3 today")
+    other = doc("user 42 said v1 then 2.3")
+    await index.index([d, other])
+    for q in ("o'neil", "v1.2.3", "neil", '"release v1.2.3"'):
+        assert await ids(index, q) == [d.id], q
+    # Punctuation separates tokens: user_42 is "user" then "42", so "user 42" matches it too.
+    assert await ids(index, "user_42") == [other.id, d.id]
