@@ -96,3 +96,35 @@ async def test_postgres_language_is_checked(postgres_dsn: str) -> None:
         await PostgresSearchIndex.open(postgres_dsn, language="english")
     again = await open_search_index(postgres_dsn, language="french")
     await again.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_without_unaccent_falls_back_and_says_so(postgres_dsn: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A role that may not create extensions: stock configurations, a warning, accents then matter."""
+    import psycopg
+
+    from mqchat.search import SearchDoc
+    from mqchat.search.postgres import PostgresSearchIndex
+
+    database = postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plain')"
+                     " THEN CREATE ROLE plain LOGIN; END IF; END $$")
+        conn.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC')
+        conn.execute("GRANT CREATE, USAGE ON SCHEMA public TO plain")
+    plain_dsn = postgres_dsn.replace("://mqchat@", "://plain@")
+    with caplog.at_level("WARNING", logger="mqchat.search.postgres"):
+        index = await PostgresSearchIndex.open(plain_dsn)
+    try:
+        assert (index.language, index.simple, index.unaccent) == ("english", "simple", False)
+        assert any("unaccent" in r.getMessage() and "accents will not be folded" in r.getMessage()
+                   for r in caplog.records)
+        await index.index([SearchDoc(id=1, channel="c", sender="s", ts=1, seq=1, body="Un Café noir")])
+        assert [h.id for h in (await index.search(parse("CAFÉ"), visible_channels=["c"])).hits] == [1]
+        assert (await index.search(parse("cafe"), visible_channels=["c"])).hits == []
+    finally:
+        await index.close()
+    reopened = await PostgresSearchIndex.open(plain_dsn)  # the choice is recorded, not retried
+    assert reopened.unaccent is False
+    await reopened.close()
