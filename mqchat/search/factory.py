@@ -7,8 +7,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Final
+
 from mqchat.errors import ConfigError
 from mqchat.search.base import SearchIndex
+
+SQLITE_FILE: Final = "search.db"
+"""The embedded index's file name under the data directory."""
+
+
+def default_url(data_dir: Path) -> str:
+    """The embedded default: ``<data_dir>/search.db`` (what a ``search_url`` setting defaults to)."""
+    return f"sqlite:///{data_dir / SQLITE_FILE}"
 
 
 async def open_search_index(url: str, *, language: str = "english") -> SearchIndex:

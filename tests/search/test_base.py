@@ -10,6 +10,7 @@ import mqchat.search
 from mqchat.errors import ConfigError
 from mqchat.search import InvalidSearch, SearchFilters, open_search_index, parse
 from mqchat.search.base import clean_body, decode_cursor, encode_cursor, render_snippet
+from mqchat.search.factory import default_url
 from mqchat.search.sqlite import SqliteSearchIndex
 
 
@@ -55,12 +56,21 @@ def test_snippet_rendering() -> None:
     assert clean_body("x\ue000y\ue001z\x00\ud800ﬁ") == "x y z ?fi"
 
 
-async def test_factory(tmp_path: Path) -> None:
+async def test_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for url in (str(tmp_path / "a.db"), f"sqlite:///{tmp_path / 'b.db'}"):
         index = await open_search_index(url)
         assert isinstance(index, SqliteSearchIndex)
         await index.close()
     assert (tmp_path / "b.db").exists()
+    data = tmp_path / "data"
+    index = await open_search_index(default_url(data))
+    await index.close()
+    assert (data / "search.db").exists()
+    monkeypatch.chdir(tmp_path)
+    assert default_url(Path("rel")) == "sqlite:///rel/search.db"
+    index = await open_search_index(default_url(Path("rel")))
+    await index.close()
+    assert (tmp_path / "rel" / "search.db").exists()
     for bad in ("redis://x", "sqlite://relative.db", "sqlite:///"):
         with pytest.raises(ConfigError):
             await open_search_index(bad)
