@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
 
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.staticfiles import StaticFiles
 
 import mqchat
 from api import device_routes, errors, hooks, provisioning, routes, state_routes
@@ -24,6 +26,9 @@ from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The web chat's static files (plain HTML, CSS and ES modules; docs/sdk.md)."""
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
@@ -57,6 +62,9 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
         return JSONResponse({"ready": True})
 
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # The web chat (web/ of a source checkout), mounted last so every route above wins.
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     return app
 

@@ -113,6 +113,9 @@ const OUTBOX_TICK_MS = 1000;
 const TYPING_REFRESH_MS = 3000;
 /** A received indicator expires this long after the last one. */
 const TYPING_EXPIRY_MS = 6000;
+/** A SUBSCRIBE to a channel just joined is retried this many times, this much later each time. */
+const SUBSCRIBE_RETRIES = 5;
+const SUBSCRIBE_RETRY_MS = 400;
 
 interface Pending {
   resolve: (ack: AckOk) => void;
@@ -151,6 +154,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private relogged = false;
   private wanted = false;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private outboxTimer: ReturnType<typeof setInterval> | null = null;
   private cmidCounter = 0;
   private firstConnect: { resolve: () => void; reject: (e: MqchatError) => void } | null = null;
@@ -260,6 +264,8 @@ export class MqchatClient extends Emitter<ClientEvents> {
     this.retryTimer = null;
     this.outboxTimer = null;
     for (const t of this.typingTimers.values()) clearTimeout(t);
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
     this.typingTimers.clear();
   }
 
@@ -372,17 +378,17 @@ export class MqchatClient extends Emitter<ClientEvents> {
     try {
       const inbox = await this.api.inbox();
       const channels = inbox.channels.map((c) => c.channel_id);
-      for (const c of inbox.channels) {
-        this.unreadState.set(c.channel_id, { lastSeq: c.last_seq, readSeq: c.read_seq, mentions: c.mentions });
-      }
+      this.takeUnread(inbox);
       const filters = [
         topics.ack(me, this.deviceId), topics.userEvents(me), ...channels.map(topics.channel),
         ...[...this.watchedPresence].map(topics.userPresence), ...[...this.watchedTyping].map(topics.typingFilter),
       ];
       const subscriptions: Record<string, { qos: 0 | 1 }> = {};
       for (const topic of filters) subscriptions[topic] = { qos: topic.startsWith("typing/") ? 0 : 1 };
-      await mq.subscribeAsync(subscriptions);
+      const granted = await mq.subscribeAsync(subscriptions);
       if (this.mq !== mq) return;
+      // A channel joined a moment ago may be refused until the broker's membership cache expires.
+      const refused = new Set(granted.filter((g) => g.qos === 128 && g.topic.startsWith("ch/")).map((g) => g.topic.slice(3)));
       for (const c of this.tracker.channels()) if (!channels.includes(c)) this.forget(c);
       await this.syncChannels(channels);
       if (this.mq !== mq) return;
@@ -392,6 +398,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
       this.setState({ state: "connected" });
       this.flushOutbox();
       for (const c of channels) this.emitUnread(c);
+      for (const c of refused) this.joinChannel(c, 1);
       this.firstConnect?.resolve();
       this.firstConnect = null;
     } catch (err) {
@@ -452,6 +459,30 @@ export class MqchatClient extends Emitter<ClientEvents> {
       this.emit("error", err instanceof MqchatError ? err : new MqchatError("network", String(err)));
       // Held messages stay held; the next reconnect's sync fills the gap.
     }
+  }
+
+  /**
+   * Subscribe to a channel just joined, then sync it (subscribe first, as on connect). The broker
+   * learns of a new membership within `broker.membership_cache_s` (1 s by default), so a refused
+   * SUBSCRIBE (0x80) is retried a few times. Joining marked earlier history read, which only the
+   * server knows: the unread counts are then taken from it.
+   */
+  private joinChannel(channel: string, attempt = 0): void {
+    const mq = this.mq;
+    if (!mq) return; // the next connect's inbox lists the channel
+    mq.subscribe(topics.channel(channel), { qos: 1 }, (err, granted) => {
+      if (this.mq !== mq) return;
+      const refused = !!err || granted?.[0]?.qos === 128;
+      if (refused && attempt < SUBSCRIBE_RETRIES) {
+        const timer = setTimeout(() => {
+          this.retryTimers.delete(timer);
+          this.joinChannel(channel, attempt + 1);
+        }, SUBSCRIBE_RETRY_MS * (attempt + 1));
+        this.retryTimers.add(timer);
+        return;
+      }
+      void this.fillGap(channel).then(() => this.refreshUnread()).catch(() => undefined);
+    });
   }
 
   private forget(channel: string): void {
@@ -529,6 +560,25 @@ export class MqchatClient extends Emitter<ClientEvents> {
       badge: this.badge() });
   }
 
+  private takeUnread(inbox: Inbox): void {
+    for (const c of inbox.channels) {
+      const u = this.unreadState.get(c.channel_id);
+      // The inbox may be older than a message already delivered here: never move backwards.
+      this.unreadState.set(c.channel_id, {
+        lastSeq: Math.max(c.last_seq, u?.lastSeq ?? 0), readSeq: Math.max(c.read_seq, u?.readSeq ?? 0),
+        mentions: c.mentions,
+      });
+    }
+  }
+
+  /** Fetch unread and mention counts of every channel from the server (`unread` events follow). */
+  async refreshUnread(): Promise<Inbox> {
+    const inbox = await this.api.inbox();
+    this.takeUnread(inbox);
+    for (const c of inbox.channels) this.emitUnread(c.channel_id);
+    return inbox;
+  }
+
   /** Unread messages over all channels, as far as this client knows. */
   badge(): number {
     let total = 0;
@@ -573,7 +623,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
     } else if (ev.type === "membership") {
       const m = ev as MembershipEvent;
       if (m.action === "added") {
-        this.mq?.subscribe(topics.channel(m.channel), { qos: 1 }, () => void this.fillGap(m.channel));
+        this.joinChannel(m.channel);
       } else {
         this.forget(m.channel);
       }
