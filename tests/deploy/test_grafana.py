@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
@@ -51,8 +52,8 @@ def send_one(api: str) -> None:
     me, token = login["user_id"], login["token"]
     channel = httpx.post(f"{api}/v1/channels", headers={"Authorization": f"Bearer {token}"},
                          json={"kind": "group", "members": []}).json()["channel_id"]
-    acks: list[bytes] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{me}:d1")
+    acks: list[bytes | bytearray] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{me}:d1")
     client.username_pw_set(me, token)
     client.on_message = lambda _c, _u, msg: acks.append(msg.payload)
     client.connect(login["mqtt"]["host"], login["mqtt"]["port"])

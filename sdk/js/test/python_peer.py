@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 def say(**event: Any) -> None:
@@ -29,7 +30,7 @@ def main() -> None:
                        json={"username": username, "password": password, "device_id": "py1"}).json()
     me, dev = login["user_id"], login["device_id"]
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{me}:{dev}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{me}:{dev}")
     client.username_pw_set(me, login["token"])
 
     def send(channel: str, body: str) -> None:
