@@ -475,6 +475,12 @@ var TYPING_REFRESH_MS = 3e3;
 var TYPING_EXPIRY_MS = 6e3;
 var SUBSCRIBE_RETRIES = 5;
 var SUBSCRIBE_RETRY_MS = 400;
+function utf8(bytes) {
+  if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return decodeURIComponent(escape(binary));
+}
 var MqchatClient = class extends Emitter {
   constructor(options) {
     super();
@@ -552,9 +558,12 @@ var MqchatClient = class extends Emitter {
   connect() {
     if (!this.session) return Promise.reject(new MqchatError("not_logged_in", "log in first"));
     if (this.stateValue === "connected") return Promise.resolve();
+    if (this.firstConnect) return this.firstConnect.promise;
+    let settle;
     const done = new Promise((resolve, reject) => {
-      this.firstConnect = { resolve, reject };
+      settle = { resolve, reject };
     });
+    this.firstConnect = { ...settle, promise: done };
     if (!this.wanted) {
       this.wanted = true;
       this.attempt = 0;
@@ -735,12 +744,12 @@ var MqchatClient = class extends Emitter {
       this.firstConnect?.resolve();
       this.firstConnect = null;
     } catch (err) {
-      if (err instanceof MqchatError && !err.retryable && err.action === "relogin") {
-        this.stop("not_authorized", err.message);
-        mq.end(true);
-        return;
-      }
-      if (this.mq === mq) mq.stream?.destroy();
+      if (this.mq !== mq) return;
+      this.mq = null;
+      mq.removeAllListeners("message");
+      mq.end(true);
+      const refusedToken = err instanceof MqchatError && err.action === "relogin";
+      this.onLost(refusedToken ? "not_authorized" : "connection_lost");
     }
   }
   /** Sync `channels` until every one is complete, folding answers into the tracker. */
@@ -825,7 +834,7 @@ var MqchatClient = class extends Emitter {
     if (!parsed) return;
     let data;
     try {
-      data = JSON.parse(new TextDecoder().decode(payload));
+      data = JSON.parse(utf8(payload));
     } catch {
       return;
     }

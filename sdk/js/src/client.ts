@@ -128,6 +128,14 @@ interface UnreadState {
   mentions: number;
 }
 
+/** UTF-8 bytes to a string; React Native engines without `TextDecoder` get a plain fallback. */
+function utf8(bytes: Uint8Array): string {
+  if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return decodeURIComponent(escape(binary));
+}
+
 export class MqchatClient extends Emitter<ClientEvents> {
   /** The HTTP API; `api.request()` reaches endpoints this class has no method for yet. */
   readonly api: HttpApi;
@@ -157,7 +165,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private outboxTimer: ReturnType<typeof setInterval> | null = null;
   private cmidCounter = 0;
-  private firstConnect: { resolve: () => void; reject: (e: MqchatError) => void } | null = null;
+  private firstConnect: { resolve: () => void; reject: (e: MqchatError) => void; promise: Promise<void> } | null = null;
 
   constructor(options: ClientOptions) {
     super();
@@ -215,9 +223,12 @@ export class MqchatClient extends Emitter<ClientEvents> {
   connect(): Promise<void> {
     if (!this.session) return Promise.reject(new MqchatError("not_logged_in", "log in first"));
     if (this.stateValue === "connected") return Promise.resolve();
+    if (this.firstConnect) return this.firstConnect.promise;
+    let settle!: { resolve: () => void; reject: (e: MqchatError) => void };
     const done = new Promise<void>((resolve, reject) => {
-      this.firstConnect = { resolve, reject };
+      settle = { resolve, reject };
     });
+    this.firstConnect = { ...settle, promise: done };
     if (!this.wanted) {
       this.wanted = true;
       this.attempt = 0;
@@ -402,13 +413,14 @@ export class MqchatClient extends Emitter<ClientEvents> {
       this.firstConnect?.resolve();
       this.firstConnect = null;
     } catch (err) {
-      // The API or a SUBSCRIBE failed: treat it like a lost connection (the table decides).
-      if (err instanceof MqchatError && !err.retryable && err.action === "relogin") {
-        this.stop("not_authorized", err.message);
-        mq.end(true);
-        return;
-      }
-      if (this.mq === mq) mq.stream?.destroy();
+      // The API or a SUBSCRIBE failed: treat it like a failed connection, and let the table decide
+      // (a refused token re-logs in if it expired, and stops otherwise).
+      if (this.mq !== mq) return;
+      this.mq = null;
+      mq.removeAllListeners("message");
+      mq.end(true);
+      const refusedToken = err instanceof MqchatError && err.action === "relogin";
+      this.onLost(refusedToken ? "not_authorized" : "connection_lost");
     }
   }
 
@@ -498,7 +510,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
     if (!parsed) return;
     let data: unknown;
     try {
-      data = JSON.parse(new TextDecoder().decode(payload));
+      data = JSON.parse(utf8(payload));
     } catch {
       return; // not ours to judge: a malformed payload is ignored, never fatal.
     }

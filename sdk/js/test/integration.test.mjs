@@ -161,3 +161,18 @@ test("a refused token stops the client instead of retrying", async () => {
   assert.equal(client.state, "stopped");
   assert.deepEqual(states, ["connecting", "stopped"]);
 });
+
+test("a token refused after it expired is renewed by logging in again, once", async () => {
+  const frank = await account("frank");
+  const login = await frank.client.api.login(frank.username, "correct horse battery", "node1");
+  // The device's clock says the token has expired, and the broker refuses it: re-login, connect.
+  await frank.client.useSession({ ...login, token: `${login.token.slice(0, -4)}AAAA`, expires_at: 0 });
+  await frank.client.connect();
+  try {
+    assert.equal(frank.client.state, "connected");
+    assert.deepEqual(frank.seen.states.map((s) => s.state), ["connecting", "reconnecting", "connecting", "connected"]);
+    assert.equal(frank.seen.states[1].failure, "not_authorized");
+  } finally {
+    await frank.client.disconnect();
+  }
+});
