@@ -411,6 +411,13 @@ var ChannelTracker = class {
     if (needSync) this.syncing.add(channel);
     return { deliver, needSync };
   }
+  /**
+   * Give up on a sync that failed: held messages stay held, and the next live message of the
+   * channel finds the gap again and asks for a new sync.
+   */
+  abandonSync(channel) {
+    this.syncing.delete(channel);
+  }
   drain(channel) {
     const held = this.held.get(channel);
     const cursor = this.cursors.get(channel);
@@ -755,22 +762,30 @@ var MqchatClient = class extends Emitter {
   /** Sync `channels` until every one is complete, folding answers into the tracker. */
   async syncChannels(channels) {
     let want = channels;
+    const touched = new Set(channels);
     for (const c of want) this.tracker.beginSync(c);
+    let failed = false;
     try {
       while (want.length) {
         const known = this.tracker.syncCursors(want);
         const answer = await this.api.sync(known, this.opts.syncLimit ?? 200);
         const next = [];
         for (const ch of answer.channels) {
-          if (!want.includes(ch.channel) && this.tracker.cursor(ch.channel)) continue;
-          if (!want.includes(ch.channel)) this.tracker.beginSync(ch.channel);
+          if (!touched.has(ch.channel)) {
+            if (this.tracker.cursor(ch.channel)) continue;
+            touched.add(ch.channel);
+            this.tracker.beginSync(ch.channel);
+          }
           if (this.applySync(ch)) next.push(ch.channel);
         }
         for (const c of answer.removed) this.forget(c);
         want = next;
       }
+    } catch (err) {
+      failed = true;
+      throw err;
     } finally {
-      for (const c of channels) this.finishSync(c);
+      for (const c of touched) this.finishSync(c, !failed);
     }
   }
   applySync(ch) {
@@ -788,16 +803,55 @@ var MqchatClient = class extends Emitter {
     for (const m of applied.deliver) this.deliver(m);
     return applied.more;
   }
-  finishSync(channel) {
+  /**
+   * Release held messages that now follow the cursor. A gap still open is filled again, unless
+   * the fill just failed: then the next live message of the channel (or the next reconnect's
+   * sync) tries again, so a server that is down is not hammered.
+   */
+  finishSync(channel, refill) {
     const after = this.tracker.endSync(channel);
     for (const m of after.deliver) this.deliver(m);
-    if (after.needSync) void this.fillGap(channel);
+    if (!after.needSync) return;
+    if (refill) void this.fillGap(channel);
+    else this.tracker.abandonSync(channel);
   }
+  /**
+   * A gap in the live stream: fetch `GET /v1/channels/{id}/messages?after={lastSeq}` page by page
+   * (docs/sync.md); a channel without a cursor, or whose epoch changed, goes through sync instead.
+   */
   async fillGap(channel) {
     try {
+      const cursor = this.tracker.cursor(channel);
+      if (cursor && !await this.fillFromHistory(channel, cursor.epoch)) return;
       await this.syncChannels([channel]);
     } catch (err) {
       this.emit("error", err instanceof MqchatError ? err : new MqchatError("network", String(err)));
+    }
+  }
+  /** Returns true when the epoch changed (the caller syncs the channel). */
+  async fillFromHistory(channel, epoch) {
+    this.tracker.beginSync(channel);
+    let done = false;
+    try {
+      for (; ; ) {
+        const lastSeq = this.tracker.cursor(channel)?.lastSeq ?? 0;
+        const page = await this.api.history(channel, { after: lastSeq, limit: 200 });
+        if (page.epoch !== epoch) return true;
+        const more = this.applySync({
+          channel,
+          status: "ok",
+          epoch,
+          last_seq: page.last_seq,
+          has_more: page.has_more,
+          messages: page.messages
+        });
+        if (!more) break;
+      }
+      done = true;
+      return false;
+    } finally {
+      if (done) this.finishSync(channel, true);
+      else this.tracker.abandonSync(channel);
     }
   }
   /**

@@ -427,22 +427,31 @@ export class MqchatClient extends Emitter<ClientEvents> {
   /** Sync `channels` until every one is complete, folding answers into the tracker. */
   private async syncChannels(channels: string[]): Promise<void> {
     let want = channels;
+    const touched = new Set(channels);
     for (const c of want) this.tracker.beginSync(c);
+    let failed = false;
     try {
       while (want.length) {
         const known = this.tracker.syncCursors(want);
         const answer = await this.api.sync(known, this.opts.syncLimit ?? 200);
         const next: string[] = [];
         for (const ch of answer.channels) {
-          if (!want.includes(ch.channel) && this.tracker.cursor(ch.channel)) continue;
-          if (!want.includes(ch.channel)) this.tracker.beginSync(ch.channel);
+          // Unlisted channels come back as "new": take those the client does not hold yet.
+          if (!touched.has(ch.channel)) {
+            if (this.tracker.cursor(ch.channel)) continue;
+            touched.add(ch.channel);
+            this.tracker.beginSync(ch.channel);
+          }
           if (this.applySync(ch)) next.push(ch.channel);
         }
         for (const c of answer.removed) this.forget(c);
         want = next;
       }
+    } catch (err) {
+      failed = true;
+      throw err;
     } finally {
-      for (const c of channels) this.finishSync(c);
+      for (const c of touched) this.finishSync(c, !failed);
     }
   }
 
@@ -458,18 +467,51 @@ export class MqchatClient extends Emitter<ClientEvents> {
     return applied.more;
   }
 
-  private finishSync(channel: string): void {
+  /**
+   * Release held messages that now follow the cursor. A gap still open is filled again, unless
+   * the fill just failed: then the next live message of the channel (or the next reconnect's
+   * sync) tries again, so a server that is down is not hammered.
+   */
+  private finishSync(channel: string, refill: boolean): void {
     const after = this.tracker.endSync(channel);
     for (const m of after.deliver) this.deliver(m);
-    if (after.needSync) void this.fillGap(channel);
+    if (!after.needSync) return;
+    if (refill) void this.fillGap(channel);
+    else this.tracker.abandonSync(channel);
   }
 
+  /**
+   * A gap in the live stream: fetch `GET /v1/channels/{id}/messages?after={lastSeq}` page by page
+   * (docs/sync.md); a channel without a cursor, or whose epoch changed, goes through sync instead.
+   */
   private async fillGap(channel: string): Promise<void> {
     try {
+      const cursor = this.tracker.cursor(channel);
+      if (cursor && !(await this.fillFromHistory(channel, cursor.epoch))) return;
       await this.syncChannels([channel]);
     } catch (err) {
       this.emit("error", err instanceof MqchatError ? err : new MqchatError("network", String(err)));
-      // Held messages stay held; the next reconnect's sync fills the gap.
+    }
+  }
+
+  /** Returns true when the epoch changed (the caller syncs the channel). */
+  private async fillFromHistory(channel: string, epoch: number): Promise<boolean> {
+    this.tracker.beginSync(channel);
+    let done = false;
+    try {
+      for (;;) {
+        const lastSeq = this.tracker.cursor(channel)?.lastSeq ?? 0;
+        const page = await this.api.history(channel, { after: lastSeq, limit: 200 });
+        if (page.epoch !== epoch) return true;
+        const more = this.applySync({ channel, status: "ok", epoch, last_seq: page.last_seq,
+          has_more: page.has_more, messages: page.messages });
+        if (!more) break;
+      }
+      done = true;
+      return false;
+    } finally {
+      if (done) this.finishSync(channel, true);
+      else this.tracker.abandonSync(channel);
     }
   }
 

@@ -137,6 +137,14 @@ export class ChannelTracker {
     return { deliver, needSync };
   }
 
+  /**
+   * Give up on a sync that failed: held messages stay held, and the next live message of the
+   * channel finds the gap again and asks for a new sync.
+   */
+  abandonSync(channel: string): void {
+    this.syncing.delete(channel);
+  }
+
   private drain(channel: string): Message[] {
     const held = this.held.get(channel);
     const cursor = this.cursors.get(channel);

@@ -159,3 +159,14 @@ test("topics parse back to what they are", () => {
   assert.deepEqual(parseTopic("dev/u/d/ack"), { kind: "ack" });
   assert.equal(parseTopic("presence/u2/d"), null);
 });
+
+test("tracker: after an abandoned sync, the next message past the gap asks again", () => {
+  const t = new ChannelTracker();
+  t.applySync({ channel: "c1", status: "new", epoch: 1, last_seq: 1, has_more: false, messages: [msg(1)] });
+  t.endSync("c1");
+  assert.equal(t.offer(msg(3)).needSync, true);
+  t.abandonSync("c1"); // the fill failed
+  assert.deepEqual(t.offer(msg(4)), { deliver: [], needSync: true });
+  t.applySync({ channel: "c1", status: "ok", epoch: 1, last_seq: 4, has_more: false, messages: [msg(2)] });
+  assert.deepEqual(t.endSync("c1").deliver.map((m) => m.seq), [3, 4]);
+});
