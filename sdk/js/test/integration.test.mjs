@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { MemoryStorage, MqchatClient, MqchatError } from "../dist/index.js";
+import { ChannelTracker, MemoryStorage, MqchatClient, MqchatError } from "../dist/index.js";
 import { startSystem, uniqueName, waitFor } from "./system.mjs";
 
 let system;
@@ -174,5 +174,27 @@ test("a token refused after it expired is renewed by logging in again, once", as
     assert.equal(frank.seen.states[1].failure, "not_authorized");
   } finally {
     await frank.client.disconnect();
+  }
+});
+
+test("a cursor from an epoch the server no longer has is reset to the latest page", async () => {
+  const gina = await account("gina");
+  const channel = await gina.client.createChannel("group", [], "epochs");
+  await gina.client.connect();
+  try {
+    await gina.client.send(channel, "first");
+    await gina.client.send(channel, "second");
+    // The tracker holds a cursor of epoch 99 (the channel's history was rebuilt since).
+    const tracker = new ChannelTracker();
+    tracker.applySync({ channel, status: "new", epoch: 99, last_seq: 7, has_more: false, messages: [] });
+    tracker.endSync(channel);
+    const answer = await gina.client.api.sync(tracker.syncCursors());
+    const ch = answer.channels.find((c) => c.channel === channel);
+    assert.equal(ch.status, "reset");
+    const applied = tracker.applySync(ch);
+    assert.deepEqual(applied.replace.map((m) => m.body), ["first", "second"]);
+    assert.deepEqual(tracker.cursor(channel), { epoch: ch.epoch, lastSeq: 2 });
+  } finally {
+    await gina.client.disconnect();
   }
 });
