@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
 
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 
 import mqchat
 from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
@@ -29,6 +31,9 @@ from mqchat.storage.redis_ratelimit import RedisRateLimiter
 from mqchat.storage.redis_state import RedisState
 
 logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The web chat's static files (plain HTML, CSS and ES modules; docs/sdk.md)."""
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
@@ -72,6 +77,10 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
             body = errors.error_body("forbidden", "metrics need http.metrics_token (or a loopback client)")
             return JSONResponse(body, status_code=403)
         return await metrics_endpoint(request)
+
+    # The web chat (web/ of a source checkout), mounted last so every route above wins.
+    if WEB_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     return app
 

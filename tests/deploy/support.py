@@ -74,8 +74,11 @@ def api_paths() -> dict[str, set[str]]:
     """Path → HTTP methods served by ``python -m api`` (the real application, not started)."""
     from api.app import create_app
 
+    from mqchat.storage.redis_client import RedisClient
+
     unused: Any = None
-    app = create_app(Settings(), unused, unused, unused, unused, unused)
+    never_connected = RedisClient.from_url("redis://127.0.0.1:1/0")  # connects on first command only
+    app = create_app(Settings(), unused, unused, unused, never_connected, unused)
     served: dict[str, set[str]] = {}
     for path, ops in app.openapi()["paths"].items():
         served.setdefault(path, set()).update(m.upper() for m in ops)

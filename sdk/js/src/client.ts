@@ -1,0 +1,830 @@
+/**
+ * The mqchat client: one object per signed-in device.
+ *
+ *   login (HTTP) ─▶ connect (MQTT over WebSocket, client id `{user}:{device}`)
+ *        ─▶ GET /v1/me/inbox ─▶ subscribe (ack, user events, every channel) ─▶ POST /v1/sync
+ *        ─▶ resend the outbox ─▶ "connected"
+ *   live: ch/{c} ─▶ ChannelTracker (append / duplicate / gap ─▶ sync / new epoch ─▶ reset)
+ *   lost: reconnect.decide (stop / re-login / retry after full-jitter backoff) ─▶ connect again
+ *
+ * The policy lives in pure modules (reconnect.ts, backoff.ts, outbox.ts `dueEntries`,
+ * sequence.ts `classifyIncoming`); this class is the I/O around them. It mirrors docs/sync.md.
+ */
+
+import mqtt from "mqtt";
+
+import { type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { MqchatError } from "./errors.js";
+import { type Fetch, type HistoryQuery, HttpApi } from "./http.js";
+import { Outbox } from "./outbox.js";
+import { type Failure, classify, decide, tokenExpired } from "./reconnect.js";
+import { ChannelTracker } from "./sequence.js";
+import { type KeyValueStorage, MemoryStorage } from "./storage.js";
+import { checkId, parseTopic, topics } from "./topics.js";
+import type {
+  Ack, AckOk, HistoryPage, Inbox, LoginResult, MembershipEvent, Message, PresenceStatus, ReadEvent, SyncChannel,
+  TypingEvent, UserCreated, UserEvent, UserPresence,
+} from "./types.js";
+
+export type ConnectionState =
+  /** Not started, or closed by {@link MqchatClient.disconnect}. */
+  | "idle"
+  | "connecting"
+  /** Connected, subscribed and synced: live. */
+  | "connected"
+  /** Waiting `delayMs` before the next attempt. */
+  | "reconnecting"
+  /** Gave up (a terminal failure, or a refused re-login): `reason` says why. */
+  | "stopped";
+
+export interface StateEvent {
+  state: ConnectionState;
+  failure?: Failure;
+  delayMs?: number;
+  reason?: string;
+}
+
+export interface UnreadEvent {
+  channel: string;
+  unread: number;
+  mentions: number;
+  /** Unread messages over all channels the client knows. */
+  badge: number;
+}
+
+export interface ResetEvent {
+  channel: string;
+  /** `new`: a channel the client did not hold; `reset`: its history was rebuilt. */
+  status: "new" | "reset";
+  epoch: number;
+  /** The latest page, which replaces whatever was shown for the channel. */
+  messages: Message[];
+}
+
+export interface ClientEvents {
+  state: StateEvent;
+  /** A channel message, in seq order per channel, once each. */
+  message: Message;
+  reset: ResetEvent;
+  ack: Ack;
+  presence: UserPresence;
+  typing: TypingEvent;
+  unread: UnreadEvent;
+  membership: MembershipEvent;
+  /** Every event on `user/{me}/events`, including types this SDK does not know yet. */
+  userEvent: UserEvent;
+  /** Errors nobody awaits (a failed background sync, a dropped send). */
+  error: MqchatError;
+}
+
+export interface ClientOptions {
+  /** The HTTP API's address, e.g. `http://127.0.0.1:8080`; `""` is the page's own origin. */
+  apiUrl: string;
+  /** Stable per installation; 1-64 of `[A-Za-z0-9_-]`. */
+  deviceId: string;
+  /** Where the outbox is kept (default: memory). `localStorage` and React Native's `AsyncStorage` fit. */
+  storage?: KeyValueStorage;
+  backoff?: Partial<BackoffPolicy>;
+  /** Republish an unacked send after this long (default 5 s). */
+  ackTimeoutMs?: number;
+  /** MQTT keep-alive (default 30 s). */
+  keepaliveS?: number;
+  /** No CONNACK within this long counts as a timeout (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Overrides the login answer's `mqtt.ws_url` (e.g. behind a proxy). */
+  mqttUrl?: string;
+  /** Messages per channel per sync call (default 200). */
+  syncLimit?: number;
+  /**
+   * Gets a fresh token when the broker refuses an expired one. Default: log in again with the
+   * password given to {@link MqchatClient.login} (kept in memory only), if any.
+   */
+  relogin?: () => Promise<LoginResult>;
+  fetch?: Fetch;
+  /** Uniform in [0, 1): the jitter's source (tests pass their own). */
+  random?: () => number;
+  now?: () => number;
+}
+
+/** How often the outbox is checked for sends whose ack is overdue. */
+const OUTBOX_TICK_MS = 1000;
+/** A typing indicator is refreshed this often while the user types (the broker allows ~1 per 2 s). */
+const TYPING_REFRESH_MS = 3000;
+/** A received indicator expires this long after the last one. */
+const TYPING_EXPIRY_MS = 6000;
+/** A SUBSCRIBE to a channel just joined is retried this many times, this much later each time. */
+const SUBSCRIBE_RETRIES = 5;
+const SUBSCRIBE_RETRY_MS = 400;
+
+interface Pending {
+  resolve: (ack: AckOk) => void;
+  reject: (err: MqchatError) => void;
+}
+
+interface UnreadState {
+  lastSeq: number;
+  readSeq: number;
+  mentions: number;
+}
+
+/** UTF-8 bytes to a string; React Native engines without `TextDecoder` get a plain fallback. */
+function utf8(bytes: Uint8Array): string {
+  if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return decodeURIComponent(escape(binary));
+}
+
+export class MqchatClient extends Emitter<ClientEvents> {
+  /** The HTTP API; `api.request()` reaches endpoints this class has no method for yet. */
+  readonly api: HttpApi;
+  readonly deviceId: string;
+
+  private session: LoginResult | null = null;
+  private password: { username: string; password: string } | null = null;
+  private readonly storage: KeyValueStorage;
+  private readonly backoff: BackoffPolicy;
+  private readonly opts: ClientOptions;
+  private readonly random: () => number;
+  private readonly now: () => number;
+  private outbox: Outbox | null = null;
+  private readonly tracker = new ChannelTracker();
+  private readonly pending = new Map<string, Pending>();
+  private readonly unreadState = new Map<string, UnreadState>();
+  private readonly watchedPresence = new Set<string>();
+  private readonly watchedTyping = new Set<string>();
+  private readonly typingSent = new Map<string, number>();
+  private readonly typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private mq: mqtt.MqttClient | null = null;
+  private stateValue: ConnectionState = "idle";
+  private attempt = 0;
+  private relogged = false;
+  private wanted = false;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
+  private outboxTimer: ReturnType<typeof setInterval> | null = null;
+  private cmidCounter = 0;
+  private firstConnect: { resolve: () => void; reject: (e: MqchatError) => void; promise: Promise<void> } | null = null;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.opts = options;
+    this.deviceId = checkId("deviceId", options.deviceId);
+    this.api = new HttpApi(options.apiUrl.replace(/\/+$/, ""), options.fetch);
+    this.storage = options.storage ?? new MemoryStorage();
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+  }
+
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  /** The signed-in user's id (null before login). */
+  get userId(): string | null {
+    return this.session?.user_id ?? null;
+  }
+
+  // ---- accounts -------------------------------------------------------------------------------
+
+  signup(username: string, password: string): Promise<UserCreated> {
+    return this.api.signup(username, password);
+  }
+
+  /** Log this device in; the password stays in memory for re-login when the token expires. */
+  async login(username: string, password: string): Promise<LoginResult> {
+    const result = await this.api.login(username, password, this.deviceId);
+    this.password = { username, password };
+    await this.useSession(result);
+    return result;
+  }
+
+  /** Use a login answer obtained elsewhere (e.g. kept from an earlier run, or your own identity provider). */
+  async useSession(result: LoginResult): Promise<void> {
+    if (this.session && this.session.user_id !== result.user_id) {
+      throw new TypeError("this client belongs to another user: create a new client");
+    }
+    this.session = result;
+    this.api.token = result.token;
+    if (!this.outbox) {
+      this.outbox = new Outbox(this.storage, `mqchat:outbox:${result.user_id}:${this.deviceId}`);
+      await this.outbox.load();
+    }
+  }
+
+  // ---- connection -----------------------------------------------------------------------------
+
+  /**
+   * Connect and keep connected (the reconnect table applies to every later loss). Resolves once
+   * connected, subscribed and synced; rejects if the client stops first.
+   */
+  connect(): Promise<void> {
+    if (!this.session) return Promise.reject(new MqchatError("not_logged_in", "log in first"));
+    if (this.stateValue === "connected") return Promise.resolve();
+    if (this.firstConnect) return this.firstConnect.promise;
+    let settle!: { resolve: () => void; reject: (e: MqchatError) => void };
+    const done = new Promise<void>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    this.firstConnect = { ...settle, promise: done };
+    if (!this.wanted) {
+      this.wanted = true;
+      this.attempt = 0;
+      this.relogged = false;
+      this.outboxTimer = setInterval(() => this.flushOutbox(), OUTBOX_TICK_MS);
+      this.open();
+    }
+    return done;
+  }
+
+  /**
+   * A clean disconnect: publishes `offline` (retained) on this device's presence topic first, as
+   * docs/protocol.md asks, so no stale `online` outlives the connection; then DISCONNECT.
+   * Unacked sends stay in the outbox for the next {@link connect}.
+   */
+  async disconnect(): Promise<void> {
+    this.wanted = false;
+    this.stopTimers();
+    const mq = this.mq;
+    this.mq = null;
+    if (mq && this.session) {
+      if (mq.connected) {
+        await this.publishAsync(mq, topics.devicePresence(this.session.user_id, this.deviceId),
+          JSON.stringify({ status: "offline", ts: this.now() }), { qos: 1, retain: true }).catch(() => undefined);
+      }
+      await mq.endAsync().catch(() => undefined);
+    }
+    this.setState({ state: "idle" });
+    this.firstConnect?.reject(new MqchatError("closed", "disconnect() was called"));
+    this.firstConnect = null;
+  }
+
+  /**
+   * Close the socket without DISCONNECT, as a lost network does (the broker publishes the last
+   * will); the reconnect table then applies. For tests and demos.
+   */
+  dropConnection(): void {
+    this.mq?.stream?.destroy();
+  }
+
+  private stopTimers(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.outboxTimer) clearInterval(this.outboxTimer);
+    this.retryTimer = null;
+    this.outboxTimer = null;
+    for (const t of this.typingTimers.values()) clearTimeout(t);
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
+    this.typingTimers.clear();
+  }
+
+  private setState(ev: StateEvent): void {
+    this.stateValue = ev.state;
+    this.emit("state", ev);
+  }
+
+  private open(): void {
+    const session = this.session;
+    if (!session || !this.wanted) return;
+    this.setState({ state: "connecting" });
+    const me = session.user_id;
+    const url = this.opts.mqttUrl ?? session.mqtt.ws_url;
+    const startedMs = this.now();
+    const mq = mqtt.connect(url, {
+      clientId: `${me}:${this.deviceId}`,
+      username: me,
+      password: session.token,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: this.opts.keepaliveS ?? 30,
+      connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
+      reconnectPeriod: 0, // the decision table below decides, not MQTT.js
+      resubscribe: false,
+      will: {
+        topic: topics.devicePresence(me, this.deviceId),
+        payload: JSON.stringify({ status: "offline", ts: 0 }),
+        qos: 1,
+        retain: true,
+      },
+    });
+    this.mq = mq;
+    let lastError: unknown = null;
+    let connected = false;
+    mq.on("error", (err) => {
+      lastError = err;
+    });
+    mq.on("message", (topic, payload) => this.onMessage(topic, payload));
+    mq.on("connect", () => {
+      connected = true;
+      void this.resume(mq);
+    });
+    mq.on("close", () => {
+      if (this.mq !== mq) return;
+      // MQTT.js may report the CONNACK refusal just after the close: look a tick later.
+      setTimeout(() => {
+        if (this.mq !== mq) return;
+        this.mq = null;
+        mq.removeAllListeners("message");
+        mq.end(true);
+        let failure: Failure = connected ? "connection_lost" : classify(lastError);
+        if (!connected && lastError === null
+            && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 10_000)) failure = "timeout";
+        this.onLost(failure);
+      }, 0);
+    });
+  }
+
+  private onLost(failure: Failure): void {
+    if (!this.wanted || !this.session) return;
+    const decision = decide(failure, {
+      attempt: this.attempt,
+      tokenExpired: tokenExpired(this.session.expires_at, this.now()),
+      relogged: this.relogged,
+      rand: this.random(),
+      backoff: this.backoff,
+    });
+    this.attempt += 1;
+    if (decision.action === "retry") {
+      this.setState({ state: "reconnecting", failure, delayMs: decision.delayMs });
+      this.retryTimer = setTimeout(() => this.open(), decision.delayMs);
+    } else if (decision.action === "relogin") {
+      void this.reloginThenOpen(failure);
+    } else {
+      this.stop(decision.failure, decision.reason);
+    }
+  }
+
+  private async reloginThenOpen(failure: Failure): Promise<void> {
+    this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token expired: logging in again" });
+    try {
+      let fresh: LoginResult;
+      if (this.opts.relogin) fresh = await this.opts.relogin();
+      else if (this.password) fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
+      else throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
+      await this.useSession(fresh);
+      this.relogged = true;
+      this.open();
+    } catch (err) {
+      const e = err instanceof MqchatError ? err : new MqchatError("network", String(err));
+      if (e.retryable) this.onLost("connection_lost");
+      else this.stop(failure, `re-login failed: ${e.message}`);
+    }
+  }
+
+  private stop(failure: Failure, reason: string): void {
+    this.wanted = false;
+    this.stopTimers();
+    this.setState({ state: "stopped", failure, reason });
+    this.firstConnect?.reject(new MqchatError(failure === "timeout" ? "network" : "connect_refused", reason));
+    this.firstConnect = null;
+  }
+
+  /** Connected: subscribe first, then sync (docs/sync.md "On (re)connect"), then resend the outbox. */
+  private async resume(mq: mqtt.MqttClient): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    const me = session.user_id;
+    try {
+      const inbox = await this.api.inbox();
+      const channels = inbox.channels.map((c) => c.channel_id);
+      this.takeUnread(inbox);
+      const filters = [
+        topics.ack(me, this.deviceId), topics.userEvents(me), ...channels.map(topics.channel),
+        ...[...this.watchedPresence].map(topics.userPresence), ...[...this.watchedTyping].map(topics.typingFilter),
+      ];
+      const subscriptions: Record<string, { qos: 0 | 1 }> = {};
+      for (const topic of filters) subscriptions[topic] = { qos: topic.startsWith("typing/") ? 0 : 1 };
+      const granted = await mq.subscribeAsync(subscriptions);
+      if (this.mq !== mq) return;
+      // A channel joined a moment ago may be refused until the broker's membership cache expires.
+      const refused = new Set(granted.filter((g) => g.qos === 128 && g.topic.startsWith("ch/")).map((g) => g.topic.slice(3)));
+      for (const c of this.tracker.channels()) if (!channels.includes(c)) this.forget(c);
+      await this.syncChannels(channels);
+      if (this.mq !== mq) return;
+      this.attempt = 0;
+      this.relogged = false;
+      this.outbox?.resetSent();
+      this.setState({ state: "connected" });
+      this.flushOutbox();
+      for (const c of channels) this.emitUnread(c);
+      for (const c of refused) this.joinChannel(c, 1);
+      this.firstConnect?.resolve();
+      this.firstConnect = null;
+    } catch (err) {
+      // The API or a SUBSCRIBE failed: treat it like a failed connection, and let the table decide
+      // (a refused token re-logs in if it expired, and stops otherwise).
+      if (this.mq !== mq) return;
+      this.mq = null;
+      mq.removeAllListeners("message");
+      mq.end(true);
+      const refusedToken = err instanceof MqchatError && err.action === "relogin";
+      this.onLost(refusedToken ? "not_authorized" : "connection_lost");
+    }
+  }
+
+  /** Sync `channels` until every one is complete, folding answers into the tracker. */
+  private async syncChannels(channels: string[]): Promise<void> {
+    let want = channels;
+    const touched = new Set(channels);
+    for (const c of want) this.tracker.beginSync(c);
+    let failed = false;
+    try {
+      while (want.length) {
+        const known = this.tracker.syncCursors(want);
+        const answer = await this.api.sync(known, this.opts.syncLimit ?? 200);
+        const next: string[] = [];
+        for (const ch of answer.channels) {
+          // Unlisted channels come back as "new": take those the client does not hold yet.
+          if (!touched.has(ch.channel)) {
+            if (this.tracker.cursor(ch.channel)) continue;
+            touched.add(ch.channel);
+            this.tracker.beginSync(ch.channel);
+          }
+          if (this.applySync(ch)) next.push(ch.channel);
+        }
+        for (const c of answer.removed) this.forget(c);
+        want = next;
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      for (const c of touched) this.finishSync(c, !failed);
+    }
+  }
+
+  private applySync(ch: SyncChannel): boolean {
+    const applied = this.tracker.applySync(ch);
+    if (applied.replace) {
+      this.emit("reset", { channel: ch.channel, status: ch.status === "new" ? "new" : "reset", epoch: ch.epoch,
+        messages: applied.replace });
+      const u = this.unreadState.get(ch.channel);
+      if (u) u.lastSeq = Math.max(u.lastSeq, ch.last_seq);
+    }
+    for (const m of applied.deliver) this.deliver(m);
+    return applied.more;
+  }
+
+  /**
+   * Release held messages that now follow the cursor. A gap still open is filled again, unless
+   * the fill just failed: then the next live message of the channel (or the next reconnect's
+   * sync) tries again, so a server that is down is not hammered.
+   */
+  private finishSync(channel: string, refill: boolean): void {
+    const after = this.tracker.endSync(channel);
+    for (const m of after.deliver) this.deliver(m);
+    if (!after.needSync) return;
+    if (refill) void this.fillGap(channel);
+    else this.tracker.abandonSync(channel);
+  }
+
+  /**
+   * A gap in the live stream: fetch `GET /v1/channels/{id}/messages?after={lastSeq}` page by page
+   * (docs/sync.md); a channel without a cursor, or whose epoch changed, goes through sync instead.
+   */
+  private async fillGap(channel: string): Promise<void> {
+    try {
+      const cursor = this.tracker.cursor(channel);
+      if (cursor && !(await this.fillFromHistory(channel, cursor.epoch))) return;
+      await this.syncChannels([channel]);
+    } catch (err) {
+      this.emit("error", err instanceof MqchatError ? err : new MqchatError("network", String(err)));
+    }
+  }
+
+  /** Returns true when the epoch changed (the caller syncs the channel). */
+  private async fillFromHistory(channel: string, epoch: number): Promise<boolean> {
+    this.tracker.beginSync(channel);
+    let done = false;
+    try {
+      for (;;) {
+        const lastSeq = this.tracker.cursor(channel)?.lastSeq ?? 0;
+        const page = await this.api.history(channel, { after: lastSeq, limit: 200 });
+        if (page.epoch !== epoch) return true;
+        const more = this.applySync({ channel, status: "ok", epoch, last_seq: page.last_seq,
+          has_more: page.has_more, messages: page.messages });
+        if (!more) break;
+      }
+      done = true;
+      return false;
+    } finally {
+      if (done) this.finishSync(channel, true);
+      else this.tracker.abandonSync(channel);
+    }
+  }
+
+  /**
+   * Subscribe to a channel just joined, then sync it (subscribe first, as on connect). The broker
+   * learns of a new membership within `broker.membership_cache_s` (1 s by default), so a refused
+   * SUBSCRIBE (0x80) is retried a few times. Joining marked earlier history read, which only the
+   * server knows: the unread counts are then taken from it.
+   */
+  private joinChannel(channel: string, attempt = 0): void {
+    const mq = this.mq;
+    if (!mq) return; // the next connect's inbox lists the channel
+    mq.subscribe(topics.channel(channel), { qos: 1 }, (err, granted) => {
+      if (this.mq !== mq) return;
+      const refused = !!err || granted?.[0]?.qos === 128;
+      if (refused && attempt < SUBSCRIBE_RETRIES) {
+        const timer = setTimeout(() => {
+          this.retryTimers.delete(timer);
+          this.joinChannel(channel, attempt + 1);
+        }, SUBSCRIBE_RETRY_MS * (attempt + 1));
+        this.retryTimers.add(timer);
+        return;
+      }
+      void this.fillGap(channel).then(() => this.refreshUnread()).catch(() => undefined);
+    });
+  }
+
+  private forget(channel: string): void {
+    this.tracker.drop(channel);
+    this.unreadState.delete(channel);
+    this.mq?.unsubscribe(topics.channel(channel));
+  }
+
+  // ---- incoming -------------------------------------------------------------------------------
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    const parsed = parseTopic(topic);
+    if (!parsed) return;
+    let data: unknown;
+    try {
+      data = JSON.parse(utf8(payload));
+    } catch {
+      return; // not ours to judge: a malformed payload is ignored, never fatal.
+    }
+    if (typeof data !== "object" || data === null) return;
+    switch (parsed.kind) {
+      case "channel": {
+        const offer = this.tracker.offer(data as Message);
+        for (const m of offer.deliver) this.deliver(m);
+        if (offer.needSync) void this.fillGap(parsed.channel);
+        break;
+      }
+      case "ack":
+        void this.onAck(data as Ack);
+        break;
+      case "userEvents":
+        this.onUserEvent(data as UserEvent);
+        break;
+      case "userPresence": {
+        const p = data as { status?: PresenceStatus; last_seen?: number };
+        if (p.status) this.emit("presence", { user: parsed.user, status: p.status, last_seen: p.last_seen ?? 0 });
+        break;
+      }
+      case "typing": {
+        if (parsed.user === this.userId) break;
+        const typing = (data as { typing?: unknown }).typing === true;
+        const key = `${parsed.channel}/${parsed.user}`;
+        const old = this.typingTimers.get(key);
+        if (old) clearTimeout(old);
+        this.typingTimers.delete(key);
+        if (typing) {
+          this.typingTimers.set(key, setTimeout(() => {
+            this.typingTimers.delete(key);
+            this.emit("typing", { channel: parsed.channel, user: parsed.user, typing: false });
+          }, TYPING_EXPIRY_MS));
+        }
+        this.emit("typing", { channel: parsed.channel, user: parsed.user, typing });
+        break;
+      }
+    }
+  }
+
+  private deliver(m: Message): void {
+    const u = this.unreadState.get(m.channel) ?? { lastSeq: 0, readSeq: 0, mentions: 0 };
+    this.unreadState.set(m.channel, u);
+    u.lastSeq = Math.max(u.lastSeq, m.seq);
+    if (m.sender === this.userId) {
+      u.readSeq = Math.max(u.readSeq, m.seq); // own messages move the read marker (server does the same)
+    } else if (m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
+      u.mentions += 1;
+    }
+    this.emit("message", m);
+    this.emitUnread(m.channel);
+  }
+
+  private emitUnread(channel: string): void {
+    const u = this.unreadState.get(channel);
+    if (!u) return;
+    this.emit("unread", { channel, unread: Math.max(0, u.lastSeq - u.readSeq), mentions: u.mentions,
+      badge: this.badge() });
+  }
+
+  private takeUnread(inbox: Inbox): void {
+    for (const c of inbox.channels) {
+      const u = this.unreadState.get(c.channel_id);
+      // The inbox may be older than a message already delivered here: never move backwards.
+      this.unreadState.set(c.channel_id, {
+        lastSeq: Math.max(c.last_seq, u?.lastSeq ?? 0), readSeq: Math.max(c.read_seq, u?.readSeq ?? 0),
+        mentions: c.mentions,
+      });
+    }
+  }
+
+  /** Fetch unread and mention counts of every channel from the server (`unread` events follow). */
+  async refreshUnread(): Promise<Inbox> {
+    const inbox = await this.api.inbox();
+    this.takeUnread(inbox);
+    for (const c of inbox.channels) this.emitUnread(c.channel_id);
+    return inbox;
+  }
+
+  /** Unread messages over all channels, as far as this client knows. */
+  badge(): number {
+    let total = 0;
+    for (const u of this.unreadState.values()) total += Math.max(0, u.lastSeq - u.readSeq);
+    return total;
+  }
+
+  /** The unread count of one channel, as far as this client knows. */
+  unread(channel: string): number {
+    const u = this.unreadState.get(channel);
+    return u ? Math.max(0, u.lastSeq - u.readSeq) : 0;
+  }
+
+  private async onAck(ack: Ack): Promise<void> {
+    this.emit("ack", ack);
+    if (ack.cmid === null || !this.outbox) return;
+    const waiting = this.pending.get(ack.cmid);
+    if (ack.ok) {
+      await this.outbox.remove(ack.cmid);
+      this.pending.delete(ack.cmid);
+      waiting?.resolve(ack);
+      return;
+    }
+    const err = new MqchatError(ack.error.code, ack.error.message);
+    if (err.retryable) return; // stays in the outbox; republished with the same cmid when due
+    await this.outbox.remove(ack.cmid);
+    this.pending.delete(ack.cmid);
+    if (waiting) waiting.reject(err);
+    else this.emit("error", err);
+  }
+
+  private onUserEvent(ev: UserEvent): void {
+    this.emit("userEvent", ev);
+    if (ev.type === "read") {
+      const r = ev as ReadEvent;
+      const u = this.unreadState.get(r.channel) ?? { lastSeq: r.seq, readSeq: r.seq, mentions: 0 };
+      u.readSeq = Math.max(u.readSeq, r.seq);
+      u.lastSeq = Math.max(u.lastSeq, r.seq + r.unread);
+      u.mentions = r.mentions;
+      this.unreadState.set(r.channel, u);
+      this.emitUnread(r.channel);
+    } else if (ev.type === "membership") {
+      const m = ev as MembershipEvent;
+      if (m.action === "added") {
+        this.joinChannel(m.channel);
+      } else {
+        this.forget(m.channel);
+      }
+      this.emit("membership", m);
+    }
+  }
+
+  // ---- sending --------------------------------------------------------------------------------
+
+  /**
+   * Send a text message. It goes into the outbox first and is republished with the same `cmid`
+   * until acked, across reconnects. Resolves with the ack (`id`, `seq`); rejects with the ack's
+   * error code when the server refuses it for good.
+   */
+  send(channel: string, body: string, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "text", body }, opts);
+  }
+
+  /**
+   * Send any payload the protocol defines (`kind` and its fields; `cmid` is added). New message
+   * kinds go through here as the server defines them.
+   */
+  async sendPayload(channel: string, payload: { kind: string; [field: string]: unknown },
+    opts: { cmid?: string } = {}): Promise<AckOk> {
+    checkId("channel", channel);
+    if (!this.outbox || !this.session) throw new MqchatError("not_logged_in", "log in first");
+    if (typeof payload.body === "string" && payload.body.length > 4000) {
+      throw new MqchatError("body_too_long", "the body is over 4,000 characters");
+    }
+    const cmid = opts.cmid ?? this.newCmid();
+    const result = new Promise<AckOk>((resolve, reject) => this.pending.set(cmid, { resolve, reject }));
+    await this.outbox.add({ cmid, channel, payload: { cmid, ...payload }, createdMs: this.now(), sentMs: 0,
+      attempts: 0 });
+    if (this.stateValue === "connected") this.flushOutbox();
+    return result;
+  }
+
+  /** Sends waiting for their ack. */
+  pendingSends(): { cmid: string; channel: string; payload: Record<string, unknown>; attempts: number }[] {
+    return (this.outbox?.all() ?? []).map(({ cmid, channel, payload, attempts }) => ({ cmid, channel, payload, attempts }));
+  }
+
+  private newCmid(): string {
+    this.cmidCounter += 1;
+    const rand = Math.floor(this.random() * 2 ** 32).toString(36);
+    return `${this.deviceId.slice(0, 24)}-${this.now().toString(36)}-${rand}-${this.cmidCounter}`;
+  }
+
+  private flushOutbox(): void {
+    const mq = this.mq;
+    const session = this.session;
+    if (!mq || !session || !this.outbox || this.stateValue !== "connected") return;
+    const now = this.now();
+    for (const e of this.outbox.due(now, this.opts.ackTimeoutMs ?? 5000)) {
+      this.outbox.markSent(e.cmid, now);
+      mq.publish(topics.send(session.user_id, this.deviceId, e.channel), JSON.stringify(e.payload), { qos: 1 });
+    }
+  }
+
+  // ---- read markers, typing, presence ----------------------------------------------------------
+
+  /** Move this user's read marker in `channel` to `seq` (default: the newest message held). */
+  async markRead(channel: string, seq?: number): Promise<ReadEvent> {
+    const cursor = this.tracker.cursor(channel);
+    const upTo = seq ?? cursor?.lastSeq ?? 0;
+    const state = await this.api.markRead(channel, upTo, cursor?.epoch);
+    const u = this.unreadState.get(channel) ?? { lastSeq: state.seq, readSeq: 0, mentions: 0 };
+    u.readSeq = Math.max(u.readSeq, state.seq);
+    u.mentions = state.mentions;
+    this.unreadState.set(channel, u);
+    this.emitUnread(channel);
+    return { type: "read", ...state };
+  }
+
+  /**
+   * Say the user is typing (call on every keystroke: refreshed at most every 3 s, at QoS 0) or has
+   * stopped (`false`, sent once).
+   */
+  setTyping(channel: string, typing: boolean): void {
+    const mq = this.mq;
+    const me = this.userId;
+    if (!mq || !me || this.stateValue !== "connected") return;
+    const last = this.typingSent.get(channel);
+    const now = this.now();
+    if (typing) {
+      if (last !== undefined && now - last < TYPING_REFRESH_MS) return;
+      this.typingSent.set(channel, now);
+    } else {
+      if (last === undefined) return;
+      this.typingSent.delete(channel);
+    }
+    mq.publish(topics.typing(channel, me), JSON.stringify({ typing }), { qos: 0 });
+  }
+
+  /** Receive `typing` events for a channel (the one on screen). */
+  watchTyping(channel: string): void {
+    checkId("channel", channel);
+    if (this.watchedTyping.has(channel)) return;
+    this.watchedTyping.add(channel);
+    this.mq?.subscribe(topics.typingFilter(channel), { qos: 0 });
+  }
+
+  unwatchTyping(channel: string): void {
+    if (this.watchedTyping.delete(channel)) this.mq?.unsubscribe(topics.typingFilter(channel));
+  }
+
+  /** Receive `presence` events for these users (the retained state arrives at once). */
+  watchPresence(users: string[]): void {
+    const fresh = users.filter((u) => !this.watchedPresence.has(checkId("user", u)));
+    for (const u of fresh) this.watchedPresence.add(u);
+    if (fresh.length) this.mq?.subscribe(fresh.map(topics.userPresence), { qos: 1 });
+  }
+
+  unwatchPresence(users: string[]): void {
+    const gone = users.filter((u) => this.watchedPresence.delete(u));
+    if (gone.length) this.mq?.unsubscribe(gone.map(topics.userPresence));
+  }
+
+  /** Publish this device's status (retained), e.g. `away` when the app goes to the background. */
+  async setStatus(status: Exclude<PresenceStatus, "offline">): Promise<void> {
+    const mq = this.mq;
+    if (!mq || !this.session) throw new MqchatError("not_connected", "connect first");
+    await this.publishAsync(mq, topics.devicePresence(this.session.user_id, this.deviceId),
+      JSON.stringify({ status, ts: this.now() }), { qos: 1, retain: true });
+  }
+
+  // ---- HTTP conveniences ----------------------------------------------------------------------
+
+  history(channel: string, q: HistoryQuery = {}): Promise<HistoryPage> {
+    return this.api.history(channel, q);
+  }
+
+  inbox(): Promise<Inbox> {
+    return this.api.inbox();
+  }
+
+  /**
+   * Create a group channel, or a direct one with exactly one other user, by user ids. Every
+   * member's devices subscribe on the `membership` event.
+   */
+  async createChannel(kind: "group" | "direct", members: string[], name?: string): Promise<string> {
+    const created = await this.api.createChannel(kind, members, name);
+    return created.channel_id;
+  }
+
+  private publishAsync(mq: mqtt.MqttClient, topic: string, payload: string,
+    opts: { qos: 0 | 1; retain?: boolean }): Promise<void> {
+    return new Promise((resolve, reject) => mq.publish(topic, payload, opts, (err) => (err ? reject(err) : resolve())));
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * mqchat client SDK: see docs/sdk.md.
+ *
+ * The policy is pure and exported for reuse and tests: `decide` / `classify` (the reconnect
+ * table), `backoffDelay` (full jitter), `dueEntries` (the outbox), `classifyIncoming` (gaps and
+ * epochs). `MqchatClient` is the I/O around them.
+ */
+
+export { MqchatClient } from "./client.js";
+export type { ClientEvents, ClientOptions, ConnectionState, ResetEvent, StateEvent, UnreadEvent } from "./client.js";
+export { DEFAULT_BACKOFF, backoffBound, backoffDelay } from "./backoff.js";
+export type { BackoffPolicy } from "./backoff.js";
+export { CONNACK, CREDENTIALS, RETRYABLE, TERMINAL, classify, decide, tokenExpired } from "./reconnect.js";
+export type { Decision, DecideInput, Failure } from "./reconnect.js";
+export { ERROR_CODES, MqchatError, errorInfo } from "./errors.js";
+export type { ErrorAction, ErrorInfo } from "./errors.js";
+export { Outbox, dueEntries } from "./outbox.js";
+export type { OutboxEntry } from "./outbox.js";
+export { ChannelTracker, classifyIncoming } from "./sequence.js";
+export type { Cursor, Verdict } from "./sequence.js";
+export { MemoryStorage } from "./storage.js";
+export type { KeyValueStorage } from "./storage.js";
+export { HttpApi } from "./http.js";
+export type { Fetch, HistoryQuery } from "./http.js";
+export { checkId, parseTopic, topics } from "./topics.js";
+export * from "./types.js";

@@ -1,0 +1,1176 @@
+// mqchat SDK 0.1.0, generated from sdk/js/src by `npm run bundle`: do not edit.
+var __defProp = Object.defineProperty;
+var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
+var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);
+
+// src/client.ts
+import mqtt from "mqtt";
+
+// src/backoff.ts
+var DEFAULT_BACKOFF = Object.freeze({ baseMs: 500, capMs: 3e4, maxAttempts: 0 });
+function backoffBound(attempt, policy = DEFAULT_BACKOFF) {
+  return Math.min(policy.capMs, policy.baseMs * 2 ** Math.min(Math.max(attempt, 0), 64));
+}
+function backoffDelay(attempt, rand, policy = DEFAULT_BACKOFF) {
+  return Math.min(Math.max(rand, 0), 1) * backoffBound(attempt, policy);
+}
+
+// src/emitter.ts
+var Emitter = class {
+  constructor() {
+    __publicField(this, "listeners", /* @__PURE__ */ new Map());
+  }
+  /** Listen; returns the function that stops listening. */
+  on(name, listener) {
+    let set = this.listeners.get(name);
+    if (!set) this.listeners.set(name, set = /* @__PURE__ */ new Set());
+    set.add(listener);
+    return () => this.off(name, listener);
+  }
+  off(name, listener) {
+    this.listeners.get(name)?.delete(listener);
+  }
+  emit(name, event) {
+    for (const l of [...this.listeners.get(name) ?? []]) {
+      try {
+        l(event);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+};
+
+// src/errors.ts
+var ERROR_CODES = Object.freeze({
+  // Send acks (dev/{me}/{device}/ack).
+  payload_too_large: { action: "fix", description: "the payload is over 16 KiB" },
+  malformed: { action: "fix", description: "not a JSON object, or a field of the wrong type" },
+  unknown_field: { action: "fix", description: "a field the protocol version does not define" },
+  unsupported_version: { action: "upgrade", description: "`v` is not a version the server speaks" },
+  unknown_kind: { action: "fix", description: "the message kind is not defined" },
+  body_too_long: { action: "fix", description: "the body is over 4,000 characters" },
+  invalid_cmid: { action: "fix", description: "the client message id is not 1-64 of [A-Za-z0-9_.:-]" },
+  not_member: { action: "drop", description: "you are not a member of the channel" },
+  unavailable: { action: "retry", description: "the store is temporarily unavailable (HTTP 503 too)" },
+  // HTTP API.
+  invalid_request: { action: "fix", description: "body or query failed validation" },
+  unauthorized: { action: "relogin", description: "no bearer token" },
+  token_expired: { action: "relogin", description: "the token has expired" },
+  token_not_yet_valid: { action: "retry", description: "the token is not valid yet (clock skew)" },
+  token_bad_signature: { action: "relogin", description: "the token is badly signed" },
+  token_bad_audience: { action: "relogin", description: "the token is for another audience" },
+  token_bad_issuer: { action: "relogin", description: "the token is from another issuer" },
+  token_bad_claims: { action: "relogin", description: "the token's claims are invalid" },
+  token_malformed: { action: "relogin", description: "the token cannot be read" },
+  bad_credentials: { action: "fix", description: "unknown username or wrong password" },
+  username_taken: { action: "fix", description: "the username is taken" },
+  unknown_users: { action: "fix", description: "a member does not exist" },
+  channel_not_found: { action: "drop", description: "no such channel, or you are not a member" },
+  direct_channel: { action: "fix", description: "a direct channel's members cannot change" },
+  forbidden: { action: "fix", description: "not allowed for you" },
+  seq_out_of_range: { action: "fix", description: "a read marker beyond the channel's last seq" },
+  external_issuer: { action: "fix", description: "login is disabled: tokens come from an identity provider" },
+  not_found: { action: "fix", description: "no such route" },
+  method_not_allowed: { action: "fix", description: "wrong method for the route" },
+  // The connection (see reconnect.ts for the decision table).
+  connect_refused: { action: "fix", description: "the broker refused the connection for good" },
+  network: { action: "retry", description: "the server could not be reached" },
+  not_connected: { action: "retry", description: "the client is not connected" },
+  closed: { action: "fix", description: "the client was closed" },
+  not_logged_in: { action: "relogin", description: "call login() first" }
+});
+function errorInfo(code) {
+  return ERROR_CODES[code] ?? { action: "fix", description: "unknown error code" };
+}
+var MqchatError = class extends Error {
+  constructor(code, message, opts = {}) {
+    super(`${code}: ${message}`);
+    __publicField(this, "code");
+    __publicField(this, "action");
+    /** The HTTP status, for errors from the HTTP API. */
+    __publicField(this, "status");
+    /** From `Retry-After`, when the server sent one. */
+    __publicField(this, "retryAfterMs");
+    this.name = "MqchatError";
+    this.code = code;
+    this.action = errorInfo(code).action;
+    this.status = opts.status;
+    this.retryAfterMs = opts.retryAfterMs;
+  }
+  /** True when retrying the same request can help. */
+  get retryable() {
+    return this.action === "retry";
+  }
+};
+
+// src/http.ts
+var HttpApi = class {
+  /**
+   * @param baseUrl the API's address, e.g. `http://127.0.0.1:8080` (`""`: the page's own origin).
+   * @param fetchImpl an injectable `fetch` (default: the global one).
+   */
+  constructor(baseUrl, fetchImpl = (...a) => globalThis.fetch(...a)) {
+    __publicField(this, "baseUrl", baseUrl);
+    __publicField(this, "fetchImpl", fetchImpl);
+    /** The bearer token sent with every request but signup and login. */
+    __publicField(this, "token", null);
+  }
+  /**
+   * Any endpoint, for those this class has no method for yet (new endpoints land here first).
+   *
+   * @throws MqchatError with the server's error code, or `network`.
+   */
+  async request(method, path, body, opts = {}) {
+    const headers = { accept: "application/json" };
+    if (body !== void 0) headers["content-type"] = "application/json";
+    if (opts.auth !== false) {
+      if (!this.token) throw new MqchatError("not_logged_in", "log in first");
+      headers.authorization = `Bearer ${this.token}`;
+    }
+    let res;
+    try {
+      const init = { method, headers };
+      if (body !== void 0) init.body = JSON.stringify(body);
+      res = await this.fetchImpl(`${this.baseUrl}${path}`, init);
+    } catch (err) {
+      throw new MqchatError("network", `${method} ${path}: ${String(err)}`);
+    }
+    if (res.status === 204) return void 0;
+    const text = await res.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+    }
+    if (!res.ok) {
+      const error = data?.error;
+      const retryAfter = Number(res.headers.get("retry-after"));
+      const opts2 = { status: res.status };
+      if (retryAfter > 0) opts2.retryAfterMs = retryAfter * 1e3;
+      throw new MqchatError(
+        error?.code ?? (res.status >= 500 ? "unavailable" : "invalid_request"),
+        error?.message ?? `${method} ${path}: HTTP ${res.status}`,
+        opts2
+      );
+    }
+    return data;
+  }
+  signup(username, password) {
+    return this.request("POST", "/v1/users", { username, password }, { auth: false });
+  }
+  login(username, password, deviceId) {
+    return this.request("POST", "/v1/login", { username, password, device_id: deviceId }, { auth: false });
+  }
+  /** A group channel (any members) or a direct one (exactly one other member; unique per pair). */
+  createChannel(kind, members, name) {
+    return this.request("POST", "/v1/channels", { kind, members, ...name ? { name } : {} });
+  }
+  addMember(channel, userId) {
+    return this.request("POST", `/v1/channels/${encodeURIComponent(channel)}/members`, { user_id: userId });
+  }
+  removeMember(channel, userId) {
+    return this.request(
+      "DELETE",
+      `/v1/channels/${encodeURIComponent(channel)}/members/${encodeURIComponent(userId)}`
+    );
+  }
+  async channels() {
+    return (await this.request("GET", "/v1/me/channels")).channels;
+  }
+  history(channel, q = {}) {
+    const params = new URLSearchParams();
+    if (q.before !== void 0) params.set("before", String(q.before));
+    if (q.after !== void 0) params.set("after", String(q.after));
+    if (q.limit !== void 0) params.set("limit", String(q.limit));
+    const qs = params.toString();
+    return this.request("GET", `/v1/channels/${encodeURIComponent(channel)}/messages${qs ? `?${qs}` : ""}`);
+  }
+  markRead(channel, seq, epoch) {
+    return this.request(
+      "POST",
+      `/v1/channels/${encodeURIComponent(channel)}/read`,
+      epoch === void 0 ? { seq } : { seq, epoch }
+    );
+  }
+  inbox() {
+    return this.request("GET", "/v1/me/inbox");
+  }
+  sync(channels, limit) {
+    return this.request("POST", "/v1/sync", limit === void 0 ? { channels } : { channels, limit });
+  }
+  async onlineCount(channel) {
+    return (await this.request(
+      "GET",
+      `/v1/channels/${encodeURIComponent(channel)}/presence`
+    )).online;
+  }
+};
+
+// src/outbox.ts
+function dueEntries(entries, nowMs, ackTimeoutMs) {
+  const due = [];
+  for (const e of entries) if (e.sentMs === 0 || nowMs - e.sentMs >= ackTimeoutMs) due.push(e);
+  return due.sort((a, b) => a.createdMs - b.createdMs);
+}
+var Outbox = class {
+  /**
+   * @param storage where entries are persisted.
+   * @param key the storage key (the client uses `mqchat:outbox:{user}:{device}`).
+   */
+  constructor(storage, key) {
+    __publicField(this, "storage", storage);
+    __publicField(this, "key", key);
+    __publicField(this, "entries", /* @__PURE__ */ new Map());
+    __publicField(this, "writing", Promise.resolve());
+  }
+  /** Load what a previous run left (call once, before use). Unreadable contents are dropped. */
+  async load() {
+    const raw = await this.storage.getItem(this.key);
+    if (!raw) return;
+    try {
+      const list = JSON.parse(raw);
+      for (const e of list) if (typeof e?.cmid === "string" && typeof e.channel === "string") this.entries.set(e.cmid, e);
+    } catch {
+      await this.storage.removeItem(this.key);
+    }
+  }
+  get size() {
+    return this.entries.size;
+  }
+  get(cmid) {
+    return this.entries.get(cmid);
+  }
+  all() {
+    return [...this.entries.values()].sort((a, b) => a.createdMs - b.createdMs);
+  }
+  async add(entry) {
+    this.entries.set(entry.cmid, entry);
+    await this.persist();
+  }
+  /** Record a publish (not persisted on its own: a restart resends everything anyway). */
+  markSent(cmid, nowMs) {
+    const e = this.entries.get(cmid);
+    if (e) {
+      e.sentMs = nowMs;
+      e.attempts += 1;
+    }
+  }
+  /** Mark every entry as never sent: after a reconnect, everything is republished at once. */
+  resetSent() {
+    for (const e of this.entries.values()) e.sentMs = 0;
+  }
+  due(nowMs, ackTimeoutMs) {
+    return dueEntries(this.entries.values(), nowMs, ackTimeoutMs);
+  }
+  async remove(cmid) {
+    const e = this.entries.get(cmid);
+    if (e) {
+      this.entries.delete(cmid);
+      await this.persist();
+    }
+    return e;
+  }
+  persist() {
+    const snapshot = JSON.stringify(this.all());
+    this.writing = this.writing.then(async () => {
+      if (snapshot === "[]") await this.storage.removeItem(this.key);
+      else await this.storage.setItem(this.key, snapshot);
+    });
+    return this.writing;
+  }
+};
+
+// src/reconnect.ts
+var CONNACK = Object.freeze({
+  1: "protocol",
+  2: "identifier_rejected",
+  3: "server_unavailable",
+  4: "bad_credentials",
+  5: "not_authorized"
+});
+var TERMINAL = /* @__PURE__ */ new Set(["protocol", "identifier_rejected"]);
+var CREDENTIALS = /* @__PURE__ */ new Set(["bad_credentials", "not_authorized"]);
+var RETRYABLE = /* @__PURE__ */ new Set([
+  "server_unavailable",
+  "connection_refused",
+  "connection_lost",
+  "timeout"
+]);
+function decide(failure, input) {
+  const backoff = input.backoff ?? DEFAULT_BACKOFF;
+  if (TERMINAL.has(failure)) return { action: "stop", failure, reason: `${failure}: retrying cannot help` };
+  if (CREDENTIALS.has(failure)) {
+    if (input.tokenExpired && !input.relogged) return { action: "relogin" };
+    return { action: "stop", failure, reason: `${failure} with a token that has not expired (or was just renewed)` };
+  }
+  if (backoff.maxAttempts && input.attempt + 1 >= backoff.maxAttempts) {
+    return { action: "stop", failure, reason: `${failure}: gave up after ${input.attempt + 1} attempts` };
+  }
+  return { action: "retry", delayMs: backoffDelay(input.attempt, input.rand, backoff) };
+}
+function classify(err) {
+  const code = err?.code;
+  if (typeof code === "number") return CONNACK[code] ?? "protocol";
+  if (code === "ECONNREFUSED") return "connection_refused";
+  if (code === "ETIMEDOUT" || code === "timeout") return "timeout";
+  return "connection_lost";
+}
+var TOKEN_EXPIRY_MARGIN_MS = 6e4;
+function tokenExpired(expiresAtS, nowMs) {
+  return nowMs >= expiresAtS * 1e3 - TOKEN_EXPIRY_MARGIN_MS;
+}
+
+// src/sequence.ts
+function classifyIncoming(cursor, msg) {
+  if (!cursor) return "unknown";
+  if (msg.epoch !== cursor.epoch) return "reset";
+  if (msg.seq <= cursor.lastSeq) return "duplicate";
+  if (msg.seq === cursor.lastSeq + 1) return "append";
+  return "gap";
+}
+var ChannelTracker = class {
+  constructor() {
+    __publicField(this, "cursors", /* @__PURE__ */ new Map());
+    __publicField(this, "held", /* @__PURE__ */ new Map());
+    __publicField(this, "syncing", /* @__PURE__ */ new Set());
+  }
+  cursor(channel) {
+    return this.cursors.get(channel);
+  }
+  channels() {
+    return [...this.cursors.keys()];
+  }
+  /** `(channel, epoch, last_seq)` of every channel held, for `POST /v1/sync`. */
+  syncCursors(only) {
+    const names = only ? [...only] : [...this.cursors.keys()];
+    const out = [];
+    for (const channel of names) {
+      const c = this.cursors.get(channel);
+      if (c) out.push({ channel, epoch: c.epoch, last_seq: c.lastSeq });
+    }
+    return out;
+  }
+  drop(channel) {
+    this.cursors.delete(channel);
+    this.held.delete(channel);
+    this.syncing.delete(channel);
+  }
+  /** A message from `ch/{channel}`. */
+  offer(msg) {
+    const verdict = classifyIncoming(this.cursors.get(msg.channel), msg);
+    if (verdict === "duplicate") return { deliver: [], needSync: false };
+    if (verdict === "append" && !this.syncing.has(msg.channel)) {
+      this.cursors.set(msg.channel, { epoch: msg.epoch, lastSeq: msg.seq });
+      return { deliver: [msg, ...this.drain(msg.channel)], needSync: false };
+    }
+    let held = this.held.get(msg.channel);
+    if (!held) this.held.set(msg.channel, held = /* @__PURE__ */ new Map());
+    held.set(msg.seq, msg);
+    const start = !this.syncing.has(msg.channel);
+    this.syncing.add(msg.channel);
+    return { deliver: [], needSync: start };
+  }
+  /** Mark a channel as being synced (held messages wait for {@link applySync}). */
+  beginSync(channel) {
+    this.syncing.add(channel);
+  }
+  /** Fold one channel of a sync answer in. Call {@link endSync} when its paging is over. */
+  applySync(ch) {
+    if (ch.status === "ok") {
+      const cursor = this.cursors.get(ch.channel) ?? { epoch: ch.epoch, lastSeq: 0 };
+      const deliver = [];
+      for (const m of ch.messages) {
+        if (m.epoch === cursor.epoch && m.seq === cursor.lastSeq + 1) {
+          cursor.lastSeq = m.seq;
+          deliver.push(m);
+        }
+      }
+      this.cursors.set(ch.channel, cursor);
+      return { deliver, replace: null, more: ch.has_more };
+    }
+    const last = ch.messages.at(-1);
+    this.cursors.set(ch.channel, { epoch: ch.epoch, lastSeq: last ? last.seq : ch.last_seq });
+    const held = this.held.get(ch.channel);
+    if (held) {
+      for (const [seq, m] of held) if (m.epoch !== ch.epoch) held.delete(seq);
+    }
+    return { deliver: [], replace: ch.messages, more: false };
+  }
+  /**
+   * The sync of a channel is over: release held messages that now follow the cursor. Returns them
+   * and whether a gap remains (the caller syncs again).
+   */
+  endSync(channel) {
+    this.syncing.delete(channel);
+    const deliver = this.drain(channel);
+    const held = this.held.get(channel);
+    const needSync = !!held && held.size > 0;
+    if (needSync) this.syncing.add(channel);
+    return { deliver, needSync };
+  }
+  /**
+   * Give up on a sync that failed: held messages stay held, and the next live message of the
+   * channel finds the gap again and asks for a new sync.
+   */
+  abandonSync(channel) {
+    this.syncing.delete(channel);
+  }
+  drain(channel) {
+    const held = this.held.get(channel);
+    const cursor = this.cursors.get(channel);
+    if (!held || !cursor) return [];
+    const out = [];
+    for (const [seq, m] of held) if (m.epoch !== cursor.epoch || seq <= cursor.lastSeq) held.delete(seq);
+    for (let next = held.get(cursor.lastSeq + 1); next; next = held.get(cursor.lastSeq + 1)) {
+      held.delete(next.seq);
+      cursor.lastSeq = next.seq;
+      out.push(next);
+    }
+    if (held.size === 0) this.held.delete(channel);
+    return out;
+  }
+};
+
+// src/storage.ts
+var MemoryStorage = class {
+  constructor() {
+    __publicField(this, "items", /* @__PURE__ */ new Map());
+  }
+  getItem(key) {
+    return this.items.get(key) ?? null;
+  }
+  setItem(key, value) {
+    this.items.set(key, value);
+  }
+  removeItem(key) {
+    this.items.delete(key);
+  }
+};
+
+// src/topics.ts
+var ID = /^[A-Za-z0-9_-]{1,64}$/;
+function checkId(what, id) {
+  if (!ID.test(id)) throw new TypeError(`${what} ${JSON.stringify(id)}: expected 1-64 characters from [A-Za-z0-9_-]`);
+  return id;
+}
+var topics = {
+  send: (user, device, channel) => `in/${user}/${device}/${channel}`,
+  channel: (channel) => `ch/${channel}`,
+  ack: (user, device) => `dev/${user}/${device}/ack`,
+  userEvents: (user) => `user/${user}/events`,
+  devicePresence: (user, device) => `presence/${user}/${device}`,
+  userPresence: (user) => `presence/${user}`,
+  typing: (channel, user) => `typing/${channel}/${user}`,
+  typingFilter: (channel) => `typing/${channel}/+`
+};
+function parseTopic(topic) {
+  const p = topic.split("/");
+  if (p[0] === "ch" && p.length === 2 && p[1]) return { kind: "channel", channel: p[1] };
+  if (p[0] === "dev" && p.length === 4 && p[3] === "ack") return { kind: "ack" };
+  if (p[0] === "user" && p.length === 3 && p[2] === "events") return { kind: "userEvents" };
+  if (p[0] === "presence" && p.length === 2 && p[1]) return { kind: "userPresence", user: p[1] };
+  if (p[0] === "typing" && p.length === 3 && p[1] && p[2]) return { kind: "typing", channel: p[1], user: p[2] };
+  return null;
+}
+
+// src/client.ts
+var OUTBOX_TICK_MS = 1e3;
+var TYPING_REFRESH_MS = 3e3;
+var TYPING_EXPIRY_MS = 6e3;
+var SUBSCRIBE_RETRIES = 5;
+var SUBSCRIBE_RETRY_MS = 400;
+function utf8(bytes) {
+  if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return decodeURIComponent(escape(binary));
+}
+var MqchatClient = class extends Emitter {
+  constructor(options) {
+    super();
+    /** The HTTP API; `api.request()` reaches endpoints this class has no method for yet. */
+    __publicField(this, "api");
+    __publicField(this, "deviceId");
+    __publicField(this, "session", null);
+    __publicField(this, "password", null);
+    __publicField(this, "storage");
+    __publicField(this, "backoff");
+    __publicField(this, "opts");
+    __publicField(this, "random");
+    __publicField(this, "now");
+    __publicField(this, "outbox", null);
+    __publicField(this, "tracker", new ChannelTracker());
+    __publicField(this, "pending", /* @__PURE__ */ new Map());
+    __publicField(this, "unreadState", /* @__PURE__ */ new Map());
+    __publicField(this, "watchedPresence", /* @__PURE__ */ new Set());
+    __publicField(this, "watchedTyping", /* @__PURE__ */ new Set());
+    __publicField(this, "typingSent", /* @__PURE__ */ new Map());
+    __publicField(this, "typingTimers", /* @__PURE__ */ new Map());
+    __publicField(this, "mq", null);
+    __publicField(this, "stateValue", "idle");
+    __publicField(this, "attempt", 0);
+    __publicField(this, "relogged", false);
+    __publicField(this, "wanted", false);
+    __publicField(this, "retryTimer", null);
+    __publicField(this, "retryTimers", /* @__PURE__ */ new Set());
+    __publicField(this, "outboxTimer", null);
+    __publicField(this, "cmidCounter", 0);
+    __publicField(this, "firstConnect", null);
+    this.opts = options;
+    this.deviceId = checkId("deviceId", options.deviceId);
+    this.api = new HttpApi(options.apiUrl.replace(/\/+$/, ""), options.fetch);
+    this.storage = options.storage ?? new MemoryStorage();
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+  }
+  get state() {
+    return this.stateValue;
+  }
+  /** The signed-in user's id (null before login). */
+  get userId() {
+    return this.session?.user_id ?? null;
+  }
+  // ---- accounts -------------------------------------------------------------------------------
+  signup(username, password) {
+    return this.api.signup(username, password);
+  }
+  /** Log this device in; the password stays in memory for re-login when the token expires. */
+  async login(username, password) {
+    const result = await this.api.login(username, password, this.deviceId);
+    this.password = { username, password };
+    await this.useSession(result);
+    return result;
+  }
+  /** Use a login answer obtained elsewhere (e.g. kept from an earlier run, or your own identity provider). */
+  async useSession(result) {
+    if (this.session && this.session.user_id !== result.user_id) {
+      throw new TypeError("this client belongs to another user: create a new client");
+    }
+    this.session = result;
+    this.api.token = result.token;
+    if (!this.outbox) {
+      this.outbox = new Outbox(this.storage, `mqchat:outbox:${result.user_id}:${this.deviceId}`);
+      await this.outbox.load();
+    }
+  }
+  // ---- connection -----------------------------------------------------------------------------
+  /**
+   * Connect and keep connected (the reconnect table applies to every later loss). Resolves once
+   * connected, subscribed and synced; rejects if the client stops first.
+   */
+  connect() {
+    if (!this.session) return Promise.reject(new MqchatError("not_logged_in", "log in first"));
+    if (this.stateValue === "connected") return Promise.resolve();
+    if (this.firstConnect) return this.firstConnect.promise;
+    let settle;
+    const done = new Promise((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    this.firstConnect = { ...settle, promise: done };
+    if (!this.wanted) {
+      this.wanted = true;
+      this.attempt = 0;
+      this.relogged = false;
+      this.outboxTimer = setInterval(() => this.flushOutbox(), OUTBOX_TICK_MS);
+      this.open();
+    }
+    return done;
+  }
+  /**
+   * A clean disconnect: publishes `offline` (retained) on this device's presence topic first, as
+   * docs/protocol.md asks, so no stale `online` outlives the connection; then DISCONNECT.
+   * Unacked sends stay in the outbox for the next {@link connect}.
+   */
+  async disconnect() {
+    this.wanted = false;
+    this.stopTimers();
+    const mq = this.mq;
+    this.mq = null;
+    if (mq && this.session) {
+      if (mq.connected) {
+        await this.publishAsync(
+          mq,
+          topics.devicePresence(this.session.user_id, this.deviceId),
+          JSON.stringify({ status: "offline", ts: this.now() }),
+          { qos: 1, retain: true }
+        ).catch(() => void 0);
+      }
+      await mq.endAsync().catch(() => void 0);
+    }
+    this.setState({ state: "idle" });
+    this.firstConnect?.reject(new MqchatError("closed", "disconnect() was called"));
+    this.firstConnect = null;
+  }
+  /**
+   * Close the socket without DISCONNECT, as a lost network does (the broker publishes the last
+   * will); the reconnect table then applies. For tests and demos.
+   */
+  dropConnection() {
+    this.mq?.stream?.destroy();
+  }
+  stopTimers() {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.outboxTimer) clearInterval(this.outboxTimer);
+    this.retryTimer = null;
+    this.outboxTimer = null;
+    for (const t of this.typingTimers.values()) clearTimeout(t);
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
+    this.typingTimers.clear();
+  }
+  setState(ev) {
+    this.stateValue = ev.state;
+    this.emit("state", ev);
+  }
+  open() {
+    const session = this.session;
+    if (!session || !this.wanted) return;
+    this.setState({ state: "connecting" });
+    const me = session.user_id;
+    const url = this.opts.mqttUrl ?? session.mqtt.ws_url;
+    const startedMs = this.now();
+    const mq = mqtt.connect(url, {
+      clientId: `${me}:${this.deviceId}`,
+      username: me,
+      password: session.token,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: this.opts.keepaliveS ?? 30,
+      connectTimeout: this.opts.connectTimeoutMs ?? 1e4,
+      reconnectPeriod: 0,
+      // the decision table below decides, not MQTT.js
+      resubscribe: false,
+      will: {
+        topic: topics.devicePresence(me, this.deviceId),
+        payload: JSON.stringify({ status: "offline", ts: 0 }),
+        qos: 1,
+        retain: true
+      }
+    });
+    this.mq = mq;
+    let lastError = null;
+    let connected = false;
+    mq.on("error", (err) => {
+      lastError = err;
+    });
+    mq.on("message", (topic, payload) => this.onMessage(topic, payload));
+    mq.on("connect", () => {
+      connected = true;
+      void this.resume(mq);
+    });
+    mq.on("close", () => {
+      if (this.mq !== mq) return;
+      setTimeout(() => {
+        if (this.mq !== mq) return;
+        this.mq = null;
+        mq.removeAllListeners("message");
+        mq.end(true);
+        let failure = connected ? "connection_lost" : classify(lastError);
+        if (!connected && lastError === null && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 1e4)) failure = "timeout";
+        this.onLost(failure);
+      }, 0);
+    });
+  }
+  onLost(failure) {
+    if (!this.wanted || !this.session) return;
+    const decision = decide(failure, {
+      attempt: this.attempt,
+      tokenExpired: tokenExpired(this.session.expires_at, this.now()),
+      relogged: this.relogged,
+      rand: this.random(),
+      backoff: this.backoff
+    });
+    this.attempt += 1;
+    if (decision.action === "retry") {
+      this.setState({ state: "reconnecting", failure, delayMs: decision.delayMs });
+      this.retryTimer = setTimeout(() => this.open(), decision.delayMs);
+    } else if (decision.action === "relogin") {
+      void this.reloginThenOpen(failure);
+    } else {
+      this.stop(decision.failure, decision.reason);
+    }
+  }
+  async reloginThenOpen(failure) {
+    this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token expired: logging in again" });
+    try {
+      let fresh;
+      if (this.opts.relogin) fresh = await this.opts.relogin();
+      else if (this.password) fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
+      else throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
+      await this.useSession(fresh);
+      this.relogged = true;
+      this.open();
+    } catch (err) {
+      const e = err instanceof MqchatError ? err : new MqchatError("network", String(err));
+      if (e.retryable) this.onLost("connection_lost");
+      else this.stop(failure, `re-login failed: ${e.message}`);
+    }
+  }
+  stop(failure, reason) {
+    this.wanted = false;
+    this.stopTimers();
+    this.setState({ state: "stopped", failure, reason });
+    this.firstConnect?.reject(new MqchatError(failure === "timeout" ? "network" : "connect_refused", reason));
+    this.firstConnect = null;
+  }
+  /** Connected: subscribe first, then sync (docs/sync.md "On (re)connect"), then resend the outbox. */
+  async resume(mq) {
+    const session = this.session;
+    if (!session) return;
+    const me = session.user_id;
+    try {
+      const inbox = await this.api.inbox();
+      const channels = inbox.channels.map((c) => c.channel_id);
+      this.takeUnread(inbox);
+      const filters = [
+        topics.ack(me, this.deviceId),
+        topics.userEvents(me),
+        ...channels.map(topics.channel),
+        ...[...this.watchedPresence].map(topics.userPresence),
+        ...[...this.watchedTyping].map(topics.typingFilter)
+      ];
+      const subscriptions = {};
+      for (const topic of filters) subscriptions[topic] = { qos: topic.startsWith("typing/") ? 0 : 1 };
+      const granted = await mq.subscribeAsync(subscriptions);
+      if (this.mq !== mq) return;
+      const refused = new Set(granted.filter((g) => g.qos === 128 && g.topic.startsWith("ch/")).map((g) => g.topic.slice(3)));
+      for (const c of this.tracker.channels()) if (!channels.includes(c)) this.forget(c);
+      await this.syncChannels(channels);
+      if (this.mq !== mq) return;
+      this.attempt = 0;
+      this.relogged = false;
+      this.outbox?.resetSent();
+      this.setState({ state: "connected" });
+      this.flushOutbox();
+      for (const c of channels) this.emitUnread(c);
+      for (const c of refused) this.joinChannel(c, 1);
+      this.firstConnect?.resolve();
+      this.firstConnect = null;
+    } catch (err) {
+      if (this.mq !== mq) return;
+      this.mq = null;
+      mq.removeAllListeners("message");
+      mq.end(true);
+      const refusedToken = err instanceof MqchatError && err.action === "relogin";
+      this.onLost(refusedToken ? "not_authorized" : "connection_lost");
+    }
+  }
+  /** Sync `channels` until every one is complete, folding answers into the tracker. */
+  async syncChannels(channels) {
+    let want = channels;
+    const touched = new Set(channels);
+    for (const c of want) this.tracker.beginSync(c);
+    let failed = false;
+    try {
+      while (want.length) {
+        const known = this.tracker.syncCursors(want);
+        const answer = await this.api.sync(known, this.opts.syncLimit ?? 200);
+        const next = [];
+        for (const ch of answer.channels) {
+          if (!touched.has(ch.channel)) {
+            if (this.tracker.cursor(ch.channel)) continue;
+            touched.add(ch.channel);
+            this.tracker.beginSync(ch.channel);
+          }
+          if (this.applySync(ch)) next.push(ch.channel);
+        }
+        for (const c of answer.removed) this.forget(c);
+        want = next;
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      for (const c of touched) this.finishSync(c, !failed);
+    }
+  }
+  applySync(ch) {
+    const applied = this.tracker.applySync(ch);
+    if (applied.replace) {
+      this.emit("reset", {
+        channel: ch.channel,
+        status: ch.status === "new" ? "new" : "reset",
+        epoch: ch.epoch,
+        messages: applied.replace
+      });
+      const u = this.unreadState.get(ch.channel);
+      if (u) u.lastSeq = Math.max(u.lastSeq, ch.last_seq);
+    }
+    for (const m of applied.deliver) this.deliver(m);
+    return applied.more;
+  }
+  /**
+   * Release held messages that now follow the cursor. A gap still open is filled again, unless
+   * the fill just failed: then the next live message of the channel (or the next reconnect's
+   * sync) tries again, so a server that is down is not hammered.
+   */
+  finishSync(channel, refill) {
+    const after = this.tracker.endSync(channel);
+    for (const m of after.deliver) this.deliver(m);
+    if (!after.needSync) return;
+    if (refill) void this.fillGap(channel);
+    else this.tracker.abandonSync(channel);
+  }
+  /**
+   * A gap in the live stream: fetch `GET /v1/channels/{id}/messages?after={lastSeq}` page by page
+   * (docs/sync.md); a channel without a cursor, or whose epoch changed, goes through sync instead.
+   */
+  async fillGap(channel) {
+    try {
+      const cursor = this.tracker.cursor(channel);
+      if (cursor && !await this.fillFromHistory(channel, cursor.epoch)) return;
+      await this.syncChannels([channel]);
+    } catch (err) {
+      this.emit("error", err instanceof MqchatError ? err : new MqchatError("network", String(err)));
+    }
+  }
+  /** Returns true when the epoch changed (the caller syncs the channel). */
+  async fillFromHistory(channel, epoch) {
+    this.tracker.beginSync(channel);
+    let done = false;
+    try {
+      for (; ; ) {
+        const lastSeq = this.tracker.cursor(channel)?.lastSeq ?? 0;
+        const page = await this.api.history(channel, { after: lastSeq, limit: 200 });
+        if (page.epoch !== epoch) return true;
+        const more = this.applySync({
+          channel,
+          status: "ok",
+          epoch,
+          last_seq: page.last_seq,
+          has_more: page.has_more,
+          messages: page.messages
+        });
+        if (!more) break;
+      }
+      done = true;
+      return false;
+    } finally {
+      if (done) this.finishSync(channel, true);
+      else this.tracker.abandonSync(channel);
+    }
+  }
+  /**
+   * Subscribe to a channel just joined, then sync it (subscribe first, as on connect). The broker
+   * learns of a new membership within `broker.membership_cache_s` (1 s by default), so a refused
+   * SUBSCRIBE (0x80) is retried a few times. Joining marked earlier history read, which only the
+   * server knows: the unread counts are then taken from it.
+   */
+  joinChannel(channel, attempt = 0) {
+    const mq = this.mq;
+    if (!mq) return;
+    mq.subscribe(topics.channel(channel), { qos: 1 }, (err, granted) => {
+      if (this.mq !== mq) return;
+      const refused = !!err || granted?.[0]?.qos === 128;
+      if (refused && attempt < SUBSCRIBE_RETRIES) {
+        const timer = setTimeout(() => {
+          this.retryTimers.delete(timer);
+          this.joinChannel(channel, attempt + 1);
+        }, SUBSCRIBE_RETRY_MS * (attempt + 1));
+        this.retryTimers.add(timer);
+        return;
+      }
+      void this.fillGap(channel).then(() => this.refreshUnread()).catch(() => void 0);
+    });
+  }
+  forget(channel) {
+    this.tracker.drop(channel);
+    this.unreadState.delete(channel);
+    this.mq?.unsubscribe(topics.channel(channel));
+  }
+  // ---- incoming -------------------------------------------------------------------------------
+  onMessage(topic, payload) {
+    const parsed = parseTopic(topic);
+    if (!parsed) return;
+    let data;
+    try {
+      data = JSON.parse(utf8(payload));
+    } catch {
+      return;
+    }
+    if (typeof data !== "object" || data === null) return;
+    switch (parsed.kind) {
+      case "channel": {
+        const offer = this.tracker.offer(data);
+        for (const m of offer.deliver) this.deliver(m);
+        if (offer.needSync) void this.fillGap(parsed.channel);
+        break;
+      }
+      case "ack":
+        void this.onAck(data);
+        break;
+      case "userEvents":
+        this.onUserEvent(data);
+        break;
+      case "userPresence": {
+        const p = data;
+        if (p.status) this.emit("presence", { user: parsed.user, status: p.status, last_seen: p.last_seen ?? 0 });
+        break;
+      }
+      case "typing": {
+        if (parsed.user === this.userId) break;
+        const typing = data.typing === true;
+        const key = `${parsed.channel}/${parsed.user}`;
+        const old = this.typingTimers.get(key);
+        if (old) clearTimeout(old);
+        this.typingTimers.delete(key);
+        if (typing) {
+          this.typingTimers.set(key, setTimeout(() => {
+            this.typingTimers.delete(key);
+            this.emit("typing", { channel: parsed.channel, user: parsed.user, typing: false });
+          }, TYPING_EXPIRY_MS));
+        }
+        this.emit("typing", { channel: parsed.channel, user: parsed.user, typing });
+        break;
+      }
+    }
+  }
+  deliver(m) {
+    const u = this.unreadState.get(m.channel) ?? { lastSeq: 0, readSeq: 0, mentions: 0 };
+    this.unreadState.set(m.channel, u);
+    u.lastSeq = Math.max(u.lastSeq, m.seq);
+    if (m.sender === this.userId) {
+      u.readSeq = Math.max(u.readSeq, m.seq);
+    } else if (m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
+      u.mentions += 1;
+    }
+    this.emit("message", m);
+    this.emitUnread(m.channel);
+  }
+  emitUnread(channel) {
+    const u = this.unreadState.get(channel);
+    if (!u) return;
+    this.emit("unread", {
+      channel,
+      unread: Math.max(0, u.lastSeq - u.readSeq),
+      mentions: u.mentions,
+      badge: this.badge()
+    });
+  }
+  takeUnread(inbox) {
+    for (const c of inbox.channels) {
+      const u = this.unreadState.get(c.channel_id);
+      this.unreadState.set(c.channel_id, {
+        lastSeq: Math.max(c.last_seq, u?.lastSeq ?? 0),
+        readSeq: Math.max(c.read_seq, u?.readSeq ?? 0),
+        mentions: c.mentions
+      });
+    }
+  }
+  /** Fetch unread and mention counts of every channel from the server (`unread` events follow). */
+  async refreshUnread() {
+    const inbox = await this.api.inbox();
+    this.takeUnread(inbox);
+    for (const c of inbox.channels) this.emitUnread(c.channel_id);
+    return inbox;
+  }
+  /** Unread messages over all channels, as far as this client knows. */
+  badge() {
+    let total = 0;
+    for (const u of this.unreadState.values()) total += Math.max(0, u.lastSeq - u.readSeq);
+    return total;
+  }
+  /** The unread count of one channel, as far as this client knows. */
+  unread(channel) {
+    const u = this.unreadState.get(channel);
+    return u ? Math.max(0, u.lastSeq - u.readSeq) : 0;
+  }
+  async onAck(ack) {
+    this.emit("ack", ack);
+    if (ack.cmid === null || !this.outbox) return;
+    const waiting = this.pending.get(ack.cmid);
+    if (ack.ok) {
+      await this.outbox.remove(ack.cmid);
+      this.pending.delete(ack.cmid);
+      waiting?.resolve(ack);
+      return;
+    }
+    const err = new MqchatError(ack.error.code, ack.error.message);
+    if (err.retryable) return;
+    await this.outbox.remove(ack.cmid);
+    this.pending.delete(ack.cmid);
+    if (waiting) waiting.reject(err);
+    else this.emit("error", err);
+  }
+  onUserEvent(ev) {
+    this.emit("userEvent", ev);
+    if (ev.type === "read") {
+      const r = ev;
+      const u = this.unreadState.get(r.channel) ?? { lastSeq: r.seq, readSeq: r.seq, mentions: 0 };
+      u.readSeq = Math.max(u.readSeq, r.seq);
+      u.lastSeq = Math.max(u.lastSeq, r.seq + r.unread);
+      u.mentions = r.mentions;
+      this.unreadState.set(r.channel, u);
+      this.emitUnread(r.channel);
+    } else if (ev.type === "membership") {
+      const m = ev;
+      if (m.action === "added") {
+        this.joinChannel(m.channel);
+      } else {
+        this.forget(m.channel);
+      }
+      this.emit("membership", m);
+    }
+  }
+  // ---- sending --------------------------------------------------------------------------------
+  /**
+   * Send a text message. It goes into the outbox first and is republished with the same `cmid`
+   * until acked, across reconnects. Resolves with the ack (`id`, `seq`); rejects with the ack's
+   * error code when the server refuses it for good.
+   */
+  send(channel, body, opts = {}) {
+    return this.sendPayload(channel, { kind: "text", body }, opts);
+  }
+  /**
+   * Send any payload the protocol defines (`kind` and its fields; `cmid` is added). New message
+   * kinds go through here as the server defines them.
+   */
+  async sendPayload(channel, payload, opts = {}) {
+    checkId("channel", channel);
+    if (!this.outbox || !this.session) throw new MqchatError("not_logged_in", "log in first");
+    if (typeof payload.body === "string" && payload.body.length > 4e3) {
+      throw new MqchatError("body_too_long", "the body is over 4,000 characters");
+    }
+    const cmid = opts.cmid ?? this.newCmid();
+    const result = new Promise((resolve, reject) => this.pending.set(cmid, { resolve, reject }));
+    await this.outbox.add({
+      cmid,
+      channel,
+      payload: { cmid, ...payload },
+      createdMs: this.now(),
+      sentMs: 0,
+      attempts: 0
+    });
+    if (this.stateValue === "connected") this.flushOutbox();
+    return result;
+  }
+  /** Sends waiting for their ack. */
+  pendingSends() {
+    return (this.outbox?.all() ?? []).map(({ cmid, channel, payload, attempts }) => ({ cmid, channel, payload, attempts }));
+  }
+  newCmid() {
+    this.cmidCounter += 1;
+    const rand = Math.floor(this.random() * 2 ** 32).toString(36);
+    return `${this.deviceId.slice(0, 24)}-${this.now().toString(36)}-${rand}-${this.cmidCounter}`;
+  }
+  flushOutbox() {
+    const mq = this.mq;
+    const session = this.session;
+    if (!mq || !session || !this.outbox || this.stateValue !== "connected") return;
+    const now = this.now();
+    for (const e of this.outbox.due(now, this.opts.ackTimeoutMs ?? 5e3)) {
+      this.outbox.markSent(e.cmid, now);
+      mq.publish(topics.send(session.user_id, this.deviceId, e.channel), JSON.stringify(e.payload), { qos: 1 });
+    }
+  }
+  // ---- read markers, typing, presence ----------------------------------------------------------
+  /** Move this user's read marker in `channel` to `seq` (default: the newest message held). */
+  async markRead(channel, seq) {
+    const cursor = this.tracker.cursor(channel);
+    const upTo = seq ?? cursor?.lastSeq ?? 0;
+    const state = await this.api.markRead(channel, upTo, cursor?.epoch);
+    const u = this.unreadState.get(channel) ?? { lastSeq: state.seq, readSeq: 0, mentions: 0 };
+    u.readSeq = Math.max(u.readSeq, state.seq);
+    u.mentions = state.mentions;
+    this.unreadState.set(channel, u);
+    this.emitUnread(channel);
+    return { type: "read", ...state };
+  }
+  /**
+   * Say the user is typing (call on every keystroke: refreshed at most every 3 s, at QoS 0) or has
+   * stopped (`false`, sent once).
+   */
+  setTyping(channel, typing) {
+    const mq = this.mq;
+    const me = this.userId;
+    if (!mq || !me || this.stateValue !== "connected") return;
+    const last = this.typingSent.get(channel);
+    const now = this.now();
+    if (typing) {
+      if (last !== void 0 && now - last < TYPING_REFRESH_MS) return;
+      this.typingSent.set(channel, now);
+    } else {
+      if (last === void 0) return;
+      this.typingSent.delete(channel);
+    }
+    mq.publish(topics.typing(channel, me), JSON.stringify({ typing }), { qos: 0 });
+  }
+  /** Receive `typing` events for a channel (the one on screen). */
+  watchTyping(channel) {
+    checkId("channel", channel);
+    if (this.watchedTyping.has(channel)) return;
+    this.watchedTyping.add(channel);
+    this.mq?.subscribe(topics.typingFilter(channel), { qos: 0 });
+  }
+  unwatchTyping(channel) {
+    if (this.watchedTyping.delete(channel)) this.mq?.unsubscribe(topics.typingFilter(channel));
+  }
+  /** Receive `presence` events for these users (the retained state arrives at once). */
+  watchPresence(users) {
+    const fresh = users.filter((u) => !this.watchedPresence.has(checkId("user", u)));
+    for (const u of fresh) this.watchedPresence.add(u);
+    if (fresh.length) this.mq?.subscribe(fresh.map(topics.userPresence), { qos: 1 });
+  }
+  unwatchPresence(users) {
+    const gone = users.filter((u) => this.watchedPresence.delete(u));
+    if (gone.length) this.mq?.unsubscribe(gone.map(topics.userPresence));
+  }
+  /** Publish this device's status (retained), e.g. `away` when the app goes to the background. */
+  async setStatus(status) {
+    const mq = this.mq;
+    if (!mq || !this.session) throw new MqchatError("not_connected", "connect first");
+    await this.publishAsync(
+      mq,
+      topics.devicePresence(this.session.user_id, this.deviceId),
+      JSON.stringify({ status, ts: this.now() }),
+      { qos: 1, retain: true }
+    );
+  }
+  // ---- HTTP conveniences ----------------------------------------------------------------------
+  history(channel, q = {}) {
+    return this.api.history(channel, q);
+  }
+  inbox() {
+    return this.api.inbox();
+  }
+  /**
+   * Create a group channel, or a direct one with exactly one other user, by user ids. Every
+   * member's devices subscribe on the `membership` event.
+   */
+  async createChannel(kind, members, name) {
+    const created = await this.api.createChannel(kind, members, name);
+    return created.channel_id;
+  }
+  publishAsync(mq, topic, payload, opts) {
+    return new Promise((resolve, reject) => mq.publish(topic, payload, opts, (err) => err ? reject(err) : resolve()));
+  }
+};
+export {
+  CONNACK,
+  CREDENTIALS,
+  ChannelTracker,
+  DEFAULT_BACKOFF,
+  ERROR_CODES,
+  HttpApi,
+  MemoryStorage,
+  MqchatClient,
+  MqchatError,
+  Outbox,
+  RETRYABLE,
+  TERMINAL,
+  backoffBound,
+  backoffDelay,
+  checkId,
+  classify,
+  classifyIncoming,
+  decide,
+  dueEntries,
+  errorInfo,
+  parseTopic,
+  tokenExpired,
+  topics
+};
