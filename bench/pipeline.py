@@ -208,7 +208,9 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
 async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = None,
                        target: str = "mqchat") -> Result:
     """The full pipeline; ``broker_port``: an external broker (``mqchat up --broker``) instead of the embedded one."""
-    system = System.on_free_ports(workdir, broker_port=broker_port, env={"MQCHAT_LOG_LEVEL": "WARNING"})
+    # A benchmark from one loopback address: HTTP rate limits off, explicitly (docs/security.md).
+    system = System.on_free_ports(workdir, broker_port=broker_port,
+                                  env={"MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_RATELIMIT__ENABLED": "false"})
     try:
         system.start(90)
         api = Api(system.api)

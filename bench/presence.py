@@ -37,7 +37,8 @@ async def _commandstats(r: aioredis.Redis) -> dict[str, int]:
 
 async def run(users: int, cycles: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp, RedisServer(Path(tmp)) as redis_server, \
-            launch(env={"MQCHAT_REDIS__URL": redis_server.url}, workdir=Path(tmp)) as system:
+            launch(env={"MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_RATELIMIT__ENABLED": "false"},
+                   workdir=Path(tmp)) as system:
         r = aioredis.Redis(port=redis_server.port)
         try:
             api = Api(system.api)

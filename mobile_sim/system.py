@@ -76,7 +76,8 @@ def start(*, transport: Transport = "embedded", push: bool = False, env: dict[st
     with contextlib.ExitStack() as stack:
         workdir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mobile-sim-")))
         secret = secrets.token_urlsafe(48)
-        child_env = {"MQCHAT_AUTH__SECRET": secret}
+        # A load test from one loopback address: HTTP rate limits off, explicitly (docs/security.md).
+        child_env = {"MQCHAT_AUTH__SECRET": secret, "MQCHAT_RATELIMIT__ENABLED": "false"}
         standins = None
         if push:
             # Imported here: the stand-ins bring TLS and HTTP/2 servers only the push scenario needs.
