@@ -22,6 +22,7 @@ import aiomqtt
 import pytest
 
 from harness.client import Device, Session
+from harness.http import ApiError
 from mqchat import schema
 from tests.conftest import System, children_of
 from tests.e2e.conftest import World
@@ -115,6 +116,14 @@ async def test_every_process_killed_in_turn_under_load_heals_with_nothing_lost(s
     assert system.proc.poll() is None, "mqchat up stopped"
 
     acked = {(s.session.user_id, cmid): ack for s in senders for cmid, ack in s.acked.items()}
+    async def api_answers() -> bool:  # the API may still be coming back from its own restart
+        try:
+            await world.api.history(world.alice_phone.token, world.channel, limit=1)
+        except ApiError:
+            return False
+        return True
+
+    await wait_for(api_answers, within=60, what="the API answering", interval=0.5)
     messages: list[dict[str, Any]] = []
     before: int | None = None
     while True:  # the whole channel, oldest first
