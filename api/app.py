@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 import mqchat
-from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
+from api import device_routes, errors, guards, hooks, message_routes, provisioning, routes, state_routes
 from api.deps import Services
 from api.events import EventSink, MqttEventSink
 from api.limits import Limits
@@ -47,6 +47,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
+    app.include_router(message_routes.router)
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api import models, paging
+from api import message_routes, models, paging
 from api.deps import Me, Services, Svc, member_channel
 from api.errors import ApiError
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
@@ -144,7 +144,8 @@ async def sync(body: models.SyncRequest, me: Me, svc: Svc) -> models.SyncResult:
         # latest page, and older messages come from history when the user scrolls back.
         return models.SyncChannel(channel=channel, status=status, epoch=page.epoch, last_seq=page.last_seq,
                                   has_more=status == "ok" and (page.has_more or granted < wanted),
-                                  messages=[_out(m) for m in page.messages])
+                                  messages=await message_routes.with_states(svc, me.user_id, channel,
+                                                                            page.messages))
 
     results = await asyncio.gather(*(one(c) for c in sorted(mine)))
     badge, _, _ = await _badge(svc, me.user_id)
