@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from mqchat.storage.base import StoredMessage
-from tests.api.test_http_api import bearer, error, user
+from tests.api.conftest import bearer, error, user
 
 
 def ev(channel: str, seq: int, sender: str, kind: str, count: int, **fields: Any) -> StoredMessage:
