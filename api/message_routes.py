@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api import models
 from api.deps import Me, Services, Svc, member_channel
 from api.errors import ApiError
 from mqchat import fold, schema
+from mqchat.errors import SchemaError
 from mqchat.storage.base import StoredMessage
 
 router = APIRouter(prefix="/v1")
@@ -66,3 +67,40 @@ async def pins(channel_id: str, me: Me, svc: Svc) -> models.PinsOut:
     pinned = fold.fold(related).pinned()
     messages = [m for m in related if m.seq in set(pinned)]
     return models.PinsOut(channel=channel_id, messages=await with_states(svc, me.user_id, channel_id, messages))
+
+
+#: How each error ack of the bridge (and of :func:`mqchat.schema.decode_send`) maps to HTTP.
+SEND_STATUS: dict[str, int] = {
+    "payload_too_large": 413, "not_member": 403, "forbidden": 403, "not_found": 404, "target_deleted": 409,
+    "too_many_reactions": 409, "invalid_thread": 409, "unavailable": 503,
+}
+
+
+@router.post("/channels/{channel_id}/messages", response_model=models.SendOut, responses={
+    403: {"description": "not_member, forbidden"}, 404: {"description": "not_found: the target"},
+    409: {"description": "target_deleted, too_many_reactions, invalid_thread"},
+    422: {"description": "the payload codes of docs/protocol.md"},
+    503: {"description": "unavailable: retry with the same cmid"},
+    504: {"description": "ack_timeout: no ack in time; retry with the same cmid"}})
+async def send(channel_id: str, request: Request, me: Me, svc: Svc) -> models.SendOut:
+    """Send as the token's device: the body is the MQTT send payload (docs/protocol.md), and the
+    answer is the bridge's ack. Same bridge path as MQTT: same order, idempotency by ``cmid``
+    (a retry answers the original ``id`` and ``seq``) and error codes."""
+    raw = await request.body()
+    try:
+        req = schema.decode_send(raw)  # the bridge's own decoder: same codes, and a cmid to wait on
+    except SchemaError as exc:
+        raise ApiError(SEND_STATUS.get(exc.code, 422), exc.code, exc.message) from None
+    if svc.sends is None:
+        raise ApiError(503, "unavailable", "this API instance has no broker connection for sends", retry_after_s=1)
+    try:
+        ack = await svc.sends.send(me.user_id, me.device_id, channel_id, req.cmid, raw,
+                                   svc.settings.http.send_timeout_s)
+    except TimeoutError:
+        raise ApiError(504, "ack_timeout", "no ack from the bridge in time; retry with the same cmid",
+                       retry_after_s=1) from None
+    if not ack.ok:
+        error = ack.error or schema.ErrorBody("unavailable", "refused without a reason")
+        raise ApiError(SEND_STATUS.get(error.code, 422), error.code, error.message,
+                       retry_after_s=1 if error.code == "unavailable" else None)
+    return models.SendOut(cmid=ack.cmid, channel=ack.channel, ok=True, id=ack.id, seq=ack.seq, epoch=ack.epoch)
