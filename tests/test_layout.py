@@ -21,7 +21,7 @@ ALLOWED = {
     "workers": {"mqchat"},
     "mobile_sim": {"mqchat"},
 }
-MOBILE_SIM_MAY_USE = {"mqchat", "mqchat.topics", "mqchat.schema", "mqchat.config", "mqchat.mqtt"}
+MOBILE_SIM_MAY_USE = {"mqchat", "mqchat.topics", "mqchat.schema", "mqchat.config", "mqchat.mqtt", "mqchat.fold"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -111,8 +111,10 @@ _IN_CHUNK = 400  # stay well below SQLite's bound-parameter limit
 class _Db:
     """One SQLite connection driven from one thread."""
 
-    def __init__(self, path: Path, migrations: list[str], busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path, migrations: list[str], busy_timeout_ms: int = 10_000, *,
+                 secure_delete: bool = False) -> None:
         self.path = path
+        self._secure_delete = secure_delete
         self._busy_timeout_ms = busy_timeout_ms
         self._migrations = migrations
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
@@ -126,6 +128,10 @@ class _Db:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        if self._secure_delete:
+            # Erased words (a deleted message's body) are overwritten with zeros in the file, not
+            # left in free space. The WAL keeps older page images until its next checkpoint.
+            conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -211,7 +217,7 @@ class SqliteMessageStore:
     """
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
-        self._db = _Db(path, MESSAGES_SCHEMA, busy_timeout_ms)
+        self._db = _Db(path, MESSAGES_SCHEMA, busy_timeout_ms, secure_delete=True)
 
     async def open(self) -> SqliteMessageStore:
         await self._db.open()
