@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--messages", type=int, default=2000, help="sends in total")
     b.add_argument("--rate", type=float, default=0, help="offered sends/s in total; 0 = closed loop")
     b.add_argument("--window", type=int, default=20, help="sends in flight per device")
+    b.add_argument("--mix", type=float, default=0.0,
+                   help="also run the pipeline with this share of sends being edits and reactions (mqchat-mix)")
     b.add_argument("--targets", default="mqchat,mqchat-mosquitto,broker,mosquitto",
                    help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), broker (ours, bare), mosquitto")
     b.add_argument("--json", type=Path, help="also write the results here")
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
 
-    load = Load(args.channels, args.members, args.messages, args.rate, args.window)
+    load = Load(args.channels, args.members, args.messages, args.rate, args.window, args.mix)
     console = Console(stderr=True)
     with console.status(f"benchmarking {args.targets} ({args.messages} sends, {args.channels}x{args.members})"):
         results = asyncio.run(run(load, args.targets.split(",")))
