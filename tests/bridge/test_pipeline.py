@@ -213,3 +213,28 @@ async def test_stream_messages_carry_the_event_fields() -> None:
     await pipe.process([event("bob", ch, "r", kind="reaction", target=1, emoji=":tada:", op="remove")])
     m = pub.stream()[-1]
     assert (m.kind, m.target, m.emoji, m.op, m.body, m.count_seq) == ("reaction", 1, ":tada:", "remove", "", 1)
+
+
+async def test_only_texts_move_markers_record_mentions_and_queue_pushes(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from mqchat.storage.base import ReadMarker
+    from mqchat.storage.push_state import PushState
+    from mqchat.storage.redis_client import RedisClient
+    from mqchat.storage.redis_state import RedisState
+
+    redis = RedisClient.from_url(redis_server.url)
+    state, push = RedisState(redis), PushState(redis)
+    await push.ensure_groups()
+    directory = MemoryDirectory()
+    channel, _ = await directory.create_channel("group", None, "alice", ["bob"], now_ms=1)
+    ch = channel.channel_id
+    pipe = Pipeline(MemoryMessageStore(), directory, Sequencer(Snowflake(1)), RecordingPublisher(),
+                    read_state=state, fanout=state)
+    await pipe.process([send("alice", ch, "1", "hi <@bob>")])
+    await pipe.process([event("alice", ch, "2", kind="edit", target=1, body="hi again <@bob>"),
+                        event("alice", ch, "3", kind="reaction", target=1, emoji="👍", op="add"),
+                        event("alice", ch, "4", kind="pin", target=1)])
+    assert await state.read_markers("alice", [ch]) == {ch: ReadMarker(1, 1)}  # not moved to 4
+    assert await state.mention_counts("bob", {ch: 0}) == {ch: 1}  # the edit's mention is not counted again
+    jobs = await push.read_fanout_jobs("f1", block_ms=100)
+    assert [fields["seq"] for _, fields in jobs] == ["1"]  # one push job: the text
+    await redis.close()

@@ -316,3 +316,27 @@ async def test_rich_events_round_trip_and_fold(backend: tuple[MessageStore, Reop
         assert [m.seq for m in await current.pin_events("ch")] == [5, 9, 10]
         assert await current.counts_at([("ch", 1), ("ch", 4), ("ch", 6), ("ch", 10), ("none", 3)]) == {
             ("ch", 1): 1, ("ch", 4): 2, ("ch", 6): 3, ("ch", 10): 3, ("none", 3): 0}
+
+
+async def test_a_version_1_sqlite_file_migrates_and_counts_its_texts(tmp_path: Path) -> None:
+    """Messages stored before rich messages existed were all texts: each counts toward unread."""
+    import sqlite3
+
+    from mqchat.storage.sqlite import MESSAGES_SCHEMA
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MESSAGES_SCHEMA[0] + "PRAGMA user_version=1;")
+        conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         [("c1", 1, s, 100 + s, "u1", "d1", f"m{s}", s, "text", f"b{s}") for s in (1, 2, 3)])
+        conn.execute("INSERT INTO positions VALUES ('c1', 1, 3)")
+    store = await SqliteMessageStore(path).open()
+    try:
+        assert (await store.positions(["c1"]))["c1"].count == 3
+        assert await store.counts_at([("c1", 2)]) == {("c1", 2): 2}
+        await store.append([replace(msg("c1", 4), kind="reaction", body="", target=2, emoji="👍", op="add",
+                                    count_seq=3)])
+        assert (await store.positions(["c1"]))["c1"].count == 3
+        assert [m.count_seq for m in (await store.history("c1")).messages] == [1, 2, 3, 3]
+    finally:
+        await store.close()
