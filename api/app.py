@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 import mqchat
-from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
+from api import device_routes, errors, guards, hooks, message_routes, provisioning, routes, state_routes
 from api.deps import Services
-from api.events import EventSink, MqttEventSink
+from api.events import EventSink, MqttEventSink, SendPath
 from api.limits import Limits
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
@@ -37,7 +37,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
-               redis: RedisClient, events: EventSink) -> FastAPI:
+               redis: RedisClient, events: EventSink, sends: SendPath | None = None) -> FastAPI:
     """Build the FastAPI application around already-open stores (tests pass their own); the caller
     owns and closes them, ``redis`` included (it also keeps the rate limits, shared by every instance)."""
     app = FastAPI(
@@ -48,10 +48,11 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     hasher = PasswordHasher()
     app.state.services = Services(settings, keys, directory, store, RedisState(redis), PushState(redis), events,
                                   hasher, hasher.hash("not-a-password"),
-                                  Limits(settings.ratelimit, RedisRateLimiter(redis)))
+                                  Limits(settings.ratelimit, RedisRateLimiter(redis)), sends)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
+    app.include_router(message_routes.router)
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
@@ -117,7 +118,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                                password=password)
         await events.start()
         stack.push_async_callback(events.stop)
-        app = create_app(settings, directory, store, keys, redis, events)
+        app = create_app(settings, directory, store, keys, redis, events, sends=events)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(settings.http.trusted_proxies),

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
-from api.events import EventSink
+from api.events import EventSink, SendPath
 from api.limits import Limits
 from mqchat import auth
 from mqchat.config import Settings
@@ -41,6 +41,8 @@ class Services:
     dummy_hash: str
     """Verified against when a username is unknown, so both cases take the same time."""
     limits: Limits
+    sends: SendPath | None = None
+    """Where ``POST /v1/channels/{id}/messages`` goes (the broker); ``None``: that route answers 503."""
 
 
 def services(request: Request) -> Services:

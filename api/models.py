@@ -8,7 +8,7 @@ struct, field for field, that the bridge publishes on ``ch/{channel}``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints, model_validator
@@ -110,7 +110,7 @@ class WireStruct:
     def __get_pydantic_core_schema__(self, source: type[msgspec.Struct],
                                      handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         shape = core_schema.typed_dict_schema(
-            {f.name: core_schema.typed_dict_field(handler.generate_schema(f.type), required=True)
+            {f.name: core_schema.typed_dict_field(handler.generate_schema(_wire(f.type)), required=True)
              for f in msgspec.structs.fields(source)},
             ref=self.name,
             metadata={"pydantic_js_updates": {"title": self.name, "description": (source.__doc__ or "").strip()}})
@@ -123,8 +123,24 @@ class WireStruct:
             serialization=core_schema.plain_serializer_function_ser_schema(msgspec.to_builtins, return_schema=shape))
 
 
-#: A message as returned by history, sync and the inbox: the ``ch/{channel}`` payload itself.
+def _wire(tp: Any) -> Any:
+    """A field type with every nested struct (alone, optional, or in a list) annotated as a WireStruct."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return Annotated[tp, WireStruct(tp.__name__)]
+    args = get_args(tp)
+    if args and get_origin(tp) is list:
+        return list[_wire(args[0])]  # type: ignore[misc]
+    if args and type(None) in args and len(args) == 2:
+        inner = next(a for a in args if a is not type(None))
+        return Optional[_wire(inner)]  # noqa: UP045 - built at run time from a value
+    return tp
+
+
+#: A message as returned by the inbox: the ``ch/{channel}`` payload itself.
 MessageOut = Annotated[schema.ChannelMessage, WireStruct("MessageOut")]
+#: An event as history, sync, threads and pins return it: the ``ch/{channel}`` payload plus, on
+#: messages, their folded ``state`` now (docs/http.md).
+HistoryMessageOut = Annotated[schema.HistoryMessage, WireStruct("HistoryMessageOut")]
 
 
 class HistoryOut(BaseModel):
@@ -132,7 +148,30 @@ class HistoryOut(BaseModel):
     epoch: int
     last_seq: int
     has_more: bool
-    messages: list[MessageOut]
+    messages: list[HistoryMessageOut]
+
+
+class ThreadOut(BaseModel):
+    channel: str
+    root: HistoryMessageOut
+    replies: list[HistoryMessageOut] = Field(description="In seq order, after the cursor `after`.")
+    has_more: bool
+
+
+class PinsOut(BaseModel):
+    channel: str
+    messages: list[HistoryMessageOut] = Field(description="Pinned messages, in seq order.")
+
+
+class SendOut(BaseModel):
+    """The bridge's ack of a send made over HTTP, as a device gets it on ``dev/.../ack``."""
+
+    cmid: str | None
+    channel: str
+    ok: bool
+    id: str | None = None
+    seq: int | None = None
+    epoch: int | None = None
 
 
 class MarkRead(_Strict):
@@ -189,7 +228,7 @@ class SyncChannel(BaseModel):
     epoch: int
     last_seq: int
     has_more: bool = Field(description="More messages follow: call sync again with the new last_seq.")
-    messages: list[MessageOut]
+    messages: list[HistoryMessageOut]
 
 
 class SyncResult(BaseModel):

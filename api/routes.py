@@ -6,11 +6,10 @@ import asyncio
 import time
 from typing import Annotated
 
-import msgspec
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Query, Request, Response, status
 
-from api import models, paging
+from api import message_routes, models, paging
 from api.deps import Me, Services, Svc, member_channel, now_ms
 from api.errors import ApiError
 from api.limits import client_address
@@ -150,8 +149,9 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> models.HistoryOut:
     await member_channel(svc, me, channel_id)
+    """Every event in seq order (gap-free); each message carries its folded ``state`` now."""
     page = await svc.store.history(channel_id, before=before, after=after, limit=limit)
     return models.HistoryOut(
         channel=channel_id, epoch=page.epoch, last_seq=page.last_seq, has_more=page.has_more,
-        messages=[models.MessageOut(**msgspec.structs.asdict(m.to_wire())) for m in page.messages],
+        messages=await message_routes.with_states(svc, me.user_id, channel_id, page.messages),
     )

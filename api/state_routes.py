@@ -7,7 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api import models, paging
+from api import message_routes, models, paging
 from api.deps import Me, Services, Svc, member_channel
 from api.errors import ApiError
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
@@ -21,11 +21,17 @@ def _out(m: StoredMessage) -> models.MessageOut:
     return m.to_wire()
 
 
+async def _counts(svc: Services, positions: dict[str, Position],
+                  markers: dict[str, ReadMarker | None]) -> unread.Counts:
+    points = unread.points(positions, markers)
+    return await svc.store.counts_at(points) if points else {}
+
+
 async def _badge(svc: Services, user_id: str) -> tuple[int, dict[str, Position], dict[str, ReadMarker | None]]:
     channels = list(await svc.directory.channel_ids_of(user_id))
     positions = await svc.store.positions(channels)
     markers = await svc.state.read_markers(user_id, channels)
-    return unread.badge(positions, markers), positions, markers
+    return unread.badge(positions, markers, await _counts(svc, positions, markers)), positions, markers
 
 
 @router.post("/channels/{channel_id}/read", response_model=models.ReadState)
@@ -45,8 +51,10 @@ async def mark_read(channel_id: str, body: models.MarkRead, me: Me, svc: Svc) ->
     badge, _, _ = await _badge(svc, me.user_id)
     seq = unread.read_seq(position, marker)
     mentions = (await svc.state.mention_counts(me.user_id, {channel_id: seq}))[channel_id]
+    counts = await _counts(svc, {channel_id: position}, {channel_id: marker})
     result = models.ReadState(channel=channel_id, epoch=position.epoch, seq=seq,
-                              unread=unread.unread(position, marker), mentions=mentions, badge=badge)
+                              unread=unread.unread(channel_id, position, marker, counts), mentions=mentions,
+                              badge=badge)
     await svc.events.user_event(me.user_id, {"type": "read", **result.model_dump()})
     return result
 
@@ -60,6 +68,7 @@ async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Curso
     positions = await svc.store.positions(ids)
     markers = await svc.state.read_markers(me.user_id, ids)
     read_seqs = {c: unread.read_seq(positions[c], markers[c]) for c in ids}
+    counts = await _counts(svc, positions, markers)
     mentions = await svc.state.mention_counts(me.user_id, read_seqs)
     lasts = dict(zip(ids, await asyncio.gather(*(svc.store.history(c, limit=1) for c in ids)), strict=True))
 
@@ -83,11 +92,11 @@ async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Curso
         entries.append(models.InboxEntry(
             channel_id=cid, kind=channel.kind, name=channel.name, members=who, epoch=positions[cid].epoch,
             last_seq=positions[cid].last_seq, read_seq=read_seqs[cid],
-            unread=unread.unread(positions[cid], markers[cid]),
+            unread=unread.unread(cid, positions[cid], markers[cid], counts),
             mentions=mentions[cid], last_message=_out(last) if last else None,
             activity_ms=activity(channel)[0],
         ))
-    return models.Inbox(channels=entries, badge=sum(unread.unread(positions[c], markers[c]) for c in ids),
+    return models.Inbox(channels=entries, badge=unread.badge(positions, markers, counts),
                         mentions=sum(mentions.values()),
                         next_cursor=paging.encode("inbox", *activity(page[-1])) if more else None)
 
@@ -135,7 +144,8 @@ async def sync(body: models.SyncRequest, me: Me, svc: Svc) -> models.SyncResult:
         # latest page, and older messages come from history when the user scrolls back.
         return models.SyncChannel(channel=channel, status=status, epoch=page.epoch, last_seq=page.last_seq,
                                   has_more=status == "ok" and (page.has_more or granted < wanted),
-                                  messages=[_out(m) for m in page.messages])
+                                  messages=await message_routes.with_states(svc, me.user_id, channel,
+                                                                            page.messages))
 
     results = await asyncio.gather(*(one(c) for c in sorted(mine)))
     badge, _, _ = await _badge(svc, me.user_id)

@@ -85,6 +85,8 @@ class Load:
     messages: int
     rate: float
     window: int
+    mix: float = 0.0
+    """Share of sends that are edits and reactions (target ``mqchat-mix``, run beside ``mqchat``)."""
 
 
 @dataclass
@@ -99,11 +101,18 @@ class Peer:
     arrivals: dict[str, float] = field(default_factory=dict)
     acks: dict[str, float] = field(default_factory=dict)
     waiting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    text_seq: int | None = None
+    """Seq of this peer's latest acked text (what its edits and reactions name, with ``--mix``)."""
+    events: set[str] = field(default_factory=set)
+    """cmids of the edits and reactions this peer sent."""
 
     def on_message(self, msg: Message) -> None:
         now = time.perf_counter()
         if msg.topic.startswith("dev/"):
-            cmid = schema.decode_ack(msg.payload).cmid or ""
+            ack = schema.decode_ack(msg.payload)
+            cmid = ack.cmid or ""
+            if ack.ok and ack.seq is not None and cmid not in self.events:
+                self.text_seq = max(ack.seq, self.text_seq or 0)
             self.acks[cmid] = now
             fut = self.waiting.pop(cmid, None)
             if fut is not None and not fut.done():
@@ -116,6 +125,7 @@ class Peer:
 
 async def run_load(target: str, peers: list[Peer], load: Load, *, pipeline: bool) -> Result:
     result = Result(target, load.rate)
+    mix = load.mix if target.endswith("-mix") else 0.0
     for p in peers:
         p.pipeline = pipeline
     sent_at: dict[str, float] = {}
@@ -138,7 +148,14 @@ async def run_load(target: str, peers: list[Peer], load: Load, *, pipeline: bool
             body = f"message {i} from {peer.device}"
             if pipeline:
                 t = topics.send(peer.user, peer.device, peer.channel)
-                payload = schema.encode(schema.SendRequest(cmid=cmid, kind="text", body=body))
+                req = schema.SendRequest(cmid=cmid, kind="text", body=body)
+                if mix and peer.text_seq is not None and int((i + 1) * mix) > int(i * mix):  # evenly spread
+                    # Half edits of the peer's latest text, half reactions on it (add, then remove).
+                    peer.events.add(cmid)
+                    req = (schema.SendRequest(cmid=cmid, kind="edit", target=peer.text_seq, body=body) if i % 2 else
+                           schema.SendRequest(cmid=cmid, kind="reaction", target=peer.text_seq, emoji="👍",
+                                              op="add" if i % 4 else "remove"))
+                payload = schema.encode(req)
                 done = asyncio.get_running_loop().create_future()
                 peer.waiting[cmid] = done
             else:
@@ -282,6 +299,9 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
             workdir.mkdir()
             if target == "mqchat":
                 results.append(await bench_mqchat(load, workdir))
+                if load.mix:
+                    (workdir / "mix").mkdir()
+                    results.append(await bench_mqchat(load, workdir / "mix", target="mqchat-mix"))
             elif target == "broker":
                 results.append(await bench_broker(load, workdir))
             elif target in ("mosquitto", "mqchat-mosquitto"):
@@ -304,7 +324,7 @@ def ratios(results: list[Result]) -> dict[str, float]:
     by = {r.target: r.summary() for r in results}
     out: dict[str, float] = {}
     pairs = [("mqchat", "broker"), ("mqchat", "mosquitto"), ("mqchat-mosquitto", "mosquitto"),
-             ("mqchat-mosquitto", "mqchat")]
+             ("mqchat-mosquitto", "mqchat"), ("mqchat-mix", "mqchat")]
     for top, base in pairs:
         if top not in by or base not in by:
             continue
@@ -325,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=2000, help="sends in total")
     p.add_argument("--rate", type=float, default=0, help="offered sends/s in total; 0 = closed loop")
     p.add_argument("--window", type=int, default=20, help="sends in flight per device")
+    p.add_argument("--mix", type=float, default=0.0,
+                   help="also run the pipeline with this share of sends being edits and reactions (mqchat-mix)")
     p.add_argument("--targets", default="mqchat,mqchat-mosquitto,broker,mosquitto",
                    help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), broker (ours, bare), mosquitto")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    load = Load(args.channels, args.members, args.messages, args.rate, args.window)
+    load = Load(args.channels, args.members, args.messages, args.rate, args.window, args.mix)
     console = Console(stderr=True)
     with console.status(f"benchmarking {args.targets} ({args.messages} sends, {args.channels}x{args.members})"):
         results = asyncio.run(run(load, args.targets.split(",")))

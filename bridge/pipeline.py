@@ -1,4 +1,10 @@
-"""One batch of sends through the bridge: validate, authorize, dedup, order, persist, publish, ack."""
+"""One batch of sends through the bridge: validate, authorize, dedup, check targets, order, persist,
+publish, ack.
+
+Events that name another message (edit, delete, reaction, pin, replies) are checked against the
+folded state of the messages they name (:func:`mqchat.fold.refusal`), read with one
+``MessageStore.related`` call per batch; a refused event gets an error ack and nothing is stored.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bridge.sequencer import Draft, Plan, Sequencer
-from mqchat import schema, topics
+from mqchat import fold, schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
-from mqchat.storage.base import Directory, FanoutQueue, MessageStore, ReadStateStore, StoredMessage
+from mqchat.storage.base import CmidKey, Directory, FanoutQueue, MessageStore, ReadStateStore, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +50,14 @@ class BatchStats:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
-#: Error codes the bridge itself adds to those of :mod:`mqchat.schema`.
+#: Error codes the bridge itself adds to those of :mod:`mqchat.schema` (and of
+#: :func:`mqchat.fold.refusal`: ``not_found``, ``forbidden``, ``target_deleted``,
+#: ``too_many_reactions``, ``invalid_thread``).
 NOT_MEMBER = "not_member"
 UNAVAILABLE = "unavailable"
+
+#: A draft the bridge refuses, with the error code and message of its ack.
+Refusal = tuple[Draft, str, str]
 
 
 def _error_ack(cmid: str | None, channel: str, code: str, message: str) -> bytes:
@@ -126,7 +137,9 @@ class Pipeline:
             except SchemaError as exc:
                 reject(item, schema.salvage_cmid(item.payload), exc.code, exc.message)
                 continue
-            drafts.append((item, Draft(item.user, item.device, item.channel, req.cmid, req.kind, req.body)))
+            drafts.append((item, Draft(item.user, item.device, item.channel, req.cmid, req.kind, req.body or "",
+                                       target=req.target, emoji=req.emoji, op=req.op, reply_to=req.reply_to,
+                                       thread=req.thread)))
 
         # 2. membership, one round trip for the batch
         if drafts:
@@ -144,12 +157,15 @@ class Pipeline:
         if drafts:
             plan_items = [d for _, d in drafts]
             try:
-                plan = await self._order_and_persist(plan_items)
+                plan, refused = await self._order_and_persist(plan_items)
             except StorageError as exc:
                 logger.error("batch of %d sends not persisted: %s", len(plan_items), exc)
                 for item, d in drafts:
                     reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
             else:
+                inbound = {id(d): item for item, d in drafts}
+                for d, code, message in refused:
+                    reject(inbound[id(d)], d.cmid, code, message)
                 plan_new = plan.new_messages
                 stream = [(topics.stream(m.channel), schema.encode(m.to_wire())) for m in plan.to_publish]
                 for o in plan.outcomes:
@@ -175,6 +191,11 @@ class Pipeline:
         """After the acks: move senders' read markers, record mentions, queue push jobs. Best effort:
         messages and acks are already safe; a failure only delays unread counts or pushes."""
         jobs = []
+        # Only new content counts: edits, deletes, reactions and pins move no marker, mention
+        # nobody (an edit that adds a mention does not notify again) and push nothing.
+        new = [m for m in new if m.counts]
+        if not new:
+            return
         if self._read_state is not None:
             markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
             # Only members are mentioned: a made-up or foreign user id in a body creates no state.
@@ -217,12 +238,47 @@ class Pipeline:
         if new:
             await self.run_followups(new)
 
-    async def _order_and_persist(self, drafts: list[Draft]) -> Plan:
+    async def _validate(self, drafts: list[Draft], known: set[CmidKey]) -> tuple[list[Draft], list[Refusal]]:
+        """Check the events that name other messages against the states they would change: one
+        store round trip for the batch (none when no draft names a message). Retries of stored
+        events (``known``) are not checked again: they get their original ack."""
+        wanted: dict[str, set[int]] = {}
+        for d in drafts:
+            if d.key in known:
+                continue
+            for ref in (d.target, d.reply_to, d.thread):
+                if ref is not None:
+                    wanted.setdefault(d.channel, set()).add(ref)
+        if not wanted:
+            return drafts, []
+        related = await self._store.related(wanted)
+        states = {c: fold.fold(related.get(c, [])) for c in wanted}
+        accepted: list[Draft] = []
+        refused: list[Refusal] = []
+        seen: set[CmidKey] = set()
+        for d in drafts:
+            if d.key in known or d.key in seen or d.channel not in states:
+                accepted.append(d)
+                continue
+            why = fold.refusal(states[d.channel], d)
+            if why is not None:
+                refused.append((d, *why))
+                continue
+            seen.add(d.key)
+            accepted.append(d)
+            # Later drafts of this batch see this one (a delete then an edit of one message: the
+            # edit is refused). A text draft folds in at seq 0, which no event can name.
+            states[d.channel] = fold.apply(states[d.channel], d)
+        return accepted, refused
+
+    async def _order_and_persist(self, drafts: list[Draft]) -> tuple[Plan, list[Refusal]]:
         missing = self._seq.unknown_channels(d.channel for d in drafts)
         if missing:
             self._seq.load(await self._store.positions(missing))
         lookup = [d.key for d in drafts if self._seq.recent(d.key) is None]
         stored = await self._store.find_cmids(lookup) if lookup else {}
+        known = {d.key for d in drafts if d.key in stored or self._seq.recent(d.key) is not None}
+        drafts, refused = await self._validate(drafts, known)
         plan = self._seq.plan(drafts, stored, self._clock_ms())
         new = plan.new_messages
         loop = asyncio.get_running_loop()
@@ -245,4 +301,4 @@ class Pipeline:
                 self._seq.forget(plan.positions)
                 raise
         self._seq.apply(plan)
-        return plan
+        return plan, refused

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mqchat.ids import Snowflake
+from mqchat.schema import COUNTING_KINDS
 from mqchat.storage.base import CmidKey, Position, StoredMessage
 
 
@@ -28,10 +29,28 @@ class Draft:
     cmid: str
     kind: str
     body: str
+    target: int | None = None
+    emoji: str | None = None
+    op: str | None = None
+    reply_to: int | None = None
+    thread: int | None = None
 
     @property
     def key(self) -> CmidKey:
         return (self.channel, self.user, self.cmid)
+
+    @property
+    def seq(self) -> int:
+        """Not ordered yet (for :func:`mqchat.fold.refusal`, which reads no seq of the event)."""
+        return 0
+
+    @property
+    def sender(self) -> str:
+        return self.user
+
+    @property
+    def ts(self) -> int:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +141,13 @@ class Sequencer:
                 plan.outcomes.append(Ordered(d, earlier, new=False, republish=unpublished))
                 continue
             pos = plan.positions.get(d.channel) or self._positions[d.channel]
-            pos = Position(pos.epoch, pos.last_seq + 1)
+            pos = Position(pos.epoch, pos.last_seq + 1, pos.count + (d.kind in COUNTING_KINDS))
             plan.positions[d.channel] = pos
             msg = StoredMessage(
                 id=self._snowflake.next_id(now_ms), channel=d.channel, seq=pos.last_seq, epoch=pos.epoch,
                 sender=d.user, device=d.device, cmid=d.cmid, ts=now_ms, kind=d.kind, body=d.body,
+                target=d.target, emoji=d.emoji, op=d.op, reply_to=d.reply_to, thread=d.thread,
+                count_seq=pos.count,
             )
             batch[d.key] = msg
             plan.outcomes.append(Ordered(d, msg, new=True))

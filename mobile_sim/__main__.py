@@ -41,6 +41,8 @@ def add_run_parser(sub: Any) -> None:
     beh.add_argument("--burst-size", type=int, default=d.burst_size)
     beh.add_argument("--read-rate", type=float, default=d.read_rate, help="mark-read calls/s in total")
     beh.add_argument("--typing-rate", type=float, default=d.typing_rate, help="typing indicators/s in total")
+    beh.add_argument("--rich", type=float, default=d.rich,
+                     help="chat: share of sends that are edits, deletes, reactions or thread replies")
     beh.add_argument("--duration", type=float, default=d.duration, help="seconds of traffic")
     beh.add_argument("--connect-rate", type=float, default=d.connect_rate, help="connects/s at start (0: at once)")
     beh.add_argument("--quiet", type=float, default=d.quiet, help="quiet seconds before the final sync")

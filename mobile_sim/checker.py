@@ -20,6 +20,7 @@ The invariants (``Violation.invariant``, and what ``Violation.ids`` holds):
 ``push.missing``   a push the rules require never came: ``(id, *devices not pushed)``
 ``badge``          an unread count shown differs from the formula: ``(device, channel)``
 ``presence``       an observer's last presence of a user differs from the truth: ``(observer, user)``
+``state``          a device's fold of a channel's events differs from history's states: ``(device, channel)``
 ================== =====================================================================================
 
 Devices appear sorted; message ids in seq order where they have one, else sorted. What "expected"
@@ -46,6 +47,7 @@ PUSH_UNEXPECTED = "push.unexpected"
 PUSH_MISSING = "push.missing"
 BADGE = "badge"
 PRESENCE = "presence"
+STATE = "state"
 
 INF = math.inf
 
@@ -109,6 +111,10 @@ class Counts:
     """(acked message, member) pairs judged for a required push."""
     badges: int = 0
     presence: int = 0
+    states: int = 0
+    """(device, channel) folds compared with history's states (rich-message runs)."""
+    states_unjudged: int = 0
+    """(device, channel) folds not compared: the device did not hold every seq."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +558,28 @@ def presence_violations(obs: Observations) -> list[Violation]:
             for p in obs.presence if p.status != p.actual]
 
 
+def state_violations(obs: Observations) -> tuple[list[Violation], int, int]:
+    """Invariant 7 (state = fold(events)): every device that holds a channel's whole stream shows
+    each message exactly as history's ``state`` does (edits, deletes, reactions with counts and
+    ``me``, reply counts, pins). Returns the violations, the folds compared and those skipped."""
+    out: list[Violation] = []
+    compared = unjudged = 0
+    for (device, channel), seen in sorted(obs.device_states.items()):
+        truth = obs.history_states.get(channel)
+        if truth is None or seen.last_seq != truth.last_seq:
+            unjudged += 1
+            continue
+        compared += 1
+        differ = sorted(s for s in truth.states.keys() | seen.states.keys()
+                        if truth.states.get(s) != seen.states.get(s))
+        if differ:
+            s = differ[0]
+            out.append(Violation(STATE, f"{device} folds {len(differ)} message(s) of {channel} unlike history; "
+                                 f"seq {s}: device {seen.states.get(s)} vs history {truth.states.get(s)}",
+                                 (device, channel)))
+    return out, compared, unjudged
+
+
 # --- all of them ---------------------------------------------------------------------------------
 
 
@@ -567,6 +595,8 @@ def check(obs: Observations, limits: Limits | None = None) -> Verdict:
         pushed, duplicates, pushes_unjudged, decisions = _push(ix, limits)
         violations += pushed
     violations += [*badge_violations(obs), *presence_violations(obs)]
+    states, states_compared, states_unjudged = state_violations(obs)
+    violations += states
     live = sum(1 for d in obs.deliveries if d.via == "live")
     counts = Counts(
         devices=len(ix.user_of),
@@ -577,5 +607,6 @@ def check(obs: Observations, limits: Limits | None = None) -> Verdict:
         expected=expected, unjudged_messages=unjudged, live_redeliveries=redeliveries,
         pushes=len(obs.pushes), push_duplicates=duplicates, pushes_unjudged=pushes_unjudged,
         push_decisions=decisions, badges=len(obs.badges), presence=len(obs.presence),
+        states=states_compared, states_unjudged=states_unjudged,
     )
     return Verdict(tuple(violations), counts, push_checked=obs.push_expected)

@@ -38,11 +38,11 @@ import msgspec
 
 from harness.http import ApiError, Http
 from mobile_sim.mqtt import ConnectionLost, Message, MqttClient
-from mobile_sim.observe import Badge, Delivery, Observations, Online, PresenceSeen, Push, Send, Synced
+from mobile_sim.observe import Badge, Delivery, Observations, Online, PresenceSeen, Push, Send, StatesSeen, Synced
 from mobile_sim.provision import Provisioner, Token, UserSpec
 from mobile_sim.reconnect import Backoff, Failure, Relogin, Retry, Stop, classify, decide
 from mobile_sim.system import Target
-from mqchat import schema, topics
+from mqchat import fold, schema, topics
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class ChannelState:
     """The cursor is valid (else the next sync lists nothing for it and takes the latest page)."""
     held: dict[int, schema.ChannelMessage] = field(default_factory=dict)
     filling: bool = False
+    events: dict[int, schema.ChannelMessage] = field(default_factory=dict)
+    """Every event the device holds, by seq (only with ``Fleet.keep_events``): what it folds."""
 
 
 @dataclass(slots=True)
@@ -193,6 +195,10 @@ class SimDevice:
 
     def send(self, channel: str, body: str) -> Send:
         """The user sends a message: into the outbox, and published now if the device is ready."""
+        return self.send_event(channel, kind="text", body=body)
+
+    def send_event(self, channel: str, **fields: Any) -> Send:
+        """A send of any kind (``text``, ``edit``, ``reaction``, ...; docs/protocol.md), like :meth:`send`."""
         fleet = self.fleet
         now = time.monotonic()
         cmid = fleet.next_cmid()
@@ -200,8 +206,10 @@ class SimDevice:
         fleet.obs.sends.append(send)
         fleet.sends[cmid] = send
         fleet.n_sent += 1
+        if fields.get("kind") != "text":
+            fleet.non_counting.add(cmid)
         out = Outgoing(send, topics.send(self.user.user_id, self.device_id, channel),
-                       schema.encode(schema.SendRequest(cmid=cmid, kind="text", body=body)), now)
+                       schema.encode(schema.SendRequest(cmid=cmid, **fields)), now)
         self.outbox[cmid] = out
         fleet.with_outbox.add(self)
         if self.ready:
@@ -422,8 +430,16 @@ class SimDevice:
         elif first == "u":
             self.fleet.n_events += 1
 
+    def _keep(self, m: schema.ChannelMessage) -> None:
+        fleet = self.fleet
+        fleet.count_at[(m.channel, m.epoch, m.seq)] = m.count_seq
+        st = self.channels.get(m.channel)
+        if fleet.keep_events and st is not None:
+            st.events[m.seq] = m
+
     def _on_stream(self, m: schema.ChannelMessage, t: float) -> None:
         fleet = self.fleet
+        self._keep(m)
         if fleet.recording:
             fleet.obs.deliveries.append(Delivery(self.name, m.channel, m.id, m.seq, m.sender, t, "live", m.cmid))
         fleet.n_live += 1
@@ -455,6 +471,7 @@ class SimDevice:
         """Append messages from history (ascending); those already held were recorded when they arrived."""
         fleet = self.fleet
         for m in msgs:
+            self._keep(m)
             if m.seq <= st.last_seq:
                 continue
             if m.seq != st.last_seq + 1:
@@ -520,7 +537,7 @@ class SimDevice:
                 send.t_ack, send.id, send.seq = t, ack.id, ack.seq
                 fleet.n_acked += 1
                 fleet.recent_ack_ms.append((t - send.t_first) * 1000)
-                if ack.seq is not None:
+                if ack.seq is not None and cmid not in fleet.non_counting:  # the server moves it on texts only
                     key = (self.user.user_id, send.channel)
                     fleet.own_seq[key] = max(fleet.own_seq.get(key, 0), ack.seq)
             self.outbox.pop(cmid, None)
@@ -595,6 +612,13 @@ class Fleet:
         self.sends: dict[str, Send] = {}
         self.read_marks: dict[tuple[str, str], int] = {}
         self.own_seq: dict[tuple[str, str], int] = {}
+        self.count_at: dict[tuple[str, int, int], int] = {}
+        """``count_seq`` of each ``(channel, epoch, seq)`` any device saw (for the unread formula)."""
+        self.non_counting: set[str] = set()
+        """cmids of sends that are not texts (they do not move the sender's read marker)."""
+        self.keep_events = False
+        """Devices keep every event (rich-message scenarios): :meth:`finish` then records each
+        device's fold and history's state of every message for the checker."""
         self.with_outbox: set[SimDevice] = set()
         self.sync_sem = asyncio.Semaphore(self.cfg.sync_concurrency)
         self.stopping = False
@@ -796,6 +820,8 @@ class Fleet:
                 # Nothing received means nothing retained: the app shows the user offline.
                 self.obs.presence.append(PresenceSeen(d.name, user, d.presence.get(user, "offline"), actual))
         await self._badges(self.rng.sample(devices, min(badge_sample, len(devices))), now)
+        if self.keep_events:
+            await self._states(devices)
         self.recording = False
         return {"outboxes_drained": drained, "drain_s": round(t_drained - t0, 2), "quiet_s": round(settled, 2),
                 "final_sync_s": round(time.monotonic() - t0 - settled - (t_drained - t0), 2),
@@ -810,8 +836,13 @@ class Fleet:
                 if c not in d.channels:
                     continue
                 key = (d.user.user_id, c)
-                read = max(self.read_marks.get(key, 0), self.own_seq.get(key, 0))
-                expected = max(0, int(entry["last_seq"]) - read)
+                read = min(max(self.read_marks.get(key, 0), self.own_seq.get(key, 0)), int(entry["last_seq"]))
+                epoch = int(entry["epoch"])
+
+                def count(seq: int) -> int:  # texts only count (docs/protocol.md, *Unread counts*)
+                    return self.count_at.get((c, epoch, seq), seq) if seq else 0  # noqa: B023
+
+                expected = max(0, count(int(entry["last_seq"])) - count(read))
                 self.obs.badges.append(Badge(d.name, c, int(entry["unread"]), expected, now))
 
         sem = asyncio.Semaphore(16)
@@ -825,6 +856,48 @@ class Fleet:
                     logger.warning("%s: inbox failed: %s", d.name, exc)
 
         await asyncio.gather(*(bounded(d) for d in devices))
+
+    async def _states(self, devices: list[SimDevice]) -> None:
+        """History's state of every message of each channel (read as one member), and each
+        device's fold of the events it holds, for that member's eyes."""
+        by_channel: dict[str, list[SimDevice]] = {}
+        for d in devices:
+            for c in d.channels:
+                by_channel.setdefault(c, []).append(d)
+
+        async def one(channel: str, holders: list[SimDevice]) -> None:
+            viewer = holders[0]
+            token = await viewer._token_value()
+            states: dict[int, Any] = {}
+            after, last = 0, 0
+            while True:
+                doc = await self.http.call("GET", f"/v1/channels/{channel}/messages", token,
+                                           params={"after": after, "limit": 200})
+                for m in doc["messages"]:
+                    if m["state"] is not None:
+                        states[m["seq"]] = m["state"]
+                    after = m["seq"]
+                last = int(doc["last_seq"])
+                if not doc["has_more"]:
+                    break
+            self.obs.history_states[channel] = StatesSeen(viewer.user.user_id, last, states)
+            for d in holders:
+                held = d.channels[channel].events
+                folded = fold.fold(held[s] for s in sorted(held))
+                self.obs.device_states[(d.name, channel)] = StatesSeen(
+                    viewer.user.user_id, max(held, default=0) if len(held) == max(held, default=0) else -1,
+                    {seq: msgspec.to_builtins(m.out(viewer.user.user_id)) for seq, m in folded.messages.items()})
+
+        sem = asyncio.Semaphore(8)
+
+        async def bounded(channel: str, holders: list[SimDevice]) -> None:
+            async with sem:
+                try:
+                    await one(channel, holders)
+                except ApiError as exc:
+                    logger.warning("history of %s failed: %s", channel, exc)
+
+        await asyncio.gather(*(bounded(c, h) for c, h in by_channel.items()))
 
     def counters(self) -> dict[str, int]:
         return {"online": self.n_online, "connecting": self.connecting, "sent": self.n_sent, "acked": self.n_acked,

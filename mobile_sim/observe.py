@@ -8,7 +8,7 @@ Times are ``time.monotonic()`` seconds in the simulator process. A device is nam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(slots=True)
@@ -44,6 +44,18 @@ class Delivery:
     t: float
     via: Literal["live", "sync"]
     cmid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatesSeen:
+    """Message states of one channel as ``viewer`` sees them (``me`` in reactions is theirs)."""
+
+    viewer: str
+    last_seq: int
+    """History: the channel's last seq. A device: the highest seq it holds when it holds every seq
+    from 1 up to it, else -1 (a device that missed events cannot be held to history's state)."""
+    states: dict[int, Any]
+    """seq -> the message's state as history renders it (``mqchat.schema.MessageStateOut``)."""
 
 
 @dataclass(slots=True)
@@ -126,3 +138,7 @@ class Observations:
     """Devices registered for push (``PUT /v1/me/push``) for the whole run; ``None``: every device."""
     muted: set[tuple[str, str]] = field(default_factory=set)
     """``(user, channel)`` pairs muted (``PUT /v1/channels/{id}/mute``) for the whole run."""
+    history_states: dict[str, StatesSeen] = field(default_factory=dict)
+    """Channel -> the states history returned at the end (rich-message runs only)."""
+    device_states: dict[tuple[str, str], StatesSeen] = field(default_factory=dict)
+    """``(device, channel)`` -> the device's own fold of the events it held at the end."""

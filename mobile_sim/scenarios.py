@@ -53,6 +53,9 @@ class Options:
     burst_size: int = 5
     read_rate: float = 2.0
     typing_rate: float = 2.0
+    rich: float = 0.0
+    """chat: the share of sends that are edits, deletes, reactions (add/remove) or thread replies
+    instead of new texts; non-zero also records every device's fold for the checker."""
     duration: float = 30.0
     connect_rate: float = 500.0
     """Devices brought online per second at the start (0: all at once)."""
@@ -240,6 +243,9 @@ async def traffic(ctx: Ctx, senders: Sequence[SimDevice], readers: Sequence[SimD
         if not chans:
             return
         channel = rng.choice(chans)
+        if o.rich > 0 and rng.random() < o.rich and rich_send(d, channel, rng):
+            sent += 1
+            return
         for _ in range(o.burst_size if rng.random() < o.burst_prob else 1):
             d.send(channel, body(rng))
             sent += 1
@@ -263,6 +269,33 @@ async def traffic(ctx: Ctx, senders: Sequence[SimDevice], readers: Sequence[SimD
     return {"seconds": round(took, 2), "sends": sent, "offered_per_s": round(sent / took, 1) if took else 0.0}
 
 
+REACTIONS = ("👍", "🎉", "❤️", ":ship_it:")
+
+
+def rich_send(d: SimDevice, channel: str, rng: random.Random) -> bool:
+    """One event on a recent message the device holds (docs/protocol.md, *Rich messages*): an edit
+    or delete of its user's own text, a reaction added or removed, or a thread reply. Some are
+    refused when another device got there first (a deleted target): an error ack, which is fine.
+    False when the device holds nothing to act on."""
+    events = d.channels[channel].events
+    texts = [m for s, m in sorted(events.items())[-50:] if m.kind == "text"]
+    if not texts:
+        return False
+    own = [m for m in texts if m.sender == d.user.user_id]
+    roll = rng.random()
+    if own and roll < 0.25:
+        d.send_event(channel, kind="edit", target=rng.choice(own).seq, body=body(rng) + " (edited)")
+    elif own and roll < 0.35:
+        d.send_event(channel, kind="delete", target=rng.choice(own).seq)
+    elif roll < 0.85:
+        d.send_event(channel, kind="reaction", target=rng.choice(texts).seq, emoji=rng.choice(REACTIONS),
+                     op="add" if rng.random() < 0.7 else "remove")
+    else:
+        root = rng.choice(texts)
+        d.send_event(channel, kind="text", body=body(rng), thread=root.thread or root.seq)
+    return True
+
+
 async def _quiet(aw: Awaitable[Any]) -> None:
     with contextlib.suppress(ApiError):
         await aw
@@ -283,6 +316,7 @@ def choose_senders(ctx: Ctx, devices: Sequence[SimDevice], groups_ids: list[str]
 
 async def chat(ctx: Ctx) -> dict[str, Any]:
     o = ctx.opts
+    ctx.fleet.keep_events = o.rich > 0
     _, channels, _ = await populate(ctx, devices=o.devices, per_user=o.devices_per_user, name="chat",
                                     groups_of=lambda us: group(us, o.channel_size, o.channels_per_user, ctx.rng))
     devices = list(ctx.fleet.devices.values())

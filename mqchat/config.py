@@ -74,6 +74,9 @@ class HttpSettings(_Section):
     trusted_proxies: tuple[str, ...] = Field((), description="Addresses of reverse proxies whose "
                                              "`X-Forwarded-For` names the client (rate limits count per client "
                                              "address); empty: the peer address is the client.")
+    send_timeout_s: float = Field(10.0, gt=0, le=120, description="How long `POST /v1/channels/{id}/messages` "
+                                  "waits for the bridge's ack before answering 504 `ack_timeout` (retry with the "
+                                  "same cmid).")
 
     @field_validator("cors_origins")
     @classmethod

@@ -14,7 +14,21 @@ code                     meaning
 ``unknown_kind``         ``kind`` is not one of :data:`KINDS`
 ``body_too_long``        ``body`` exceeds :data:`MAX_BODY_CHARS` characters
 ``invalid_cmid``         ``cmid`` missing, empty, longer than 64 or outside ``[A-Za-z0-9_.:-]``
+``missing_field``        a field the ``kind`` needs is absent (e.g. ``target`` of an ``edit``)
+``field_not_allowed``    a field the ``kind`` does not take (e.g. ``emoji`` on a ``text``)
+``invalid_target``       ``target``, ``reply_to`` or ``thread`` is not a seq (an integer >= 1)
+``invalid_emoji``        ``emoji`` is not a short Unicode emoji sequence nor a ``:shortcode:``
 =======================  ===================================================================
+
+Kinds (:data:`KINDS`): ``text`` (optionally ``reply_to`` and/or ``thread``), and the events that
+change an earlier message, each naming it by ``target``: ``edit`` (new ``body``), ``delete``,
+``reaction`` (``emoji``, ``op``), ``pin``, ``unpin``. Targets, ``reply_to`` and ``thread`` are
+**seqs** in the channel's current epoch, not Snowflake ids: the seq is what every device already
+keys its copy of the channel by (gap-free, the same on every device), it is channel-relative (an
+event cannot name another channel's message: an unknown seq is just ``not_found``), and it is the
+primary key of history in every backend, so the bridge checks a batch's targets with one range
+read. :data:`KIND_FIELDS` says which optional fields each kind takes; a new kind (``file``) adds
+one entry there.
 
 Outbound payloads (stream messages, acks) carry ``"v": 1``. Version 1 is the only one so far; a
 new version adds a new decoder here and keeps the old one until clients have moved.
@@ -23,6 +37,7 @@ new version adds a new decoder here and keeps the old one until clients have mov
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Literal
 
 import msgspec
@@ -34,17 +49,46 @@ VERSION = 1
 MAX_PAYLOAD_BYTES = 16 * 1024
 #: Longest accepted message body, in characters (code points).
 MAX_BODY_CHARS = 4000
-#: Message kinds this version accepts.
-KINDS = frozenset({"text"})
 CMID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
+#: For each kind: the fields it requires and the optional ones it accepts (besides ``cmid``,
+#: ``kind`` and ``v``). Anything else present is ``field_not_allowed``.
+KIND_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "text": (frozenset({"body"}), frozenset({"reply_to", "thread"})),
+    "edit": (frozenset({"target", "body"}), frozenset()),
+    "delete": (frozenset({"target"}), frozenset()),
+    "reaction": (frozenset({"target", "emoji", "op"}), frozenset()),
+    "pin": (frozenset({"target"}), frozenset()),
+    "unpin": (frozenset({"target"}), frozenset()),
+}
+#: Message kinds this version accepts.
+KINDS = frozenset(KIND_FIELDS)
+#: Kinds that carry new content: they count toward unread, badges, mentions and pushes. Every
+#: other kind changes an earlier message and counts for nothing (docs/protocol.md, *Unread counts*).
+COUNTING_KINDS = frozenset({"text"})
+#: Kinds whose ``target`` names the message they change.
+TARGETED_KINDS = frozenset({"edit", "delete", "reaction", "pin", "unpin"})
+#: Most distinct emoji on one message; an ``add`` of another one is refused (``too_many_reactions``).
+MAX_REACTION_EMOJI = 20
+#: Longest emoji: code points of a Unicode sequence (flags, ZWJ families, skin tones fit), or
+#: characters of a ``:shortcode:`` including the colons.
+MAX_EMOJI_CODEPOINTS = 16
+MAX_SHORTCODE_CHARS = 34
+SHORTCODE_RE = re.compile(r":[a-z0-9_+-]{1,32}:")
+_OPTIONAL = ("body", "target", "emoji", "op", "reply_to", "thread")
 
-class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """What a device publishes on ``in/{user}/{device}/{channel}``."""
+
+class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """What a device publishes on ``in/{user}/{device}/{channel}`` (and ``POST .../messages`` takes)."""
 
     cmid: str
     kind: str
-    body: str
+    body: str | None = None
+    target: int | None = None
+    emoji: str | None = None
+    op: Literal["add", "remove"] | None = None
+    reply_to: int | None = None
+    thread: int | None = None
     v: int = VERSION
 
 
@@ -83,7 +127,41 @@ class ChannelMessage(msgspec.Struct, frozen=True):
     ts: int
     kind: str
     body: str
+    target: int | None = None
+    emoji: str | None = None
+    op: str | None = None
+    reply_to: int | None = None
+    thread: int | None = None
+    count_seq: int = 0
+    """How many counting events (:data:`COUNTING_KINDS`) the channel's epoch has up to and
+    including this one: unread = last count_seq - count_seq at the read marker."""
     v: int = VERSION
+
+
+class ReactionOut(msgspec.Struct, frozen=True):
+    emoji: str
+    count: int
+    me: bool
+    """Whether the user asking reacted with this emoji."""
+
+
+class MessageStateOut(msgspec.Struct, frozen=True):
+    """A message's state folded from the stream as of the answer (see :mod:`mqchat.fold`)."""
+
+    body: str
+    edited_ts: int | None
+    deleted: bool
+    pinned: bool
+    reactions: list[ReactionOut]
+    reply_count: int
+    last_reply_ts: int | None
+
+
+class HistoryMessage(ChannelMessage, frozen=True):
+    """An event as history returns it: the stream payload plus, on messages (not on the events
+    that change them), ``state``: the message's folded state now."""
+
+    state: MessageStateOut | None = None
 
 
 class PresencePayload(msgspec.Struct, frozen=True):
@@ -127,11 +205,53 @@ def decode_send(raw: bytes) -> SendRequest:
         raise SchemaError("unsupported_version", f"payload version {req.v} is not supported; use {VERSION}")
     if CMID_RE.fullmatch(req.cmid) is None:
         raise SchemaError("invalid_cmid", "cmid must be 1-64 characters from [A-Za-z0-9_.:-]")
-    if req.kind not in KINDS:
+    fields = KIND_FIELDS.get(req.kind)
+    if fields is None:
         raise SchemaError("unknown_kind", f"kind {req.kind!r} is not one of {sorted(KINDS)}")
-    if len(req.body) > MAX_BODY_CHARS:
+    required, optional = fields
+    present = {name for name in _OPTIONAL if getattr(req, name) is not None}
+    if missing := required - present:
+        raise SchemaError("missing_field", f"a {req.kind} needs {', '.join(sorted(missing))}")
+    if extra := present - required - optional:
+        raise SchemaError("field_not_allowed", f"a {req.kind} does not take {', '.join(sorted(extra))}")
+    for name in ("target", "reply_to", "thread"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise SchemaError("invalid_target", f"{name} must be a seq (an integer >= 1), not {value}")
+    if req.body is not None and len(req.body) > MAX_BODY_CHARS:
         raise SchemaError("body_too_long", f"body is {len(req.body)} characters; the limit is {MAX_BODY_CHARS}")
+    if req.emoji is not None and not valid_emoji(req.emoji):
+        raise SchemaError("invalid_emoji", "emoji must be one short Unicode emoji sequence (at most "
+                          f"{MAX_EMOJI_CODEPOINTS} code points) or a :shortcode: of [a-z0-9_+-]")
     return req
+
+
+_EMOJI_JOINERS = frozenset({0x200D, 0xFE0E, 0xFE0F, 0x20E3})
+_KEYCAP_BASES = frozenset("0123456789#*")
+
+
+def valid_emoji(emoji: str) -> bool:
+    """Whether ``emoji`` is a reaction this version accepts.
+
+    Two formats: a ``:shortcode:`` (``SHORTCODE_RE``, e.g. ``:party_parrot:``, for custom emoji),
+    or one short Unicode emoji sequence: at most :data:`MAX_EMOJI_CODEPOINTS` code points, at
+    least one a pictographic symbol (category ``So``), the others symbols, skin-tone modifiers,
+    ZWJ, variation selectors, tag characters (subdivision flags) or keycap bases. Letters, spaces,
+    punctuation and control characters are refused, so a reaction can never carry text.
+    """
+    if emoji.startswith(":"):
+        return len(emoji) <= MAX_SHORTCODE_CHARS and SHORTCODE_RE.fullmatch(emoji) is not None
+    if not 0 < len(emoji) <= MAX_EMOJI_CODEPOINTS:
+        return False
+    pictographs = 0
+    for ch in emoji:
+        cp, cat = ord(ch), unicodedata.category(ch)
+        if cat == "So":
+            pictographs += 1
+        elif not (cp in _EMOJI_JOINERS or 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F
+                  or ch in _KEYCAP_BASES):
+            return False
+    return pictographs > 0 or (emoji[0] in _KEYCAP_BASES and emoji.endswith("\u20e3"))
 
 
 def salvage_cmid(raw: bytes) -> str | None:

@@ -25,7 +25,7 @@ ALLOWED = {
     # The push measurement drives the server's own workers; the MQTT benchmarks use the simulator's client.
     "bench": {"mqchat", "harness", "mobile_sim", "workers"},
 }
-MOBILE_SIM_MAY_USE = {"mqchat", "mqchat.topics", "mqchat.schema", "mqchat.config", "mqchat.mqtt"}
+MOBILE_SIM_MAY_USE = {"mqchat", "mqchat.topics", "mqchat.schema", "mqchat.config", "mqchat.mqtt", "mqchat.fold"}
 
 
 def imports_of(path: Path) -> set[str]:

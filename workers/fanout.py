@@ -188,7 +188,8 @@ class Fanout:
         channel_sets = [await self._directory.channel_ids_of(u) for u in users]
         markers: list[dict[str, ReadMarker]] = await self._state.read_markers_of(users)
         positions = await self._store.positions(set().union(*channel_sets))
-        return {
-            u: unread.badge({c: positions[c] for c in chans}, {c: m.get(c) for c in chans})
-            for u, chans, m in zip(users, channel_sets, markers, strict=True)
-        }
+        views = [({c: positions[c] for c in chans}, {c: m.get(c) for c in chans})
+                 for chans, m in zip(channel_sets, markers, strict=True)]
+        points = unread.all_points(views)
+        counts = await self._store.counts_at(points) if points else {}
+        return {u: unread.badge(pos, marks, counts) for u, (pos, marks) in zip(users, views, strict=True)}

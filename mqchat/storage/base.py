@@ -4,7 +4,8 @@
 assigns ``seq`` and hands finished messages to :meth:`MessageStore.append`, which returns only once
 they are durable. The store guards the order it is given: an append whose first ``seq`` is not the
 channel's ``last_seq + 1`` in the current ``epoch`` is refused, so a bug or a stale writer can never
-leave a gap or a duplicate.
+leave a gap or a duplicate. An appended ``delete`` erases, in the same write, the body of its
+target and of the target's ``edit`` events: a deleted message's words leave the store.
 
 :class:`Directory` keeps users, channels and memberships; the API writes it, the broker and bridge
 read it. :class:`ServerDirectory` extends it with servers, roles, channel overwrites, moderation,
@@ -26,7 +27,7 @@ invites, profiles and the audit log (docs/permissions.md). Its rules:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from mqchat import schema
@@ -53,15 +54,30 @@ class StoredMessage:
     """Milliseconds since the Unix epoch, when the bridge ordered the message."""
     kind: str
     body: str
+    """Empty once the message (or the message an ``edit`` changed) is deleted."""
+    target: int | None = None
+    """The seq an ``edit``/``delete``/``reaction``/``pin``/``unpin`` changes."""
+    emoji: str | None = None
+    op: str | None = None
+    reply_to: int | None = None
+    thread: int | None = None
+    count_seq: int = 0
+    """Counting events (``schema.COUNTING_KINDS``) in the epoch up to and including this one."""
 
     @property
     def cmid_key(self) -> CmidKey:
         return (self.channel, self.sender, self.cmid)
 
+    @property
+    def counts(self) -> bool:
+        """Whether this event counts toward unread, mentions and pushes."""
+        return self.kind in schema.COUNTING_KINDS
+
     def to_wire(self) -> schema.ChannelMessage:
         return schema.ChannelMessage(
             id=str(self.id), seq=self.seq, epoch=self.epoch, channel=self.channel, sender=self.sender,
-            device=self.device, cmid=self.cmid, ts=self.ts, kind=self.kind, body=self.body,
+            device=self.device, cmid=self.cmid, ts=self.ts, kind=self.kind, body=self.body, target=self.target,
+            emoji=self.emoji, op=self.op, reply_to=self.reply_to, thread=self.thread, count_seq=self.count_seq,
         )
 
 
@@ -71,9 +87,18 @@ class Position:
 
     epoch: int
     last_seq: int
+    last_count: int | None = field(default=None, compare=False)
+    """The ``count_seq`` of the last event (what unread counts against); ``None`` where the
+    caller built a position by hand with no events but counting ones (then it is ``last_seq``).
+    Not part of equality: it follows from the events up to ``last_seq``, so two positions at the
+    same ``(epoch, last_seq)`` of one channel are the same place."""
+
+    @property
+    def count(self) -> int:
+        return self.last_seq if self.last_count is None else self.last_count
 
 
-EMPTY_POSITION = Position(epoch=1, last_seq=0)
+EMPTY_POSITION = Position(epoch=1, last_seq=0, last_count=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +276,29 @@ class MessageStore(Protocol):
     ) -> HistoryPage:
         """Messages of the current epoch: the newest ``limit`` below ``before``, or the oldest
         ``limit`` above ``after``, or the newest ``limit`` when neither is given."""
+        ...
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        """For each channel, in its current epoch and ascending seq: the events at the given seqs,
+        those whose ``target`` is one of them, and the replies whose ``thread`` is one of them:
+        exactly what :func:`mqchat.fold.fold` needs for those messages' states. One round trip
+        for the whole mapping (the bridge calls it once per batch)."""
+        ...
+
+    async def thread(
+        self, channel: str, root: int, *, after: int = 0, limit: int = 50,
+    ) -> tuple[list[StoredMessage], bool]:
+        """The replies whose ``thread`` is ``root`` with seq above ``after``, ascending, at most
+        ``limit``, and whether more follow."""
+        ...
+
+    async def pin_events(self, channel: str) -> list[StoredMessage]:
+        """The channel's ``pin`` and ``unpin`` events (current epoch, ascending seq)."""
+        ...
+
+    async def counts_at(self, points: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """``count_seq`` of the event at each ``(channel, seq)`` of the current epoch (0 for seq 0):
+        what unread subtracts for a read marker at that seq."""
         ...
 
     async def close(self) -> None: ...

@@ -101,10 +101,13 @@ STATEMENTS: Final[Mapping[str, str]] = MappingProxyType({
     "bucket_last": "SELECT last_seq FROM messages WHERE channel_id = ? AND epoch = ? AND bucket = ? LIMIT 1",
     "bucket_cas": "UPDATE messages SET last_seq = ? WHERE channel_id = ? AND epoch = ? AND bucket = ? "
                   "IF last_seq = ?",
-    "message_put": "INSERT INTO messages (channel_id, epoch, bucket, seq, id, sender, device, cmid, ts, kind, body) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "message_range": "SELECT seq, id, sender, device, cmid, ts, kind, body FROM messages "
+    "message_put": "INSERT INTO messages (channel_id, epoch, bucket, seq, id, sender, device, cmid, ts, kind, body, "
+                   "target, emoji, op, reply_to, thread, count_seq) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "message_range": "SELECT seq, id, sender, device, cmid, ts, kind, body, target, emoji, op, reply_to, thread, "
+                     "count_seq FROM messages "
                      "WHERE channel_id = ? AND epoch = ? AND bucket = ? AND seq >= ? AND seq <= ?",
+    "message_erase": "UPDATE messages SET body = ? WHERE channel_id = ? AND epoch = ? AND bucket = ? AND seq = ?",
     "cmid_get": "SELECT epoch, seq, id FROM message_cmids WHERE channel_id = ? AND sender = ? AND cmid = ?",
     "cmid_put": "INSERT INTO message_cmids (channel_id, sender, cmid, epoch, seq, id) VALUES (?, ?, ?, ?, ?, ?)",
     # directory
@@ -357,7 +360,7 @@ class CqlSession:
 
 
 _MESSAGE_STATEMENTS: Final = ("head_get", "head_set", "bucket_last", "bucket_cas", "message_put",
-                              "message_range", "cmid_get", "cmid_put")
+                              "message_range", "message_erase", "cmid_get", "cmid_put")
 _DIRECTORY_STATEMENTS: Final = ("user_put", "user_get", "user_claim", "user_by_name", "channel_put", "channel_get",
                                 "direct_claim", "member_put", "member_claim", "member_drop", "member_get",
                                 "members_of", "user_channel_put", "user_channel_drop", "user_channels")
@@ -404,8 +407,13 @@ def _runs(batch: Sequence[StoredMessage]) -> dict[str, list[list[StoredMessage]]
 
 
 def _message(channel: str, epoch: int, row: Row) -> StoredMessage:
+    # Rows written before migration 2 have no count_seq: every one of them was a text, so it counts.
+    count = row.get("count_seq")
     return StoredMessage(id=row["id"], channel=channel, seq=row["seq"], epoch=epoch, sender=row["sender"],
-                         device=row["device"], cmid=row["cmid"], ts=row["ts"], kind=row["kind"], body=row["body"])
+                         device=row["device"], cmid=row["cmid"], ts=row["ts"], kind=row["kind"], body=row["body"] or "",
+                         target=row.get("target"), emoji=row.get("emoji"), op=row.get("op"),
+                         reply_to=row.get("reply_to"), thread=row.get("thread"),
+                         count_seq=row["seq"] if count is None else int(count))
 
 
 class CassandraMessageStore:
@@ -450,7 +458,8 @@ class CassandraMessageStore:
         for _ in range(_WALK_LIMIT):
             found = await self._bucket_last(channel, epoch, self._bucket(last + 1))
             if found is None or found <= last:
-                return Position(epoch, last)
+                tail = await self._range(channel, epoch, last, last) if last else []
+                return Position(epoch, last, tail[0].count_seq if tail else 0)
             last = found
         raise StorageError(f"channel {channel}: position walk did not end after {_WALK_LIMIT} buckets")
 
@@ -503,6 +512,54 @@ class CassandraMessageStore:
         messages = await self._range(channel, pos.epoch, page_lo, page_hi)
         return HistoryPage(messages, pos.epoch, pos.last_seq, count > limit)
 
+    async def _tail(self, channel: str, lo: int) -> list[StoredMessage]:
+        """Every event from ``lo`` to the end of the current epoch.
+
+        Events naming a message always follow it, so this holds everything about the messages at
+        ``lo`` and later. It reads the tail of the channel, not an index: fine for recent
+        messages, costly for old ones in long channels (see docs/storage-cassandra.md).
+        """
+        pos = await self._position(channel)
+        return await self._range(channel, pos.epoch, max(1, lo), pos.last_seq)
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        asked = {c: set(seqs) for c, seqs in wanted.items() if seqs}
+        tails = await _gather(*(self._tail(c, min(seqs)) for c, seqs in asked.items()))
+        found = {c: [m for m in tail if m.seq in asked[c] or m.target in asked[c] or m.thread in asked[c]]
+                 for c, tail in zip(asked, tails, strict=True)}
+        return {c: found.get(c, []) for c in wanted}
+
+    async def thread(self, channel: str, root: int, *, after: int = 0, limit: int = 50,
+                     ) -> tuple[list[StoredMessage], bool]:
+        chosen = [m for m in await self._tail(channel, max(root, after) + 1) if m.thread == root]
+        return chosen[:limit], len(chosen) > limit
+
+    async def pin_events(self, channel: str) -> list[StoredMessage]:
+        return [m for m in await self._tail(channel, 1) if m.kind in ("pin", "unpin")]
+
+    async def counts_at(self, points: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        wanted = list(dict.fromkeys(points))
+        positions = await self.positions({c for c, _ in wanted})
+
+        async def one(channel: str, seq: int) -> int:
+            if seq <= 0:
+                return 0
+            found = await self._range(channel, positions[channel].epoch, seq, seq)
+            return found[0].count_seq if found else 0
+
+        counts = await _gather(*(one(c, seq) for c, seq in wanted))
+        return dict(zip(wanted, counts, strict=True))
+
+    async def _erase(self, channel: str, deletes: list[StoredMessage]) -> None:
+        """After the commit: blank the body of each deleted message and of its edits. Idempotent;
+        a retry of the same batch (after a lost answer) runs it again."""
+        for d in deletes:
+            assert d.target is not None
+            doomed = [m for m in await self._range(channel, d.epoch, d.target, d.seq)
+                      if m.seq == d.target or (m.kind == "edit" and m.target == d.target)]
+            await _gather(*(self._cql.run("message_erase", ("", channel, m.epoch, self._bucket(m.seq), m.seq))
+                            for m in doomed))
+
     # --- append --------------------------------------------------------------------------------
 
     async def append(self, messages: Sequence[StoredMessage]) -> None:
@@ -533,6 +590,9 @@ class CassandraMessageStore:
                 await self._commit_segment(channel, bucket, segment, check_previous=i == 0)
             last = run[-1]
             await self._cql.run("head_set", (head_timestamp(last.epoch, last.seq), last.epoch, last.seq, channel))
+            deletes = [m for m in run if m.kind == "delete" and m.target is not None]
+            if deletes:
+                await self._erase(channel, deletes)
 
     async def _open_epoch(self, channel: str, epoch: int) -> None:
         """Before seq 1 of ``epoch``: refuse an epoch older than the channel's, announce a newer one."""
@@ -559,7 +619,8 @@ class CassandraMessageStore:
         statements: list[tuple[str, Sequence[Any]]] = [
             ("bucket_cas", (last.seq, channel, first.epoch, bucket, expected)),
             *(("message_put", (channel, m.epoch, bucket, m.seq, m.id, m.sender, m.device, m.cmid, m.ts, m.kind,
-                               m.body)) for m in segment),
+                               m.body, m.target, m.emoji, m.op, m.reply_to, m.thread, m.count_seq))
+              for m in segment),
         ]
         rows = await self._cql.batch(statements, f"append to {channel}")
         if not rows or rows[0].get("[applied]", False):

@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mqchat.errors import Conflict
@@ -59,7 +59,39 @@ class MemoryMessageStore:
                 self._messages[m.channel] = []
             self._messages[m.channel].append(m)
             self._by_cmid[m.cmid_key] = m
-            self._positions[m.channel] = Position(m.epoch, m.seq)
+            self._positions[m.channel] = Position(m.epoch, m.seq, m.count_seq)
+            if m.kind == "delete" and m.target is not None:
+                self._erase(m.channel, m.target)
+
+    def _erase(self, channel: str, target: int) -> None:
+        msgs = self._messages[channel]
+        for i, m in enumerate(msgs):
+            if m.seq == target or (m.kind == "edit" and m.target == target):
+                msgs[i] = replace(m, body="")
+                self._by_cmid[m.cmid_key] = msgs[i]
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        found: dict[str, list[StoredMessage]] = {}
+        for channel, seqs in wanted.items():
+            want = set(seqs)
+            found[channel] = [m for m in self._messages.get(channel, [])
+                              if m.seq in want or m.target in want or m.thread in want]
+        return found
+
+    async def thread(self, channel: str, root: int, *, after: int = 0, limit: int = 50,
+                     ) -> tuple[list[StoredMessage], bool]:
+        chosen = [m for m in self._messages.get(channel, []) if m.thread == root and m.seq > after]
+        return chosen[:limit], len(chosen) > limit
+
+    async def pin_events(self, channel: str) -> list[StoredMessage]:
+        return [m for m in self._messages.get(channel, []) if m.kind in ("pin", "unpin")]
+
+    async def counts_at(self, points: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        found: dict[tuple[str, int], int] = {}
+        for channel, seq in points:
+            msgs = self._messages.get(channel, [])
+            found[(channel, seq)] = msgs[seq - 1].count_seq if 0 < seq <= len(msgs) else 0
+        return found
 
     async def history(
         self, channel: str, *, before: int | None = None, after: int | None = None, limit: int = 50,

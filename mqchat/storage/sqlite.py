@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +61,22 @@ MESSAGES_SCHEMA = [
         epoch      INTEGER NOT NULL,
         last_seq   INTEGER NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # version 2: events that change earlier messages (edit, delete, reaction, pin), replies and
+    # threads, and the counter of counting events. Every earlier message was a text: it counts.
+    """
+    ALTER TABLE messages ADD COLUMN target INTEGER;
+    ALTER TABLE messages ADD COLUMN emoji TEXT;
+    ALTER TABLE messages ADD COLUMN op TEXT;
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    ALTER TABLE messages ADD COLUMN thread INTEGER;
+    ALTER TABLE messages ADD COLUMN count_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET count_seq = seq;
+    ALTER TABLE positions ADD COLUMN last_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE positions SET last_count = last_seq;
+    CREATE INDEX messages_target ON messages (channel_id, epoch, target) WHERE target IS NOT NULL;
+    CREATE INDEX messages_thread ON messages (channel_id, epoch, thread) WHERE thread IS NOT NULL;
+    CREATE INDEX messages_pins ON messages (channel_id, epoch, seq) WHERE kind IN ('pin', 'unpin');
     """,
 ]
 
@@ -181,8 +197,10 @@ _IN_CHUNK = 400  # stay well below SQLite's bound-parameter limit
 class _Db:
     """One SQLite connection driven from one thread."""
 
-    def __init__(self, path: Path, migrations: list[str], busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path, migrations: list[str], busy_timeout_ms: int = 10_000, *,
+                 secure_delete: bool = False) -> None:
         self.path = path
+        self._secure_delete = secure_delete
         self._busy_timeout_ms = busy_timeout_ms
         self._migrations = migrations
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
@@ -196,6 +214,10 @@ class _Db:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        if self._secure_delete:
+            # Erased words (a deleted message's body) are overwritten with zeros in the file, not
+            # left in free space. The WAL keeps older page images until its next checkpoint.
+            conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -263,7 +285,8 @@ def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
     return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
 
 
-_MSG_COLS = "id, channel_id, seq, epoch, sender, device, cmid, ts, kind, body"
+_MSG_COLS = ("id, channel_id, seq, epoch, sender, device, cmid, ts, kind, body, target, emoji, op, reply_to, "
+             "thread, count_seq")
 
 
 def _row_to_message(row: Any) -> StoredMessage:
@@ -280,7 +303,7 @@ class SqliteMessageStore:
     """
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
-        self._db = _Db(path, MESSAGES_SCHEMA, busy_timeout_ms)
+        self._db = _Db(path, MESSAGES_SCHEMA, busy_timeout_ms, secure_delete=True)
 
     async def open(self) -> SqliteMessageStore:
         await self._db.open()
@@ -293,10 +316,11 @@ class SqliteMessageStore:
             found: dict[str, Position] = {}
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
-                for cid, epoch, last in conn.execute(
-                    f"SELECT channel_id, epoch, last_seq FROM positions WHERE channel_id IN ({marks})", chunk
+                for cid, epoch, last, count in conn.execute(
+                    f"SELECT channel_id, epoch, last_seq, last_count FROM positions WHERE channel_id IN ({marks})",
+                    chunk,
                 ):
-                    found[cid] = Position(epoch, last)
+                    found[cid] = Position(epoch, last, count)
             return {c: found.get(c, EMPTY_POSITION) for c in wanted}
 
         return await self._db.run(q)
@@ -327,26 +351,33 @@ class SqliteMessageStore:
                 current: dict[str, Position] = {}
                 for chunk in _chunks(channels):
                     marks = ",".join("?" * len(chunk))
-                    for cid, epoch, last in conn.execute(
-                        f"SELECT channel_id, epoch, last_seq FROM positions WHERE channel_id IN ({marks})",
+                    for cid, epoch, last, count in conn.execute(
+                        f"SELECT channel_id, epoch, last_seq, last_count FROM positions WHERE channel_id IN ({marks})",
                         chunk,
                     ):
-                        current[cid] = Position(epoch, last)
+                        current[cid] = Position(epoch, last, count)
                 for m in batch:
                     pos = current.get(m.channel, EMPTY_POSITION)
                     follows = (m.epoch, m.seq) == (pos.epoch, pos.last_seq + 1)
                     if not follows and not (m.epoch > pos.epoch and m.seq == 1):
                         raise Conflict(f"channel {m.channel}: seq {m.epoch}/{m.seq} does not follow {pos}")
-                    current[m.channel] = Position(m.epoch, m.seq)
+                    current[m.channel] = Position(m.epoch, m.seq, m.count_seq)
                 conn.executemany(
-                    f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [(m.id, m.channel, m.seq, m.epoch, m.sender, m.device, m.cmid, m.ts, m.kind, m.body)
-                     for m in batch],
+                    f"INSERT INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(m.id, m.channel, m.seq, m.epoch, m.sender, m.device, m.cmid, m.ts, m.kind, m.body, m.target,
+                      m.emoji, m.op, m.reply_to, m.thread, m.count_seq) for m in batch],
+                )
+                # A delete erases the words: the target's body and those of its edits.
+                conn.executemany(
+                    "UPDATE messages SET body='' WHERE channel_id=? AND epoch=? "
+                    "AND (seq=? OR (target=? AND kind='edit'))",
+                    [(m.channel, m.epoch, m.target, m.target) for m in batch if m.kind == "delete"],
                 )
                 conn.executemany(
-                    "INSERT INTO positions (channel_id, epoch, last_seq) VALUES (?,?,?) "
-                    "ON CONFLICT (channel_id) DO UPDATE SET epoch=excluded.epoch, last_seq=excluded.last_seq",
-                    [(c, current[c].epoch, current[c].last_seq) for c in channels],
+                    "INSERT INTO positions (channel_id, epoch, last_seq, last_count) VALUES (?,?,?,?) "
+                    "ON CONFLICT (channel_id) DO UPDATE SET epoch=excluded.epoch, last_seq=excluded.last_seq, "
+                    "last_count=excluded.last_count",
+                    [(c, current[c].epoch, current[c].last_seq, current[c].count) for c in channels],
                 )
 
             _transaction(conn, body)
@@ -357,7 +388,8 @@ class SqliteMessageStore:
         self, channel: str, *, before: int | None = None, after: int | None = None, limit: int = 50,
     ) -> HistoryPage:
         def q(conn: sqlite3.Connection) -> HistoryPage:
-            row = conn.execute("SELECT epoch, last_seq FROM positions WHERE channel_id=?", (channel,)).fetchone()
+            row = conn.execute("SELECT epoch, last_seq, last_count FROM positions WHERE channel_id=?",
+                               (channel,)).fetchone()
             pos = Position(*row) if row else EMPTY_POSITION
             lo = after if after is not None else 0
             hi = before if before is not None else pos.last_seq + 1
@@ -372,6 +404,64 @@ class SqliteMessageStore:
             if order == "DESC":
                 page.reverse()
             return HistoryPage(page, pos.epoch, pos.last_seq, more)
+
+        return await self._db.run(q)
+
+    def _epoch(self, conn: sqlite3.Connection, channel: str) -> int:
+        row = conn.execute("SELECT epoch FROM positions WHERE channel_id=?", (channel,)).fetchone()
+        return int(row[0]) if row else EMPTY_POSITION.epoch
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        asked = {c: sorted(set(seqs)) for c, seqs in wanted.items()}
+
+        def q(conn: sqlite3.Connection) -> dict[str, list[StoredMessage]]:
+            found: dict[str, list[StoredMessage]] = {}
+            for channel, seqs in asked.items():
+                epoch, rows = self._epoch(conn, channel), {}
+                for chunk in _chunks(seqs):
+                    marks = ",".join("?" * len(chunk))
+                    for column in ("seq", "target", "thread"):
+                        for r in conn.execute(
+                            f"SELECT {_MSG_COLS} FROM messages "
+                            f"WHERE channel_id=? AND epoch=? AND {column} IN ({marks})",
+                            (channel, epoch, *chunk),
+                        ):
+                            rows[r[2]] = r
+                found[channel] = [_row_to_message(rows[s]) for s in sorted(rows)]
+            return found
+
+        return await self._db.run(q)
+
+    async def thread(self, channel: str, root: int, *, after: int = 0, limit: int = 50,
+                     ) -> tuple[list[StoredMessage], bool]:
+        def q(conn: sqlite3.Connection) -> tuple[list[StoredMessage], bool]:
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE channel_id=? AND epoch=? AND thread=? AND seq>? "
+                "ORDER BY seq LIMIT ?", (channel, self._epoch(conn, channel), root, after, limit + 1),
+            ).fetchall()
+            return [_row_to_message(r) for r in rows[:limit]], len(rows) > limit
+
+        return await self._db.run(q)
+
+    async def pin_events(self, channel: str) -> list[StoredMessage]:
+        def q(conn: sqlite3.Connection) -> list[StoredMessage]:
+            return [_row_to_message(r) for r in conn.execute(
+                f"SELECT {_MSG_COLS} FROM messages WHERE channel_id=? AND epoch=? AND kind IN ('pin', 'unpin') "
+                "ORDER BY seq", (channel, self._epoch(conn, channel)))]
+
+        return await self._db.run(q)
+
+    async def counts_at(self, points: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        wanted = list(dict.fromkeys(points))
+
+        def q(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+            found: dict[tuple[str, int], int] = {}
+            for channel, seq in wanted:
+                row = conn.execute(
+                    "SELECT m.count_seq FROM positions p JOIN messages m ON m.channel_id=p.channel_id "
+                    "AND m.epoch=p.epoch AND m.seq=? WHERE p.channel_id=?", (seq, channel)).fetchone()
+                found[(channel, seq)] = int(row[0]) if row else 0
+            return found
 
         return await self._db.run(q)
 

@@ -129,7 +129,10 @@ async def test_history_paging_by_seq(ctx) -> None:  # type: ignore[no-untyped-de
     # the very payload a subscriber of ch/{channel} receives for that message, key for key
     stored = (await store.history(gid, after=20, limit=1)).messages[0]
     sent = msgspec.json.decode(msgspec.json.encode(stored.to_wire()))
-    assert list(h["messages"][0].items()) == list(sent.items())
+    # the payload key for key, then the message's folded state
+    assert list(h["messages"][0].items())[:-1] == list(sent.items())
+    assert h["messages"][0]["state"] == {"body": "m21", "edited_ts": None, "deleted": False, "pinned": False,
+                                         "reactions": [], "reply_count": 0, "last_reply_ts": None}
     older = (await client.get(f"/v1/channels/{gid}/messages?before=21&limit=10", headers=bearer(at))).json()
     assert [m["seq"] for m in older["messages"]] == list(range(11, 21))
     newer = (await client.get(f"/v1/channels/{gid}/messages?after=25", headers=bearer(at))).json()
@@ -155,7 +158,11 @@ async def test_openapi_document_lists_the_contract(ctx) -> None:  # type: ignore
     history = doc["paths"]["/v1/channels/{channel_id}/messages"]["get"]["responses"]["200"]["content"]
     assert history["application/json"]["schema"] == {"$ref": "#/components/schemas/HistoryOut"}
     assert doc["components"]["schemas"]["HistoryOut"]["properties"]["messages"]["items"] == {
-        "$ref": "#/components/schemas/MessageOut"}
+        "$ref": "#/components/schemas/HistoryMessageOut"}
+    # History adds the folded state to the payload, field for field mqchat.schema's HistoryMessage.
+    rich = doc["components"]["schemas"]["HistoryMessageOut"]
+    assert list(rich["properties"]) == [*names, "state"]
+    assert "MessageStateOut" in doc["components"]["schemas"]
 
 
 async def test_unknown_route_uses_the_error_shape(ctx) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from bridge.pipeline import Inbound, Pipeline
@@ -156,4 +156,85 @@ async def test_background_follow_ups_move_read_markers_after_the_acks(redis_serv
     assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: None}
     await pipe.flush_followups()
     assert await state.read_markers("alice", [channel.channel_id]) == {channel.channel_id: ReadMarker(1, 2)}
+    await redis.close()
+
+
+def event(user: str, channel: str, cmid: str, **fields: object) -> Inbound:
+    return Inbound(user, "d1", channel, schema.encode(schema.SendRequest(cmid=cmid, **fields)))  # type: ignore[arg-type]
+
+
+class CountingStore(MemoryMessageStore):
+    """The memory store, counting the target lookups the pipeline makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.related_calls = 0
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        self.related_calls += 1
+        return await super().related(wanted)
+
+
+async def test_events_are_checked_against_their_targets_in_one_lookup_per_batch() -> None:
+    store = CountingStore()
+    pipe, pub, ch = await setup(store)
+    await pipe.process([send("alice", ch, "a1", "mine"), send("bob", ch, "b1", "bob's")])
+    assert store.related_calls == 0  # plain texts need no lookup
+    stats = await pipe.process([
+        event("alice", ch, "e1", kind="edit", target=1, body="mine, edited"),
+        event("alice", ch, "e2", kind="edit", target=2, body="not mine"),
+        event("alice", ch, "e3", kind="delete", target=2),
+        event("alice", ch, "e4", kind="reaction", target=2, emoji="👍", op="add"),
+        event("bob", ch, "e5", kind="delete", target=2),
+        event("alice", ch, "e6", kind="reaction", target=2, emoji="🎉", op="add"),  # deleted just before
+        event("alice", ch, "e7", kind="pin", target=9),
+        event("alice", ch, "e8", kind="text", body="re", thread=1, reply_to=2),  # quotes a deleted message
+        event("alice", ch, "e9", kind="text", body="re", thread=1),
+    ])
+    assert store.related_calls == 1
+    assert stats.accepted == 4
+    assert stats.rejected == {"forbidden": 2, "target_deleted": 2, "not_found": 1}
+    codes = {a.cmid: a.error.code if a.error else a.seq for a in pub.acks()[2:]}
+    assert codes == {"e1": 3, "e2": "forbidden", "e3": "forbidden", "e4": 4, "e5": 5, "e6": "target_deleted",
+                     "e7": "not_found", "e8": "target_deleted", "e9": 6}
+    history = (await store.history(ch)).messages
+    assert [(m.seq, m.kind, m.body) for m in history] == [
+        (1, "text", "mine"), (2, "text", ""), (3, "edit", "mine, edited"), (4, "reaction", ""), (5, "delete", ""),
+        (6, "text", "re")]
+    assert [m.count_seq for m in history] == [1, 2, 2, 2, 2, 3]
+    # A retried delete is acked with its original seq, not refused as target_deleted.
+    await pipe.process([event("bob", ch, "e5", kind="delete", target=2)])
+    assert pub.acks()[-1].seq == 5
+
+
+async def test_stream_messages_carry_the_event_fields() -> None:
+    pipe, pub, ch = await setup()
+    await pipe.process([send("alice", ch, "a1")])
+    await pipe.process([event("bob", ch, "r", kind="reaction", target=1, emoji=":tada:", op="remove")])
+    m = pub.stream()[-1]
+    assert (m.kind, m.target, m.emoji, m.op, m.body, m.count_seq) == ("reaction", 1, ":tada:", "remove", "", 1)
+
+
+async def test_only_texts_move_markers_record_mentions_and_queue_pushes(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from mqchat.storage.base import ReadMarker
+    from mqchat.storage.push_state import PushState
+    from mqchat.storage.redis_client import RedisClient
+    from mqchat.storage.redis_state import RedisState
+
+    redis = RedisClient.from_url(redis_server.url)
+    state, push = RedisState(redis), PushState(redis)
+    await push.ensure_groups()
+    directory = MemoryDirectory()
+    channel, _ = await directory.create_channel("group", None, "alice", ["bob"], now_ms=1)
+    ch = channel.channel_id
+    pipe = Pipeline(MemoryMessageStore(), directory, Sequencer(Snowflake(1)), RecordingPublisher(),
+                    read_state=state, fanout=state)
+    await pipe.process([send("alice", ch, "1", "hi <@bob>")])
+    await pipe.process([event("alice", ch, "2", kind="edit", target=1, body="hi again <@bob>"),
+                        event("alice", ch, "3", kind="reaction", target=1, emoji="👍", op="add"),
+                        event("alice", ch, "4", kind="pin", target=1)])
+    assert await state.read_markers("alice", [ch]) == {ch: ReadMarker(1, 1)}  # not moved to 4
+    assert await state.mention_counts("bob", {ch: 0}) == {ch: 1}  # the edit's mention is not counted again
+    jobs = await push.read_fanout_jobs("f1", block_ms=100)
+    assert [fields["seq"] for _, fields in jobs] == ["1"]  # one push job: the text
     await redis.close()

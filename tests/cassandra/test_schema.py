@@ -24,8 +24,10 @@ def test_schema_has_a_preamble_and_numbered_migrations() -> None:
     assert "PRIMARY KEY ((channel_id, epoch, bucket), seq)" in messages
     assert "CLUSTERING ORDER BY (seq DESC)" in messages
     assert "last_seq   bigint STATIC" in messages
-    assert all(s.startswith(("CREATE KEYSPACE IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS"))
+    assert all(s.startswith(("CREATE KEYSPACE IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS", "ALTER TABLE chat."))
                for s in schema.statements())
+    # Columns are added by ALTER, one statement per migration (no half-applied migration).
+    assert all(sum(s.startswith("ALTER") for s in m.statements) <= 1 for m in schema.migrations)
 
 
 def test_every_table_our_statements_use_is_in_the_schema() -> None:

@@ -21,8 +21,8 @@ from tests.cassandra_standin import wire
 #: Column types of every column our statements bind or select.
 COLUMN_TYPES: dict[str, int] = {
     **dict.fromkeys(["epoch", "bucket", "version"], wire.INT),
-    **dict.fromkeys(["seq", "last_seq", "id", "ts", "created_ms", "joined_ms", "applied_ms", "[timestamp]"],
-                    wire.BIGINT),
+    **dict.fromkeys(["seq", "last_seq", "id", "ts", "created_ms", "joined_ms", "applied_ms", "[timestamp]",
+                     "target", "reply_to", "thread", "count_seq"], wire.BIGINT),
     "[applied]": wire.BOOLEAN,
 }
 
@@ -72,7 +72,7 @@ def lwt(applied: bool, extra: Sequence[tuple[str, Any]] = ()) -> Result:
 @dataclass
 class Bucket:
     last_seq: int | None = None
-    rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # seq -> (id, sender, device, cmid, ts, kind, body)
+    rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # seq -> (id, sender, ..., body, target, ...)
 
 
 class Model:
@@ -141,6 +141,15 @@ class Model:
     def _message_put(self, v: list[Any]) -> Result:
         channel, epoch, bucket, seq, *rest = v
         self.buckets.setdefault((channel, epoch, bucket), Bucket()).rows[seq] = tuple(rest)
+        return Result()
+
+    def _message_erase(self, v: list[Any]) -> Result:
+        body, channel, epoch, bucket, seq = v
+        found = self.buckets.get((channel, epoch, bucket))
+        if found is not None and seq in found.rows:  # an UPDATE of a missing row would create one: never asked
+            row = list(found.rows[seq])
+            row[6] = body  # (id, sender, device, cmid, ts, kind, body, ...)
+            found.rows[seq] = tuple(row)
         return Result()
 
     def _message_range(self, v: list[Any]) -> Result:

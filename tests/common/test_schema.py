@@ -20,7 +20,18 @@ def test_limits_are_inclusive() -> None:
     (b"{" + b" " * schema.MAX_PAYLOAD_BYTES + b"}", "payload_too_large"),
     (b"", "malformed"),
     (b"null", "malformed"),
-    (b'{"cmid": "c", "kind": "text"}', "malformed"),
+    (b'{"cmid": "c", "kind": "text"}', "missing_field"),
+    (b'{"cmid": "c", "kind": "edit", "body": "x"}', "missing_field"),
+    (b'{"cmid": "c", "kind": "reaction", "target": 1, "emoji": "\xf0\x9f\x91\x8d"}', "missing_field"),
+    (b'{"cmid": "c", "kind": "text", "body": "x", "emoji": "\xf0\x9f\x91\x8d"}', "field_not_allowed"),
+    (b'{"cmid": "c", "kind": "delete", "target": 1, "body": "x"}', "field_not_allowed"),
+    (b'{"cmid": "c", "kind": "pin", "target": 0}', "invalid_target"),
+    (b'{"cmid": "c", "kind": "text", "body": "x", "thread": -3}', "invalid_target"),
+    (b'{"cmid": "c", "kind": "delete", "target": "5"}', "malformed"),
+    (b'{"cmid": "c", "kind": "reaction", "target": 1, "emoji": "ok", "op": "add"}', "invalid_emoji"),
+    (b'{"cmid": "c", "kind": "reaction", "target": 1, "emoji": ":Bad Code:", "op": "add"}', "invalid_emoji"),
+    (b'{"cmid": "c", "kind": "reaction", "target": 1, "emoji": "\xf0\x9f\x91\x8d", "op": "toggle"}', "malformed"),
+    (b'{"cmid": "c", "kind": "edit", "target": 1, "body": "' + b"x" * 4001 + b'"}', "body_too_long"),
     (b'{"cmid": "c", "kind": "text", "body": "x", "extra": 1}', "unknown_field"),
     (b'{"cmid": "c", "kind": "image", "body": "x"}', "unknown_kind"),
     (b'{"cmid": "", "kind": "text", "body": "x"}', "invalid_cmid"),
@@ -49,3 +60,26 @@ def test_outbound_payloads_carry_the_version_and_omit_empty_fields() -> None:
         schema.Ack(cmid=None, channel="ch1", ok=False, error=schema.ErrorBody("malformed", "bad"))))
     assert err.error == schema.ErrorBody("malformed", "bad")
     assert err.v == schema.VERSION
+
+
+@pytest.mark.parametrize("emoji", ["👍", "👍🏽", "❤️", "🇫🇷", "👨‍👩‍👧", "1️⃣", ":party_parrot:", ":+1:"])
+def test_reaction_emoji_formats(emoji: str) -> None:
+    raw = schema.encode(schema.SendRequest(cmid="c", kind="reaction", target=3, emoji=emoji, op="add"))
+    assert schema.decode_send(raw).emoji == emoji
+
+
+@pytest.mark.parametrize("emoji", ["", "a", "👍 ", "👍" * 17, ":" + "a" * 33 + ":", "1", "<@u1>", "\u200d"])
+def test_reaction_emoji_refusals(emoji: str) -> None:
+    assert not schema.valid_emoji(emoji)
+
+
+def test_every_kind_round_trips() -> None:
+    for req in [
+        schema.SendRequest(cmid="a", kind="text", body="hi", reply_to=2, thread=1),
+        schema.SendRequest(cmid="b", kind="edit", target=1, body="new"),
+        schema.SendRequest(cmid="c", kind="delete", target=1),
+        schema.SendRequest(cmid="d", kind="reaction", target=1, emoji="🎉", op="remove"),
+        schema.SendRequest(cmid="e", kind="pin", target=1),
+        schema.SendRequest(cmid="f", kind="unpin", target=1),
+    ]:
+        assert schema.decode_send(schema.encode(req)) == req

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from mqchat import fold
 from mqchat.errors import Conflict
 from mqchat.storage.base import EMPTY_POSITION, Directory, MessageStore, Position, StoredMessage
 from mqchat.storage.cassandra import CassandraDirectory, CassandraMessageStore
@@ -268,3 +270,76 @@ async def test_membership(directory: Directory) -> None:
     assert await directory.channels_of(b) == []
     assert await directory.get_channel(cid) == group
     assert await directory.get_channel("c-missing") is None
+
+
+def event(seq: int, sender: str, kind: str, count: int, **fields: object) -> StoredMessage:
+    base = msg("ch", seq, sender=sender)
+    return replace(base, kind=kind, body=str(fields.pop("body", "")), count_seq=count, **fields)  # type: ignore[arg-type]
+
+
+RICH = [
+    event(1, "ann", "text", 1, body="root"),
+    event(2, "bob", "text", 2, body="reply", thread=1),
+    event(3, "ann", "edit", 2, body="root v2", target=1),
+    event(4, "bob", "reaction", 2, target=1, emoji="👍", op="add"),
+    event(5, "ann", "pin", 2, target=1),
+    event(6, "cy", "text", 3, body="quote", reply_to=1),
+    event(7, "bob", "edit", 3, body="reply v2", target=2),
+    event(8, "bob", "delete", 3, target=2),
+    event(9, "ann", "pin", 3, target=6),
+    event(10, "ann", "unpin", 3, target=1),
+]
+
+
+async def test_rich_events_round_trip_and_fold(backend: tuple[MessageStore, Reopen]) -> None:
+    store, reopen = backend
+    await store.append(RICH[:4])
+    await store.append(RICH[4:])
+    for attempt in range(2):
+        current = store if attempt == 0 else await reopen()
+        pos = (await current.positions(["ch"]))["ch"]
+        assert (pos.last_seq, pos.count) == (10, 3)
+        history = {m.seq: m for m in (await current.history("ch")).messages}
+        # The delete erased the words of its target and of the target's edit; nothing else.
+        assert [history[s].body for s in range(1, 11)] == ["root", "", "root v2", "", "", "quote", "", "", "", ""]
+        assert history[4] == RICH[3]
+        assert history[6] == RICH[5]
+        related = await current.related({"ch": [1, 2], "nowhere": [1]})
+        assert [m.seq for m in related["ch"]] == [1, 2, 3, 4, 5, 7, 8, 10]
+        assert related["nowhere"] == []
+        states = fold.fold(related["ch"]).messages
+        assert (states[1].body, states[1].reply_count, states[1].pinned) == ("root v2", 1, False)
+        assert states[1].out("bob").reactions[0].me
+        assert (states[2].deleted, states[2].body) == (True, "")
+        replies, more = await current.thread("ch", 1)
+        assert ([m.seq for m in replies], more) == ([2], False)
+        assert await current.thread("ch", 1, after=2) == ([], False)
+        assert await current.thread("ch", 1, limit=0) == ([], True)
+        assert fold.fold(await current.pin_events("ch")).pinned() == []  # pin targets are not in the pin list
+        assert [m.seq for m in await current.pin_events("ch")] == [5, 9, 10]
+        assert await current.counts_at([("ch", 1), ("ch", 4), ("ch", 6), ("ch", 10), ("none", 3)]) == {
+            ("ch", 1): 1, ("ch", 4): 2, ("ch", 6): 3, ("ch", 10): 3, ("none", 3): 0}
+
+
+async def test_a_version_1_sqlite_file_migrates_and_counts_its_texts(tmp_path: Path) -> None:
+    """Messages stored before rich messages existed were all texts: each counts toward unread."""
+    import sqlite3
+
+    from mqchat.storage.sqlite import MESSAGES_SCHEMA
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MESSAGES_SCHEMA[0] + "PRAGMA user_version=1;")
+        conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         [("c1", 1, s, 100 + s, "u1", "d1", f"m{s}", s, "text", f"b{s}") for s in (1, 2, 3)])
+        conn.execute("INSERT INTO positions VALUES ('c1', 1, 3)")
+    store = await SqliteMessageStore(path).open()
+    try:
+        assert (await store.positions(["c1"]))["c1"].count == 3
+        assert await store.counts_at([("c1", 2)]) == {("c1", 2): 2}
+        await store.append([replace(msg("c1", 4), kind="reaction", body="", target=2, emoji="👍", op="add",
+                                    count_seq=3)])
+        assert (await store.positions(["c1"]))["c1"].count == 3
+        assert [m.count_seq for m in (await store.history("c1")).messages] == [1, 2, 3, 3]
+    finally:
+        await store.close()

@@ -73,7 +73,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 def api_paths() -> dict[str, set[str]]:
     """Path → HTTP methods served by ``python -m api`` (the real application, not started)."""
     from api.app import create_app
-
     from mqchat.storage.redis_client import RedisClient
 
     unused: Any = None

@@ -56,4 +56,6 @@ def test_paho_client_logs_in_joins_sends_and_receives(system: System) -> None:
     assert message["id"] == ack["id"]
     history = httpx.get(f"{api}/v1/channels/{channel}/messages",
                         headers={"Authorization": f"Bearer {bob['token']}"}).json()
-    assert history["messages"] == [message]  # history and the live stream share one shape
+    # History and the live stream share one shape; history adds the message's folded state.
+    assert [{k: v for k, v in m.items() if k != "state"} for m in history["messages"]] == [message]
+    assert history["messages"][0]["state"]["body"] == "hi"

@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +110,19 @@ class FaultyStore:
     async def history(self, channel: str, *, before: int | None = None, after: int | None = None,
                       limit: int = 50) -> HistoryPage:
         return await self._inner.history(channel, before=before, after=after, limit=limit)
+
+    async def related(self, wanted: Mapping[str, Collection[int]]) -> dict[str, list[StoredMessage]]:
+        return await self._inner.related(wanted)
+
+    async def thread(self, channel: str, root: int, *, after: int = 0, limit: int = 50,
+                     ) -> tuple[list[StoredMessage], bool]:
+        return await self._inner.thread(channel, root, after=after, limit=limit)
+
+    async def pin_events(self, channel: str) -> list[StoredMessage]:
+        return await self._inner.pin_events(channel)
+
+    async def counts_at(self, points: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return await self._inner.counts_at(points)
 
     async def close(self) -> None:
         await self._inner.close()

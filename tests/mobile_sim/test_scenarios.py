@@ -57,6 +57,14 @@ async def test_scenario_runs_clean_against_a_fresh_system(scenario: str, tmp_pat
         assert counts["presence"] > 0
 
 
+async def test_chat_with_edits_deletes_reactions_and_replies_folds_like_history(tmp_path: Path) -> None:
+    options = dataclasses.replace(SMALL, rich=0.4, rate=15, duration=4, drop_rate=0)
+    rep = await run("chat", tmp_path, options=options)
+    counts = rep["checker"]["counts"]
+    assert counts["states"] > 0  # devices' folds were compared with history, and agreed
+    assert counts["badges"] > 0
+
+
 async def test_chat_over_mosquitto_transport(tmp_path: Path, mosquitto: object) -> None:
     # The fixture only proves Mosquitto is installed; the run starts its own.
     rep = await run("chat", tmp_path, transport="mosquitto")

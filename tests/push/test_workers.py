@@ -53,7 +53,7 @@ class Clock:
 
 def message(seq: int, sender: str = "alice", channel: str = CHANNEL, body: str = "hi") -> StoredMessage:
     return StoredMessage(id=1000 + seq, channel=channel, seq=seq, epoch=1, sender=sender, device="phone",
-                         cmid=f"m{seq}", ts=0, kind="text", body=body)
+                         cmid=f"m{seq}", ts=0, kind="text", body=body, count_seq=seq)
 
 
 async def world(redis_state: RedisState, members: list[str]) -> tuple[MemoryDirectory, MemoryMessageStore]:
