@@ -103,7 +103,7 @@ class UploadStore(Protocol):
         ...
 
     async def unused_before(self, now_ms: int, limit: int) -> list[Upload]:
-        """Uploads not attached whose ``expires_ms`` is before ``now_ms``, oldest first."""
+        """Uploads not attached whose ``expires_ms`` is at or before ``now_ms``, oldest first."""
         ...
 
     async def remove(self, upload_id: str) -> bool:
@@ -231,7 +231,7 @@ class SqliteUploadStore:
 
     async def unused_before(self, now_ms: int, limit: int) -> list[Upload]:
         rows = await self._run(lambda c: c.execute(
-            f"SELECT {_COLUMNS} FROM uploads WHERE state IN ('pending', 'ready') AND expires_ms < ? "
+            f"SELECT {_COLUMNS} FROM uploads WHERE state IN ('pending', 'ready') AND expires_ms <= ? "
             "ORDER BY expires_ms LIMIT ?", (now_ms, limit)).fetchall())
         return [_row(r) for r in rows]
 
@@ -287,7 +287,7 @@ class MemoryUploadStore:
                 if u.state == "attached" and u.cmid is not None and (u.channel, u.owner, u.cmid) in wanted}
 
     async def unused_before(self, now_ms: int, limit: int) -> list[Upload]:
-        rows = sorted((u for u in self._rows.values() if u.state != "attached" and u.expires_ms < now_ms),
+        rows = sorted((u for u in self._rows.values() if u.state != "attached" and u.expires_ms <= now_ms),
                       key=lambda u: u.expires_ms)
         return rows[:limit]
 

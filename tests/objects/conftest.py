@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from api import errors, uploads
+from mqchat.config import ObjectsSettings
 from mqchat.objects.base import ObjectStore
 from mqchat.objects.local import LocalObjectStore
 from mqchat.objects.s3 import S3ObjectStore
+from mqchat.objects.service import Attachments
 from mqchat.objects.signing import UrlSigner, derive_key
+from mqchat.objects.uploads import MemoryUploadStore
 from tests.objects.s3server import S3Server
 
 SIGNING_SECRET = "a-test-secret-that-is-long-enough-for-signing"
@@ -33,3 +39,18 @@ async def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         store = S3ObjectStore.from_settings(server.settings(server.new_bucket()))
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def http(object_store: ObjectStore) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the store's presigned URLs: the API's routes for local files, plain HTTP for S3."""
+    if isinstance(object_store, LocalObjectStore):
+        app = FastAPI()
+        errors.install(app)
+        app.state.attachments = Attachments(ObjectsSettings(), object_store, MemoryUploadStore())
+        app.include_router(uploads.router)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            yield client
+    else:
+        async with httpx.AsyncClient() as client:
+            yield client

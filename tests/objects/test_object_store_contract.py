@@ -4,33 +4,11 @@ and S3 (boto3 talking to a local S3 server over HTTP)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from api import errors, uploads
-from mqchat.config import ObjectsSettings
 from mqchat.objects.base import InvalidKey, ObjectNotFound, ObjectStore
-from mqchat.objects.local import LocalObjectStore
-from mqchat.objects.service import Attachments
-from mqchat.objects.uploads import MemoryUploadStore
-
-
-@pytest.fixture
-async def http(object_store: ObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the store's presigned URLs: the API's routes for local files, plain HTTP for S3."""
-    if isinstance(object_store, LocalObjectStore):
-        app = FastAPI()
-        errors.install(app)
-        app.state.attachments = Attachments(ObjectsSettings(), object_store, MemoryUploadStore())
-        app.include_router(uploads.router)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
-    else:
-        async with httpx.AsyncClient() as client:
-            yield client
 
 
 async def test_put_get_head_delete(object_store: ObjectStore) -> None:
