@@ -31,7 +31,7 @@ class S3Server:
 
     def settings(self, bucket: str) -> ObjectsSettings:
         return ObjectsSettings(backend="s3", s3_bucket=bucket, s3_endpoint_url=self.endpoint,
-                               s3_access_key_id=ACCESS_KEY, s3_secret_access_key=SECRET_KEY,  # type: ignore[arg-type]
+                               s3_access_key_id=ACCESS_KEY, s3_secret_access_key=SECRET_KEY,
                                s3_path_style=True)
 
     def env(self, bucket: str) -> dict[str, str]:

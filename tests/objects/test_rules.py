@@ -144,7 +144,7 @@ def test_bad_upload_requests_are_refused(size: int, ctype: str, name: str, code:
 def upload(**changes: object) -> Upload:
     base = Upload("u" + "0" * 32, "c1", "alice", "a.png", "image/png", 100, created_ms=0, expires_ms=1000,
                   state="ready")
-    return Upload(**{**{f: getattr(base, f) for f in base.__slots__}, **changes})  # type: ignore[arg-type]
+    return Upload(**{**{f: getattr(base, f) for f in base.__slots__}, **changes})
 
 
 def test_stored_bytes_must_match_what_was_declared() -> None:
