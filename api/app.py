@@ -50,7 +50,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
-    uploads.install(app, settings, redis)
+    uploads.install(app, settings, keys, redis)
     if settings.http.cors_origins:
         app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
     app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes, exempt=(uploads.OBJECTS_PREFIX,))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Me, Svc, member_channel
 from api.errors import ApiError, error_body
+from mqchat import auth
 from mqchat.config import Settings
 from mqchat.objects.base import InvalidKey, content_disposition
 from mqchat.objects.factory import open_attachments
@@ -41,16 +42,28 @@ OBJECTS_PREFIX = OBJECTS_PATH + "/"
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
 
-def install(app: FastAPI, settings: Settings, redis: RedisClient) -> None:
-    """Add the attachment routes to ``app``, over this deployment's object store and upload records.
-    Nothing here holds a connection that must be closed (the records open SQLite per call)."""
-    app.state.attachments = open_attachments(settings, ThumbnailJobs(redis))
+def install(app: FastAPI, settings: Settings, keys: auth.KeySet, redis: RedisClient) -> None:
+    """Add the attachment routes to ``app``, over this deployment's object store and upload records
+    (opened on first use, so building the app needs neither; nothing held must be closed: the
+    records open SQLite per call)."""
+    app.state.open_attachments = lambda: open_attachments(settings, keys.signing_key, ThumbnailJobs(redis))
     app.include_router(router)
 
 
-def attachments(request: Request) -> Attachments:
-    found: Attachments = request.app.state.attachments
+def attachments_of(app: FastAPI) -> Attachments:
+    """The app's attachment service (opened now if this is the first use).
+
+    Raises:
+        ConfigError: the object store cannot be opened with these settings.
+    """
+    found: Attachments | None = getattr(app.state, "attachments", None)
+    if found is None:
+        found = app.state.attachments = app.state.open_attachments()
     return found
+
+
+def attachments(request: Request) -> Attachments:
+    return attachments_of(request.app)
 
 
 Att = Annotated[Attachments, Depends(attachments)]

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
-from mqchat import lifecycle
+from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
 from mqchat.objects.factory import open_attachments
@@ -67,7 +67,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async def sweeper() -> None:
             await run_sweeper(state)
 
-        thumbnail_jobs, attachments = ThumbnailJobs(redis), open_attachments(settings)
+        thumbnail_jobs = ThumbnailJobs(redis)
+        attachments = open_attachments(settings, auth.load_keys(settings).signing_key)
         stack.push_async_callback(attachments.close)
 
         await redis.ping()

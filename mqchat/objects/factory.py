@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
 from mqchat.objects.base import ObjectStore
@@ -15,9 +14,9 @@ from mqchat.objects.uploads import SqliteUploadStore
 UPLOADS_DB = "uploads.db"
 
 
-def url_signer(settings: Settings) -> UrlSigner:
+def url_signer(settings: Settings, jwt_secret: str | None) -> UrlSigner:
     """The ``local`` backend's URL signer: its key comes from ``objects.signing_secret``, else from the
-    JWT signing secret.
+    JWT signing secret ``jwt_secret`` (``auth.KeySet.signing_key``).
 
     Raises:
         ConfigError: neither is available (an external token issuer and no ``objects.signing_secret``).
@@ -25,26 +24,32 @@ def url_signer(settings: Settings) -> UrlSigner:
     secret = settings.objects.signing_secret
     if secret is not None:
         raw = secret.get_secret_value()
+    elif jwt_secret is not None:
+        raw = jwt_secret
     else:
-        raw_key = auth.load_keys(settings).signing_key
-        if raw_key is None:
-            raise ConfigError("objects.backend local needs objects.signing_secret when tokens come from an "
-                              "external issuer")
-        raw = raw_key
+        raise ConfigError("objects.backend local needs objects.signing_secret when tokens come from an "
+                          "external issuer")
     return UrlSigner(derive_key(raw), settings.objects.public_url or "")
 
 
-def open_object_store(settings: Settings) -> ObjectStore:
-    """The object store named by ``objects.backend`` (nothing connects yet)."""
+def open_object_store(settings: Settings, jwt_secret: str | None) -> ObjectStore:
+    """The object store named by ``objects.backend`` (nothing connects yet).
+
+    Args:
+        settings: the process settings.
+        jwt_secret: the deployment's JWT signing secret (``auth.load_keys(settings).signing_key``), from
+            which the ``local`` backend derives its URL signing key unless ``objects.signing_secret`` is set.
+    """
     if settings.objects.backend == "local":
-        return LocalObjectStore(settings.data_dir / settings.objects.local_dir, url_signer(settings))
+        return LocalObjectStore(settings.data_dir / settings.objects.local_dir, url_signer(settings, jwt_secret))
     # Imported here: boto3 is loaded only by deployments that use it.
     from mqchat.objects.s3 import S3ObjectStore
 
     return S3ObjectStore.from_settings(settings.objects)
 
 
-def open_attachments(settings: Settings, thumbnails: ThumbnailQueue | None = None) -> Attachments:
+def open_attachments(settings: Settings, jwt_secret: str | None,
+                     thumbnails: ThumbnailQueue | None = None) -> Attachments:
     """The attachment service of this deployment; upload records in ``<data_dir>/uploads.db``."""
-    return Attachments(settings.objects, open_object_store(settings),
+    return Attachments(settings.objects, open_object_store(settings, jwt_secret),
                        SqliteUploadStore(settings.data_dir / UPLOADS_DB), thumbnails)

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from api.uploads import attachments_of
+from mqchat.objects.local import LocalObjectStore
 from mqchat.objects.policy import FileSend
 from mqchat.objects.service import Attachments
 from tests.api.conftest import Ctx, bearer, error, user
@@ -45,8 +47,7 @@ async def put(ctx: Ctx, started: dict[str, Any], data: bytes, **headers: str) ->
 
 
 def attachments(ctx: Ctx) -> Attachments:
-    att: Attachments = ctx.app.state.attachments
-    return att
+    return attachments_of(ctx.app)
 
 
 async def test_upload_complete_and_download_by_members_only(ctx: Ctx) -> None:
@@ -92,7 +93,7 @@ async def test_upload_complete_and_download_by_members_only(ctx: Ctx) -> None:
 
 async def test_bad_upload_requests(ctx: Ctx) -> None:
     alice, _, carol, channel = await team(ctx)
-    limit = ctx.app.state.attachments.settings.max_upload_bytes
+    limit = attachments(ctx).settings.max_upload_bytes
     assert error(await start(ctx, alice, channel, b"x", size=limit + 1)) == (413, "upload_too_large")
     assert error(await start(ctx, alice, channel, b"<html>", "text/html", "a.html")) == (415, "forbidden_type")
     assert error(await start(ctx, alice, channel, b"x", size=0)) == (422, "invalid_size")
@@ -113,7 +114,9 @@ async def test_a_png_that_is_not_a_png_is_refused_and_deleted(ctx: Ctx) -> None:
     r = await ctx.client.post(f"/v1/uploads/{started['upload_id']}/complete", headers=alice)
     assert error(r) == (422, "type_mismatch")
     assert await attachments(ctx).uploads.get(started["upload_id"]) is None
-    assert not any(p.is_file() for p in (ctx.app.state.attachments.objects.root).rglob("*"))
+    store = attachments(ctx).objects
+    assert isinstance(store, LocalObjectStore)
+    assert not any(p.is_file() for p in store.root.rglob("*"))
 
 
 async def test_completing_before_uploading_or_someone_elses_upload(ctx: Ctx) -> None:
@@ -168,7 +171,7 @@ async def test_expired_and_tampered_urls_are_refused(ctx: Ctx) -> None:
 
 async def test_uploads_may_be_larger_than_ordinary_request_bodies(ctx: Ctx) -> None:
     alice, _, _, channel = await team(ctx)
-    big = b"%PDF-1.7\n" + b"0" * (ctx.app.state.attachments.settings.max_upload_bytes // 10)
+    big = b"%PDF-1.7\n" + b"0" * (attachments(ctx).settings.max_upload_bytes // 10)
     assert len(big) > (1 << 20)  # over http.max_body_bytes
     started = (await start(ctx, alice, channel, big, "application/pdf", "big.pdf")).json()
     assert (await put(ctx, started, big)).status_code == 200
