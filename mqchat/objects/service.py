@@ -8,6 +8,7 @@ with :func:`mqchat.objects.factory.open_attachments` and call it; the rules are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -107,14 +108,13 @@ class Attachments:
             return upload
         if self.clock_ms() >= upload.expires_ms:
             raise AttachmentError("upload_expired", "the upload was not completed in time; upload again", 410)
-        try:
+        # Missing: nothing uploaded, or a completion that failed after the move is being retried.
+        with contextlib.suppress(ObjectNotFound):
             await self.objects.move(upload.incoming_key, upload.object_key)
-        except ObjectNotFound:
-            raise AttachmentError("upload_incomplete", "nothing was uploaded yet: PUT the bytes to the upload URL "
-                                  "first", 409) from None
         info = await self.objects.head(upload.object_key)
-        if info is None:  # removed meanwhile (the upload was deleted)
-            raise AttachmentError("upload_not_found", f"no upload {upload_id!r}", 404)
+        if info is None:
+            raise AttachmentError("upload_incomplete", "nothing was uploaded yet: PUT the bytes to the upload URL "
+                                  "first", 409)
         head = await self.objects.get(upload.object_key, max_bytes=SNIFF_BYTES)
         try:
             policy.check_stored(upload, info.size, sniff(head), self.settings)
@@ -123,9 +123,11 @@ class Attachments:
             raise
         size = image_size(head) if is_image(upload.content_type) else None
         width, height = size if size else (None, None)
-        await self.uploads.mark_ready(upload.upload_id, width=width, height=height)
         if self.thumbnails is not None and is_image(upload.content_type):
+            # Before the upload turns ready: when this fails, the client's retry enqueues again (a
+            # repeated job only remakes the same thumbnail); after, a failure would lose the job.
             await self.thumbnails.enqueue(upload.upload_id)
+        await self.uploads.mark_ready(upload.upload_id, width=width, height=height)
         ready = await self.uploads.get(upload.upload_id)
         assert ready is not None
         return ready
