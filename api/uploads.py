@@ -30,7 +30,7 @@ from mqchat.objects.factory import open_attachments
 from mqchat.objects.local import LocalObjectStore, TooLarge
 from mqchat.objects.policy import Attachment, AttachmentError, UploadRequest
 from mqchat.objects.service import Attachments
-from mqchat.objects.signing import OBJECTS_PATH, UrlRefused
+from mqchat.objects.signing import OBJECTS_PATH, Grant, Op, UrlRefused
 from mqchat.objects.sniff import sniff
 from mqchat.objects.uploads import Upload
 from mqchat.storage.redis_client import RedisClient
@@ -181,17 +181,26 @@ def _local(att: Attachments) -> LocalObjectStore:
     return att.objects
 
 
-def _url_error(exc: UrlRefused) -> ApiError:
-    return ApiError(403, exc.code, exc.message)
+def _verified(store: LocalObjectStore, op: Op, key: str, request: Request) -> Grant:
+    """The grant of the request's signed URL.
+
+    Raises:
+        ApiError: 403 ``url_invalid`` or ``url_expired``.
+    """
+    try:
+        grant = store.signer.verify(op, key, dict(request.query_params), now=int(time.time()))
+        store.path(key)
+    except UrlRefused as exc:
+        raise ApiError(403, exc.code, exc.message) from None
+    except InvalidKey:
+        raise ApiError(403, "url_invalid", "the URL names no object of this store") from None
+    return grant
 
 
 @router.put("/objects/{key:path}", include_in_schema=False)
 async def put_object(key: str, request: Request, att: Att) -> JSONResponse:
     store = _local(att)
-    try:
-        grant = store.signer.verify("put", key, dict(request.query_params), now=int(time.time()))
-    except (UrlRefused, InvalidKey) as exc:
-        raise _url_error(exc if isinstance(exc, UrlRefused) else UrlRefused("url_invalid", str(exc))) from None
+    grant = _verified(store, "put", key, request)
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != grant.content_type:
         raise ApiError(403, "url_invalid", f"send Content-Type: {grant.content_type} (it is part of the signature)")
@@ -208,11 +217,8 @@ async def put_object(key: str, request: Request, att: Att) -> JSONResponse:
 @router.get("/objects/{key:path}", include_in_schema=False)
 async def get_object(key: str, request: Request, att: Att) -> Response:
     store = _local(att)
-    try:
-        grant = store.signer.verify("get", key, dict(request.query_params), now=int(time.time()))
-        path = store.path(key)
-    except (UrlRefused, InvalidKey) as exc:
-        raise _url_error(exc if isinstance(exc, UrlRefused) else UrlRefused("url_invalid", str(exc))) from None
+    grant = _verified(store, "get", key, request)
+    path = store.path(key)  # the key passed the grammar in verify; this also checks it stays under the root
     head = await store.get(key, max_bytes=4096) if path.is_file() else None
     if head is None:
         return JSONResponse(error_body("object_not_found", "the object no longer exists"), status_code=404)
