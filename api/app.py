@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 import mqchat
-from api import device_routes, errors, guards, hooks, message_routes, provisioning, routes, state_routes
+from api import device_routes, errors, guards, hooks, message_routes, provisioning, routes, state_routes, uploads
 from api.deps import Services
 from api.events import EventSink, MqttEventSink, SendPath
 from api.limits import Limits
@@ -56,9 +56,10 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
+    uploads.install(app, settings, keys, redis)
     if settings.http.cors_origins:
         app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
-    app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes)
+    app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes, exempt=(uploads.OBJECTS_PREFIX,))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -31,14 +31,19 @@ from mqchat.config import HttpSettings
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies over ``limit`` bytes with 413 ``body_too_large``."""
+    """ASGI middleware refusing request bodies over ``limit`` bytes with 413 ``body_too_large``.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Paths under an ``exempt`` prefix are left alone: their routes cap bodies themselves (the signed
+    upload URLs of attachments allow up to ``objects.max_upload_bytes``).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt and str(scope.get("path", "")).startswith(self.exempt)):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):

@@ -323,6 +323,74 @@ class OpsSettings(_Section):
                          "(children running, restarts by reason; 0 = off).")
 
 
+#: Content types uploads may have by default: each is recognised by its magic bytes
+#: (``mqchat/objects/sniff.py``), so a client cannot label one kind of file as another.
+DEFAULT_UPLOAD_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+                        "video/mp4", "audio/mpeg", "audio/ogg")
+
+
+class ObjectsSettings(_Section):
+    """Attachments: where uploaded files live and the limits the server enforces (docs/attachments.md)."""
+
+    backend: Literal["local", "s3"] = Field(
+        "local", description="Object store of uploads: `local` files under `data_dir` (served by the API through "
+        "HMAC-signed URLs) or an S3-compatible service.")
+    local_dir: str = Field("objects", min_length=1, description="Directory of the `local` backend, under `data_dir`.")
+    public_url: str | None = Field(
+        None, description="Base URL of the API as clients reach it (`https://chat.example.com`), put in front of "
+        "the `local` backend's signed URLs. Unset: those URLs are paths (`/v1/objects/...`) that clients resolve "
+        "against the API's base URL.")
+    signing_secret: SecretStr | None = Field(
+        None, description="Secret the `local` backend's URL signing key is derived from (at least 32 bytes). "
+        "Unset: derived from the JWT signing secret (`auth.secret` or `<data_dir>/jwt-secret`).")
+    max_upload_bytes: int = Field(25 << 20, ge=1, le=5 << 30, description="Largest upload accepted, in bytes.")
+    allowed_types: tuple[str, ...] = Field(
+        DEFAULT_UPLOAD_TYPES, min_length=1, description="Content types an upload may have; the stored bytes must "
+        "match the type (magic bytes) before the upload can be sent.")
+    upload_url_ttl_s: int = Field(900, ge=10, le=7 * 86_400, description="Lifetime of a signed upload URL.")
+    download_url_ttl_s: int = Field(3600, ge=10, le=7 * 86_400, description="Lifetime of a signed download URL "
+                                    "(history and `GET /v1/uploads/{id}/download` issue fresh ones).")
+    unused_ttl_s: int = Field(86_400, ge=60, le=30 * 86_400, description="An upload not sent in a message within "
+                              "this time is deleted (object, thumbnail and record) by the workers' cleanup loop.")
+    cleanup_interval_s: float = Field(300.0, ge=1, le=86_400, description="How often the workers look for "
+                                      "unused uploads past `unused_ttl_s`.")
+    thumbnail_px: int = Field(320, ge=16, le=2048, description="Longest side of image thumbnails, in pixels.")
+    max_image_pixels: int = Field(50_000_000, ge=1_000, le=1_000_000_000, description="Images with more pixels "
+                                  "get no thumbnail (decompression-bomb guard; Pillow's `MAX_IMAGE_PIXELS`).")
+    s3_bucket: str | None = Field(None, description="Bucket of the `s3` backend (must exist).")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph, R2, ...); unset: AWS.")
+    s3_region: str = Field("us-east-1", min_length=1, description="Region of the bucket.")
+    s3_access_key_id: str | None = Field(None, description="Access key; unset: the AWS SDK's default chain "
+                                         "(environment, instance role).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret key matching `s3_access_key_id`.")
+    s3_path_style: bool = Field(False, description="Path-style URLs (`endpoint/bucket/key`), as most "
+                                "self-hosted S3 servers need.")
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for ctype in value:
+            if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", ctype):
+                raise ValueError(f"content type {ctype!r}: expected type/subtype in lower case")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError(f"public_url {value!r}: expected http(s)://host[:port][/path]")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectsSettings:
+        if self.signing_secret is not None and len(self.signing_secret.get_secret_value().encode()) < 32:
+            raise ValueError("objects.signing_secret must be at least 32 bytes")
+        refuse_example_secret("objects.signing_secret", self.signing_secret)
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("objects.backend s3 needs objects.s3_bucket")
+        return self
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -345,6 +413,7 @@ class Settings(BaseSettings):
     ops: OpsSettings = OpsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
     push: PushSettings = PushSettings()
+    objects: ObjectsSettings = ObjectsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,14 +9,17 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
-from mqchat import lifecycle
+from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
+from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
+from mqchat.storage.thumbnail_jobs import ThumbnailJobs
+from workers.attachments import run_cleanup, run_thumbnailer
 from workers.presence import run_publisher, run_sweeper
 from workers.push.service import PUSH_DRAIN_S, open_push, push_tasks
 
@@ -64,6 +67,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async def sweeper() -> None:
             await run_sweeper(state)
 
+        thumbnail_jobs = ThumbnailJobs(redis)
+        attachments = open_attachments(settings, auth.load_keys(settings).signing_key)
+        stack.push_async_callback(attachments.close)
+
         await redis.ping()
         lifecycle.mark_ready(settings, "workers")
         readiness = lifecycle.Readiness()
@@ -75,6 +82,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 tg.create_task(lifecycle.supervised("presence publisher", publisher, stop),
                                name="workers.presence.publish"),
                 tg.create_task(lifecycle.supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
+                tg.create_task(lifecycle.supervised(
+                    "thumbnailer", lambda: run_thumbnailer(thumbnail_jobs, attachments, client_id, stop), stop),
+                    name="workers.attachments.thumbnails"),
+                tg.create_task(lifecycle.supervised(
+                    "upload cleanup", lambda: run_cleanup(attachments, settings.objects.cleanup_interval_s, stop),
+                    stop), name="workers.attachments.cleanup"),
             ]
             if settings.ops.workers_port:
                 tasks.append(tg.create_task(serve_ops(settings.ops.host, settings.ops.workers_port, readiness),

@@ -32,6 +32,8 @@ key                                      type    contents and lifetime
 ``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
 ``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
                                                  at ~100k entries; inspect with XRANGE
+``objects:thumbnails``                   stream  one job per completed image upload (``upload`` id), written by the
+                                                 API, read by the thumbnail worker; capped at ~100k entries
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -61,6 +63,10 @@ PUSH_SENDS_MAXLEN = 1_000_000
 PUSH_DLQ_MAXLEN = 100_000
 #: Lifetime of a fan-out job's progress cursor (seconds).
 FANOUT_PROGRESS_TTL_S = 86_400
+#: Cap of the thumbnail job stream.
+THUMBNAIL_JOBS_MAXLEN = 100_000
+#: Consumer group of the thumbnail worker (on ``objects:thumbnails``).
+THUMBNAIL_GROUP = "thumbnailer"
 #: Mentions unread for this long stop counting (their key expires with the latest mention's age).
 MENTIONS_TTL_S = 30 * 86_400
 
@@ -132,3 +138,7 @@ class Keys:
     @property
     def push_dlq(self) -> str:
         return f"{self.prefix}push:dlq"
+
+    @property
+    def thumbnail_jobs(self) -> str:
+        return f"{self.prefix}objects:thumbnails"
