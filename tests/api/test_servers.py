@@ -80,7 +80,8 @@ async def test_server_lifecycle(sctx: Ctx) -> None:
     assert ok(await carol.post(f"/v1/servers/{sid}/join"))["joined"] is True
     # a member without manage_server may not edit: 403 naming the permission, nothing changed
     r = await bob.patch(f"/v1/servers/{sid}", {"name": "Mine"})
-    assert error(r) == (403, "forbidden") and "manage_server" in r.json()["error"]["message"]
+    assert error(r) == (403, "forbidden")
+    assert "manage_server" in r.json()["error"]["message"]
     assert ok(await bob.get(f"/v1/servers/{sid}"))["name"] == "Guild 2"
     # members, paged, with display names
     ok(await bob.patch("/v1/me", {"display_name": "Bobby"}))
@@ -89,7 +90,8 @@ async def test_server_lifecycle(sctx: Ctx) -> None:
     assert rest["next_cursor"] is None
     members = {m["user_id"]: m for m in first["members"] + rest["members"]}
     assert set(members) == {alice.id, bob.id, carol.id}
-    assert members[bob.id]["display_name"] == "Bobby" and members[bob.id]["username"] == "bob"
+    assert members[bob.id]["display_name"] == "Bobby"
+    assert members[bob.id]["username"] == "bob"
     assert error(await carol.get(f"/v1/servers/{sid}/members", cursor="bm9wZXxub3Bl")) == (422, "invalid_cursor")
     # the owner cannot leave; others can; only the owner transfers or deletes
     assert error(await alice.post(f"/v1/servers/{sid}/leave")) == (409, "owner_cannot_leave")
@@ -150,7 +152,8 @@ async def test_roles(sctx: Ctx) -> None:
     assert "view_channel" in roles[0]["permissions"]
     # unknown permission names: 422, no role created
     r = await alice.post(f"/v1/servers/{sid}/roles", {"name": "Bad", "permissions": ["view_channel", "fly"]})
-    assert error(r) == (422, "unknown_permission") and "fly" in r.json()["error"]["message"]
+    assert error(r) == (422, "unknown_permission")
+    assert "fly" in r.json()["error"]["message"]
     assert len(ok(await alice.get(f"/v1/servers/{sid}/roles"))["roles"]) == 1
     mod_role = ok(await alice.post(f"/v1/servers/{sid}/roles", {
         "name": "Mod", "permissions": ["Kick_Members", "manage_roles", "view_audit_log"], "position": 5}), 201)
@@ -162,7 +165,8 @@ async def test_roles(sctx: Ctx) -> None:
     assert ok(await alice.put(f"/v1/servers/{sid}/members/{mod.id}/roles/{rid}")) == {"changed": False}
     # a role cannot grant what its granter does not hold
     r = await mod.post(f"/v1/servers/{sid}/roles", {"name": "Bans", "permissions": ["ban_members"], "position": 1})
-    assert error(r) == (403, "forbidden") and "ban_members" in r.json()["error"]["message"]
+    assert error(r) == (403, "forbidden")
+    assert "ban_members" in r.json()["error"]["message"]
     # roles at or above one's own are out of reach
     assert error(await mod.put(f"/v1/servers/{sid}/members/{bob.id}/roles/{aid}")) == (403, "role_hierarchy")
     assert error(await mod.patch(f"/v1/servers/{sid}/roles/{rid}", {"name": "Boss"})) == (403, "role_hierarchy")
@@ -173,10 +177,12 @@ async def test_roles(sctx: Ctx) -> None:
     assert error(await alice.patch(f"/v1/servers/{sid}/roles/{rid}", {"permissions": ["nope"]})) == \
         (422, "unknown_permission")
     roles = {r["role_id"]: r for r in ok(await alice.get(f"/v1/servers/{sid}/roles"))["roles"]}
-    assert set(roles) == {sid, rid, aid} and roles[rid]["name"] == "Mod"
+    assert set(roles) == {sid, rid, aid}
+    assert roles[rid]["name"] == "Mod"
     assert roles[rid]["permissions"] == ["manage_roles", "kick_members", "view_audit_log"]
     member = {m["user_id"]: m for m in ok(await alice.get(f"/v1/servers/{sid}/members"))["members"]}
-    assert member[bob.id]["role_ids"] == [] and member[mod.id]["role_ids"] == [rid]
+    assert member[bob.id]["role_ids"] == []
+    assert member[mod.id]["role_ids"] == [rid]
     # edits, removal and deletion by those allowed
     low = ok(await mod.post(f"/v1/servers/{sid}/roles", {"name": "Helper", "position": 2}), 201)["role_id"]
     assert ok(await mod.patch(f"/v1/servers/{sid}/roles/{low}", {"name": "Helpers", "permissions": ["kick_members"]}
@@ -205,7 +211,9 @@ async def test_channels_and_overwrites(sctx: Ctx) -> None:
     assert [c["channel_id"] for c in ok(await bob.get(f"/v1/servers/{sid}/channels"))["channels"]] == [gid]
     assert {c["channel_id"] for c in ok(await alice.get(f"/v1/servers/{sid}/channels"))["channels"]} == {gid, stid}
     me = ok(await bob.get(f"/v1/channels/{gid}/permissions/me"))
-    assert me["server_id"] == sid and me["slow_mode_s"] == 5 and "send_messages" in me["permissions"]
+    assert me["server_id"] == sid
+    assert me["slow_mode_s"] == 5
+    assert "send_messages" in me["permissions"]
     assert "manage_roles" not in me["permissions"]
     assert error(await bob.get(f"/v1/channels/{stid}/permissions/me")) == (404, "channel_not_found")
     assert error(await carol.get(f"/v1/channels/{gid}/permissions/me")) == (404, "channel_not_found")
@@ -242,7 +250,8 @@ async def test_channels_and_overwrites(sctx: Ctx) -> None:
     assert doc == {"channel_id": stid, "target": "member", "target_id": bob.id, "allow": ["view_channel"],
                    "deny": ["send_messages"]}
     perms = ok(await bob.get(f"/v1/channels/{stid}/permissions/me"))["permissions"]
-    assert "view_channel" in perms and "send_messages" not in perms
+    assert "view_channel" in perms
+    assert "send_messages" not in perms
     assert stid in {c["channel_id"] for c in ok(await bob.get(f"/v1/servers/{sid}/channels"))["channels"]}
     ok(await alice.delete(f"/v1/channels/{stid}/permissions/member/{bob.id}"), 204)
     assert error(await bob.get(f"/v1/channels/{stid}/permissions/me")) == (404, "channel_not_found")
@@ -265,7 +274,8 @@ async def test_server_channel_members_only_by_consent(ctx: Ctx) -> None:
     sid = await server_of(alice)
     gid = ok(await alice.post(f"/v1/servers/{sid}/channels", {"name": "general"}), 201)["channel_id"]
     r = await alice.post(f"/v1/channels/{gid}/members", {"user_id": bob.id})
-    assert error(r) == (409, "server_channel") and "server" in r.json()["error"]["message"]
+    assert error(r) == (409, "server_channel")
+    assert "server" in r.json()["error"]["message"]
     assert error(await bob.get(f"/v1/channels/{gid}/permissions/me")) == (404, "channel_not_found")
     assert ok(await bob.get("/v1/me/servers"))["servers"] == []
 
@@ -374,7 +384,8 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
     assert ok(await mod.delete(f"/v1/servers/{sid}/members/{carol.id}/timeout"))["timeout_until_ms"] is None
     # the audit log: view_audit_log only, newest first, paged
     r = await mod.get(f"/v1/servers/{sid}/audit-log")
-    assert error(r) == (403, "forbidden") and "view_audit_log" in r.json()["error"]["message"]
+    assert error(r) == (403, "forbidden")
+    assert "view_audit_log" in r.json()["error"]["message"]
     assert error(await bob.get(f"/v1/servers/{sid}/audit-log")) == (404, "server_not_found")
     entries: list[dict[str, Any]] = []
     cursor = None
@@ -386,9 +397,11 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
         if cursor is None:
             break
     ids = [e["entry_id"] for e in entries]
-    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids, reverse=True)
+    assert len(set(ids)) == len(ids)
     actions = [(e["action"], e["actor"], e["target"]) for e in entries]
-    assert ("member.kick", mod.id, bob.id) in actions and ("member.unban", mod.id, carol.id) in actions
+    assert ("member.kick", mod.id, bob.id) in actions
+    assert ("member.unban", mod.id, carol.id) in actions
     ban = next(e for e in entries if e["action"] == "member.ban")
     assert ban["details"]["reason"] == "spam"
     assert actions[-1][0] == "server.create"
