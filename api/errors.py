@@ -13,17 +13,25 @@ from mqchat.errors import Conflict, DirectoryError, Forbidden, NotFound, Storage
 class ApiError(Exception):
     """An error meant for the client: ``status`` and a stable ``code``."""
 
-    def __init__(self, status: int, code: str, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after_s: int | None = None,
+                 missing: str | None = None) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
         """Sent as ``Retry-After`` (429, 503)."""
+        self.missing = missing
+        """For 403 ``forbidden``: the permission the caller lacks (sent as ``error.missing``)."""
         super().__init__(message)
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, missing: str | None = None) -> dict[str, dict[str, str]]:
+    """``{"error": {"code", "message"}}``, plus ``missing`` (a permission name) on a 403 ``forbidden``
+    for a server permission."""
+    body = {"code": code, "message": message}
+    if missing is not None:
+        body["missing"] = missing
+    return {"error": body}
 
 
 _STATUS_CODES = {
@@ -52,7 +60,7 @@ def directory_error(exc: DirectoryError) -> ApiError:
         return ApiError(404, f"{exc.kind}_not_found", f"no such {exc.kind} {exc.object_id!r}, or you may not see it")
     if isinstance(exc, Forbidden):
         message = exc.message if exc.permission in exc.message else f"{exc.message} (missing {exc.permission})"
-        return ApiError(403, "forbidden", message)
+        return ApiError(403, "forbidden", message, missing=exc.permission)
     return ApiError(DIRECTORY_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
@@ -62,7 +70,8 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(exc.retry_after_s)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.code, exc.message, exc.missing), status_code=exc.status,
+                            headers=headers)
 
     @app.exception_handler(DirectoryError)
     async def _directory(request: Request, exc: DirectoryError) -> JSONResponse:

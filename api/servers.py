@@ -291,7 +291,7 @@ async def _member_of(svc: Services, me: Principal, server_id: str) -> tuple[Serv
 def _require(perms: Permission, needed: Permission) -> None:
     if needed not in perms and Permission.ADMINISTRATOR not in perms:
         name = P.names(needed)[0]
-        raise ApiError(403, "forbidden", f"missing permission {name}")
+        raise ApiError(403, "forbidden", f"missing permission {name}", missing=name)
 
 
 async def _channel_perms(svc: Services, me: Principal, channel_id: str) -> tuple[Channel, Permission]:
@@ -302,6 +302,15 @@ async def _channel_perms(svc: Services, me: Principal, channel_id: str) -> tuple
     if channel is None or Permission.VIEW_CHANNEL not in perms:
         raise ApiError(404, "channel_not_found", "no such channel, or you are not a member")
     return channel, perms
+
+
+async def _server_event(svc: Services, user_id: str, server_id: str, action: str, *, by: str,
+                        reason: str | None = None) -> None:
+    """Tell each device of ``user_id`` that they joined or left a server (refresh its channels)."""
+    event: dict[str, Any] = {"type": "server", "server": server_id, "action": action, "by": by}
+    if reason is not None:
+        event["reason"] = reason
+    await svc.events.user_event(user_id, event)
 
 
 def _perms(names: list[str]) -> Permission:
@@ -382,6 +391,8 @@ async def join_server(server_id: str, me: Me, svc: Svc) -> Joined:
     server = await svc.directory.get_server(server_id)
     if server is None:
         raise _server_not_found(server_id)
+    if joined:
+        await _server_event(svc, me.user_id, server_id, "joined", by=me.user_id)
     return Joined(server=_server(server), joined=joined)
 
 
@@ -389,6 +400,7 @@ async def join_server(server_id: str, me: Me, svc: Svc) -> Joined:
 async def leave_server(server_id: str, me: Me, svc: Svc) -> Response:
     await _member_of(svc, me, server_id)
     await svc.directory.leave_server(me.user_id, server_id, now_ms=now_ms())
+    await _server_event(svc, me.user_id, server_id, "left", by=me.user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -567,6 +579,8 @@ async def accept_invite(code: str, me: Me, svc: Svc) -> Joined:
     invite = await svc.directory.get_invite(code)
     was_member = invite is not None and await svc.directory.member(invite.server_id, me.user_id) is not None
     server = await svc.directory.use_invite(me.user_id, code, now_ms=now_ms())
+    if not was_member:
+        await _server_event(svc, me.user_id, server.server_id, "joined", by=me.user_id)
     return Joined(server=_server(server), joined=not was_member)
 
 
@@ -582,6 +596,7 @@ async def revoke_invite(code: str, me: Me, svc: Svc) -> InviteOut:
 async def kick(server_id: str, user_id: str, me: Me, svc: Svc) -> Response:
     """Kick a member (``kick_members``, below you). Leave a server with ``POST .../leave``."""
     await svc.directory.kick(me.user_id, server_id, user_id, now_ms=now_ms())
+    await _server_event(svc, user_id, server_id, "removed", by=me.user_id, reason="kick")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -594,7 +609,10 @@ async def list_bans(server_id: str, me: Me, svc: Svc) -> BanList:
 
 @router.put("/servers/{server_id}/bans/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def ban(server_id: str, user_id: str, me: Me, svc: Svc, body: BanBody | None = None) -> Response:
+    was_member = await svc.directory.member(server_id, user_id) is not None
     await svc.directory.ban(me.user_id, server_id, user_id, reason=body.reason if body else None, now_ms=now_ms())
+    if was_member:
+        await _server_event(svc, user_id, server_id, "removed", by=me.user_id, reason="ban")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

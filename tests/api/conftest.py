@@ -111,7 +111,8 @@ def bearer(token: str) -> dict[str, str]:
 def error(r: httpx.Response) -> tuple[int, str]:
     body: dict[str, Any] = r.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
+    assert {"code", "message"} <= set(body["error"]) <= {"code", "message", "missing"}, body
+    assert ("missing" in body["error"]) <= (body["error"]["code"] == "forbidden"), body
     return r.status_code, body["error"]["code"]
 
 

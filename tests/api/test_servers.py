@@ -6,6 +6,7 @@ refusal is checked for its stable code and for leaving the state as it was.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -166,6 +167,7 @@ async def test_roles(sctx: Ctx) -> None:
     # a role cannot grant what its granter does not hold
     r = await mod.post(f"/v1/servers/{sid}/roles", {"name": "Bans", "permissions": ["ban_members"], "position": 1})
     assert error(r) == (403, "forbidden")
+    assert r.json()["error"]["missing"] == "ban_members"
     assert "ban_members" in r.json()["error"]["message"]
     # roles at or above one's own are out of reach
     assert error(await mod.put(f"/v1/servers/{sid}/members/{bob.id}/roles/{aid}")) == (403, "role_hierarchy")
@@ -348,6 +350,7 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
     async def member_ids() -> set[str]:
         return {m["user_id"] for m in ok(await alice.get(f"/v1/servers/{sid}/members"))["members"]}
     everyone = {alice.id, admin.id, mod.id, bob.id, carol.id}
+    assert (carol.id, {"type": "server", "server": sid, "action": "joined", "by": carol.id}) in sctx.events.sent
     # refusals, each leaving every member in place
     assert error(await mod.delete(f"/v1/servers/{sid}/members/{admin.id}")) == (403, "role_hierarchy")
     assert error(await mod.delete(f"/v1/servers/{sid}/members/{alice.id}")) == (403, "role_hierarchy")
@@ -358,8 +361,12 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
     assert await member_ids() == everyone
     # kick, ban with a reason, unban
     ok(await mod.delete(f"/v1/servers/{sid}/members/{bob.id}"), 204)
+    assert sctx.events.sent[-1] == (bob.id, {"type": "server", "server": sid, "action": "removed", "by": mod.id,
+                                             "reason": "kick"})
     assert await member_ids() == everyone - {bob.id}
     ok(await mod.put(f"/v1/servers/{sid}/bans/{carol.id}", {"reason": "spam"}), 204)
+    assert sctx.events.sent[-1] == (carol.id, {"type": "server", "server": sid, "action": "removed", "by": mod.id,
+                                               "reason": "ban"})
     assert await member_ids() == everyone - {bob.id, carol.id}
     bans = ok(await mod.get(f"/v1/servers/{sid}/bans"))["bans"]
     assert [(b["user_id"], b["actor"], b["reason"]) for b in bans] == [(carol.id, mod.id, "spam")]
@@ -367,11 +374,13 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
     assert error(await bob.get(f"/v1/servers/{sid}/bans")) == (404, "server_not_found")
     code = ok(await alice.post(f"/v1/servers/{sid}/invites", {}), 201)["code"]
     assert error(await carol.post(f"/v1/invites/{code}/accept")) == (403, "banned")
+    ok(await alice.patch(f"/v1/servers/{sid}", {"discoverable": True}))
+    assert error(await carol.post(f"/v1/servers/{sid}/join")) == (403, "banned")
+    assert await member_ids() == everyone - {bob.id, carol.id}
     assert ok(await mod.delete(f"/v1/servers/{sid}/bans/{carol.id}")) == {"changed": True}
     assert ok(await mod.delete(f"/v1/servers/{sid}/bans/{carol.id}")) == {"changed": False}
     ok(await carol.post(f"/v1/invites/{code}/accept"))
     # timeouts
-    import time
     until = int(time.time() * 1000) + 60_000
     assert ok(await mod.put(f"/v1/servers/{sid}/members/{carol.id}/timeout", {"until_ms": until})
               )["timeout_until_ms"] == until
@@ -385,6 +394,7 @@ async def test_moderation_and_audit_log(sctx: Ctx) -> None:
     # the audit log: view_audit_log only, newest first, paged
     r = await mod.get(f"/v1/servers/{sid}/audit-log")
     assert error(r) == (403, "forbidden")
+    assert r.json()["error"]["missing"] == "view_audit_log"
     assert "view_audit_log" in r.json()["error"]["message"]
     assert error(await bob.get(f"/v1/servers/{sid}/audit-log")) == (404, "server_not_found")
     entries: list[dict[str, Any]] = []
