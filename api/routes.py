@@ -112,7 +112,8 @@ async def remove_member(channel_id: str, user_id: str, me: Me, svc: Svc) -> mode
     channel = await member_channel(svc, me, channel_id)
     if channel.kind == "direct":
         raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
-    if user_id != me.user_id and channel.created_by != me.user_id:
+    # A server channel's members follow the server: the directory answers 409 server_channel.
+    if channel.kind == "group" and user_id != me.user_id and channel.created_by != me.user_id:
         raise ApiError(403, "forbidden", "only the channel's creator can remove other members")
     changed = await svc.directory.remove_member(channel_id, user_id)
     if changed:

@@ -280,6 +280,10 @@ async def test_server_channel_members_only_by_consent(ctx: Ctx) -> None:
     assert "server" in r.json()["error"]["message"]
     assert error(await bob.get(f"/v1/channels/{gid}/permissions/me")) == (404, "channel_not_found")
     assert ok(await bob.get("/v1/me/servers"))["servers"] == []
+    await invite_in(alice, sid, bob)
+    for who in (alice, bob):  # leaving goes through the server (or an overwrite), not the channel
+        assert error(await who.delete(f"/v1/channels/{gid}/members/{bob.id}")) == (409, "server_channel")
+    assert "view_channel" in ok(await bob.get(f"/v1/channels/{gid}/permissions/me"))["permissions"]
 
 
 # --- invites -----------------------------------------------------------------------------------------
