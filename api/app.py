@@ -15,7 +15,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 import mqchat
-from api import device_routes, errors, guards, hooks, message_routes, provisioning, routes, state_routes, uploads
+from api import (
+    device_routes,
+    errors,
+    guards,
+    hooks,
+    message_routes,
+    provisioning,
+    routes,
+    servers,
+    state_routes,
+    uploads,
+    users,
+)
 from api.deps import Services
 from api.events import EventSink, MqttEventSink, SendPath
 from api.limits import Limits
@@ -23,7 +35,7 @@ from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, MqchatError
 from mqchat.ops import metrics_endpoint
-from mqchat.storage.base import Directory, MessageStore
+from mqchat.storage.base import MessageStore, ServerDirectory
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
@@ -36,7 +48,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The web chat's static files (plain HTML, CSS and ES modules; docs/sdk.md)."""
 
 
-def create_app(settings: Settings, directory: Directory, store: MessageStore, keys: auth.KeySet,
+def create_app(settings: Settings, directory: ServerDirectory, store: MessageStore, keys: auth.KeySet,
                redis: RedisClient, events: EventSink, sends: SendPath | None = None) -> FastAPI:
     """Build the FastAPI application around already-open stores (tests pass their own); the caller
     owns and closes them, ``redis`` included (it also keeps the rate limits, shared by every instance)."""
@@ -57,6 +69,8 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
     uploads.install(app, settings, keys, redis)
+    app.include_router(servers.router)
+    app.include_router(users.router)
     if settings.http.cors_origins:
         app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
     app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes, exempt=(uploads.OBJECTS_PREFIX,))
@@ -96,7 +110,7 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def open_stores(settings: Settings) -> AsyncIterator[tuple[Directory, MessageStore]]:
+async def open_stores(settings: Settings) -> AsyncIterator[tuple[ServerDirectory, MessageStore]]:
     async with AsyncExitStack() as stack:
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)

@@ -20,7 +20,7 @@ from api.limits import Limits
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import AuthError
-from mqchat.storage.base import Channel, Directory, MessageStore
+from mqchat.storage.base import Channel, MessageStore, ServerDirectory
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_state import RedisState
 
@@ -31,7 +31,8 @@ class Services:
 
     settings: Settings
     keys: auth.KeySet
-    directory: Directory
+    directory: ServerDirectory
+    """Servers, roles and permissions included (docs/permissions.md)."""
     store: MessageStore
     state: RedisState
     push: PushState

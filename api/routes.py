@@ -94,10 +94,12 @@ async def create_channel(body: models.CreateChannel, me: Me, svc: Svc, response:
 @router.post("/channels/{channel_id}/members", response_model=models.Membership)
 async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) -> models.Membership:
     channel = await member_channel(svc, me, channel_id)
-    if channel.kind != "group":
+    if channel.kind == "direct":
         raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
     if not await svc.directory.existing_users([body.user_id]):
         raise ApiError(422, "unknown_users", f"no such user: {body.user_id}")
+    # A server channel refuses (409 server_channel): people join a server, or see a private
+    # channel, only through an invite they accept (docs/permissions.md, "Consent").
     changed = await svc.directory.add_member(channel_id, body.user_id, now_ms=now_ms())
     if changed:
         await _joined(svc, channel_id, body.user_id, by=me.user_id)
@@ -109,7 +111,8 @@ async def remove_member(channel_id: str, user_id: str, me: Me, svc: Svc) -> mode
     channel = await member_channel(svc, me, channel_id)
     if channel.kind == "direct":
         raise ApiError(409, "direct_channel", "a direct channel's members cannot change")
-    if user_id != me.user_id and channel.created_by != me.user_id:
+    # A server channel's members follow the server: the directory answers 409 server_channel.
+    if channel.kind == "group" and user_id != me.user_id and channel.created_by != me.user_id:
         raise ApiError(403, "forbidden", "only the channel's creator can remove other members")
     changed = await svc.directory.remove_member(channel_id, user_id)
     if changed:
