@@ -32,6 +32,8 @@ key                                      type    contents and lifetime
 ``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
 ``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
                                                  at ~100k entries; inspect with XRANGE
+``slow:{channel}:{user}``                string  the cmid of the user's last send in a slow-mode channel; expires
+                                                 after the channel's ``slow_mode_s`` (bridge)
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -97,6 +99,9 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    def slow_mode(self, channel: str, user: str) -> str:
+        return f"{self.prefix}slow:{channel}:{user}"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"
