@@ -109,7 +109,7 @@ class Guild:
         self.channel = (await d.create_server_channel(owner, self.server, "general", slow_mode_s=slow_mode_s,
                                                       now_ms=4)).channel_id
         self.pub = RecordingPublisher()
-        self.pipe = Pipeline(MemoryMessageStore(), d, Sequencer(Snowflake(1)), self.pub,  # type: ignore[arg-type]
+        self.pipe = Pipeline(MemoryMessageStore(), d, Sequencer(Snowflake(1)), self.pub,
                              clock_ms=lambda: self.now)
 
     async def send(self, name: str, cmid: str) -> schema.Ack:
