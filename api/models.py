@@ -69,7 +69,7 @@ class CreateChannel(_Strict):
 
 class ChannelOut(BaseModel):
     channel_id: str
-    kind: Literal["direct", "group"]
+    kind: Literal["direct", "group", "server"]
     name: str | None
     created_by: str
     created_ms: int
@@ -151,7 +151,7 @@ class ReadState(BaseModel):
 
 class InboxEntry(BaseModel):
     channel_id: str
-    kind: Literal["direct", "group"]
+    kind: Literal["direct", "group", "server"]
     name: str | None
     members: list[str]
     epoch: int
