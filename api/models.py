@@ -190,7 +190,7 @@ class ReadState(BaseModel):
 
 class InboxEntry(BaseModel):
     channel_id: str
-    kind: Literal["direct", "group"]
+    kind: Literal["direct", "group", "server"]
     name: str | None
     members: list[str]
     epoch: int

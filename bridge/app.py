@@ -128,7 +128,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         publisher = MqttPublisher()
         pipeline = Pipeline(store, directory, sequencer, publisher, read_state=redis_state, fanout=redis_state,
                             push_bodies=not settings.push.privacy,
-                            owns=ownership.owns if ownership is not None else None, background_followups=True)
+                            owns=ownership.owns if ownership is not None else None, background_followups=True,
+                            slow_mode=redis_state)
         followups = asyncio.create_task(pipeline.follow_up_forever(), name="bridge.followups")
 
         async def stop_followups() -> None:

@@ -15,10 +15,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge import authorize
 from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import fold, schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
-from mqchat.storage.base import CmidKey, Directory, FanoutQueue, MessageStore, ReadStateStore, StoredMessage
+from mqchat.storage.base import (
+    CmidKey,
+    Directory,
+    FanoutQueue,
+    MessageStore,
+    ReadStateStore,
+    SlowModeClaim,
+    SlowModeGate,
+    StoredMessage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +62,18 @@ class BatchStats:
 
 #: Error codes the bridge itself adds to those of :mod:`mqchat.schema` (and of
 #: :func:`mqchat.fold.refusal`: ``not_found``, ``forbidden``, ``target_deleted``,
-#: ``too_many_reactions``, ``invalid_thread``).
-NOT_MEMBER = "not_member"
+#: ``too_many_reactions``, ``invalid_thread``; and of :mod:`bridge.authorize`: ``forbidden``,
+#: ``timed_out``, ``slow_mode``).
+NOT_MEMBER = authorize.NOT_MEMBER
 UNAVAILABLE = "unavailable"
 
 #: A draft the bridge refuses, with the error code and message of its ack.
 Refusal = tuple[Draft, str, str]
 
 
-def _error_ack(cmid: str | None, channel: str, code: str, message: str) -> bytes:
+def _error_ack(cmid: str | None, channel: str, code: str, message: str, retry_after_ms: int | None = None) -> bytes:
     return schema.encode(schema.Ack(cmid=cmid, channel=channel, ok=False,
-                                    error=schema.ErrorBody(code=code, message=message)))
+                                    error=schema.ErrorBody(code=code, message=message, retry_after_ms=retry_after_ms)))
 
 
 class Pipeline:
@@ -86,6 +97,8 @@ class Pipeline:
             channels are left to their owner. ``None``: this bridge owns every channel.
         background_followups: queue the read-state and push-job updates for
             :meth:`follow_up_forever` instead of doing them before :meth:`process` returns.
+        slow_mode: where senders' slow-mode slots are claimed (Redis with several bridges);
+            ``None``: in this process.
     """
 
     def __init__(
@@ -102,7 +115,9 @@ class Pipeline:
         push_bodies: bool = True,
         owns: Callable[[str], bool] | None = None,
         background_followups: bool = False,
+        slow_mode: SlowModeGate | None = None,
     ) -> None:
+        self._slow_mode: SlowModeGate = slow_mode if slow_mode is not None else authorize.MemorySlowMode()
         self._owns = owns
         # With background follow-ups the next batch is not held up by Redis round trips of this one.
         self._followups: asyncio.Queue[list[StoredMessage]] | None = (
@@ -125,9 +140,10 @@ class Pipeline:
             stats.not_owned = len(batch) - len(owned)
             batch = owned
 
-        def reject(item: Inbound, cmid: str | None, code: str, message: str) -> None:
+        def reject(item: Inbound, cmid: str | None, code: str, message: str, retry_after_ms: int | None = None) -> None:
             stats.rejected[code] = stats.rejected.get(code, 0) + 1
-            replies.append((topics.ack(item.user, item.device), _error_ack(cmid, item.channel, code, message)))
+            replies.append((topics.ack(item.user, item.device),
+                            _error_ack(cmid, item.channel, code, message, retry_after_ms)))
 
         # 1. decode (pure)
         drafts: list[tuple[Inbound, Draft]] = []
@@ -141,16 +157,9 @@ class Pipeline:
                                        target=req.target, emoji=req.emoji, op=req.op, reply_to=req.reply_to,
                                        thread=req.thread)))
 
-        # 2. membership, one round trip for the batch
+        # 2. permissions, timeouts and slow mode: one directory round trip for the batch
         if drafts:
-            members = await self._directory.memberships({(d.channel, d.user) for _, d in drafts})
-            allowed = []
-            for item, d in drafts:
-                if (d.channel, d.user) in members:
-                    allowed.append((item, d))
-                else:
-                    reject(item, d.cmid, NOT_MEMBER, "you are not a member of this channel")
-            drafts = allowed
+            drafts = await self._authorize(drafts, reject)
 
         stream: list[tuple[str, bytes]] = []
         plan_new: list[StoredMessage] = []
@@ -186,6 +195,34 @@ class Pipeline:
             else:
                 self._followups.put_nowait(plan_new)
         return stats
+
+    async def _authorize(self, drafts: list[tuple[Inbound, Draft]],
+                         reject: Callable[[Inbound, str | None, str, str, int | None], None],
+                         ) -> list[tuple[Inbound, Draft]]:
+        """The drafts that may be sent (bridge/authorize.py); the others are rejected."""
+        access = await authorize.channel_access(self._directory, {(d.channel, d.user) for _, d in drafts})
+        now_ms = self._clock_ms()
+        allowed: list[tuple[Inbound, Draft]] = []
+        slowed: list[tuple[Inbound, Draft, SlowModeClaim]] = []
+        for item, d in drafts:
+            verdict = authorize.decide(access[(d.channel, d.user)], now_ms)
+            if isinstance(verdict, authorize.Refusal):
+                reject(item, d.cmid, verdict.code, verdict.message, verdict.retry_after_ms)
+            elif verdict:
+                slowed.append((item, d, SlowModeClaim(d.channel, d.user, d.cmid, verdict)))
+            else:
+                allowed.append((item, d))
+        if slowed:
+            waits = await self._slow_mode.claim_slow_mode([c for _, _, c in slowed], now_ms=now_ms)
+            for (item, d, _), wait_ms in zip(slowed, waits, strict=True):
+                if wait_ms:
+                    refusal = authorize.slow_mode_refusal(wait_ms)
+                    reject(item, d.cmid, refusal.code, refusal.message, refusal.retry_after_ms)
+                else:
+                    allowed.append((item, d))
+            order = {id(item): i for i, (item, _) in enumerate(drafts)}
+            allowed.sort(key=lambda pair: order[id(pair[0])])
+        return allowed
 
     async def run_followups(self, new: Sequence[StoredMessage]) -> None:
         """After the acks: move senders' read markers, record mentions, queue push jobs. Best effort:

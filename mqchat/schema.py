@@ -92,9 +92,11 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_
     v: int = VERSION
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
+    retry_after_ms: int | None = None
+    """For waits (``timed_out``, ``slow_mode``): when the send may succeed again."""
 
 
 class Ack(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -535,6 +535,24 @@ class ReadStateStore(Protocol):
     async def mention_counts(self, user: str, read_seqs: dict[str, int]) -> dict[str, int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SlowModeClaim:
+    """A send that must respect its channel's slow mode: the sender may send once per ``interval_ms``."""
+
+    channel: str
+    user: str
+    cmid: str
+    interval_ms: int
+
+
+class SlowModeGate(Protocol):
+    async def claim_slow_mode(self, claims: Sequence[SlowModeClaim], *, now_ms: int) -> list[int]:
+        """Claim each sender's slot, atomically and in order: 0 when granted (the slot is then
+        taken for ``interval_ms``), else the milliseconds until it frees. A claim with the cmid that
+        holds the slot is granted again (a client's retry of the same send)."""
+        ...
+
+
 class FanoutQueue(Protocol):
     async def enqueue_fanout(self, messages: Sequence[StoredMessage], *, bodies: bool = True) -> None:
         """Queue one push fan-out job per new (durable, already published) message. The queue is

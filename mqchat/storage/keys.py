@@ -34,6 +34,8 @@ key                                      type    contents and lifetime
                                                  at ~100k entries; inspect with XRANGE
 ``objects:thumbnails``                   stream  one job per completed image upload (``upload`` id), written by the
                                                  API, read by the thumbnail worker; capped at ~100k entries
+``slow:{channel}:{user}``                string  the cmid of the user's last send in a slow-mode channel; expires
+                                                 after the channel's ``slow_mode_s`` (bridge)
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -103,6 +105,9 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    def slow_mode(self, channel: str, user: str) -> str:
+        return f"{self.prefix}slow:{channel}:{user}"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"

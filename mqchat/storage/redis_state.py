@@ -17,6 +17,8 @@ from mqchat.storage.base import (
     PresenceStore,
     ReadMarker,
     ReadStateStore,
+    SlowModeClaim,
+    SlowModeGate,
     StoredMessage,
     UserPresence,
 )
@@ -28,6 +30,7 @@ PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 PRESENCE_UPDATE = "presence_update.lua"
 PRESENCE_EXPIRE = "presence_expire.lua"
 READ_MARKER = "read_marker.lua"
+SLOW_MODE = "slow_mode.lua"
 
 
 def _marker(raw: bytes | str | None) -> ReadMarker | None:
@@ -194,6 +197,22 @@ class RedisState:
         await self._redis.pipelined(build)
 
 
+    # --- slow mode ---------------------------------------------------------------------------------
+
+    async def claim_slow_mode(self, claims: Sequence[SlowModeClaim], *, now_ms: int) -> list[int]:
+        """See :class:`SlowModeGate`: one script per claim, all in one round trip (Redis keeps the
+        time: ``now_ms`` is not used)."""
+        if not claims:
+            return []
+        sha = self._redis.script(SLOW_MODE).sha
+
+        def build(pipe: Pipeline) -> None:
+            for c in claims:
+                pipe.evalsha(sha, 1, self.keys.slow_mode(c.channel, c.user), c.cmid, c.interval_ms)
+
+        return [int(r) for r in await self._redis.pipelined(build, scripts=[SLOW_MODE])]
+
+
 _Field = bytes | bytearray | memoryview | str | int | float
 
 
@@ -204,6 +223,6 @@ def fanout_job(m: StoredMessage, *, body: bool = True) -> dict[_Field, _Field]:
             "device": m.device, "ts": m.ts, "kind": m.kind, "body": m.body if body else ""}
 
 
-def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore, FanoutQueue]:
+def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore, FanoutQueue, SlowModeGate]:
     """Static conformance: mypy checks RedisState against the protocols."""
-    return state, state, state
+    return state, state, state, state
