@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 import mqchat
-from api import device_routes, errors, guards, hooks, provisioning, routes, state_routes
+from api import device_routes, errors, guards, hooks, provisioning, routes, search, state_routes
 from api.deps import Services
 from api.events import EventSink, MqttEventSink
 from api.limits import Limits
@@ -55,6 +55,7 @@ def create_app(settings: Settings, directory: Directory, store: MessageStore, ke
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
+    app.include_router(search.router)
     if settings.http.cors_origins:
         app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
     app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes)
@@ -118,6 +119,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await events.start()
         stack.push_async_callback(events.stop)
         app = create_app(settings, directory, store, keys, redis, events)
+        stack.push_async_callback(search.close_index, app)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(settings.http.trusted_proxies),

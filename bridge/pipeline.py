@@ -12,7 +12,7 @@ from typing import Protocol
 from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
-from mqchat.storage.base import Directory, FanoutQueue, MessageStore, ReadStateStore, StoredMessage
+from mqchat.storage.base import Directory, FanoutQueue, MessageLogWriter, MessageStore, ReadStateStore, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Pipeline:
             are recorded. ``None`` turns this off.
         fanout: where push fan-out jobs go, one per new message, after the acks (pushes never
             block the send path). ``None`` turns this off.
+        message_log: where "message changed" notices go (the search indexer's replayable log), one
+            per new message, after the acks. ``None`` turns this off.
         push_bodies: False in privacy mode (``push.privacy``): fan-out jobs carry no message text.
         owns: with several bridges, whether this one currently owns a channel; sends for other
             channels are left to their owner. ``None``: this bridge owns every channel.
@@ -88,6 +90,7 @@ class Pipeline:
         write_deadline_s: float = 5.0,
         read_state: ReadStateStore | None = None,
         fanout: FanoutQueue | None = None,
+        message_log: MessageLogWriter | None = None,
         push_bodies: bool = True,
         owns: Callable[[str], bool] | None = None,
         background_followups: bool = False,
@@ -98,6 +101,7 @@ class Pipeline:
             asyncio.Queue() if background_followups else None)
         self._read_state = read_state
         self._fanout = fanout
+        self._message_log = message_log
         self._push_bodies = push_bodies
         self._store = store
         self._directory = directory
@@ -164,7 +168,7 @@ class Pipeline:
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
         # 4. read state and push jobs, off the ack path: the acks are already on their way
-        if plan_new and (self._read_state is not None or self._fanout is not None):
+        if plan_new and (self._read_state is not None or self._fanout is not None or self._message_log is not None):
             if self._followups is None:
                 await self.run_followups(plan_new)
             else:
@@ -172,7 +176,8 @@ class Pipeline:
         return stats
 
     async def run_followups(self, new: Sequence[StoredMessage]) -> None:
-        """After the acks: move senders' read markers, record mentions, queue push jobs. Best effort:
+        """After the acks: move senders' read markers, record mentions, queue push jobs, log the new
+        messages for search. Best effort:
         messages and acks are already safe; a failure only delays unread counts or pushes."""
         jobs = []
         if self._read_state is not None:
@@ -188,9 +193,11 @@ class Pipeline:
             jobs += [self._read_state.add_mentions(mentioned), self._read_state.mark_read_many(markers)]
         if self._fanout is not None:
             jobs.append(self._fanout.enqueue_fanout(new, bodies=self._push_bodies))
+        if self._message_log is not None:
+            jobs.append(self._message_log.append_messages(new))
         for result in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(result, StorageError):
-                logger.warning("read state or push jobs not updated for %d messages: %s", len(new), result)
+                logger.warning("read state, push jobs or message log not updated for %d messages: %s", len(new), result)
             elif isinstance(result, BaseException):
                 raise result
 

@@ -32,6 +32,10 @@ key                                      type    contents and lifetime
 ``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
 ``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
                                                  at ~100k entries; inspect with XRANGE
+``messages:log``                         stream  one "message changed" notice per new, edited or deleted message
+                                                 (op, id, channel, epoch, seq; no text), written by the bridge
+                                                 after the acks; read by the search indexer's consumer group;
+                                                 capped at ~1M entries (``MESSAGE_LOG_MAXLEN``)
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -63,6 +67,13 @@ PUSH_DLQ_MAXLEN = 100_000
 FANOUT_PROGRESS_TTL_S = 86_400
 #: Mentions unread for this long stop counting (their key expires with the latest mention's age).
 MENTIONS_TTL_S = 30 * 86_400
+
+
+#: Cap of the message log (``messages:log``): about 1M notices, ~100 bytes each. An indexer stopped
+#: for longer than it takes the bridge to write this many loses entries: rebuild with ``mqchat reindex``.
+MESSAGE_LOG_MAXLEN = 1_000_000
+#: Consumer group of the search indexer (on ``messages:log``).
+SEARCH_GROUP = "search-indexer"
 
 
 #: Prefix of every key unless ``redis.key_prefix`` says otherwise.
@@ -97,6 +108,10 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    @property
+    def message_log(self) -> str:
+        return f"{self.prefix}messages:log"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"
