@@ -537,9 +537,8 @@ async def test_all_channel_ids_pages_through_every_kind_of_channel(w: World) -> 
     group, _ = await sd.create_channel("group", "g", w.alice, [w.bob], now_ms=T0)
     direct, _ = await sd.create_channel("direct", None, w.alice, [w.bob], now_ms=T0)
     private = await sd.create_server_channel(w.owner, w.sid, "hidden", private=True, now_ms=T0)
-    everything = sorted(c.channel_id for c in await sd.server_channels(w.sid)) + [group.channel_id,
-                                                                                   direct.channel_id]
-    expected = sorted(set(everything))
+    server_channels = [c.channel_id for c in await sd.server_channels(w.sid)]
+    expected = sorted({*server_channels, group.channel_id, direct.channel_id})
     assert private.channel_id in expected
     assert await sd.all_channel_ids() == expected
     pages: list[str] = []
