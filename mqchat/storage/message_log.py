@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio.client import Pipeline
 
@@ -42,8 +42,10 @@ class MessageEvent:
     def of(cls, m: StoredMessage, op: LogOp = "new") -> MessageEvent:
         return cls(op=op, id=m.id, channel=m.channel, epoch=m.epoch, seq=m.seq)
 
-    def fields(self) -> dict[str, str | int]:
-        return {"op": self.op, "id": str(self.id), "channel": self.channel, "epoch": self.epoch, "seq": self.seq}
+    def fields(self) -> dict[str, str]:
+        """The entry's fields, as Redis returns them (strings)."""
+        return {"op": self.op, "id": str(self.id), "channel": self.channel, "epoch": str(self.epoch),
+                "seq": str(self.seq)}
 
     @classmethod
     def from_fields(cls, f: dict[str, str]) -> MessageEvent | None:
@@ -52,10 +54,19 @@ class MessageEvent:
             op = f["op"]
             if op not in OPS:
                 return None
-            return cls(op=op, id=int(f["id"]), channel=f["channel"], epoch=int(f["epoch"]),  # type: ignore[arg-type]
+            return cls(op=cast(LogOp, op), id=int(f["id"]), channel=f["channel"], epoch=int(f["epoch"]),
                        seq=int(f["seq"]))
         except (KeyError, ValueError):
             return None
+
+
+_Field = bytes | bytearray | memoryview | str | int | float
+
+
+def _redis_fields(fields: dict[str, str]) -> dict[_Field, _Field]:
+    out: dict[_Field, _Field] = {}
+    out.update(fields)
+    return out
 
 
 def _s(value: bytes | str) -> str:
@@ -92,7 +103,7 @@ class MessageLog:
 
         def build(pipe: Pipeline) -> None:
             for e in events:
-                pipe.xadd(self._key, e.fields(), maxlen=MESSAGE_LOG_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(self._key, _redis_fields(e.fields()), maxlen=MESSAGE_LOG_MAXLEN, approximate=True)
 
         await self._redis.pipelined(build)
 

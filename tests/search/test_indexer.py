@@ -171,7 +171,7 @@ async def test_reindex_rebuilds_an_equal_index_and_catches_up_with_the_log(
     # a document the store no longer has (its delete notice was lost): a full rebuild drops it
     with sqlite3.connect(tmp_path / "messages.db") as db:
         db.execute("DELETE FROM messages WHERE channel_id=? AND seq=7", [CHANNELS[0]])
-    await live.apply([("1-0", {k: str(v) for k, v in MessageEvent.of(msgs[6]).fields().items()})])
+    await live.apply([("1-0", MessageEvent.of(msgs[6]).fields())])
     rebuilt = await SqliteSearchIndex.open(str(tmp_path / "rebuilt.db"))
     totals: list[int] = []
     progress: list[int] = []
