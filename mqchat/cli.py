@@ -399,7 +399,7 @@ async def _reindex(settings: Settings, channel: str | None, url: str) -> int:
         await store.close()
         if redis is not None:
             await redis.close()
-    print(f"mqchat: reindexed {report.messages} messages of {report.channels} channels; removed "
+    print(f"mqchat: reindexed {report.messages} messages of {report.channels} channel(s); removed "
           f"{report.swept} stale documents; replayed {report.replayed} changes made meanwhile", file=sys.stderr)
     return 0
 

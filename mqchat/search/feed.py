@@ -116,9 +116,8 @@ async def reindex_channel(index: SearchIndex, store: MessageStore, channel: str,
                           progress: Callable[[int], None] | None = None) -> int:
     """Index every message of ``channel``'s current epoch, oldest first; returns how many were read.
 
-    Safe beside the live indexer: both write what the store holds. Documents of the channel that
-    the store no longer has are removed first (``delete_channel``) only when the caller asks for a
-    clean rebuild; here the upsert leaves them, and a rebuild into a fresh index has none.
+    Safe beside the live indexer: both write what the store holds. Documents of messages the store
+    no longer has are left alone here (:func:`mqchat.search.reindex.reindex` sweeps them).
     """
     after = 0
     read = 0

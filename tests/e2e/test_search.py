@@ -218,7 +218,7 @@ async def test_mqchat_reindex_rebuilds_an_index_equal_to_the_live_one(system: Sy
                              "--index", f"sqlite:///{rebuilt}", *extra],
             capture_output=True, text=True, timeout=120, env=_env(system))
         assert done.returncode == 0, done.stderr
-    assert "reindexed 30 messages of 1 channels" in done.stderr
+    assert "reindexed 30 messages of 1 channel(s)" in done.stderr
     live = await SqliteSearchIndex.open(str(system.data_dir / "search.db"))
     copy = await SqliteSearchIndex.open(str(rebuilt))
     try:
