@@ -204,3 +204,20 @@ async def test_reindex_sweeps_documents_the_store_no_longer_has(
     assert report.swept == 1
     assert await found(index, "text2") == []
     assert await index.count() == 2
+
+
+def test_reindex_command_refuses_a_bad_channel_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mqchat.cli import main
+
+    assert main(["reindex", "--channel", "../etc", "--data-dir", str(tmp_path)]) == 2
+    assert "not a channel id" in capsys.readouterr().err
+
+
+def test_reindex_command_rebuilds_an_embedded_index(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mqchat.cli import main
+
+    monkeypatch.delenv("MQCHAT_REDIS__URL", raising=False)
+    assert main(["reindex", "--data-dir", str(tmp_path)]) == 0
+    assert "reindexed 0 messages of 0 channel(s)" in capsys.readouterr().err
+    assert (tmp_path / "search.db").exists()
