@@ -23,6 +23,7 @@ from api import (
     message_routes,
     provisioning,
     routes,
+    search,
     servers,
     state_routes,
     uploads,
@@ -71,6 +72,7 @@ def create_app(settings: Settings, directory: ServerDirectory, store: MessageSto
     uploads.install(app, settings, keys, redis)
     app.include_router(servers.router)
     app.include_router(users.router)
+    app.include_router(search.router)
     if settings.http.cors_origins:
         app.add_middleware(guards.CORSMiddleware, **guards.cors_options(settings.http))
     app.add_middleware(guards.BodyLimit, limit=settings.http.max_body_bytes, exempt=(uploads.OBJECTS_PREFIX,))
@@ -134,6 +136,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await events.start()
         stack.push_async_callback(events.stop)
         app = create_app(settings, directory, store, keys, redis, events, sends=events)
+        stack.push_async_callback(search.close_index, app)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(settings.http.trusted_proxies),

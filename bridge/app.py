@@ -24,6 +24,7 @@ from mqchat.ids import Snowflake
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.leases import ChannelLeases
+from mqchat.storage.message_log import MessageLog
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 
@@ -126,7 +127,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             ticker = asyncio.create_task(_keep_leases(ownership, sequencer), name="bridge.ownership")
             stack.push_async_callback(_cancel, ticker)
         publisher = MqttPublisher()
+        message_log = MessageLog(redis) if redis is not None and settings.search.enabled else None
         pipeline = Pipeline(store, directory, sequencer, publisher, read_state=redis_state, fanout=redis_state,
+                            message_log=message_log,
                             push_bodies=not settings.push.privacy,
                             owns=ownership.owns if ownership is not None else None, background_followups=True,
                             slow_mode=redis_state)

@@ -23,6 +23,7 @@ from mqchat.storage.base import (
     CmidKey,
     Directory,
     FanoutQueue,
+    MessageLogWriter,
     MessageStore,
     ReadStateStore,
     SlowModeClaim,
@@ -92,6 +93,8 @@ class Pipeline:
             are recorded. ``None`` turns this off.
         fanout: where push fan-out jobs go, one per new message, after the acks (pushes never
             block the send path). ``None`` turns this off.
+        message_log: where "message changed" notices go (the search indexer's replayable log), one
+            per new message, after the acks. ``None`` turns this off.
         push_bodies: False in privacy mode (``push.privacy``): fan-out jobs carry no message text.
         owns: with several bridges, whether this one currently owns a channel; sends for other
             channels are left to their owner. ``None``: this bridge owns every channel.
@@ -112,6 +115,7 @@ class Pipeline:
         write_deadline_s: float = 5.0,
         read_state: ReadStateStore | None = None,
         fanout: FanoutQueue | None = None,
+        message_log: MessageLogWriter | None = None,
         push_bodies: bool = True,
         owns: Callable[[str], bool] | None = None,
         background_followups: bool = False,
@@ -124,6 +128,7 @@ class Pipeline:
             asyncio.Queue() if background_followups else None)
         self._read_state = read_state
         self._fanout = fanout
+        self._message_log = message_log
         self._push_bodies = push_bodies
         self._store = store
         self._directory = directory
@@ -189,7 +194,7 @@ class Pipeline:
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
         # 4. read state and push jobs, off the ack path: the acks are already on their way
-        if plan_new and (self._read_state is not None or self._fanout is not None):
+        if plan_new and (self._read_state is not None or self._fanout is not None or self._message_log is not None):
             if self._followups is None:
                 await self.run_followups(plan_new)
             else:
@@ -225,15 +230,17 @@ class Pipeline:
         return allowed
 
     async def run_followups(self, new: Sequence[StoredMessage]) -> None:
-        """After the acks: move senders' read markers, record mentions, queue push jobs. Best effort:
+        """After the acks: move senders' read markers, record mentions, queue push jobs, log the new
+        messages for search. Best effort:
         messages and acks are already safe; a failure only delays unread counts or pushes."""
         jobs = []
+        if self._message_log is not None and new:
+            # Every event is a "message changed" notice for search (an edit or delete changes its target).
+            jobs.append(self._message_log.append_messages(new))
         # Only new content counts: edits, deletes, reactions and pins move no marker, mention
         # nobody (an edit that adds a mention does not notify again) and push nothing.
         new = [m for m in new if m.counts]
-        if not new:
-            return
-        if self._read_state is not None:
+        if self._read_state is not None and new:
             markers = [(m.sender, m.channel, m.epoch, m.seq) for m in new]
             # Only members are mentioned: a made-up or foreign user id in a body creates no state.
             named = [(u, m.channel, m.seq) for m in new for u in schema.mentions(m.body) if u != m.sender]
@@ -244,11 +251,11 @@ class Pipeline:
                 members = set()
             mentioned = [(u, c, seq) for u, c, seq in named if (c, u) in members]
             jobs += [self._read_state.add_mentions(mentioned), self._read_state.mark_read_many(markers)]
-        if self._fanout is not None:
+        if self._fanout is not None and new:
             jobs.append(self._fanout.enqueue_fanout(new, bodies=self._push_bodies))
         for result in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(result, StorageError):
-                logger.warning("read state or push jobs not updated for %d messages: %s", len(new), result)
+                logger.warning("read state, push jobs or message log not updated for %d messages: %s", len(new), result)
             elif isinstance(result, BaseException):
                 raise result
 

@@ -372,6 +372,56 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return migrate_command(settings)
 
 
+async def _reindex(settings: Settings, channel: str | None, url: str) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mqchat.search import open_search_index
+    from mqchat.search.reindex import reindex
+    from mqchat.storage.factory import open_directory, open_message_store
+    from mqchat.storage.message_log import MessageLog
+    from mqchat.storage.redis_client import RedisClient
+
+    redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix) if settings.redis.url else None
+    store = await open_message_store(settings)
+    directory = await open_directory(settings)
+    index = await open_search_index(url, language=settings.search.language)
+    try:
+        with Progress(TextColumn("reindex"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      transient=False) as bar:
+            task = bar.add_task("reindex", total=None)
+            report = await reindex(index, store, directory, MessageLog(redis) if redis else None, channel=channel,
+                                   batch=settings.search.batch,
+                                   on_total=lambda n: bar.update(task, total=n),
+                                   on_progress=lambda n: bar.advance(task, n))
+    finally:
+        await index.close()
+        await directory.close()
+        await store.close()
+        if redis is not None:
+            await redis.close()
+    print(f"mqchat: reindexed {report.messages} messages of {report.channels} channel(s); removed "
+          f"{report.swept} stale documents; replayed {report.replayed} changes made meanwhile", file=sys.stderr)
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild the search index from the message store, all channels or one."""
+    from mqchat.ids import is_valid_id
+
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, json_lines=settings.log_json, process="reindex")
+    if args.channel is not None and not is_valid_id(args.channel):
+        raise ConfigError(f"--channel {args.channel!r}: not a channel id")
+    url = args.index or settings.search.index_url(settings.data_dir)
+    try:
+        return asyncio.run(_reindex(settings, args.channel, url))
+    except MqchatError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"mqchat: reindex failed: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(reference_markdown(), end="")
@@ -417,6 +467,15 @@ def parser() -> argparse.ArgumentParser:
                          "(directory.url) and/or Cassandra (cassandra.* settings)")
     mig.add_argument("--directory", metavar="URL", help="the PostgreSQL directory to migrate (directory.url)")
     mig.set_defaults(func=cmd_migrate)
+
+    rx = sub.add_parser("reindex", help="rebuild the search index from the message store (safe while the "
+                        "indexer runs)")
+    rx.add_argument("--channel", metavar="C", help="only this channel (default: every channel, and documents "
+                    "of messages the store no longer has are removed)")
+    rx.add_argument("--index", metavar="URL", help="the index to build (default: search.url); e.g. a new "
+                    "sqlite:///<path> or postgresql://… to build beside the live one")
+    rx.add_argument("--data-dir", type=Path)
+    rx.set_defaults(func=cmd_reindex)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     cfg.add_argument("--data-dir", type=Path)

@@ -290,6 +290,29 @@ class PushSettings(_Section):
         return self
 
 
+class SearchSettings(_Section):
+    """Message search (docs/search.md): the message log, the indexer and `GET /v1/search`."""
+
+    enabled: bool = Field(True, description="Log message changes for search (bridge), run the search indexer "
+                          "(workers) and serve `GET /v1/search` (API). Needs `redis.url`.")
+    url: str | None = Field(
+        None, description="Where the search index lives: `sqlite:///<path>` (SQLite FTS5, one host) or "
+        "`postgresql://user[:password]@host[:port]/db` (PostgreSQL full-text search). Unset: the SQLite file "
+        "`search.db` in `data_dir`.")
+    language: str = Field("english", pattern=r"^[a-z_]{1,63}$", description="PostgreSQL only: the stemming "
+                          "language, fixed when the index is created (change it: drop the index and reindex).")
+    batch: int = Field(500, ge=1, le=10_000, description="Log entries the indexer reads and indexes at once.")
+    claim_idle_s: float = Field(
+        30.0, ge=0.1, le=3600, description="A log entry read but not acknowledged for this long is taken over "
+        "from its (presumed dead) indexer with XAUTOCLAIM.")
+
+    def index_url(self, data_dir: Path) -> str:
+        """The configured index URL, or the embedded default under ``data_dir``."""
+        from mqchat.search.factory import default_url
+
+        return self.url or default_url(data_dir)
+
+
 class RateLimitSettings(_Section):
     """HTTP rate limits, kept in Redis so they hold across API instances (docs/security.md).
 
@@ -302,8 +325,9 @@ class RateLimitSettings(_Section):
     login_failures_per_account: str = Field("10/10m", description="Failed logins per username, from any "
                                             "address (a guessing attack spread over many addresses).")
     signup_per_ip: str = Field("20/1h", description="Accounts created per client address.")
+    search_per_user: str = Field("30/1m", description="Searches (`GET /v1/search`, every page) per user.")
 
-    @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip")
+    @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip", "search_per_user")
     @classmethod
     def _rule(cls, value: str) -> str:
         from mqchat.ratelimit import Rule
@@ -414,6 +438,7 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = RateLimitSettings()
     push: PushSettings = PushSettings()
     objects: ObjectsSettings = ObjectsSettings()
+    search: SearchSettings = SearchSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,9 @@ from mqchat.config import Settings
 from mqchat.errors import ConfigError
 from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
+from mqchat.search.factory import open_search_index
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.message_log import MessageLog
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
@@ -22,12 +24,15 @@ from mqchat.storage.thumbnail_jobs import ThumbnailJobs
 from workers.attachments import run_cleanup, run_thumbnailer
 from workers.presence import run_publisher, run_sweeper
 from workers.push.service import PUSH_DRAIN_S, open_push, push_tasks
+from workers.search import Indexer
 
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-workers"
 #: The presence publisher is a singleton (it publishes in stream order); run one workers process.
 PRESENCE_CONSUMER = "presence-publisher"
+#: The search indexer's consumer name: fixed, so a restarted indexer re-reads what it left pending.
+SEARCH_CONSUMER = "search-indexer"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
@@ -57,6 +62,15 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             store = await open_message_store(settings)
             stack.push_async_callback(store.close)
             push = await open_push(settings, stack, PushState(redis), directory, store)
+        indexer = None
+        if settings.search.enabled:
+            search_store = await open_message_store(settings)
+            stack.push_async_callback(search_store.close)
+            index = await open_search_index(settings.search.index_url(settings.data_dir),
+                                            language=settings.search.language)
+            stack.push_async_callback(index.close)
+            indexer = Indexer(MessageLog(redis), index, search_store, directory, SEARCH_CONSUMER,
+                              batch=settings.search.batch, claim_idle_ms=int(settings.search.claim_idle_s * 1000))
         stack.callback(lifecycle.clear_ready, settings, "workers")
 
         async def publisher() -> None:
@@ -75,8 +89,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         lifecycle.mark_ready(settings, "workers")
         readiness = lifecycle.Readiness()
         readiness.ok = True
-        logger.info("workers running: presence publisher and lease sweeper%s",
-                    ", push fan-out and sender" if push else " (push disabled)")
+        logger.info("workers running: presence publisher and lease sweeper%s%s",
+                    ", push fan-out and sender" if push else " (push disabled)",
+                    ", search indexer" if indexer else " (search disabled)")
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(lifecycle.supervised("presence publisher", publisher, stop),
@@ -89,6 +104,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                     "upload cleanup", lambda: run_cleanup(attachments, settings.objects.cleanup_interval_s, stop),
                     stop), name="workers.attachments.cleanup"),
             ]
+            if indexer is not None:
+                tasks.append(tg.create_task(lifecycle.supervised("search indexer", lambda: indexer.run(stop), stop),
+                                            name="workers.search.index"))
             if settings.ops.workers_port:
                 tasks.append(tg.create_task(serve_ops(settings.ops.host, settings.ops.workers_port, readiness),
                                             name="workers.ops"))

@@ -361,6 +361,10 @@ class ServerDirectory(Directory, Protocol):
 
     async def users(self, user_ids: Collection[str]) -> dict[str, User]: ...
 
+    async def all_channel_ids(self, *, after: str = "", limit: int = 1000) -> list[str]:
+        """Every channel id above ``after`` in id order (maintenance jobs: ``mqchat reindex``)."""
+        ...
+
     async def update_profile(self, user_id: str, *, display_name: str | None, avatar_url: str | None) -> User:
         """Set both profile fields (None clears one). Raises ``NotFound``; ``InvalidRequest`` for a
         display name that is blank or longer than 64 characters, or an avatar URL that is not http(s)."""
@@ -558,4 +562,12 @@ class FanoutQueue(Protocol):
         """Queue one push fan-out job per new (durable, already published) message. The queue is
         durable and consumed at least once by the push workers. ``bodies=False`` (privacy mode):
         the jobs carry no message text."""
+        ...
+
+
+class MessageLogWriter(Protocol):
+    async def append_messages(self, messages: Sequence[StoredMessage],
+                              op: Literal["new", "edit", "delete"] = "new") -> None:
+        """Append one "message changed" notice per message to the replayable message log
+        (``mqchat.storage.message_log``), in order."""
         ...

@@ -84,6 +84,7 @@ class DirectoryTx(Protocol):
     # channels (direct and group with explicit members; server channels)
     async def get_channels(self, channel_ids: Collection[str]) -> dict[str, Channel]: ...
     async def direct_channel(self, key: str) -> Channel | None: ...
+    async def channel_ids_after(self, after: str, limit: int) -> list[str]: ...
     async def insert_channel(self, channel: Channel, direct_key: str | None) -> None: ...
     async def update_channel(self, channel: Channel) -> None: ...
     async def delete_channel(self, channel_id: str) -> None: ...
@@ -325,6 +326,12 @@ class DirectoryRules:
     async def get_channel(self, channel_id: str) -> Channel | None:
         async with self._tx(write=False) as tx:
             return (await tx.get_channels([channel_id])).get(channel_id)
+
+    async def all_channel_ids(self, *, after: str = "", limit: int = 1000) -> list[str]:
+        """Every channel id (direct, group and server channels) above ``after``, in id order: a page of
+        the whole directory, for maintenance jobs such as ``mqchat reindex``."""
+        async with self._tx(write=False) as tx:
+            return await tx.channel_ids_after(after, limit)
 
     async def _explicit(self, tx: DirectoryTx, channel_id: str) -> None:
         channel = (await tx.get_channels([channel_id])).get(channel_id)

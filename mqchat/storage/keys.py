@@ -36,6 +36,10 @@ key                                      type    contents and lifetime
                                                  API, read by the thumbnail worker; capped at ~100k entries
 ``slow:{channel}:{user}``                string  the cmid of the user's last send in a slow-mode channel; expires
                                                  after the channel's ``slow_mode_s`` (bridge)
+``messages:log``                         stream  one "message changed" notice per new, edited or deleted message
+                                                 (op, id, channel, epoch, seq; no text), written by the bridge
+                                                 after the acks; read by the search indexer's consumer group;
+                                                 capped at ~1M entries (``MESSAGE_LOG_MAXLEN``)
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -73,6 +77,13 @@ THUMBNAIL_GROUP = "thumbnailer"
 MENTIONS_TTL_S = 30 * 86_400
 
 
+#: Cap of the message log (``messages:log``): about 1M notices, ~100 bytes each. An indexer stopped
+#: for longer than it takes the bridge to write this many loses entries: rebuild with ``mqchat reindex``.
+MESSAGE_LOG_MAXLEN = 1_000_000
+#: Consumer group of the search indexer (on ``messages:log``).
+SEARCH_GROUP = "search-indexer"
+
+
 #: Prefix of every key unless ``redis.key_prefix`` says otherwise.
 DEFAULT_PREFIX = "mqchat:"
 
@@ -108,6 +119,9 @@ class Keys:
 
     def slow_mode(self, channel: str, user: str) -> str:
         return f"{self.prefix}slow:{channel}:{user}"
+    @property
+    def message_log(self) -> str:
+        return f"{self.prefix}messages:log"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"

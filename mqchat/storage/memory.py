@@ -157,6 +157,9 @@ class _MemoryTx:
     async def get_channels(self, channel_ids: Collection[str]) -> dict[str, Channel]:
         return {c: self.s.channels[c] for c in channel_ids if c in self.s.channels}
 
+    async def channel_ids_after(self, after: str, limit: int) -> list[str]:
+        return sorted(c for c in self.s.channels if c > after)[:limit]
+
     async def direct_channel(self, key: str) -> Channel | None:
         cid = self.s.direct.get(key)
         return self.s.channels[cid] if cid else None

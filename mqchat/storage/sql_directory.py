@@ -131,6 +131,13 @@ class SqlTx:
                                channel_ids)
         return {r[0]: _channel(r) for r in rows}
 
+    async def channel_ids_after(self, after: str, limit: int) -> list[str]:
+        rows = await self.c.fetchall(
+            "SELECT channel_id FROM (SELECT channel_id FROM channels WHERE channel_id > ? UNION ALL "
+            "SELECT channel_id FROM server_channels WHERE channel_id > ?) AS ids ORDER BY channel_id LIMIT ?",
+            [after, after, limit])
+        return [r[0] for r in rows]
+
     async def direct_channel(self, key: str) -> Channel | None:
         rows = await self.c.fetchall(f"SELECT {_CHANNEL} FROM channels WHERE direct_key=?", [key])
         return _channel(rows[0]) if rows else None

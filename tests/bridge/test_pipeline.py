@@ -237,4 +237,28 @@ async def test_only_texts_move_markers_record_mentions_and_queue_pushes(redis_se
     assert await state.mention_counts("bob", {ch: 0}) == {ch: 1}  # the edit's mention is not counted again
     jobs = await push.read_fanout_jobs("f1", block_ms=100)
     assert [fields["seq"] for _, fields in jobs] == ["1"]  # one push job: the text
+async def test_new_messages_are_logged_for_search_after_the_acks(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from mqchat.storage.message_log import MessageEvent, MessageLog
+    from mqchat.storage.redis_client import RedisClient
+
+    redis = RedisClient.from_url(redis_server.url)
+    log = MessageLog(redis)
+    await log.ensure_group()
+    directory = MemoryDirectory()
+    channel, _ = await directory.create_channel("group", None, "alice", [], now_ms=1)
+    pub = RecordingPublisher()
+    pipe = Pipeline(MemoryMessageStore(), directory, Sequencer(Snowflake(1)), pub, message_log=log,
+                    background_followups=True)
+    batch = [send("alice", channel.channel_id, "1"), send("alice", channel.channel_id, "2", body="secret")]
+    await pipe.process(batch)
+    assert len(pub.acks()) == 2  # acked before anything is logged
+    assert await log.length() == 0
+    await pipe.flush_followups()
+    await pipe.process([send("alice", channel.channel_id, "1")])  # a duplicate: not new, not logged again
+    await pipe.flush_followups()
+    entries = await log.read("t", count=10, block_ms=10)
+    events = [MessageEvent.from_fields(f) for _, f in entries]
+    stream = pub.stream()
+    assert events == [MessageEvent("new", int(m.id), m.channel, m.epoch, m.seq) for m in stream[:2]]
+    assert all("secret" not in str(f) for _, f in entries)  # notices, no text
     await redis.close()

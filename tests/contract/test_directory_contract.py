@@ -530,3 +530,21 @@ async def test_unknown_permission_names_are_refused_and_unknown_bits_are_never_s
     role = await w.sd.create_role(w.owner, w.sid, "Bits", Permission(int(S) | 1 << 40), now_ms=T0 + 11)
     assert role.perms == S
     assert {r.role_id: r.perms for r in await w.sd.roles(w.sid)}[role.role_id] == S
+
+
+async def test_all_channel_ids_pages_through_every_kind_of_channel(w: World) -> None:
+    sd = w.sd
+    group, _ = await sd.create_channel("group", "g", w.alice, [w.bob], now_ms=T0)
+    direct, _ = await sd.create_channel("direct", None, w.alice, [w.bob], now_ms=T0)
+    private = await sd.create_server_channel(w.owner, w.sid, "hidden", private=True, now_ms=T0)
+    server_channels = [c.channel_id for c in await sd.server_channels(w.sid)]
+    expected = sorted({*server_channels, group.channel_id, direct.channel_id})
+    assert private.channel_id in expected
+    assert await sd.all_channel_ids() == expected
+    pages: list[str] = []
+    after = ""
+    while page := await sd.all_channel_ids(after=after, limit=2):
+        assert len(page) <= 2
+        pages += page
+        after = page[-1]
+    assert pages == expected
