@@ -236,6 +236,7 @@ async def test_only_texts_move_markers_record_mentions_and_queue_pushes(redis_se
     assert await state.read_markers("alice", [ch]) == {ch: ReadMarker(1, 1)}  # not moved to 4
     assert await state.mention_counts("bob", {ch: 0}) == {ch: 1}  # the edit's mention is not counted again
     jobs = await push.read_fanout_jobs("f1", block_ms=100)
+    await redis.close()
     assert [fields["seq"] for _, fields in jobs] == ["1"]  # one push job: the text
 async def test_new_messages_are_logged_for_search_after_the_acks(redis_server) -> None:  # type: ignore[no-untyped-def]
     from mqchat.storage.message_log import MessageEvent, MessageLog
