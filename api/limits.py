@@ -35,6 +35,7 @@ class Limits:
             "login-ip": Rule.parse(settings.login_per_ip),
             "login-account": Rule.parse(settings.login_failures_per_account),
             "signup-ip": Rule.parse(settings.signup_per_ip),
+            "refresh-ip": Rule.parse(settings.refresh_per_ip),
         }
 
     async def charge(self, bucket: str, subject: str, *, cost: int = 1) -> None:

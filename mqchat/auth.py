@@ -37,6 +37,8 @@ class Principal:
     device_id: str
     role: Role
     expires_at: int
+    issued_at: float = 0.0
+    """``iat``: a revocation ("tokens of this device issued before T") compares against it."""
 
     @property
     def client_id(self) -> str:
@@ -112,8 +114,11 @@ def _dev_secret(path: Path, *, create: bool) -> str:
 
 
 def issue(keys: KeySet, *, user_id: str, device_id: str, now: int, role: Role = "device",
-          ttl_s: int | None = None) -> str:
+          ttl_s: int | None = None, issued_at: float | None = None) -> str:
     """Sign a token for ``user_id`` on ``device_id``.
+
+    ``issued_at`` (default ``now``) may carry milliseconds, so a token issued just after a
+    revocation is told apart from one issued just before it.
 
     Raises:
         ConfigError: this deployment only verifies tokens (external issuer).
@@ -127,7 +132,7 @@ def issue(keys: KeySet, *, user_id: str, device_id: str, now: int, role: Role = 
         "role": role,
         "aud": keys.audience,
         "iss": keys.issuer,
-        "iat": now,
+        "iat": round(issued_at, 3) if issued_at is not None else now,
         "nbf": now,
         "exp": now + (ttl_s if ttl_s is not None else keys.ttl_s),
     }
@@ -177,8 +182,11 @@ def verify(keys: KeySet, token: str, *, now: int) -> Principal:
     if role == "device" and str(claims["sub"]).startswith(SERVICE_PREFIX):
         # Service user ids are reserved, so a username alone tells external brokers' hooks who is a service.
         raise AuthError("bad_claims", f"user ids starting with {SERVICE_PREFIX!r} are reserved for services")
+    iat = claims.get("iat", 0)
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise AuthError("bad_claims", "iat must be a number")
     try:
-        return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp)
+        return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp, float(iat))
     except InvalidId as exc:
         raise AuthError("bad_claims", str(exc)) from None
 

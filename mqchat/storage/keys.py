@@ -32,6 +32,16 @@ key                                      type    contents and lifetime
 ``push:retry``                           zset    send jobs waiting for a retry (JSON) → due time (ms)
 ``push:dlq``                             stream  dead letters: send jobs given up on, with the reason; capped
                                                  at ~100k entries; inspect with XRANGE
+``auth:family:{family}``                 hash    one device login's refresh tokens: ``user``, ``device``,
+                                                 ``current`` (SHA-256 of the only valid refresh token);
+                                                 expires ``auth.refresh_ttl_s`` after its last use; deleted
+                                                 = the family is revoked (``mqchat/storage/tokens.py``)
+``auth:families:{user}``                 hash    family → device: the user's live logins (for logout-all)
+``auth:revoked:{user}``                  hash    device (or ``*``: every device) → time (s, float): access
+                                                 tokens issued before it are revoked; expires after the
+                                                 longest access token lifetime
+``auth:revocations``                     stream  one entry per revocation (user, device, at), read by every
+                                                 embedded broker to close those connections; capped at ~10k
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -63,6 +73,10 @@ PUSH_DLQ_MAXLEN = 100_000
 FANOUT_PROGRESS_TTL_S = 86_400
 #: Mentions unread for this long stop counting (their key expires with the latest mention's age).
 MENTIONS_TTL_S = 30 * 86_400
+
+
+#: Cap of the revocation stream (brokers read it live; the cap bounds it, never a reader).
+REVOCATIONS_MAXLEN = 10_000
 
 
 #: Prefix of every key unless ``redis.key_prefix`` says otherwise.
@@ -97,6 +111,19 @@ class Keys:
 
     def mentions(self, user: str, channel: str) -> str:
         return f"{self.prefix}mentions:{user}:{channel}"
+
+    def refresh_family(self, family: str) -> str:
+        return f"{self.prefix}auth:family:{family}"
+
+    def refresh_families(self, user: str) -> str:
+        return f"{self.prefix}auth:families:{user}"
+
+    def revoked(self, user: str) -> str:
+        return f"{self.prefix}auth:revoked:{user}"
+
+    @property
+    def revocations(self) -> str:
+        return f"{self.prefix}auth:revocations"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"

@@ -37,7 +37,7 @@ def _tamper(token: str) -> str:
 def test_issued_token_verifies_to_the_principal() -> None:
     token = auth.issue(keys(), user_id="u1", device_id="d1", now=NOW)
     p = auth.verify(keys(), token, now=NOW + 10)
-    assert p == auth.Principal("u1", "d1", "device", NOW + 3600)
+    assert p == auth.Principal("u1", "d1", "device", NOW + 3600, float(NOW))
     assert p.client_id == "u1:d1"
 
 
