@@ -72,7 +72,8 @@ async def test_refresh_rotates_and_reuse_ends_the_login_and_its_connection(syste
             # a replay of the spent refresh token ends the login, and the broker closes the connection
             r = await api.post("/v1/token/refresh", json={"refresh_token": first["refresh_token"]})
             assert (r.status_code, r.json()["error"]["code"]) == (401, "refresh_reused")
-            await asyncio.to_thread(assert_closed, device.sock, REVOCATION_BOUND_S, what="the device of a reused family")
+            await asyncio.to_thread(assert_closed, device.sock, REVOCATION_BOUND_S,
+                                    what="the device of a reused family")
             r = await api.post("/v1/token/refresh", json={"refresh_token": second["refresh_token"]})
             assert r.status_code == 401
         finally:
