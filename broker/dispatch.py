@@ -147,7 +147,7 @@ class Dispatcher:
         exempt = bool(session.attributes.get(LIMITS_EXEMPT))
         if not exempt and session.username and self.sessions.user_full(session.username, client_id):
             self.stats.user_connection_refusals += 1
-            logger.warning("refused CONNECT client_id=%r: user %s already holds %d connections", client_id,
+            logger.info("refused CONNECT client_id=%r: user %s already holds %d connections", client_id,
                            session.username, self.limits.max_connections_per_user)
             self._refuse(conn, codec.REFUSED_UNAVAILABLE)
             return
