@@ -42,6 +42,7 @@ from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_ratelimit import RedisRateLimiter
 from mqchat.storage.redis_state import RedisState
+from mqchat.storage.tokens import TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ def create_app(settings: Settings, directory: ServerDirectory, store: MessageSto
     hasher = PasswordHasher()
     app.state.services = Services(settings, keys, directory, store, RedisState(redis), PushState(redis), events,
                                   hasher, hasher.hash("not-a-password"),
-                                  Limits(settings.ratelimit, RedisRateLimiter(redis)), sends)
+                                  Limits(settings.ratelimit, RedisRateLimiter(redis)),
+                                  TokenStore(redis, refresh_ttl_s=settings.auth.refresh_ttl_s,
+                                             access_ttl_s=settings.auth.token_ttl_s + settings.auth.leeway_s),
+                                  sends)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)

@@ -6,6 +6,7 @@ Route modules (:mod:`api.routes`, :mod:`api.state_routes`, :mod:`api.device_rout
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -19,10 +20,13 @@ from api.events import EventSink, SendPath
 from api.limits import Limits
 from mqchat import auth
 from mqchat.config import Settings
-from mqchat.errors import AuthError
+from mqchat.errors import AuthError, StorageUnavailable
 from mqchat.storage.base import Channel, MessageStore, ServerDirectory
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_state import RedisState
+from mqchat.storage.tokens import TokenStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Services:
     dummy_hash: str
     """Verified against when a username is unknown, so both cases take the same time."""
     limits: Limits
+    tokens: TokenStore
+    """Refresh token families and revocations (on the same Redis client as ``state``)."""
     sends: SendPath | None = None
     """Where ``POST /v1/channels/{id}/messages`` goes (the broker); ``None``: that route answers 503."""
 
@@ -65,9 +71,18 @@ async def principal(
     if creds is None:
         raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>'")
     try:
-        return auth.verify(svc.keys, creds.credentials, now=int(time.time()))
+        me = auth.verify(svc.keys, creds.credentials, now=int(time.time()))
     except AuthError as exc:
         raise ApiError(401, f"token_{exc.reason}", exc.message) from None
+    if not me.is_service:
+        try:
+            revoked = await svc.tokens.is_revoked(me.user_id, me.device_id, me.issued_at)
+        except StorageUnavailable as exc:  # access tokens are short-lived: fail open, like the rate limits
+            logger.warning("revocation not checked: %s", exc)
+            revoked = False
+        if revoked:
+            raise ApiError(401, "token_revoked", "this device was logged out; log in again")
+    return me
 
 
 Me = Annotated[auth.Principal, Depends(principal)]

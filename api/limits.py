@@ -36,6 +36,7 @@ class Limits:
             "login-account": Rule.parse(settings.login_failures_per_account),
             "signup-ip": Rule.parse(settings.signup_per_ip),
             "search-user": Rule.parse(settings.search_per_user),
+            "refresh-ip": Rule.parse(settings.refresh_per_ip),
         }
 
     async def charge(self, bucket: str, subject: str, *, cost: int = 1) -> None:

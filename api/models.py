@@ -48,11 +48,29 @@ class MqttEndpoint(BaseModel):
 
 
 class LoginResult(BaseModel):
-    token: str
+    token: str = Field(description="The access token (short-lived: `auth.token_ttl_s`).")
+    refresh_token: str = Field(description="Opaque; exchanged once for a new pair at `POST /v1/token/refresh`.")
+    user_id: str
+    device_id: str
+    expires_at: int = Field(description="When the access token expires (s since the epoch).")
+    mqtt: MqttEndpoint
+
+
+class RefreshRequest(_Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TokenPair(BaseModel):
+    token: str = Field(description="The new access token.")
+    refresh_token: str = Field(description="The new refresh token; the one presented is no longer valid.")
     user_id: str
     device_id: str
     expires_at: int
-    mqtt: MqttEndpoint
+
+
+class LoggedOut(BaseModel):
+    devices: Literal["this", "all"]
+    sessions_ended: int = Field(description="Refresh token families (logins) ended.")
 
 
 class CreateChannel(_Strict):

@@ -54,14 +54,57 @@ async def login(body: models.Login, svc: Svc, request: Request) -> models.LoginR
     if user is None or not has_password or not ok:
         await svc.limits.charge("login-account", body.username)
         raise ApiError(401, "bad_credentials", "unknown username or wrong password")
-    now = int(time.time())
-    token = auth.issue(svc.keys, user_id=user.user_id, device_id=body.device_id, now=now)
+    pair = await _issue_pair(svc, user.user_id, body.device_id, refresh_token=None)
     m = svc.settings.mqtt
     return models.LoginResult(
-        token=token, user_id=user.user_id, device_id=body.device_id, expires_at=now + svc.keys.ttl_s,
+        token=pair.token, refresh_token=pair.refresh_token, user_id=user.user_id, device_id=body.device_id,
+        expires_at=pair.expires_at,
         mqtt=models.MqttEndpoint(host=m.advertised_host, port=m.port,
                                  ws_url=f"ws://{m.advertised_host}:{m.ws_port}{WS_PATH}"),
     )
+
+
+async def _issue_pair(svc: Services, user_id: str, device_id: str, *, refresh_token: str | None) -> models.TokenPair:
+    """An access token, and a refresh token: a new family (login) or the rotated one given."""
+    if refresh_token is None:
+        refresh_token = await svc.tokens.issue(user_id, device_id)
+    issued = time.time()
+    now = int(issued)
+    token = auth.issue(svc.keys, user_id=user_id, device_id=device_id, now=now, issued_at=issued)
+    return models.TokenPair(token=token, refresh_token=refresh_token, user_id=user_id, device_id=device_id,
+                            expires_at=now + svc.keys.ttl_s)
+
+
+@router.post("/token/refresh", response_model=models.TokenPair,
+             responses={401: {"description": "refresh_invalid, refresh_reused"}, 429: {"description": "rate_limited"}})
+async def refresh(body: models.RefreshRequest, svc: Svc, request: Request) -> models.TokenPair:
+    """Exchange a refresh token for a new access token and a new refresh token (rotation: the one
+    presented is spent). Presenting a spent one again ends that login and disconnects its device."""
+    if not svc.keys.can_issue:
+        raise ApiError(409, "external_issuer", "tokens are issued by the external identity provider")
+    await svc.limits.charge("refresh-ip", client_address(request))
+    rotation = await svc.tokens.rotate(body.refresh_token)
+    if rotation.outcome == "reused":
+        raise ApiError(401, "refresh_reused", "this refresh token was already used: the login is ended on "
+                       "this device (log in again)")
+    if rotation.outcome != "ok":
+        raise ApiError(401, "refresh_invalid", "unknown, expired or revoked refresh token (log in again)")
+    return await _issue_pair(svc, rotation.user_id, rotation.device_id, refresh_token=rotation.token)
+
+
+@router.post("/logout", response_model=models.LoggedOut)
+async def logout(me: Me, svc: Svc) -> models.LoggedOut:
+    """End this device's login: its refresh tokens are revoked, and its access tokens (HTTP and
+    MQTT; the broker closes its connections within seconds)."""
+    ended = await svc.tokens.logout(me.user_id, me.device_id)
+    return models.LoggedOut(devices="this", sessions_ended=ended)
+
+
+@router.post("/logout/all", response_model=models.LoggedOut)
+async def logout_all(me: Me, svc: Svc) -> models.LoggedOut:
+    """End the logins of every device of the caller (a lost phone): the same as ``/logout`` on each."""
+    ended = await svc.tokens.logout(me.user_id, None)
+    return models.LoggedOut(devices="all", sessions_ended=ended)
 
 
 async def _channel_out(svc: Services, channel: Channel) -> models.ChannelOut:

@@ -11,9 +11,9 @@ from typing import Any
 from broker import metrics
 from broker.engine import MqchatBroker
 from broker.limits import Limits
-from broker.plugins import JwtAuthPlugin, TopicAclPlugin
+from broker.plugins import JwtAuthPlugin, TokenLifecyclePlugin, TopicAclPlugin
 from broker.presence import PresencePlugin
-from mqchat import auth, lifecycle
+from mqchat import auth, lifecycle, topics
 from mqchat.config import Settings
 from mqchat.ops import serve_ops
 
@@ -45,7 +45,8 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
 
 def native_plugins(settings: Settings, *, no_auth: bool = False) -> list[object]:
     """mqchat's plugins for ``settings``, built from typed settings, in the order they are
-    consulted: JWT authentication, the topic ACL, metrics, and presence leases when Redis is
+    consulted: JWT authentication, the token lifecycle (expiry, revocation, in-band refresh), the
+    topic ACL, metrics, and presence leases when Redis is
     configured. The bare ``no_auth`` broker has none (its anonymous access is amqtt's
     ``AnonymousAuthPlugin``, through the adapter)."""
     if no_auth:
@@ -53,6 +54,7 @@ def native_plugins(settings: Settings, *, no_auth: bool = False) -> list[object]
     b = settings.broker
     plugins: list[object] = [
         JwtAuthPlugin(auth.load_keys(settings)),
+        TokenLifecyclePlugin(auth.load_keys(settings), settings.redis),
         TopicAclPlugin(settings, membership_cache_s=b.membership_cache_s),
         metrics.MetricsPlugin(),
     ]
@@ -67,7 +69,14 @@ def limits(settings: Settings, *, no_auth: bool = False) -> Limits:
     b = settings.broker
     return Limits(max_packet_bytes=b.max_packet_bytes, max_inflight=b.max_inflight, max_queued=b.max_queued,
                   publish_rate_per_s=0.0 if no_auth else b.publish_rate_per_s, publish_burst=b.publish_burst,
-                  connect_timeout_s=b.connect_timeout_s)
+                  connect_timeout_s=b.connect_timeout_s,
+                  max_connections_per_user=0 if no_auth else b.max_connections_per_user,
+                  session_expiry_s=float(b.session_expiry_s), retained_max_count=b.retained_max_count,
+                  retained_max_bytes=b.retained_max_bytes,
+                  # mqchat's broker honours RETAIN only for presence (docs/security.md); the bare
+                  # --no-auth broker is a plain MQTT broker for conformance tools.
+                  retain_prefixes=() if no_auth else (topics.PRESENCE + "/",),
+                  validate_presence=not no_auth)
 
 
 def raise_fd_limit() -> int:

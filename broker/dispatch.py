@@ -3,8 +3,9 @@
 ::
 
     data_received ──▶ handle_now: PUBACK, PUBREC, PUBREL, PUBCOMP, PINGREQ   (no task, no plugin)
-    pump task ─────▶ handle: CONNECT ──▶ auth ──▶ Sessions.attach ──▶ CONNACK ──▶ resend in flight
-                             PUBLISH ──▶ rate limit ──▶ ACL ──▶ retain? ──▶ Router.publish ──▶ PUBACK
+    pump task ─────▶ handle: CONNECT ──▶ auth ──▶ per-user cap ──▶ Sessions.attach ──▶ CONNACK ──▶ resend
+                             PUBLISH ──▶ rate limit ──▶ presence payload ok? ──▶ ACL ──▶ retain? (where
+                                         honoured, within the caps) ──▶ Router.publish ──▶ PUBACK
                              SUBSCRIBE ──▶ ACL per filter ──▶ SUBACK ──▶ retained messages
                              UNSUBSCRIBE, DISCONNECT
     connection_lost ──▶ closed: will? ──▶ disconnected hook ──▶ Sessions.release
@@ -143,7 +144,14 @@ class Dispatcher:
             return
         if conn.state != "connecting":
             return  # the client went away while being authenticated
-        if session.attributes.get(LIMITS_EXEMPT):
+        exempt = bool(session.attributes.get(LIMITS_EXEMPT))
+        if not exempt and session.username and self.sessions.user_full(session.username, client_id):
+            self.stats.user_connection_refusals += 1
+            logger.info("refused CONNECT client_id=%r: user %s already holds %d connections", client_id,
+                           session.username, self.limits.max_connections_per_user)
+            self._refuse(conn, codec.REFUSED_UNAVAILABLE)
+            return
+        if exempt:
             self.sessions.exempt(session)
         elif self.limits.publish_rate_per_s > 0:
             conn.bucket = TokenBucket(self.limits.publish_rate_per_s, self.limits.publish_burst, time.monotonic())
@@ -170,7 +178,9 @@ class Dispatcher:
             return
         if self.plugins.on_message:
             await self.plugins.message_received(session, AppMessage(p.topic, p.payload, p.qos, p.retain, p.packet_id))
-        if await self.plugins.allowed(session, p.topic, Action.PUBLISH):
+        if not self.retained.presence_ok(p.topic, p.payload):
+            pass  # dropped (logged and counted); still acknowledged: MQTT 3.1.1 has no negative PUBACK
+        elif await self.plugins.allowed(session, p.topic, Action.PUBLISH):
             if p.retain:
                 self.retained.retain(p.topic, p.payload, p.qos)
             await self.router.publish(p.topic, p.payload, p.qos)

@@ -69,8 +69,8 @@ class MqchatBroker:
         chain = self.plugins
         by_client_id: dict[str, Session] = {}
         self.router = Router(by_client_id, chain, self.stats, self.spawn)
-        self._sessions = Sessions(by_client_id, self.limits, self.router)
-        self._retained = RetainedMessages(chain, self.router)
+        self._sessions = Sessions(by_client_id, self.limits, self.router, self.stats)
+        self._retained = RetainedMessages(chain, self.router, self.limits, self.stats)
         self.dispatcher = Dispatcher(limits=self.limits, stats=self.stats, plugins=chain, sessions=self._sessions,
                                      router=self.router, retained=self._retained,
                                      wills=Wills(chain, self.router, self._retained, self.stats))
@@ -86,6 +86,10 @@ class MqchatBroker:
     def retained(self) -> Mapping[str, Retained]:
         """Retained messages by topic."""
         return self._retained.by_topic
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._retained.bytes
 
     def subscriptions(self) -> dict[str, list[tuple[Session, int]]]:
         return self.router.subscribers()

@@ -17,6 +17,20 @@ class Limits:
     (its packets wait, then its socket is no longer read), never disconnected. 0: no limit."""
     publish_burst: int = 1_000
     connect_timeout_s: float = 10.0
+    max_connections_per_user: int = 0
+    """Live connections per username (services exempt); a CONNECT over it gets CONNACK 0x03. 0: no limit."""
+    session_expiry_s: float = 0.0
+    """A persistent session whose client is away this long is dropped with its queue. 0: never."""
+    retained_max_count: int = 0
+    """Retained messages kept; a retained PUBLISH to a new topic beyond it is not kept. 0: no limit."""
+    retained_max_bytes: int = 0
+    """Total retained payload bytes; a retained PUBLISH that would pass it is not kept. 0: no limit."""
+    retain_prefixes: tuple[str, ...] = ()
+    """Topics whose RETAIN flag is honoured (prefixes); elsewhere the message is delivered and not
+    kept. Empty: every topic (the bare broker)."""
+    validate_presence: bool = False
+    """Device presence payloads (``presence/{user}/{device}``) must be mqchat presence JSON; a bad
+    one is dropped (neither relayed nor kept)."""
 
     def window(self, *, exempt: bool) -> tuple[int, int]:
         """``(max_inflight, max_queued)`` of a session; exempt clients (services) get 10x the
@@ -35,3 +49,7 @@ class Stats:
     violations: int = 0
     rate_limited: int = 0
     wills: int = 0
+    retained_refused: int = 0
+    invalid_presence: int = 0
+    sessions_expired: int = 0
+    user_connection_refusals: int = 0

@@ -59,6 +59,13 @@ class EngineCollector(Collector):
             ("protocol_violations", "Connections closed for breaking MQTT 3.1.1.", s.violations),
             ("rate_limited", "PUBLISH packets held back by a client's publish rate limit.", s.rate_limited),
             ("wills", "Last-will messages published.", s.wills),
+            ("retained_refused", "Retained messages not kept: the retained store was full.", s.retained_refused),
+            ("invalid_presence", "Presence PUBLISHes (and wills) dropped: not valid presence JSON.",
+             s.invalid_presence),
+            ("sessions_expired", "Persistent sessions dropped after broker.session_expiry_s away.",
+             s.sessions_expired),
+            ("user_connection_refusals", "CONNECTs refused: the user held broker.max_connections_per_user.",
+             s.user_connection_refusals),
         ):
             yield CounterMetricFamily(f"mqchat_broker_{name}", doc, value=value)
         sessions = list(b.sessions.values())
@@ -68,6 +75,7 @@ class EngineCollector(Collector):
             ("inflight_messages", "QoS 1/2 messages sent and not yet acknowledged.",
              sum(len(x.inflight) for x in sessions)),
             ("retained_messages", "Retained messages held.", len(b.retained)),
+            ("retained_bytes", "Payload bytes of the retained messages held.", b.retained_bytes),
         ):
             yield GaugeMetricFamily(f"mqchat_broker_{name}", doc, value=value)
         yield CounterMetricFamily("mqchat_broker_queue_dropped", "Messages dropped from full client queues.",

@@ -1,4 +1,4 @@
-"""Native plugins (:mod:`broker.plugin_api`): JWT authentication and the topic ACL.
+"""Native plugins (:mod:`broker.plugin_api`): JWT authentication, token lifecycle and the topic ACL.
 
 Both are built by :func:`broker.app.native_plugins` from typed settings. The authenticated
 :class:`~mqchat.auth.Principal` is kept on the session (``session.attributes``), where the ACL
@@ -12,13 +12,28 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from broker.plugin_api import LIMITS_EXEMPT, Action, Authenticator, ClientDisconnected, Closable, TopicAcl
+from prometheus_client import Counter
+
+from broker.plugin_api import (
+    LIMITS_EXEMPT,
+    Action,
+    AppMessage,
+    Authenticator,
+    BrokerStarted,
+    ClientConnected,
+    ClientDisconnected,
+    Closable,
+    MessageReceived,
+    TopicAcl,
+)
 from broker.session import Session
 from mqchat import access, auth, policy, topics
-from mqchat.config import Settings
-from mqchat.errors import AuthError
+from mqchat.config import RedisSettings, Settings
+from mqchat.errors import AuthError, StorageUnavailable
 from mqchat.storage.base import Directory
 from mqchat.storage.factory import open_directory
+from mqchat.storage.redis_client import RedisClient
+from mqchat.storage.tokens import ALL_DEVICES, Revocation, TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +135,179 @@ class TopicAclPlugin:
         await self._directory.close()
 
 
+TOKEN_CLOSES = Counter("mqchat_broker_token_closes_total", "Connections closed by the broker: token expired "
+                       "or revoked.", ["reason"])
+TOKEN_REFRESHES = Counter("mqchat_broker_token_refreshes_total", "In-band token refreshes (auth/{user}/{device}) "
+                          "by outcome.", ["outcome"])
+#: How long one read of the revocation stream waits for an entry (ms); the loop reads again at once.
+REVOCATION_BLOCK_MS = 1000
+
+
+class TokenLifecyclePlugin:
+    """Keeps each connection within its token's lifetime (docs/security.md, *Token lifecycle*).
+
+    - **Expiry**: a connection is closed when its token expires (``exp`` plus ``auth.leeway_s``),
+      unless the device handed the broker a newer token in-band first.
+    - **In-band refresh**: a device publishes its new access token (the bare JWT) to
+      ``auth/{user}/{device}``; if it verifies for the same user and device and is not revoked,
+      the connection's expiry moves to the new token's. The PUBLISH is acknowledged as usual and
+      never delivered or retained (the ACL refuses that topic to everyone).
+    - **Revocation** (with ``redis.url``): a CONNECT whose token was revoked (logout, refresh
+      token reuse) is refused, and every revocation on the ``auth:revocations`` stream closes the
+      connections of that device (or user) whose token was issued before it, within about a second.
+
+    Consulted after :class:`JwtAuthPlugin`, whose principal it reads.
+    """
+
+    def __init__(self, keys: auth.KeySet, redis: RedisSettings | None) -> None:
+        self._keys = keys
+        self._redis = RedisClient.from_url(redis.url, redis.key_prefix) if redis is not None and redis.url else None
+        self._tokens = (TokenStore(self._redis, refresh_ttl_s=1, access_ttl_s=1)  # reads only: TTLs unused
+                        if self._redis is not None else None)
+        self._by_user: dict[str, dict[str, Session]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def _revoked(self, principal: auth.Principal) -> bool:
+        if self._tokens is None or principal.is_service:
+            return False
+        try:
+            return await self._tokens.is_revoked(principal.user_id, principal.device_id, principal.issued_at)
+        except StorageUnavailable as exc:  # access tokens are short-lived: fail open, and say so
+            logger.warning("revocation of %s:%s not checked: %s", principal.user_id, principal.device_id, exc)
+            return False
+
+    async def authenticate(self, session: Session) -> bool | None:
+        principal = session.attributes.get(PRINCIPAL)
+        if not isinstance(principal, auth.Principal):
+            return None
+        if await self._revoked(principal):
+            logger.info("refused CONNECT client_id=%r: token revoked", session.client_id)
+            return False
+        return True
+
+    async def on_broker_started(self) -> None:
+        if self._tokens is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="broker.tokens.revocations")
+
+    async def on_client_connected(self, session: Session) -> None:
+        principal = session.attributes.get(PRINCIPAL)
+        if not isinstance(principal, auth.Principal):
+            return
+        self._by_user.setdefault(principal.user_id, {})[session.client_id] = session
+        self._schedule(session, principal)
+
+    async def on_client_disconnected(self, session: Session) -> None:
+        principal = session.attributes.get(PRINCIPAL)
+        if not isinstance(principal, auth.Principal):
+            return
+        held = self._by_user.get(principal.user_id, {})
+        if held.get(session.client_id) is session:
+            del held[session.client_id]
+            if not held:
+                self._by_user.pop(principal.user_id, None)
+            if (timer := self._timers.pop(session.client_id, None)) is not None:
+                timer.cancel()
+
+    def _schedule(self, session: Session, principal: auth.Principal) -> None:
+        if (old := self._timers.pop(session.client_id, None)) is not None:
+            old.cancel()
+        delay = max(0.0, principal.expires_at + self._keys.leeway_s - time.time())
+        self._timers[session.client_id] = asyncio.get_running_loop().call_later(delay, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        self._timers.pop(session.client_id, None)
+        principal = session.attributes.get(PRINCIPAL)
+        if isinstance(principal, auth.Principal) and principal.expires_at + self._keys.leeway_s > time.time():
+            self._schedule(session, principal)  # extended meanwhile
+            return
+        self._close(session, "expired")
+
+    def _close(self, session: Session, reason: str) -> None:
+        conn = session.connection
+        if conn is None or conn.state != "connected":
+            return
+        logger.info("closing %s: token %s", session.client_id, reason)
+        TOKEN_CLOSES.labels(reason).inc()
+        conn.close()
+
+    async def on_message_received(self, session: Session, message: AppMessage) -> None:
+        if not message.topic.startswith(topics.AUTH + "/"):
+            return
+        current = session.attributes.get(PRINCIPAL)
+        if not isinstance(current, auth.Principal) or current.is_service:
+            return
+        if message.topic != topics.token_refresh(current.user_id, current.device_id):
+            TOKEN_REFRESHES.labels("wrong_topic").inc()
+            return
+        try:
+            new = auth.verify(self._keys, message.data.decode("utf-8", "replace").strip(), now=int(time.time()))
+        except AuthError as exc:
+            logger.info("in-band refresh from %s refused: %s", session.client_id, exc.reason)
+            TOKEN_REFRESHES.labels(exc.reason).inc()
+            return
+        if (new.user_id, new.device_id, new.role) != (current.user_id, current.device_id, current.role):
+            logger.info("in-band refresh from %s refused: the token is another device's", session.client_id)
+            TOKEN_REFRESHES.labels("identity_mismatch").inc()
+            return
+        if await self._revoked(new):
+            TOKEN_REFRESHES.labels("revoked").inc()
+            self._close(session, "revoked")
+            return
+        if new.expires_at <= current.expires_at:
+            TOKEN_REFRESHES.labels("not_newer").inc()
+            return
+        session.attributes[PRINCIPAL] = new
+        if session.client_id in self._timers:
+            self._schedule(session, new)
+        TOKEN_REFRESHES.labels("ok").inc()
+
+    async def _watch(self) -> None:
+        """Close the connections each revocation on the stream names (read from its tail)."""
+        assert self._tokens is not None
+        after: str | None = None
+        delay = 0.5
+        while True:
+            try:
+                if after is None:
+                    after = await self._tokens.revocations_tail()
+                for revocation in await self._tokens.read_revocations(after, block_ms=REVOCATION_BLOCK_MS):
+                    after = revocation.entry_id
+                    self._apply(revocation)
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("reading revocations failed (%s); again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _apply(self, revocation: Revocation) -> None:
+        for session in list(self._by_user.get(revocation.user_id, {}).values()):
+            principal = session.attributes.get(PRINCIPAL)
+            if not isinstance(principal, auth.Principal):
+                continue
+            if revocation.device_id not in (ALL_DEVICES, principal.device_id):
+                continue
+            if principal.issued_at < revocation.before:
+                self._close(session, "revoked")
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.close()
+
+
 if TYPE_CHECKING:  # static conformance: mypy checks each plugin against the protocols it implements
 
     def _conforms(jwt: JwtAuthPlugin, acl: TopicAclPlugin) -> tuple[Authenticator, TopicAcl, ClientDisconnected,
                                                                     Closable]:
         return jwt, acl, acl, acl
+
+    def _conforms_tokens(t: TokenLifecyclePlugin) -> tuple[Authenticator, BrokerStarted, ClientConnected,
+                                                           ClientDisconnected, MessageReceived, Closable]:
+        return t, t, t, t, t, t

@@ -27,6 +27,8 @@ Role = Literal["device", "service"]
 SECRET_FILE = "jwt-secret"
 #: Every service principal's user id starts with this; device tokens for such ids are refused.
 SERVICE_PREFIX = "svc-"
+#: The services a service token may be scoped to (claim ``svc``); see :mod:`mqchat.policy`.
+SERVICES = ("bridge", "api", "workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,11 @@ class Principal:
     device_id: str
     role: Role
     expires_at: int
+    issued_at: float = 0.0
+    """``iat``: a revocation ("tokens of this device issued before T") compares against it."""
+    service: str | None = None
+    """``svc``: the one service (:data:`SERVICES`) a service token is scoped to (its topics only,
+    :mod:`mqchat.policy`); None on device tokens, and on unscoped service tokens (deprecated)."""
 
     @property
     def client_id(self) -> str:
@@ -112,8 +119,12 @@ def _dev_secret(path: Path, *, create: bool) -> str:
 
 
 def issue(keys: KeySet, *, user_id: str, device_id: str, now: int, role: Role = "device",
-          ttl_s: int | None = None) -> str:
+          ttl_s: int | None = None, issued_at: float | None = None, service: str | None = None) -> str:
     """Sign a token for ``user_id`` on ``device_id``.
+
+    ``issued_at`` (default ``now``) may carry milliseconds, so a token issued just after a
+    revocation is told apart from one issued just before it. ``service`` (role ``service`` only)
+    scopes the token to one of :data:`SERVICES`.
 
     Raises:
         ConfigError: this deployment only verifies tokens (external issuer).
@@ -127,10 +138,14 @@ def issue(keys: KeySet, *, user_id: str, device_id: str, now: int, role: Role = 
         "role": role,
         "aud": keys.audience,
         "iss": keys.issuer,
-        "iat": now,
+        "iat": round(issued_at, 3) if issued_at is not None else now,
         "nbf": now,
         "exp": now + (ttl_s if ttl_s is not None else keys.ttl_s),
     }
+    if service is not None:
+        if role != "service" or service not in SERVICES:
+            raise ConfigError(f"service scope {service!r}: only service tokens, one of {SERVICES}")
+        claims["svc"] = service
     return jwt.encode(claims, keys.signing_key, algorithm="HS256")
 
 
@@ -177,8 +192,15 @@ def verify(keys: KeySet, token: str, *, now: int) -> Principal:
     if role == "device" and str(claims["sub"]).startswith(SERVICE_PREFIX):
         # Service user ids are reserved, so a username alone tells external brokers' hooks who is a service.
         raise AuthError("bad_claims", f"user ids starting with {SERVICE_PREFIX!r} are reserved for services")
+    service = claims.get("svc")
+    if service is not None and (role != "service" or service not in SERVICES):
+        raise AuthError("bad_claims", f"svc must be one of {SERVICES}, on service tokens only")
+    iat = claims.get("iat", 0)
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise AuthError("bad_claims", "iat must be a number")
     try:
-        return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp)
+        return Principal(check_id("user", claims["sub"]), check_id("device", claims["dev"]), role, exp, float(iat),
+                         service)
     except InvalidId as exc:
         raise AuthError("bad_claims", str(exc)) from None
 

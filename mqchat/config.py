@@ -116,7 +116,13 @@ class AuthSettings(_Section):
         description="Token mqchat's own processes (bridge, API) connect with when this deployment "
         "cannot sign (external issuer). Must carry `role: service`.",
     )
-    token_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Lifetime of issued device tokens.")
+    token_ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of issued device access "
+                             "tokens. A device renews its token with its refresh token before it ends (`POST "
+                             "/v1/token/refresh`) and hands the new one to the broker in-band (docs/protocol.md); "
+                             "the embedded broker closes a connection whose token has expired.")
+    refresh_ttl_s: int = Field(30 * 24 * 3600, ge=300, le=365 * 24 * 3600, description="A refresh token "
+                               "family (one device's login) ends this long after its last use; every use "
+                               "rotates the token and restarts the period.")
     leeway_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`.")
 
     @model_validator(mode="after")
@@ -136,7 +142,19 @@ class BrokerSettings(_Section):
         1.0, ge=0, le=60, description="How long the broker caches a user's channel list for ACL checks; "
         "membership changes take effect within this time, without a reconnect."
     )
-    max_connections: int = Field(0, ge=0, description="Connection limit per listener (0 = none).")
+    max_connections: int = Field(100_000, ge=0, description="Connection limit per listener (0 = none); a "
+                                 "connection over it is closed at once. Keep the process's open-file limit "
+                                 "above the sum over listeners.")
+    max_connections_per_user: int = Field(20, ge=0, le=10_000, description="Connections one user may hold at "
+                                          "once, over all devices (0 = no limit); a CONNECT over it is refused "
+                                          "with CONNACK 0x03 (server unavailable). Services are exempt.")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, le=365 * 24 * 3600, description="A persistent session "
+                                  "(clean session 0) whose client stays away this long is dropped with its "
+                                  "queue (0 = never).")
+    retained_max_count: int = Field(1_000_000, ge=0, description="Retained messages the broker keeps (0 = no "
+                                    "limit); a retained PUBLISH to a new topic beyond it is delivered but not kept.")
+    retained_max_bytes: int = Field(256 << 20, ge=0, description="Total payload bytes of retained messages "
+                                    "(0 = no limit); beyond it a retained PUBLISH is delivered but not kept.")
     connect_timeout_s: float = Field(10.0, gt=0, le=300, description="A connection that sends no CONNECT "
                                      "within this time is closed.")
     drain_s: float = Field(0.0, ge=0, le=600, description="On SIGTERM, close client connections in even "
@@ -326,8 +344,11 @@ class RateLimitSettings(_Section):
                                             "address (a guessing attack spread over many addresses).")
     signup_per_ip: str = Field("20/1h", description="Accounts created per client address.")
     search_per_user: str = Field("30/1m", description="Searches (`GET /v1/search`, every page) per user.")
+    refresh_per_ip: str = Field("60/1m", description="Token refreshes (`POST /v1/token/refresh`) per client "
+                                "address.")
 
-    @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip", "search_per_user")
+    @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip", "search_per_user",
+                     "refresh_per_ip")
     @classmethod
     def _rule(cls, value: str) -> str:
         from mqchat.ratelimit import Rule

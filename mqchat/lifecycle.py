@@ -111,8 +111,10 @@ def service_credentials(settings: Settings, service: str, instance: str) -> tupl
         return principal.client_id, principal.user_id, token
     keys = auth.load_keys(settings)
     # Service tokens are re-minted at every start; a long lifetime only matters for reconnects.
+    # Scoped to this service's topics (mqchat.policy) when it is one of mqchat's own.
+    scope = service.removeprefix(auth.SERVICE_PREFIX)
     token = auth.issue(keys, user_id=service, device_id=instance, role="service", now=int(time.time()),
-                       ttl_s=365 * 24 * 3600)
+                       ttl_s=365 * 24 * 3600, service=scope if scope in auth.SERVICES else None)
     return auth.client_id(service, instance), service, token
 
 

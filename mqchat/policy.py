@@ -6,7 +6,20 @@ caller resolves the condition against its membership source (the amqtt plugin us
 cache; the HTTP auth hooks for external brokers use the directory). So the rules live here once,
 and every broker enforces the same ones.
 
-Rules for devices (services, i.e. mqchat's own processes, are allowed everything):
+Rules for services (mqchat's own processes): a token scoped to its service (claim ``svc``, as
+:func:`mqchat.lifecycle.service_credentials` mints them) grants that service's topics only;
+an unscoped service token (deprecated) is allowed everything.
+
+===========  ===========  ======================================================================
+service      action       topics
+===========  ===========  ======================================================================
+bridge       subscribe    ``in/+/+/+``, ``$share/{group}/in/+/+/+``; receive ``in/{u}/{d}/{c}``
+bridge       publish      ``ch/{c}``, ``dev/{u}/{d}/ack``
+api          publish      ``user/{u}/events``
+workers      publish      ``presence/{u}`` (user presence, retained)
+===========  ===========  ======================================================================
+
+Rules for devices:
 
 ===========  ===============================  =============================================
 action       topic                            verdict
@@ -67,7 +80,7 @@ def if_contact(user: str) -> Verdict:
 def authorize(principal: Principal, action: Action, topic: str) -> Verdict:
     """Decide whether ``principal`` may do ``action`` on ``topic`` (a filter for subscribe)."""
     if principal.is_service:
-        return ALLOW
+        return ALLOW if principal.service is None else _service(principal.service, action, topic)
     try:
         parsed = topics.parse_filter(topic) if action is Action.SUBSCRIBE else topics.parse(topic)
     except InvalidTopic as exc:
@@ -97,6 +110,29 @@ def authorize(principal: Principal, action: Action, topic: str) -> Verdict:
         case topics.UserPresence(user) | topics.DevicePresence(user, _):
             return ALLOW if user == me else if_contact(user)
     return deny("devices may not subscribe here")
+
+
+def _service(service: str, action: Action, topic: str) -> Verdict:
+    """The topics of one of mqchat's services (the module table)."""
+    if action is Action.SUBSCRIBE:
+        if service == "bridge":
+            flt = topic
+            if flt.startswith("$share/"):
+                parts = flt.split("/", 2)
+                flt = parts[2] if len(parts) == 3 and parts[1] else ""
+            if flt == topics.SEND_FILTER:
+                return ALLOW
+        return deny(f"the {service} service does not subscribe to {topic}")
+    try:
+        parsed = topics.parse(topic)
+    except InvalidTopic as exc:
+        return deny(exc.reason)
+    allowed: tuple[type, ...] = ()
+    if service == "bridge":
+        allowed = (topics.Send,) if action is Action.RECEIVE else (topics.Stream, topics.Ack)
+    elif action is Action.PUBLISH:
+        allowed = {"api": (topics.UserEvents,), "workers": (topics.UserPresence,)}.get(service, ())
+    return ALLOW if isinstance(parsed, allowed) else deny(f"not a topic of the {service} service")
 
 
 def resolve(verdict: Verdict, *, channels: frozenset[str], shares_channel: bool | None = None) -> bool:

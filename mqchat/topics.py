@@ -10,6 +10,9 @@ topic                                  publisher       meaning
 ``presence/{user}/{device}``           device/broker   device presence, retained, also the last will
 ``presence/{user}``                    server          user presence, retained
 ``typing/{channel}/{user}``            device          typing indicator (QoS 0)
+``auth/{user}/{device}``               device          in-band token refresh: the new access token,
+                                                       consumed by the embedded broker, never
+                                                       delivered or retained
 =====================================  ==============  ===========================================
 
 Every id segment follows :data:`mqchat.ids.ID_RE`, so a segment can never contain ``/``, ``+``,
@@ -30,6 +33,7 @@ DEVICE = "dev"
 USER = "user"
 PRESENCE = "presence"
 TYPING = "typing"
+AUTH = "auth"
 
 #: Filter the bridge subscribes to for every send.
 SEND_FILTER = f"{SEND}/+/+/+"
@@ -61,6 +65,11 @@ def user_presence(user: str) -> str:
 
 def typing(channel: str, user: str) -> str:
     return f"{TYPING}/{check_id('channel', channel)}/{check_id('user', user)}"
+
+
+def token_refresh(user: str, device: str) -> str:
+    """Where a connected device hands the broker its renewed access token (docs/protocol.md)."""
+    return f"{AUTH}/{check_id('user', user)}/{check_id('device', device)}"
 
 
 def typing_filter(channel: str) -> str:

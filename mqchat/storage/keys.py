@@ -40,6 +40,16 @@ key                                      type    contents and lifetime
                                                  (op, id, channel, epoch, seq; no text), written by the bridge
                                                  after the acks; read by the search indexer's consumer group;
                                                  capped at ~1M entries (``MESSAGE_LOG_MAXLEN``)
+``auth:family:{family}``                 hash    one device login's refresh tokens: ``user``, ``device``,
+                                                 ``current`` (SHA-256 of the only valid refresh token);
+                                                 expires ``auth.refresh_ttl_s`` after its last use; deleted
+                                                 = the family is revoked (``mqchat/storage/tokens.py``)
+``auth:families:{user}``                 hash    family → device: the user's live logins (for logout-all)
+``auth:revoked:{user}``                  hash    device (or ``*``: every device) → time (s, float): access
+                                                 tokens issued before it are revoked; expires after the
+                                                 longest access token lifetime
+``auth:revocations``                     stream  one entry per revocation (user, device, at), read by every
+                                                 embedded broker to close those connections; capped at ~10k
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
@@ -82,6 +92,8 @@ MENTIONS_TTL_S = 30 * 86_400
 MESSAGE_LOG_MAXLEN = 1_000_000
 #: Consumer group of the search indexer (on ``messages:log``).
 SEARCH_GROUP = "search-indexer"
+#: Cap of the revocation stream (brokers read it live; the cap bounds it, never a reader).
+REVOCATIONS_MAXLEN = 10_000
 
 
 #: Prefix of every key unless ``redis.key_prefix`` says otherwise.
@@ -119,9 +131,23 @@ class Keys:
 
     def slow_mode(self, channel: str, user: str) -> str:
         return f"{self.prefix}slow:{channel}:{user}"
+
     @property
     def message_log(self) -> str:
         return f"{self.prefix}messages:log"
+
+    def refresh_family(self, family: str) -> str:
+        return f"{self.prefix}auth:family:{family}"
+
+    def refresh_families(self, user: str) -> str:
+        return f"{self.prefix}auth:families:{user}"
+
+    def revoked(self, user: str) -> str:
+        return f"{self.prefix}auth:revoked:{user}"
+
+    @property
+    def revocations(self) -> str:
+        return f"{self.prefix}auth:revocations"
 
     def rate(self, rule: str, subject: str) -> str:
         return f"{self.prefix}rl:{rule}:{subject}"

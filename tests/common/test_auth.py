@@ -37,7 +37,7 @@ def _tamper(token: str) -> str:
 def test_issued_token_verifies_to_the_principal() -> None:
     token = auth.issue(keys(), user_id="u1", device_id="d1", now=NOW)
     p = auth.verify(keys(), token, now=NOW + 10)
-    assert p == auth.Principal("u1", "d1", "device", NOW + 3600)
+    assert p == auth.Principal("u1", "d1", "device", NOW + 3600, float(NOW))
     assert p.client_id == "u1:d1"
 
 
@@ -125,3 +125,15 @@ def test_service_user_ids_are_reserved_for_service_tokens() -> None:
     assert info.value.reason == "bad_claims"
     service = auth.issue(keys(), user_id="svc-bridge", device_id="b0", role="service", now=NOW)
     assert auth.verify(keys(), service, now=NOW).is_service
+
+
+def test_service_tokens_name_their_service() -> None:
+    token = auth.issue(keys(), user_id="svc-bridge", device_id="b0", role="service", now=NOW, service="bridge")
+    assert auth.verify(keys(), token, now=NOW).service == "bridge"
+    with pytest.raises(ConfigError):
+        auth.issue(keys(), user_id="u1", device_id="d1", now=NOW, service="bridge")  # devices have no scope
+    forged = jwt.encode({"sub": "svc-x", "dev": "b0", "role": "service", "svc": "everything", "aud": "mqchat",
+                         "iss": "mqchat", "exp": NOW + 60}, keys().verify_key, algorithm="HS256")
+    with pytest.raises(AuthError) as info:
+        auth.verify(keys(), forged, now=NOW)
+    assert info.value.reason == "bad_claims"

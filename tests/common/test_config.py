@@ -69,3 +69,14 @@ def test_configuration_reference_is_current() -> None:
 
     assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown(), \
         "docs/configuration.md is stale: run `mqchat config --markdown > docs/configuration.md`"
+
+
+def test_the_broker_and_tokens_are_bounded_by_default() -> None:
+    # issue #17: no connection limit, no per-user cap, sessions kept forever, week-long tokens
+    s = load_settings()
+    assert 0 < s.broker.max_connections <= 1_000_000
+    assert 0 < s.broker.max_connections_per_user <= 100
+    assert 0 < s.broker.session_expiry_s <= 30 * 86_400
+    assert s.broker.retained_max_count > 0
+    assert s.broker.retained_max_bytes > 0
+    assert s.auth.token_ttl_s <= 3600

@@ -87,3 +87,34 @@ def test_token_bucket_reservations_keep_the_rate(gaps: list[float]) -> None:
         now += gap
         now += bucket.reserve(now)  # act only after the wait
         assert n <= burst + rate * now + 1e-6
+
+
+# --- services scoped to their topics (issue #17) ---------------------------------------------------
+
+BRIDGE = Principal("svc-bridge", "b0", "service", 0, service="bridge")
+API = Principal("svc-api", "a0", "service", 0, service="api")
+WORKERS = Principal("svc-workers", "w0", "service", 0, service="workers")
+
+
+@pytest.mark.parametrize(("who", "action", "topic", "allowed"), [
+    (BRIDGE, Action.SUBSCRIBE, "in/+/+/+", True),
+    (BRIDGE, Action.SUBSCRIBE, "$share/bridges/in/+/+/+", True),
+    (BRIDGE, Action.RECEIVE, "in/u1/d1/c1", True),
+    (BRIDGE, Action.PUBLISH, "ch/c1", True),
+    (BRIDGE, Action.PUBLISH, "dev/u1/d1/ack", True),
+    (BRIDGE, Action.SUBSCRIBE, "#", False),
+    (BRIDGE, Action.SUBSCRIBE, "presence/u1", False),
+    (BRIDGE, Action.PUBLISH, "presence/u1", False),
+    (BRIDGE, Action.PUBLISH, "user/u1/events", False),
+    (BRIDGE, Action.PUBLISH, "in/u1/d1/c1", False),
+    (API, Action.PUBLISH, "user/u1/events", True),
+    (API, Action.PUBLISH, "ch/c1", False),
+    (API, Action.SUBSCRIBE, "in/+/+/+", False),
+    (WORKERS, Action.PUBLISH, "presence/u1", True),
+    (WORKERS, Action.PUBLISH, "presence/u1/d1", False),
+    (WORKERS, Action.PUBLISH, "ch/c1", False),
+    (WORKERS, Action.SUBSCRIBE, "presence/u1", False),
+])
+def test_a_scoped_service_token_grants_only_its_services_topics(who: Principal, action: Action, topic: str,
+                                                                allowed: bool) -> None:
+    assert (policy.authorize(who, action, topic).kind == "allow") is allowed
