@@ -20,6 +20,8 @@ subscribe    ``dev/{me}/{my device}/ack``     allow
 subscribe    ``user/{me}/events``             allow
 subscribe    ``presence/{u}[/{d}]``           allow for me; otherwise if ``u`` shares a channel
 receive      same as subscribe, on each delivery, so a removed member stops receiving at once
+subscribe    ``$share/{group}/{filter}``      services only (the bridges' shared intake); deny
+                                              for devices
 anything     ``$SYS/#``, ``#``, other wildcards, other users' topics      deny
 ===========  ===============================  =============================================
 """
@@ -68,6 +70,8 @@ def authorize(principal: Principal, action: Action, topic: str) -> Verdict:
     """Decide whether ``principal`` may do ``action`` on ``topic`` (a filter for subscribe)."""
     if principal.is_service:
         return ALLOW
+    if topic.startswith("$share/"):
+        return deny("shared subscriptions are for services")
     try:
         parsed = topics.parse_filter(topic) if action is Action.SUBSCRIBE else topics.parse(topic)
     except InvalidTopic as exc:
