@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.broker.conftest import StartBroker
 from mqchat.mqtt.codec import Publish
+from tests.broker.conftest import StartBroker
 from tests.broker.rawclient import RawClient
 
 pytestmark = pytest.mark.e2e
