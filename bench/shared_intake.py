@@ -5,8 +5,7 @@ no store), so the figure is the broker's work for the intake alone:
 
     plain    every bridge subscribes ``in/+/+/+``: each send is delivered to every bridge
     shared   the bridges share ``$share/bridges/in/+/+/+`` and, as with ``bridge.coordinate``,
-             forward a send whose channel another bridge owns (rendezvous hashing over the
-             bridges, :mod:`bridge.ownership`) to ``bridge/fwd/{owner}/...``
+             forward a send whose channel another bridge owns to ``bridge/fwd/{owner}/...``
 
 Deliveries are counted at the bridges (every PUBLISH the broker wrote to one of them); sends go
 out at QoS 1 from one device client, spread over ``--channels`` channels. Usage::
@@ -21,15 +20,19 @@ import argparse
 import asyncio
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import aiomqtt
 
 from bench.targets import running
-from bridge.ownership import assign, forward_filter, forward_topic, partition_of, unforward
 from mqchat import topics
 
-PARTITIONS = 64
+
+def owner(channel: str, ids: list[str]) -> str:
+    """A fixed owner per channel (the bridge uses rendezvous hashing over partitions; any even
+    spread gives the same forwarded share, (N-1)/N)."""
+    return ids[zlib.crc32(channel.encode()) % len(ids)]
 
 
 async def measure(port: int, bridges: int, mode: str, sends: int, channels: int) -> tuple[float, float]:
@@ -45,15 +48,15 @@ async def measure(port: int, bridges: int, mode: str, sends: int, channels: int)
         async for message in client.messages:
             counts["deliveries"] += 1
             topic = message.topic.value
-            inner = unforward(topic)
+            inner = topics.unforward(topic)
             channel = (inner or topic).rsplit("/", 1)[1]
             if mode == "shared" and inner is None:
-                owner = assign(partition_of(channel, PARTITIONS), ids)
-                if owner is not None and owner != me:
+                target = owner(channel, ids)
+                if target != me:
                     counts["forwarded"] += 1
-                    await client.publish(forward_topic(owner, topic), message.payload, qos=1)
+                    await client.publish(topics.forward_topic(target, topic), message.payload, qos=1)
                     continue
-            if mode == "plain" and assign(partition_of(channel, PARTITIONS), ids) != me:
+            if mode == "plain" and owner(channel, ids) != me:
                 continue  # not this bridge's channel: ignored, as the bridge does
             received[topic] = received.get(topic, 0) + 1
             if sum(received.values()) >= sends:
@@ -63,7 +66,7 @@ async def measure(port: int, bridges: int, mode: str, sends: int, channels: int)
         await client.__aenter__()
         await client.subscribe(intake, qos=1)
         if mode == "shared":
-            await client.subscribe(forward_filter(me), qos=1)
+            await client.subscribe(topics.forward_filter(me), qos=1)
     tasks = [asyncio.create_task(bridge(c, me)) for c, me in zip(clients, ids, strict=True)]
     try:
         async with aiomqtt.Client("127.0.0.1", port, identifier="bench-device", max_inflight_messages=100) as dev:

@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 import aiomqtt
 
 from bridge import metrics
-from bridge.ownership import Ownership, forward_filter, forward_topic, unforward
+from bridge.ownership import Ownership
 from bridge.pipeline import BatchStats, Inbound, Pipeline
 from bridge.sequencer import Sequencer
 from mqchat import lifecycle, topics
@@ -97,7 +97,7 @@ def intake_filters(settings: Settings, ownership: Ownership | None) -> list[str]
         return [topics.SEND_FILTER]
     filters = [topics.shared(SHARED_GROUP, topics.SEND_FILTER)]
     if ownership is not None:
-        filters.append(forward_filter(ownership.bridge_id))
+        filters.append(topics.forward_filter(ownership.bridge_id))
     return filters
 
 
@@ -230,7 +230,7 @@ async def _session(
         async def consume() -> None:
             async for message in client.messages:
                 topic = message.topic.value
-                inner = unforward(topic)
+                inner = topics.unforward(topic)
                 item = parse_inbound(topic if inner is None else inner, message.payload)
                 if item is None:
                     logger.warning("ignoring message on unexpected topic %s", topic)
@@ -239,7 +239,7 @@ async def _session(
                     # Shared intake: this send reached a bridge that does not own its channel.
                     owner = ownership.owner_of(item.channel)
                     if owner is not None and owner != ownership.bridge_id:
-                        await client.publish(forward_topic(owner, topic), message.payload, qos=1)
+                        await client.publish(topics.forward_topic(owner, topic), message.payload, qos=1)
                         metrics.SENDS.labels("forwarded").inc()
                         continue
                 await queue.put(item)

@@ -38,6 +38,9 @@ def decide(action: Action, topic: str, channels: frozenset[str] = frozenset({"c1
     (Action.SUBSCRIBE, "#", False),
     (Action.SUBSCRIBE, "$SYS/#", False),
     (Action.SUBSCRIBE, "in/+/+/+", False),
+    (Action.SUBSCRIBE, "$share/bridges/in/+/+/+", False),  # shared subscriptions are for services
+    (Action.SUBSCRIBE, "$share/g/ch/c1", False),
+    (Action.PUBLISH, "bridge/fwd/b0/in/alice/phone/c1", False),  # only bridges forward sends
     (Action.SUBSCRIBE, "dev/alice/phone/ack", True),
     (Action.SUBSCRIBE, "dev/alice/tablet/ack", False),
     (Action.SUBSCRIBE, "user/alice/events", True),
@@ -62,6 +65,7 @@ def test_presence_of_others_depends_on_sharing_a_channel() -> None:
 
 def test_services_may_do_anything() -> None:
     assert policy.authorize(SERVICE, Action.SUBSCRIBE, "in/+/+/+") == policy.ALLOW
+    assert policy.authorize(SERVICE, Action.SUBSCRIBE, "$share/bridges/in/+/+/+") == policy.ALLOW
     assert policy.authorize(SERVICE, Action.PUBLISH, "ch/c1") == policy.ALLOW
 
 
