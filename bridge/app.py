@@ -91,6 +91,18 @@ def cfg_threshold(settings: Settings) -> int:
     return 4 * settings.bridge.batch_max + 1000
 
 
+def intake_filters(settings: Settings, ownership: Ownership | None) -> list[str]:
+    """What the bridge subscribes to: the send intake (shared or plain, ``bridge.shared_intake``),
+    then, when sends may be forwarded to it, its own forwarding topic."""
+    if not settings.bridge.shared_intake:
+        return [topics.SEND_FILTER]
+    filters = [topics.shared(SHARED_GROUP, topics.SEND_FILTER)]
+    if ownership is not None:
+        filters.append(topics.forward_filter(ownership.bridge_id))
+    return filters
+
+
+SHARED_GROUP = "bridges"
 RECONNECT_BASE_S = 0.5
 RECONNECT_MAX_S = 10.0
 
@@ -102,7 +114,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     re-established with capped, jittered backoff whenever it is lost.
     """
     cfg = settings.bridge
-    credentials = lifecycle.service_credentials(settings, SERVICE_USER, f"b{cfg.worker_id}")
+    # The client id is per instance (host and pid); the lease identity stays b{worker_id}.
+    credentials = lifecycle.service_credentials(settings, SERVICE_USER, lifecycle.instance_id(f"b{cfg.worker_id}-"))
     queue: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=cfg.queue_max)
     async with AsyncExitStack() as stack:
         store = await open_message_store(settings)
@@ -149,7 +162,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             try:
-                await _session(settings, credentials, pipeline, publisher, queue, stop, readiness)
+                await _session(settings, credentials, pipeline, publisher, queue, stop, readiness, ownership)
                 attempt = 0
             except* aiomqtt.MqttError as group:
                 metrics.CONNECTED.set(0)
@@ -194,9 +207,11 @@ async def _session(
     queue: asyncio.Queue[Inbound | None],
     stop: asyncio.Event,
     readiness: lifecycle.Readiness,
+    ownership: Ownership | None = None,
 ) -> None:
     """One broker connection: consume and sequence until ``stop`` (then drain) or a broker error."""
     cfg = settings.bridge
+    filters = intake_filters(settings, ownership)
     client_id, username, password = credentials
     client = aiomqtt.Client(
         settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
@@ -208,18 +223,29 @@ async def _session(
     client.pending_calls_threshold = cfg_threshold(settings)
     async with client:
         publisher.client = client
-        await client.subscribe(topics.SEND_FILTER, qos=1)
-        logger.info("bridge %s consuming %s", client_id, topics.SEND_FILTER)
+        for flt in filters:
+            await client.subscribe(flt, qos=1)
+        logger.info("bridge %s consuming %s", client_id, ", ".join(filters))
+        forwarding = ownership is not None and cfg.shared_intake
         lifecycle.mark_ready(settings, ready_name(settings))
         metrics.CONNECTED.set(1)
         readiness.ok = True
 
         async def consume() -> None:
             async for message in client.messages:
-                item = parse_inbound(message.topic.value, message.payload)
+                topic = message.topic.value
+                inner = topics.unforward(topic)
+                item = parse_inbound(topic if inner is None else inner, message.payload)
                 if item is None:
-                    logger.warning("ignoring message on unexpected topic %s", message.topic.value)
+                    logger.warning("ignoring message on unexpected topic %s", topic)
                     continue
+                if forwarding and inner is None and ownership is not None and not ownership.owns(item.channel):
+                    # Shared intake: this send reached a bridge that does not own its channel.
+                    owner = ownership.owner_of(item.channel)
+                    if owner is not None and owner != ownership.bridge_id:
+                        await client.publish(topics.forward_topic(owner, topic), message.payload, qos=1)
+                        metrics.SENDS.labels("forwarded").inc()
+                        continue
                 await queue.put(item)
 
         async def sequence() -> None:
@@ -254,7 +280,7 @@ async def _session(
             # Stop taking work, then let the sequencer finish what it already took.
             consumer.cancel()
             with contextlib.suppress(Exception):
-                await client.unsubscribe(topics.SEND_FILTER, timeout=2)
+                await client.unsubscribe(filters[0], timeout=2)
             if not sequencing.done():
                 await queue.put(None)
                 _, pending = await asyncio.wait([sequencing], timeout=cfg.drain_timeout_s)

@@ -37,6 +37,14 @@ def amqtt_config(settings: Settings, *, no_auth: bool = False) -> dict[str, Any]
     if not no_auth:
         listeners["ws"] = {"type": "ws", "bind": f"{m.host}:{m.ws_port}",
                            "max_connections": settings.broker.max_connections}
+    b = settings.broker
+    tls = {"ssl": True, "certfile": str(b.tls_cert_file), "keyfile": str(b.tls_key_file)}
+    if b.tls_port:
+        listeners["tls"] = {"type": "tcp", "bind": f"{m.host}:{b.tls_port}", "max_connections": b.max_connections,
+                            **tls}
+    if b.wss_port:
+        listeners["wss"] = {"type": "ws", "bind": f"{m.host}:{b.wss_port}", "max_connections": b.max_connections,
+                            **tls}
     plugins: dict[str, Any] = {}
     if no_auth:
         plugins["amqtt.plugins.authentication.AnonymousAuthPlugin"] = {"allow_anonymous": True}
@@ -100,6 +108,10 @@ async def main(settings: Settings, stop: asyncio.Event, *, no_auth: bool = False
     where = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if not no_auth:
         where += f" and ws://{settings.mqtt.host}:{settings.mqtt.ws_port}{WS_PATH}"
+    if settings.broker.tls_port:
+        where += f" and mqtts://{settings.mqtt.host}:{settings.broker.tls_port}"
+    if settings.broker.wss_port:
+        where += f" and wss://{settings.mqtt.host}:{settings.broker.wss_port}{WS_PATH}"
     logger.info("broker listening on %s%s (up to %d open files)", where, " (no auth)" if no_auth else "", fds)
     lifecycle.mark_ready(settings, "broker")
     readiness = lifecycle.Readiness()

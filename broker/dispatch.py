@@ -23,7 +23,7 @@ from broker.limits import Limits, Stats
 from broker.plugin_api import LIMITS_EXEMPT, Action, AppMessage
 from broker.plugin_chain import PluginChain
 from broker.retained import RetainedMessages, Wills
-from broker.routing import Router
+from broker.routing import InvalidShare, Router, parse_share
 from broker.session import Session
 from broker.sessions import Sessions
 from mqchat.mqtt import codec
@@ -197,24 +197,28 @@ class Dispatcher:
     async def _on_subscribe(self, conn: Connection, session: Session, flags: int, body: bytes) -> None:
         packet_id, filters = codec.decode_subscribe(flags, body)
         codes: list[int] = []
-        granted: list[tuple[str, int]] = []
+        granted: list[tuple[str, int, bool]] = []
         for flt, qos in filters:
-            if flt.startswith("$share/"):
-                logger.info("refusing shared subscription %s from %s (not supported)", flt, session.client_id)
+            try:
+                shared = parse_share(flt) is not None
+            except InvalidShare as exc:
+                logger.info("refusing SUBSCRIBE from %s: %s", session.client_id, exc)
                 codes.append(codec.SUBACK_FAILURE)
-            elif not await self.plugins.allowed(session, flt, Action.SUBSCRIBE):
+                continue
+            if not await self.plugins.allowed(session, flt, Action.SUBSCRIBE):
                 logger.info("denied SUBSCRIBE %s to %s", flt, session.client_id)
                 codes.append(codec.SUBACK_FAILURE)
             else:
                 self.router.subscribe(session, flt, qos)
                 codes.append(qos)
-                granted.append((flt, qos))
+                granted.append((flt, qos, shared))
         if conn.state != "connected":
             return
         conn.write(codec.encode_suback(packet_id, codes))
-        for flt, qos in granted:
+        for flt, qos, shared in granted:
             await self.plugins.client_subscribed(session, flt, qos)
-            await self.retained.send(session, flt, qos)
+            if not shared:  # no retained messages for a shared subscription (MQTT 5 §3.3.1.3)
+                await self.retained.send(session, flt, qos)
 
     async def _on_unsubscribe(self, conn: Connection, session: Session, flags: int, body: bytes) -> None:
         packet_id, filters = codec.decode_unsubscribe(flags, body)
@@ -232,4 +236,6 @@ class Dispatcher:
         if session.will_flag and not conn.clean_exit and not conn.no_will and not self.stopping:
             await self.wills.publish(session)
         await self.plugins.client_disconnected(session)
+        if self.router.shares:
+            await self.router.redistribute(session)
         self.sessions.release(session)

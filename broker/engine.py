@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from amqtt.contexts import BrokerConfig
@@ -42,6 +43,8 @@ from broker.retained import Retained, RetainedMessages, Wills
 from broker.routing import Router
 from broker.session import Session
 from broker.sessions import Sessions
+from mqchat import tls
+from mqchat.errors import ConfigError
 from mqchat.mqtt import codec
 
 logger = logging.getLogger(__name__)
@@ -125,12 +128,17 @@ class MqchatBroker:
             host = host.strip("[]") or "0.0.0.0"
             self._connections[name] = set()
             kind = str(getattr(listener.type, "value", listener.type))
+            context = None
+            if listener.ssl:  # mqtts / wss
+                if not listener.certfile or not listener.keyfile:
+                    raise ConfigError(f"listener {name!r}: ssl needs certfile and keyfile")
+                context = tls.server_context(Path(listener.certfile), Path(listener.keyfile))
             server: Any
             if kind == "ws":
-                server = await websocket.serve(self, name, host, int(port))
+                server = await websocket.serve(self, name, host, int(port), ssl=context)
             else:
-                server = await loop.create_server(lambda name=name: Connection(self, name),
-                                                  host, int(port), reuse_address=True, backlog=4096)
+                server = await loop.create_server(lambda name=name: Connection(self, name), host, int(port),
+                                                  reuse_address=True, backlog=4096, ssl=context)
             self._servers.append(server)
         await self.plugins.broker_started()
 

@@ -9,11 +9,20 @@
              client away (persistent session) ──▶ session queue, ACL asked again when sent
 
 QoS is min(publish, granted). QoS 0 to a backed-up socket is dropped (counted), as MQTT allows.
+
+Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 semantics for 3.1.1 clients, as
+Mosquitto and EMQX apply them) live in a second topic tree whose entries are the groups, not the
+clients: a matching publish goes to ONE member of each group, picked round robin among the
+connected members whose in-flight window has room (then those whose window is full, least loaded
+first; then, if none is connected, a persistent member, queued). When a member goes away with
+shared messages unacknowledged or queued, :meth:`Router.redistribute` hands them to the other
+connected members of the group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +41,41 @@ logger = logging.getLogger(__name__)
 
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
+SHARE_PREFIX = "$share/"
+
+
+class InvalidShare(ValueError):
+    """A ``$share/`` filter without a valid group name or topic filter (refused, SUBACK 0x80)."""
+
+
+def parse_share(topic_filter: str) -> tuple[str, str] | None:
+    """``(group, filter)`` of a shared subscription, ``None`` for a plain filter.
+
+    The MQTT 5 rules [MQTT-4.8.2-1, -2]: the group name is at least one character and contains no
+    ``/``, ``+`` or ``#``; a topic filter follows it.
+
+    Raises:
+        InvalidShare: a ``$share/`` filter that breaks them.
+    """
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    group, sep, inner = topic_filter[len(SHARE_PREFIX):].partition("/")
+    if not group or "+" in group or "#" in group:
+        raise InvalidShare(f"invalid share name in {topic_filter!r}")
+    if not sep or not inner:
+        raise InvalidShare(f"no topic filter after the share name in {topic_filter!r}")
+    return group, inner
+
+
+class _Share:
+    """The members of one shared subscription and where the round robin stands."""
+
+    __slots__ = ("cursor", "members")
+
+    def __init__(self) -> None:
+        self.members: dict[str, int] = {}  # client id → granted QoS, in joining order
+        self.cursor = 0
+
 
 class Router:
     """The subscriptions of every session, and delivery to them.
@@ -46,6 +90,9 @@ class Router:
     def __init__(self, sessions: dict[str, Session], plugins: PluginChain, stats: Stats, spawn: Spawn) -> None:
         self.sessions = sessions
         self.tree = TopicTree()
+        self.shared_tree = TopicTree()
+        """Inner filter → the ``$share/...`` filters (the groups) subscribed with it."""
+        self.shares: dict[str, _Share] = {}
         self.plugins = plugins
         self.stats = stats
         self._spawn = spawn
@@ -53,17 +100,36 @@ class Router:
     # -- subscriptions ------------------------------------------------------------------------
 
     def subscribe(self, session: Session, flt: str, qos: int) -> None:
+        """Add (or update) a subscription; ``flt`` may be a valid ``$share/`` filter."""
+        shared = parse_share(flt)
         session.subscriptions[flt] = qos
-        self.tree.add(flt, session.client_id, qos)
+        if shared is None:
+            self.tree.add(flt, session.client_id, qos)
+            return
+        share = self.shares.get(flt)
+        if share is None:
+            share = self.shares[flt] = _Share()
+            self.shared_tree.add(shared[1], flt, 0)
+        share.members[session.client_id] = qos
 
     def unsubscribe(self, session: Session, flt: str) -> None:
         if session.subscriptions.pop(flt, None) is not None:
-            self.tree.remove(flt, session.client_id)
+            self._remove(flt, session.client_id)
 
     def drop_subscriptions(self, session: Session) -> None:
         for flt in session.subscriptions:
-            self.tree.remove(flt, session.client_id)
+            self._remove(flt, session.client_id)
         session.subscriptions = {}
+
+    def _remove(self, flt: str, client_id: str) -> None:
+        share = self.shares.get(flt)
+        if share is None:
+            self.tree.remove(flt, client_id)
+            return
+        share.members.pop(client_id, None)
+        if not share.members:
+            del self.shares[flt]
+            self.shared_tree.remove(flt[len(SHARE_PREFIX):].partition("/")[2], flt)
 
     def subscribers(self) -> dict[str, list[tuple[Session, int]]]:
         """Filter → [(session, granted QoS)], for plugins that inspect the broker."""
@@ -77,9 +143,10 @@ class Router:
 
     async def publish(self, topic: str, payload: bytes, qos: int) -> int:
         """Deliver to every matching subscription the ACL lets receive it, at min(publish, granted)
-        QoS. Returns the number of sessions it went to."""
+        QoS, and to one member of each matching shared subscription. Returns the number of
+        sessions it went to."""
         targets = self.tree.match(topic)
-        if not targets:
+        if not targets and not self.shares:
             return 0
         topic_bytes = codec.encode_topic(topic)
         check = bool(self.plugins.acls)
@@ -92,14 +159,84 @@ class Router:
                 continue
             self.deliver(session, topic, topic_bytes, payload, min(qos, granted))
             sent += 1
+        if self.shares:
+            for share in self.shared_tree.match(topic):
+                if await self._deliver_shared(share, topic, topic_bytes, payload, qos):
+                    sent += 1
         return sent
 
+    async def _deliver_shared(self, key: str, topic: str, topic_bytes: bytes, payload: bytes, qos: int, *,
+                              exclude: str | None = None) -> bool:
+        """Deliver to one member of the shared subscription ``key``: the next in round-robin
+        order that is connected with room in its window; else the connected member with the
+        least backlog; else (``exclude`` unset) a persistent member that is away. Members the ACL
+        refuses are skipped. Returns whether a member took it."""
+        share = self.shares.get(key)
+        if share is None:
+            return False
+        members = list(share.members.items())
+        start = share.cursor % len(members)
+        ready: list[tuple[int, Session, int]] = []
+        busy: list[tuple[int, Session, int]] = []
+        away: list[tuple[int, Session, int]] = []
+        for pos, (client_id, granted) in enumerate(members[start:] + members[:start]):
+            session = self.sessions.get(client_id)
+            if session is None or client_id == exclude:
+                continue
+            conn = session.connection
+            if conn is None or conn.state != "connected":
+                if not session.clean_session and exclude is None:
+                    away.append((pos, session, granted))
+            elif session.queue or conn.writing_paused or not session.window_open():
+                busy.append((pos, session, granted))
+            else:
+                ready.append((pos, session, granted))
+        busy.sort(key=lambda c: len(c[1].queue) + len(c[1].inflight))
+        check = bool(self.plugins.acls)
+        for pos, session, granted in (*ready, *busy, *away):
+            if check and not await self.plugins.allowed(session, topic, Action.RECEIVE):
+                continue
+            share.cursor = start + pos + 1
+            self.deliver(session, topic, topic_bytes, payload, min(qos, granted), share=key)
+            return True
+        return False
+
+    async def redistribute(self, session: Session) -> int:
+        """``session``'s connection ended: give the shared-subscription messages it had in flight
+        (not yet acknowledged; QoS 2 ones it has received stay) or queued to the other connected
+        members of their group, oldest first. Messages no other member can take stay with the
+        session. A persistent session already resumed by a newer connection keeps everything.
+        Returns how many messages moved."""
+        current = self.sessions.get(session.client_id)
+        if current is not None and current is not session and current.inflight is session.inflight:
+            return 0  # resumed: the new connection resends them itself
+        moved = 0
+        for packet_id, message in list(session.inflight.items()):
+            if message.share is None or message.released:
+                continue
+            if await self._deliver_shared(message.share, message.topic, codec.encode_topic(message.topic),
+                                          message.payload, message.qos, exclude=session.client_id):
+                session.inflight.pop(packet_id, None)
+                moved += 1
+        if any(m.share is not None for m in session.queue):
+            for message in list(session.queue):
+                if message.share is None:
+                    continue
+                if await self._deliver_shared(message.share, message.topic, codec.encode_topic(message.topic),
+                                              message.payload, message.qos, exclude=session.client_id):
+                    with contextlib.suppress(ValueError):
+                        session.queue.remove(message)
+                    moved += 1
+        if moved:
+            logger.info("%d shared-subscription messages of %s given to other members", moved, session.client_id)
+        return moved
+
     def deliver(self, session: Session, topic: str, topic_bytes: bytes, payload: bytes, qos: int,
-                retain: bool = False) -> None:
+                retain: bool = False, share: str | None = None) -> None:
         conn = session.connection
         if conn is None or conn.state != "connected":
             if qos and not session.clean_session:
-                session.enqueue(Outgoing(topic, payload, qos, retain, recheck=True))
+                session.enqueue(Outgoing(topic, payload, qos, retain, recheck=True, share=share))
             return
         if qos == 0:
             if conn.writing_paused:
@@ -109,9 +246,9 @@ class Router:
             self.stats.deliveries += 1
             return
         if session.queue or conn.writing_paused or not session.window_open():
-            session.enqueue(Outgoing(topic, payload, qos, retain))
+            session.enqueue(Outgoing(topic, payload, qos, retain, share=share))
             return
-        message = session.take_inflight(Outgoing(topic, payload, qos, retain))
+        message = session.take_inflight(Outgoing(topic, payload, qos, retain, share=share))
         conn.write(codec.encode_publish(topic_bytes, payload, qos, retain, message.packet_id))
         self.stats.deliveries += 1
 

@@ -30,6 +30,9 @@ class Outgoing:
     """QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP."""
     recheck: bool = False
     """Queued while the client was away: the ACL is asked again before it is sent."""
+    share: str | None = None
+    """Delivered through this shared subscription (``$share/{group}/{filter}``): if the client goes
+    away before acknowledging it, another member of the group gets it."""
 
 
 class Session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +18,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def serve(broker: MqchatBroker, listener: str, host: str, port: int) -> Any:
-    """Start a WebSocket listener (subprotocols ``mqtt``, ``mqttv3.1``); returns its server."""
+async def serve(broker: MqchatBroker, listener: str, host: str, port: int, *,
+                ssl: ssl_module.SSLContext | None = None) -> Any:
+    """Start a WebSocket listener (subprotocols ``mqtt``, ``mqttv3.1``; ``wss`` with ``ssl``);
+    returns its server."""
     from websockets.asyncio.server import serve as ws_serve
     from websockets.typing import Subprotocol
 
     return await ws_serve(handler(broker, listener), host, port,
                           subprotocols=[Subprotocol("mqtt"), Subprotocol("mqttv3.1")],
-                          max_size=broker.limits.max_packet_bytes, compression=None)
+                          max_size=broker.limits.max_packet_bytes, compression=None, ssl=ssl)
 
 
 def handler(broker: MqchatBroker, listener: str) -> Callable[[Any], Awaitable[None]]:

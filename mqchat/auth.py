@@ -55,6 +55,10 @@ class Principal:
         return self.role == "service"
 
 
+INSTANCE_SEP = "~"
+"""A service may connect as ``{user}:{device}~{instance}``, so instances sharing one token differ."""
+
+
 def client_id(user_id: str, device_id: str) -> str:
     return f"{user_id}:{device_id}"
 
@@ -214,5 +218,8 @@ def check_connect_identity(principal: Principal, *, client_id_: str | None, user
     """
     if username != principal.user_id:
         raise AuthError("identity_mismatch", "username does not match the token's user")
-    if client_id_ != principal.client_id:
-        raise AuthError("identity_mismatch", "client id must be '{user_id}:{device_id}' from the token")
+    if client_id_ == principal.client_id:
+        return
+    if principal.is_service and client_id_ is not None and client_id_.startswith(principal.client_id + INSTANCE_SEP):
+        return  # one service token shared by several instances of a process, each with its own id
+    raise AuthError("identity_mismatch", "client id must be '{user_id}:{device_id}' from the token")

@@ -23,7 +23,7 @@ from typing import Any
 
 import prometheus_client
 
-from mqchat import auth, lifecycle, supervisor
+from mqchat import auth, lifecycle, supervisor, tls
 from mqchat.config import Settings, load_settings, reference_markdown
 from mqchat.errors import ConfigError, InvalidId, MqchatError
 from mqchat.log import setup_logging
@@ -95,7 +95,25 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     env["MQCHAT_MQTT__WS_PORT"] = str(settings.mqtt.ws_port)
     env["MQCHAT_HTTP__HOST"] = settings.http.host
     env["MQCHAT_HTTP__PORT"] = str(settings.http.port)
+    b = settings.broker
+    for name, value in (("TLS_PORT", b.tls_port), ("WSS_PORT", b.wss_port), ("TLS_CERT_FILE", b.tls_cert_file),
+                        ("TLS_KEY_FILE", b.tls_key_file)):
+        if value is not None:
+            env[f"MQCHAT_BROKER__{name}"] = str(value)
     return env
+
+
+DEV_TLS_PORT, DEV_WSS_PORT = 8883, 8084
+
+
+def with_dev_tls(settings: Settings) -> Settings:
+    """``--tls-dev``: the development certificate (made if needed) and the TLS ports (8883 and
+    8084 unless configured)."""
+    cert, key = tls.dev_pair(settings.data_dir, settings.mqtt.host)
+    b = settings.broker
+    broker = b.model_copy(update={"tls_port": b.tls_port or DEV_TLS_PORT, "wss_port": b.wss_port or DEV_WSS_PORT,
+                                  "tls_cert_file": cert.resolve(), "tls_key_file": key.resolve()})
+    return settings.model_copy(update={"broker": broker})
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -259,6 +277,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)  # a directory made by an older version may be world-readable
     keys = auth.load_keys(settings, create=True)
+    if getattr(args, "tls_dev", False):
+        if external:
+            raise ConfigError("--tls-dev configures the embedded broker's listeners; it cannot be used with --broker")
+        settings = with_dev_tls(settings)
     asyncio.run(_migrate(settings))
     for name in processes:
         lifecycle.clear_ready(settings, name)
@@ -447,6 +469,9 @@ def parser() -> argparse.ArgumentParser:
                     "(run `mqchat migrate` with the same settings first)")
     up.add_argument("--directory", metavar="URL", help="directory database: postgresql://user@host[:port]/db "
                     "(default: SQLite in the data directory)")
+    up.add_argument("--tls-dev", action="store_true", help="also listen for mqtts (8883) and wss (8084) with a "
+                    "self-signed development certificate made in the data directory (tls-dev.crt, tls-dev.key); "
+                    "clients trust tls-dev.crt")
     up.set_defaults(func=cmd_up)
 
     tok = sub.add_parser("token", help="print a development JWT for a user's device")

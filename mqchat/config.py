@@ -184,6 +184,19 @@ class BrokerSettings(_Section):
     publish_burst: int = Field(
         1_000, ge=1, description="PUBLISH packets a client may send in a burst above the sustained rate."
     )
+    tls_port: int | None = Field(None, ge=1, le=65535, description="MQTT over TLS (`mqtts`) port of the "
+                                 "embedded broker, on `mqtt.host`; unset: no TLS listener. Needs `tls_cert_file` "
+                                 "and `tls_key_file` (`mqchat up --tls-dev` makes a development pair).")
+    wss_port: int | None = Field(None, ge=1, le=65535, description="MQTT over WebSocket over TLS (`wss`, path "
+                                 "/mqtt) port of the embedded broker; unset: none. Same certificate.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain for the TLS listeners.")
+    tls_key_file: Path | None = Field(None, description="PEM private key for the TLS listeners (keep it 0600).")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> BrokerSettings:
+        if (self.tls_port or self.wss_port) and (self.tls_cert_file is None or self.tls_key_file is None):
+            raise ValueError("broker.tls_port / broker.wss_port need broker.tls_cert_file and broker.tls_key_file")
+        return self
 
 
 class BridgeSettings(_Section):
@@ -198,6 +211,12 @@ class BridgeSettings(_Section):
     coordinate: bool = Field(
         False, description="Run several bridges: each orders only the channels of the partitions it holds a "
         "Redis lease on (needs redis.url). Off: this bridge orders every channel."
+    )
+    shared_intake: bool = Field(
+        True, description="Take sends through the shared subscription `$share/bridges/in/+/+/+`: each send "
+        "reaches one bridge instead of all (the embedded broker, Mosquitto >= 2, EMQX, VerneMQ, HiveMQ support "
+        "it for MQTT 3.1.1 clients). With `bridge.coordinate`, a send that reaches a bridge not owning its channel "
+        "is forwarded to the owner. Off: the plain subscription `in/+/+/+` (brokers without `$share`)."
     )
     partitions: int = Field(64, ge=1, le=4096, description="Channel partitions shared out between bridges "
                             "(the same on every bridge).")

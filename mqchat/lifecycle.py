@@ -100,6 +100,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def service_credentials(settings: Settings, service: str, instance: str) -> tuple[str, str, str]:
     """``(client_id, username, password)`` for one of mqchat's own processes on the broker.
 
+    The client id is unique per running instance when ``instance`` is (:func:`instance_id`): with a
+    minted token it is ``{service}:{instance}``; with a configured ``auth.service_token`` (the same
+    for every replica) it is the token's ``{user}:{device}~{instance}``. So two instances of a
+    process never take each other's session over.
+
     Raises:
         ConfigError: no way to authenticate (no signing key and no ``auth.service_token``).
     """
@@ -108,7 +113,7 @@ def service_credentials(settings: Settings, service: str, instance: str) -> tupl
         principal = auth.verify(auth.load_keys(settings), token, now=int(time.time()))
         if not principal.is_service:
             raise ConfigError("auth.service_token must carry role 'service'")
-        return principal.client_id, principal.user_id, token
+        return f"{principal.client_id}{auth.INSTANCE_SEP}{instance}", principal.user_id, token
     keys = auth.load_keys(settings)
     # Service tokens are re-minted at every start; a long lifetime only matters for reconnects.
     # Scoped to this service's topics (mqchat.policy) when it is one of mqchat's own.

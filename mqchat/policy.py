@@ -33,6 +33,8 @@ subscribe    ``dev/{me}/{my device}/ack``     allow
 subscribe    ``user/{me}/events``             allow
 subscribe    ``presence/{u}[/{d}]``           allow for me; otherwise if ``u`` shares a channel
 receive      same as subscribe, on each delivery, so a removed member stops receiving at once
+subscribe    ``$share/{group}/{filter}``      services only (the bridges' shared intake); deny
+                                              for devices
 anything     ``$SYS/#``, ``#``, other wildcards, other users' topics      deny
 ===========  ===============================  =============================================
 """
@@ -81,6 +83,8 @@ def authorize(principal: Principal, action: Action, topic: str) -> Verdict:
     """Decide whether ``principal`` may do ``action`` on ``topic`` (a filter for subscribe)."""
     if principal.is_service:
         return ALLOW if principal.service is None else _service(principal.service, action, topic)
+    if topic.startswith("$share/"):
+        return deny("shared subscriptions are for services")
     try:
         parsed = topics.parse_filter(topic) if action is Action.SUBSCRIBE else topics.parse(topic)
     except InvalidTopic as exc:
@@ -120,9 +124,12 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
             if flt.startswith("$share/"):
                 parts = flt.split("/", 2)
                 flt = parts[2] if len(parts) == 3 and parts[1] else ""
-            if flt == topics.SEND_FILTER:
+            if flt == topics.SEND_FILTER or _forwarded(flt):
                 return ALLOW
         return deny(f"the {service} service does not subscribe to {topic}")
+    if service == "bridge" and topic.startswith(topics.FORWARD_ROOT):
+        # sends one bridge hands to the owner of their channel (bridge/ownership.py)
+        return ALLOW if _forwarded(topic) else deny(f"not a forwarding topic: {topic}")
     try:
         parsed = topics.parse(topic)
     except InvalidTopic as exc:
@@ -133,6 +140,19 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
     elif action is Action.PUBLISH:
         allowed = {"api": (topics.UserEvents,), "workers": (topics.UserPresence,)}.get(service, ())
     return ALLOW if isinstance(parsed, allowed) else deny(f"not a topic of the {service} service")
+
+
+def _forwarded(topic: str) -> bool:
+    """A forwarding topic or filter: ``bridge/fwd/{bridge}/in/...`` around a send topic or filter."""
+    inner = topics.unforward(topic)
+    if inner is None:
+        return False
+    if inner == topics.SEND_FILTER:
+        return True
+    try:
+        return isinstance(topics.parse(inner), topics.Send)
+    except InvalidTopic:
+        return False
 
 
 def resolve(verdict: Verdict, *, channels: frozenset[str], shares_channel: bool | None = None) -> bool:

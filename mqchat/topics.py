@@ -82,6 +82,28 @@ def shared(group: str, topic_filter: str) -> str:
     return f"$share/{check_id('group', group)}/{topic_filter}"
 
 
+FORWARD_ROOT = "bridge/fwd/"
+"""Sends one bridge forwards to the owner of their channel (services only; see bridge/ownership.py)."""
+
+
+def forward_topic(bridge_id: str, send_topic: str) -> str:
+    """Where a send for ``bridge_id``'s channels is forwarded (the send's topic after the root)."""
+    return f"{FORWARD_ROOT}{bridge_id}/{send_topic}"
+
+
+def forward_filter(bridge_id: str) -> str:
+    """What ``bridge_id`` subscribes to for sends forwarded to it."""
+    return f"{FORWARD_ROOT}{bridge_id}/in/+/+/+"
+
+
+def unforward(topic: str) -> str | None:
+    """The send topic inside a forwarding topic; ``None`` for any other topic."""
+    if not topic.startswith(FORWARD_ROOT):
+        return None
+    _, sep, send_topic = topic[len(FORWARD_ROOT):].partition("/")
+    return send_topic if sep else None
+
+
 # --- parsing -------------------------------------------------------------------------------------
 
 

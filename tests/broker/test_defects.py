@@ -460,13 +460,18 @@ def test_a_packet_over_the_maximum_size_closes_the_connection_before_its_body(
 
 
 @engines("$share/... subscriptions are granted but deliver nothing")
-def test_a_shared_subscription_is_refused_and_the_connection_stays_open(
-        start_broker: StartBroker, engine: Engine) -> None:
-    broker = start_broker(engine)
-    with RawClient(broker.port, "sharer") as sharer:
-        codes = sharer.subscribe([("$share/group/s/x", 1), ("s/x", 1)])
-        assert codes == [0x80, 1], f"SUBACK return codes {codes}: $share is not supported, so it must be refused"
-        sharer.ping()
+def test_a_shared_subscription_delivers_each_message_to_one_member_of_the_group(
+        shared_broker: Callable[[Engine], BrokerProcess], engine: Engine) -> None:
+    broker = shared_broker(engine)
+    with RawClient(broker.port, "sharer-a") as a, RawClient(broker.port, "sharer-b") as b, \
+            RawClient(broker.port, "sharer-pub") as pub:
+        assert a.subscribe([("$share/group/s/x", 1)]) == [1]
+        assert b.subscribe([("$share/group/s/x", 1)]) == [1]
+        for i in range(4):
+            pub.publish("s/x", b"m%d" % i, qos=1)
+        got = a.collect(1.0) + b.collect(0.2)
+        assert sorted(m.payload for m in got) == [b"m0", b"m1", b"m2", b"m3"], (
+            f"each message exactly once across the group, got {got}")
 
 
 # --- plugins ------------------------------------------------------------------------------------

@@ -117,6 +117,16 @@ def test_connect_identity_must_match_the_token(client_id: str | None, username: 
         auth.check_connect_identity(p, client_id_=client_id, username=username)
 
 
+def test_a_service_may_add_an_instance_suffix_to_its_client_id_and_a_device_may_not() -> None:
+    service = auth.Principal("svc-workers", "w", "service", NOW)
+    auth.check_connect_identity(service, client_id_="svc-workers:w~w12-host", username="svc-workers")
+    with pytest.raises(AuthError, match="identity_mismatch"):
+        auth.check_connect_identity(service, client_id_="svc-workers:x~w12-host", username="svc-workers")
+    device = auth.Principal("u1", "d1", "device", NOW)
+    with pytest.raises(AuthError, match="identity_mismatch"):
+        auth.check_connect_identity(device, client_id_="u1:d1~other", username="u1")
+
+
 def test_service_user_ids_are_reserved_for_service_tokens() -> None:
     device = jwt.encode({"sub": "svc-bridge", "dev": "b0", "aud": "mqchat", "iss": "mqchat", "exp": NOW + 60},
                         SECRET)

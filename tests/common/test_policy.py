@@ -38,6 +38,9 @@ def decide(action: Action, topic: str, channels: frozenset[str] = frozenset({"c1
     (Action.SUBSCRIBE, "#", False),
     (Action.SUBSCRIBE, "$SYS/#", False),
     (Action.SUBSCRIBE, "in/+/+/+", False),
+    (Action.SUBSCRIBE, "$share/bridges/in/+/+/+", False),  # shared subscriptions are for services
+    (Action.SUBSCRIBE, "$share/g/ch/c1", False),
+    (Action.PUBLISH, "bridge/fwd/b0/in/alice/phone/c1", False),  # only bridges forward sends
     (Action.SUBSCRIBE, "dev/alice/phone/ack", True),
     (Action.SUBSCRIBE, "dev/alice/tablet/ack", False),
     (Action.SUBSCRIBE, "user/alice/events", True),
@@ -62,6 +65,7 @@ def test_presence_of_others_depends_on_sharing_a_channel() -> None:
 
 def test_services_may_do_anything() -> None:
     assert policy.authorize(SERVICE, Action.SUBSCRIBE, "in/+/+/+") == policy.ALLOW
+    assert policy.authorize(SERVICE, Action.SUBSCRIBE, "$share/bridges/in/+/+/+") == policy.ALLOW
     assert policy.authorize(SERVICE, Action.PUBLISH, "ch/c1") == policy.ALLOW
 
 
@@ -118,3 +122,17 @@ WORKERS = Principal("svc-workers", "w0", "service", 0, service="workers")
 def test_a_scoped_service_token_grants_only_its_services_topics(who: Principal, action: Action, topic: str,
                                                                 allowed: bool) -> None:
     assert (policy.authorize(who, action, topic).kind == "allow") is allowed
+
+
+def test_a_scoped_bridge_may_forward_sends_to_another_bridge_and_nothing_else_there() -> None:
+    from mqchat import auth, topics
+    from mqchat.policy import Action, authorize
+
+    bridge = auth.Principal("svc-bridge", "b0", "service", expires_at=0, service="bridge")
+    send = topics.send("u1", "d1", "c1")
+    assert authorize(bridge, Action.SUBSCRIBE, topics.forward_filter("b1")).kind == "allow"
+    assert authorize(bridge, Action.PUBLISH, topics.forward_topic("b1", send)).kind == "allow"
+    assert authorize(bridge, Action.RECEIVE, topics.forward_topic("b1", send)).kind == "allow"
+    assert authorize(bridge, Action.PUBLISH, "bridge/fwd/b1/ch/c1").kind == "deny"
+    api = auth.Principal("svc-api", "a0", "service", expires_at=0, service="api")
+    assert authorize(api, Action.PUBLISH, topics.forward_topic("b1", send)).kind == "deny"

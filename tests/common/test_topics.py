@@ -53,3 +53,12 @@ def test_filters_allow_only_the_typing_wildcard() -> None:
     for bad in ("#", "ch/+", "ch/#", "in/+/+/+", "$SYS/#", "$share/g/ch/c1", "typing/+/u", "typing/c1/#"):
         with pytest.raises(InvalidTopic):
             topics.parse_filter(bad)
+
+
+def test_forwarding_topics_wrap_a_send_topic_and_unwrap_only_their_own() -> None:
+    send = topics.send("u1", "d1", "c1")
+    assert topics.forward_topic("b2", send) == "bridge/fwd/b2/in/u1/d1/c1"
+    assert topics.unforward(topics.forward_topic("b2", send)) == send
+    assert topics.forward_filter("b2") == "bridge/fwd/b2/in/+/+/+"
+    assert topics.unforward(send) is None
+    assert topics.unforward("bridge/fwd/b2") is None

@@ -1,4 +1,5 @@
-"""Several bridges, one order per channel: 3 bridges, one SIGKILLed and one added mid-run.
+"""Several bridges, one order per channel: 3 bridges, one SIGKILLed and one added mid-run, with
+the shared intake (sends forwarded to their channel's owner) and with the plain subscription.
 
 Runs against a real Mosquitto (so this is also the broker-agnostic proof for the bridge), a real
 Redis for the partition leases and one SQLite message store shared by the bridges.
@@ -53,9 +54,12 @@ async def lease_owners(url: str) -> set[str]:
         await r.aclose()
 
 
+@pytest.mark.parametrize("intake", ["shared", "plain"])
 async def test_three_bridges_one_killed_one_added_keep_every_channel_in_order(
-    tmp_path: Path, mosquitto: Mosquitto, redis_server: RedisServer
+    tmp_path: Path, mosquitto: Mosquitto, redis_server: RedisServer, intake: str
 ) -> None:
+    """``shared``: the bridges share ``$share/bridges/in/+/+/+`` and forward sends they do not
+    own to the owner; ``plain``: every bridge receives every send."""
     data = tmp_path / "data"
     directory = await SqliteDirectory(data / "directory.db").open()
     users = [f"u{i}" for i in range(USERS)]
@@ -66,7 +70,8 @@ async def test_three_bridges_one_killed_one_added_keep_every_channel_in_order(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | {
         "MQCHAT_DATA_DIR": str(data), "MQCHAT_MQTT__PORT": str(mosquitto.port), "MQCHAT_AUTH__SECRET": "k" * 40,
         "MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_BRIDGE__COORDINATE": "true",
-        "MQCHAT_BRIDGE__LEASE_MS": "1500", "MQCHAT_LOG_LEVEL": "WARNING"}
+        "MQCHAT_BRIDGE__LEASE_MS": "1500", "MQCHAT_LOG_LEVEL": "WARNING",
+        "MQCHAT_BRIDGE__SHARED_INTAKE": str(intake == "shared").lower()}
     bridges = {w: spawn_bridge(env, w) for w in (0, 1, 2)}
     acks: dict[str, schema.Ack] = {}
     try:
