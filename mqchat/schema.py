@@ -14,6 +14,7 @@ code                     meaning
 ``unknown_kind``         ``kind`` is not one of :data:`KINDS`
 ``body_too_long``        ``body`` exceeds :data:`MAX_BODY_CHARS` characters
 ``invalid_cmid``         ``cmid`` missing, empty, longer than 64 or outside ``[A-Za-z0-9_.:-]``
+``empty_body``           a ``text`` or ``edit`` whose body is empty or only white space
 ``missing_field``        a field the ``kind`` needs is absent (e.g. ``target`` of an ``edit``)
 ``field_not_allowed``    a field the ``kind`` does not take (e.g. ``emoji`` on a ``text``)
 ``invalid_target``       ``target``, ``reply_to`` or ``thread`` is not a seq (an integer >= 1)
@@ -99,8 +100,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     """For waits (``timed_out``, ``slow_mode``): when the send may succeed again."""
 
 
-class Ack(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What the bridge publishes on ``dev/{user}/{device}/ack``."""
+class Ack(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="v", tag=VERSION):
+    """What the bridge publishes on ``dev/{user}/{device}/ack``; ``"v": 1`` is always written (the tag)."""
 
     cmid: str | None
     channel: str
@@ -109,7 +110,6 @@ class Ack(msgspec.Struct, frozen=True, omit_defaults=True):
     seq: int | None = None
     epoch: int | None = None
     error: ErrorBody | None = None
-    v: int = VERSION
 
 
 class ChannelMessage(msgspec.Struct, frozen=True):
@@ -220,6 +220,8 @@ def decode_send(raw: bytes) -> SendRequest:
         value = getattr(req, name)
         if value is not None and value < 1:
             raise SchemaError("invalid_target", f"{name} must be a seq (an integer >= 1), not {value}")
+    if req.kind in NONEMPTY_BODY_KINDS and (req.body is None or not req.body.strip()):
+        raise SchemaError("empty_body", f"a {req.kind} needs a body with some text")
     if req.body is not None and len(req.body) > MAX_BODY_CHARS:
         raise SchemaError("body_too_long", f"body is {len(req.body)} characters; the limit is {MAX_BODY_CHARS}")
     if req.emoji is not None and not valid_emoji(req.emoji):
@@ -227,6 +229,9 @@ def decode_send(raw: bytes) -> SendRequest:
                           f"{MAX_EMOJI_CODEPOINTS} code points) or a :shortcode: of [a-z0-9_+-]")
     return req
 
+
+#: Kinds whose body must carry text (an empty message or edit is refused with ``empty_body``).
+NONEMPTY_BODY_KINDS = frozenset({"text", "edit"})
 
 _EMOJI_JOINERS = frozenset({0x200D, 0xFE0E, 0xFE0F, 0x20E3})
 _KEYCAP_BASES = frozenset("0123456789#*")

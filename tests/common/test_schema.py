@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mqchat import schema
@@ -55,11 +57,20 @@ def test_salvage_cmid_only_returns_trustworthy_values() -> None:
 
 def test_outbound_payloads_carry_the_version_and_omit_empty_fields() -> None:
     ok = schema.encode(schema.Ack(cmid="c", channel="ch1", ok=True, id="5", seq=1, epoch=1))
-    assert ok == b'{"cmid":"c","channel":"ch1","ok":true,"id":"5","seq":1,"epoch":1}'
-    err = schema.decode_ack(schema.encode(
-        schema.Ack(cmid=None, channel="ch1", ok=False, error=schema.ErrorBody("malformed", "bad"))))
+    assert ok == b'{"v":1,"cmid":"c","channel":"ch1","ok":true,"id":"5","seq":1,"epoch":1}'
+    raw = schema.encode(schema.Ack(cmid=None, channel="ch1", ok=False, error=schema.ErrorBody("malformed", "bad")))
+    assert json.loads(raw)["v"] == schema.VERSION
+    err = schema.decode_ack(raw)
     assert err.error == schema.ErrorBody("malformed", "bad")
-    assert err.v == schema.VERSION
+
+
+@pytest.mark.parametrize("body", ["", "   ", "\n\t"])
+def test_an_empty_text_or_edit_is_refused(body: str) -> None:
+    for payload in ({"cmid": "c1", "kind": "text", "body": body},
+                    {"cmid": "c2", "kind": "edit", "target": 1, "body": body}):
+        with pytest.raises(SchemaError) as refused:
+            schema.decode_send(json.dumps(payload).encode())
+        assert refused.value.code == "empty_body"
 
 
 @pytest.mark.parametrize("emoji", ["👍", "👍🏽", "❤️", "🇫🇷", "👨‍👩‍👧", "1️⃣", ":party_parrot:", ":+1:"])
