@@ -83,6 +83,7 @@ class Sender:
         assert pending is None, f"{pending} never acked"
 
 
+@pytest.mark.timeout(300)  # five kills, each waiting for the restart and for sends to flow again
 async def test_every_process_killed_in_turn_under_load_heals_with_nothing_lost(system: System, world: World) -> None:
     senders = [Sender(world.alice_phone, world.channel), Sender(world.bob_phone, world.channel),
                Sender(world.alice_tablet, world.channel)]
