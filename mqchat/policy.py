@@ -126,6 +126,13 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
                 flt = parts[2] if len(parts) == 3 and parts[1] else ""
             if flt == topics.SEND_FILTER or _forwarded(flt):
                 return ALLOW
+        if service == "api":
+            # REST send: the API waits for the device's ack (api/message_routes.py)
+            try:
+                if isinstance(topics.parse(topic), topics.Ack):
+                    return ALLOW
+            except InvalidTopic:
+                pass
         return deny(f"the {service} service does not subscribe to {topic}")
     if service == "bridge" and topic.startswith(topics.FORWARD_ROOT):
         # sends one bridge hands to the owner of their channel (bridge/ownership.py)
@@ -137,8 +144,11 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
     allowed: tuple[type, ...] = ()
     if service == "bridge":
         allowed = (topics.Send,) if action is Action.RECEIVE else (topics.Stream, topics.Ack)
+    elif service == "api":
+        # user events; REST send publishes on the device's own send topic and receives its ack
+        allowed = (topics.UserEvents, topics.Send) if action is Action.PUBLISH else (topics.Ack,)
     elif action is Action.PUBLISH:
-        allowed = {"api": (topics.UserEvents,), "workers": (topics.UserPresence,)}.get(service, ())
+        allowed = {"workers": (topics.UserPresence,)}.get(service, ())
     return ALLOW if isinstance(parsed, allowed) else deny(f"not a topic of the {service} service")
 
 
