@@ -125,7 +125,8 @@ async def test_completing_before_uploading_or_someone_elses_upload(ctx: Ctx) -> 
     url = f"/v1/uploads/{started['upload_id']}/complete"
     assert error(await ctx.client.post(url, headers=alice)) == (409, "upload_incomplete")
     assert error(await ctx.client.post(url, headers=bob)) == (404, "upload_not_found")
-    assert error(await ctx.client.post("/v1/uploads/../complete", headers=alice))[0] == 404
+    # the client normalises the path to /v1/complete: no upload route (the web chat mount answers 405)
+    assert error(await ctx.client.post("/v1/uploads/../complete", headers=alice))[0] in (404, 405)
 
 
 def signed_parts(url: str) -> tuple[str, dict[str, str]]:
