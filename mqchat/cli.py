@@ -133,6 +133,11 @@ def _check_ports(settings: Settings, *, embedded_broker: bool = True) -> None:
             ("MQTT", settings.mqtt.host, settings.mqtt.port, "--mqtt-port"),
             ("MQTT over WebSocket", settings.mqtt.host, settings.mqtt.ws_port, "--ws-port"),
         ]
+        b = settings.broker
+        if b.tls_port is not None:
+            wanted.append(("MQTT over TLS", settings.mqtt.host, b.tls_port, "MQCHAT_BROKER__TLS_PORT=N"))
+        if b.wss_port is not None:
+            wanted.append(("MQTT over secure WebSocket", settings.mqtt.host, b.wss_port, "MQCHAT_BROKER__WSS_PORT=N"))
     seen: dict[int, str] = {}
     for what, host, port, flag in wanted:
         if port in seen:
@@ -227,11 +232,17 @@ def _banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: 
     api = f"http://{h.host}:{h.port}"
     dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
     ws = "(the external broker's)" if external else f"ws://{m.host}:{m.ws_port}/mqtt"
+    b = settings.broker
+    tls_lines = ""
+    if not external and b.tls_port is not None:
+        tls_lines += f"\n  MQTT/TLS        mqtts://{m.host}:{b.tls_port}"
+    if not external and b.wss_port is not None:
+        tls_lines += f"\n  MQTT/WSS        wss://{m.host}:{b.wss_port}/mqtt"
     return f"""
 mqchat is running (data in {settings.data_dir.resolve()})
 
   MQTT            mqtt://{m.host}:{m.port}{"  (external broker)" if external else ""}
-  MQTT/WebSocket  {ws}
+  MQTT/WebSocket  {ws}{tls_lines}
   HTTP API        {api}   (OpenAPI: {api}/docs)
   Redis           {redis_url}
 

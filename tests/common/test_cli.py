@@ -65,3 +65,29 @@ def test_the_banners_token_command_runs_from_any_shell(tmp_path) -> None:  # typ
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(".") == 2  # a JWT
+
+
+def test_tls_ports_are_checked_and_shown_like_the_others(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--tls-dev`` ports clash-checked before any child starts, and printed in the banner."""
+    import socket
+
+    from mqchat import auth
+    from mqchat.cli import _banner, _check_ports
+    from mqchat.config import Settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        settings = Settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1, "ws_port": 2},  # type: ignore[arg-type]
+                            http={"host": "127.0.0.1", "port": 3},  # type: ignore[arg-type]
+                            broker={"tls_port": taken, "tls_cert_file": tmp_path / "c", "tls_key_file": tmp_path / "k"})  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=f"port {taken} \\(MQTT over TLS\\)"):
+            _check_ports(settings)
+    clash = settings.model_copy(update={"broker": settings.broker.model_copy(update={"tls_port": 2})})
+    with pytest.raises(ConfigError, match="MQTT over TLS and MQTT over WebSocket are both set to port 2"):
+        _check_ports(clash)
+    keys = auth.load_keys(settings, create=True)
+    banner = _banner(settings, keys, "redis://127.0.0.1:6379", external=False)
+    assert f"mqtts://127.0.0.1:{taken}" in banner
+    assert "wss://" not in banner
