@@ -31,6 +31,8 @@ def add_run_parser(sub: Any) -> None:
     pop.add_argument("--devices-per-user", type=int, default=d.devices_per_user)
     pop.add_argument("--channel-size", type=int, default=d.channel_size, help="members per channel")
     pop.add_argument("--channels-per-user", type=int, default=d.channels_per_user)
+    pop.add_argument("--servers", type=int, default=d.servers,
+                     help="chat: spread the channels over N servers, each channel private and seen through a role")
     pop.add_argument("--members", type=int, default=d.members, help="large-channel: members (one device each)")
     beh = r.add_argument_group("behaviour")
     beh.add_argument("--senders", type=int, default=d.senders, help="devices that send")

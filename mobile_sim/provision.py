@@ -13,7 +13,10 @@ Two paths, chosen by what the simulator knows:
   path suits a few hundred devices.
 
 Channels are created with ``POST /v1/channels`` (up to 1,000 members at once) and grown with
-``POST /v1/channels/{id}/members``.
+``POST /v1/channels/{id}/members`` — or, with servers (``--servers N``), as private channels of a
+server: members enter the server through an invite they accept, and each channel is visible to the
+holders of its own role (an ``allow view_channel`` overwrite on a channel ``@everyone`` may not see),
+so every delivery passes the role and overwrite resolution of docs/permissions.md.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class Provisioner:
         self.concurrency = concurrency
         self.tokens: dict[tuple[str, str], Token] = {}
         self.stats: dict[str, float] = {"users": 0, "users_s": 0.0, "channels": 0, "channels_s": 0.0,
-                                        "tokens": 0, "tokens_s": 0.0}
+                                        "tokens": 0, "tokens_s": 0.0, "servers": 0, "roles": 0}
 
     @property
     def fast(self) -> bool:
@@ -177,3 +180,54 @@ class Provisioner:
         """``(epoch, last_seq)`` of a channel now (``GET /v1/channels/{id}/messages?limit=1``)."""
         doc = await self.http.call("GET", f"/v1/channels/{channel_id}/messages", token, params={"limit": 1})
         return int(doc["epoch"]), int(doc["last_seq"])
+
+    async def server_channels(self, groups: list[list[UserSpec]], servers: int, prefix: str) -> list[str]:
+        """One private server channel per group, the groups spread over ``servers`` servers.
+
+        Each server's owner is the first user of its first group and is added to every group of
+        the server (an owner sees every channel), so each group is exactly the set of users who
+        may see its channel. ``groups`` is extended in place accordingly.
+        """
+        t0 = time.monotonic()
+        by_server: list[list[int]] = [list(range(i, len(groups), servers)) for i in range(min(servers, len(groups)))]
+
+        async def one_server(index: int, group_ids: list[int]) -> list[tuple[int, str]]:
+            owner = groups[group_ids[0]][0]
+            for g in group_ids:
+                if all(u.user_id != owner.user_id for u in groups[g]):
+                    groups[g].append(owner)
+            owner_token = (await self.token(owner, owner.devices[0])).value
+            server = await self.http.call("POST", "/v1/servers", owner_token, json={"name": f"{prefix}-server{index}"})
+            server_id = str(server["server_id"])
+            members = {u.user_id: u for g in group_ids for u in groups[g] if u.user_id != owner.user_id}
+            if members:
+                invite = await self.http.call("POST", f"/v1/servers/{server_id}/invites", owner_token,
+                                              json={"max_uses": len(members)})
+
+                async def accept(u: UserSpec) -> None:
+                    await self.http.call("POST", f"/v1/invites/{invite['code']}/accept",
+                                         (await self.token(u, u.devices[0])).value)
+
+                await bounded(list(members.values()), accept, self.concurrency)
+            made: list[tuple[int, str]] = []
+            for g in group_ids:
+                role = await self.http.call("POST", f"/v1/servers/{server_id}/roles", owner_token,
+                                            json={"name": f"{prefix}{g}", "permissions": []})
+                channel = await self.http.call("POST", f"/v1/servers/{server_id}/channels", owner_token,
+                                               json={"name": f"{prefix}{g}", "private": True})
+                channel_id = str(channel["channel_id"])
+                await self.http.call("PUT", f"/v1/channels/{channel_id}/permissions/role/{role['role_id']}",
+                                     owner_token, json={"allow": ["view_channel"], "deny": []})
+                holders = [u for u in groups[g] if u.user_id != owner.user_id]
+                await bounded(holders, lambda u, r=role["role_id"]: self.http.call(
+                    "PUT", f"/v1/servers/{server_id}/members/{u.user_id}/roles/{r}", owner_token), self.concurrency)
+                self.stats["roles"] += 1
+                self.stats["channels"] += 1
+                made.append((g, channel_id))
+            self.stats["servers"] += 1
+            return made
+
+        done = await bounded(list(enumerate(by_server)), lambda item: one_server(*item), max(1, self.concurrency // 4))
+        found = dict(pair for made in done for pair in made)
+        self.stats["channels_s"] += time.monotonic() - t0
+        return [found[g] for g in range(len(groups))]

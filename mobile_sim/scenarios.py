@@ -76,6 +76,9 @@ class Options:
     idle_measure: float = 5.0
     """Seconds of idle CPU measured after connecting."""
     seed: int | None = None
+    servers: int = 0
+    """chat: spread the channels over N servers, each a private channel seen through its own role
+    (0: plain group channels)."""
 
 
 @dataclass
@@ -120,8 +123,8 @@ def group(users: Sequence[UserSpec], size: int, per_user: int, rng: random.Rando
 Grouping = Callable[[list[UserSpec]], list[list[UserSpec]]]
 
 
-async def populate(ctx: Ctx, *, devices: int, per_user: int, groups_of: Grouping,
-                   name: str) -> tuple[list[UserSpec], list[str], list[list[UserSpec]]]:
+async def populate(ctx: Ctx, *, devices: int, per_user: int, groups_of: Grouping, name: str,
+                   servers: int = 0) -> tuple[list[UserSpec], list[str], list[list[UserSpec]]]:
     """Users with ``per_user`` devices each (``devices`` in all), their channels, and the fleet's devices."""
     fleet = ctx.fleet
     ctx.phase("provision")
@@ -133,7 +136,10 @@ async def populate(ctx: Ctx, *, devices: int, per_user: int, groups_of: Grouping
         left -= len(u.devices)
     await fleet.prov.tokens_for(users)
     groups = groups_of(users)
-    channels = await fleet.prov.channels(groups, name)
+    if servers > 0:
+        channels = await fleet.prov.server_channels(groups, servers, name)
+    else:
+        channels = await fleet.prov.channels(groups, name)
     by_user: dict[str, list[str]] = {}
     for channel, members in zip(channels, groups, strict=True):
         fleet.set_members(channel, {m.user_id for m in members})
@@ -318,7 +324,8 @@ async def chat(ctx: Ctx) -> dict[str, Any]:
     o = ctx.opts
     ctx.fleet.keep_events = o.rich > 0
     _, channels, _ = await populate(ctx, devices=o.devices, per_user=o.devices_per_user, name="chat",
-                                    groups_of=lambda us: group(us, o.channel_size, o.channels_per_user, ctx.rng))
+                                    groups_of=lambda us: group(us, o.channel_size, o.channels_per_user, ctx.rng),
+                                    servers=o.servers)
     devices = list(ctx.fleet.devices.values())
     out: dict[str, Any] = {"channels": len(channels), "connect": await bring_online(ctx, devices)}
     senders, pick = choose_senders(ctx, devices, channels)

@@ -89,3 +89,14 @@ def test_violations_fail_the_run_and_are_reported_with_their_ids() -> None:
     assert part["violations"][0]["ids"] == ("m1", "u:d")
     clean, status = runner.judged(Verdict((), Counts()))
     assert (status, clean["ok"], clean["violations_total"]) == (0, True, 0)
+
+
+async def test_chat_in_servers_delivers_through_roles_and_overwrites(tmp_path: Path) -> None:
+    """Every channel private to a server and seen through its own role: the checker still finds
+    every message delivered to exactly the role holders (and the owner), in order."""
+    options = dataclasses.replace(SMALL, servers=2, rich=0.3, drop_rate=0)
+    rep = await run("chat", tmp_path, options=options)
+    prov = rep["provision"]
+    assert prov["servers"] == 2
+    assert prov["roles"] == prov["channels"] == rep["result"]["channels"]
+    assert rep["checker"]["counts"]["deliveries"] >= rep["checker"]["counts"]["acked"] > 0
