@@ -219,8 +219,12 @@ class Provisioner:
                 await self.http.call("PUT", f"/v1/channels/{channel_id}/permissions/role/{role['role_id']}",
                                      owner_token, json={"allow": ["view_channel"], "deny": []})
                 holders = [u for u in groups[g] if u.user_id != owner.user_id]
-                await bounded(holders, lambda u, r=role["role_id"]: self.http.call(
-                    "PUT", f"/v1/servers/{server_id}/members/{u.user_id}/roles/{r}", owner_token), self.concurrency)
+                grant = f"/v1/servers/{server_id}/members/{{}}/roles/{role['role_id']}"
+
+                async def give(u: UserSpec, path: str = grant) -> None:
+                    await self.http.call("PUT", path.format(u.user_id), owner_token)
+
+                await bounded(holders, give, self.concurrency)
                 self.stats["roles"] += 1
                 self.stats["channels"] += 1
                 made.append((g, channel_id))
