@@ -20,6 +20,7 @@
           ├── InviteExpired       ``invite_expired``
           ├── InviteUsedUp        ``invite_used_up``
           ├── InviteRevoked       ``invite_revoked``
+          ├── Full                ``channel_full`` / ``server_full``: at ``limits.max_channel_members``
           ├── UnknownPermission   ``unknown_permission``: a permission name we do not know
           └── InvalidRequest      ``invalid`` (or a narrower ``code``): a malformed request
 
@@ -161,6 +162,18 @@ class InviteUsedUp(DirectoryError):
 
 class InviteRevoked(DirectoryError):
     code = "invite_revoked"
+
+
+class Full(DirectoryError):
+    """A channel (``channel_full``) or a server (``server_full``) already holds ``limit`` members, the
+    most ``limits.max_channel_members`` allows; nobody was added."""
+
+    def __init__(self, kind: str, object_id: str, limit: int) -> None:
+        self.code = f"{kind}_full"
+        self.kind = kind
+        self.object_id = object_id
+        self.limit = limit
+        super().__init__(f"{kind} {object_id!r} already has {limit} members, the most allowed")
 
 
 class UnknownPermission(DirectoryError, ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mqchat.config import CassandraSettings, Settings
+from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS, CassandraSettings, Settings
 from mqchat.errors import ConfigError
 from mqchat.storage.base import MessageStore, ServerDirectory
 
@@ -37,11 +37,13 @@ async def open_directory(settings: Settings) -> ServerDirectory:
     """
     d = settings.directory
     return await open_directory_from(settings.store.backend, settings.directory_db, settings.cassandra,
-                                     url=d.url, pool_min=d.pool_min, pool_max=d.pool_max)
+                                     url=d.url, pool_min=d.pool_min, pool_max=d.pool_max,
+                                     max_channel_members=settings.limits.max_channel_members)
 
 
 async def open_directory_from(backend: str, directory_db: Path, cassandra: CassandraSettings | None = None, *,
-                              url: str | None = None, pool_min: int = 1, pool_max: int = 10) -> ServerDirectory:
+                              url: str | None = None, pool_min: int = 1, pool_max: int = 10,
+                              max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS) -> ServerDirectory:
     """:func:`open_directory` from the few settings it needs (for amqtt plugins, which get plain data).
 
     ``backend`` (the message store) no longer decides the directory; it is kept so callers written for
@@ -50,11 +52,12 @@ async def open_directory_from(backend: str, directory_db: Path, cassandra: Cassa
     if url is not None:
         from mqchat.storage.postgres import PostgresDirectory
 
-        return await PostgresDirectory(url, min_size=pool_min, max_size=pool_max).open()
+        return await PostgresDirectory(url, min_size=pool_min, max_size=pool_max,
+                                       max_channel_members=max_channel_members).open()
     if backend in ("sqlite", "cassandra"):
         from mqchat.storage.sqlite import SqliteDirectory
 
-        return await SqliteDirectory(directory_db).open()
+        return await SqliteDirectory(directory_db, max_channel_members=max_channel_members).open()
     raise ConfigError(f"store.backend {backend!r} is not available yet")
 
 
