@@ -110,7 +110,8 @@ async def test_a_server_is_joined_up_to_the_cap_only_by_every_path(capped: Serve
     assert await sd.member(sid, c) is None
     assert c not in await sd.members(general.channel_id)
     got = await sd.get_invite(invite.code)
-    assert got is not None and got.uses == 1
+    assert got is not None
+    assert got.uses == 1
     # members already in are not refused
     assert not await sd.join_server(a, sid, now_ms=T0)
     assert (await sd.use_invite(b, invite.code, now_ms=T0)).server_id == sid
