@@ -21,6 +21,7 @@
           ├── InviteUsedUp        ``invite_used_up``
           ├── InviteRevoked       ``invite_revoked``
           ├── Full                ``channel_full`` / ``server_full``: at ``limits.max_channel_members``
+          ├── TooMany             ``too_many_roles``, ``too_many_channels``, ``too_many_overwrites``
           ├── UnknownPermission   ``unknown_permission``: a permission name we do not know
           └── InvalidRequest      ``invalid`` (or a narrower ``code``): a malformed request
 
@@ -174,6 +175,16 @@ class Full(DirectoryError):
         self.object_id = object_id
         self.limit = limit
         super().__init__(f"{kind} {object_id!r} already has {limit} members, the most allowed")
+
+
+class TooMany(DirectoryError):
+    """A server already has its most roles or channels, or a channel its most overwrites
+    (``too_many_<what>``); nothing was created."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.code = f"too_many_{what}"
+        self.limit = limit
+        super().__init__(f"at most {limit} {what} here; delete one first")
 
 
 class UnknownPermission(DirectoryError, ValueError):

@@ -41,6 +41,7 @@ from mqchat.errors import (
     InviteUsedUp,
     NotFound,
     OwnerCannotLeave,
+    TooMany,
 )
 from mqchat.ids import new_random_id
 from mqchat.permissions import NONE, Permission, Rank
@@ -70,6 +71,12 @@ MAX_SLOW_MODE_S = 6 * 3600
 MAX_TIMEOUT_MS = 28 * 24 * 3600 * 1000
 MAX_INVITE_USES = 100_000
 MAX_PAGE = 1000
+#: Most roles of a server (``@everyone`` not counted), channels of a server, and overwrites of a channel:
+#: each is listed whole (``GET .../roles``, ``.../channels``, ``.../permissions``) and read to resolve a
+#: member's permissions, so each is bounded.
+MAX_ROLES = 250
+MAX_SERVER_CHANNELS = 500
+MAX_OVERWRITES = 500
 #: Server members one page of a server channel's members looks at, at most: a private channel of a large
 #: server may have few members among many, and one request must not walk them all.
 MEMBER_SCAN = 2000
@@ -235,6 +242,9 @@ class DirectoryRules:
     max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS
     """``limits.max_channel_members``: the most members of a direct or group channel, and of a server
     (its channels open to ``@everyone`` hold every member). Backends take it as a constructor argument."""
+    max_roles: int = MAX_ROLES
+    max_server_channels: int = MAX_SERVER_CHANNELS
+    max_overwrites: int = MAX_OVERWRITES
 
     def _tx(self, *, write: bool) -> AbstractAsyncContextManager[DirectoryTx]:
         raise NotImplementedError
@@ -638,6 +648,8 @@ class DirectoryRules:
             P.require(a.rank, Permission.MANAGE_ROLES)
             P.check_role_manageable(a.rank, position)
             P.check_grant(a.rank, perms)
+            if len(a.view.roles) - 1 >= self.max_roles:
+                raise TooMany("roles", self.max_roles)
             role = Role(new_random_id("r"), server_id, name, position, P.from_bits(perms))
             await tx.insert_role(role)
             await self._audit(tx, a, server_id, "role.create", role.role_id, now_ms, name=name,
@@ -721,6 +733,8 @@ class DirectoryRules:
         async with self._tx(write=True) as tx:
             a = await self._actor(tx, server_id, actor)
             P.require(a.rank, Permission.MANAGE_CHANNELS)
+            if len(await tx.server_channels(server_id)) >= self.max_server_channels:
+                raise TooMany("channels", self.max_server_channels)
             channel = Channel(new_random_id("c"), "server", name, actor, now_ms, server_id, slow_mode_s)
             await tx.insert_channel(channel, None)
             if private:
@@ -792,6 +806,10 @@ class DirectoryRules:
                     await self._audit(tx, a, server_id, "overwrite.delete", channel_id, now_ms,
                                       target=target, target_id=target_id)
                 return None
+            existing = (await tx.get_overwrites([channel_id])).get(channel_id, [])
+            if len(existing) >= self.max_overwrites and not any(
+                    (o.target, o.target_id) == (target, target_id) for o in existing):
+                raise TooMany("overwrites", self.max_overwrites)
             overwrite = ChannelOverwrite(channel_id, target, target_id, value.allow, value.deny)
             await tx.put_overwrite(overwrite)
             await self._audit(tx, a, server_id, "overwrite.set", channel_id, now_ms, target=target,

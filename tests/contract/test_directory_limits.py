@@ -174,3 +174,48 @@ async def test_member_pages_refuse_bad_limits_and_know_no_missing_channel(sd: Se
             await sd.channel_members(channel.channel_id, limit=bad)
     page = await sd.channel_members("c-missing")
     assert (page.user_ids, page.next_after) == ([], None)
+
+
+# --- roles, channels and overwrites --------------------------------------------------------------------
+
+
+async def test_roles_channels_and_overwrites_are_bounded(sd: ServerDirectory) -> None:
+    from mqchat.errors import TooMany
+    from mqchat.storage.directory import MAX_OVERWRITES, MAX_ROLES, MAX_SERVER_CHANNELS, DirectoryRules
+
+    assert isinstance(sd, DirectoryRules)
+    assert (sd.max_roles, sd.max_server_channels, sd.max_overwrites) == (MAX_ROLES, MAX_SERVER_CHANNELS,
+                                                                         MAX_OVERWRITES) == (250, 500, 500)
+    sd.max_roles, sd.max_server_channels, sd.max_overwrites = 2, 2, 3  # small, so the test stays quick
+    owner, a, b = await users(sd, "owner", "a", "b")
+    sid = (await sd.create_server(owner, "Guild", discoverable=True, now_ms=T0)).server_id
+    for u in (a, b):
+        await sd.join_server(u, sid, now_ms=T0)
+
+    first = await sd.create_role(owner, sid, "one", NONE, now_ms=T0)
+    await sd.create_role(owner, sid, "two", NONE, now_ms=T0)
+    with pytest.raises(TooMany) as refused:
+        await sd.create_role(owner, sid, "three", NONE, now_ms=T0)
+    assert (refused.value.code, refused.value.limit) == ("too_many_roles", 2)
+    assert len(await sd.roles(sid)) == 3  # @everyone is not counted
+    await sd.delete_role(owner, sid, first.role_id, now_ms=T0)
+    await sd.create_role(owner, sid, "three", NONE, now_ms=T0)
+
+    general = await sd.create_server_channel(owner, sid, "general", now_ms=T0)
+    await sd.create_server_channel(owner, sid, "random", now_ms=T0)
+    with pytest.raises(TooMany) as refused:
+        await sd.create_server_channel(owner, sid, "more", now_ms=T0)
+    assert refused.value.code == "too_many_channels"
+    assert len(await sd.server_channels(sid)) == 2
+
+    cid, v = general.channel_id, Permission.VIEW_CHANNEL
+    for target in (a, b, owner):
+        await sd.set_overwrite(owner, cid, "member", target, allow=v, deny=NONE, now_ms=T0)
+    with pytest.raises(TooMany) as refused:
+        await sd.set_overwrite(owner, cid, "role", sid, allow=NONE, deny=v, now_ms=T0)
+    assert refused.value.code == "too_many_overwrites"
+    # changing or removing one that exists is not refused
+    await sd.set_overwrite(owner, cid, "member", a, allow=NONE, deny=v, now_ms=T0)
+    await sd.set_overwrite(owner, cid, "member", b, allow=NONE, deny=NONE, now_ms=T0)
+    await sd.set_overwrite(owner, cid, "role", sid, allow=NONE, deny=v, now_ms=T0)
+    assert len(await sd.overwrites(cid)) == 3
