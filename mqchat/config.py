@@ -382,6 +382,8 @@ class RateLimitSettings(_Section):
 
 #: Default of ``limits.max_channel_members`` (the directory's own default too).
 DEFAULT_MAX_CHANNEL_MEMBERS = 500_000
+#: Default of ``limits.max_push_devices`` (``PushState.register``'s own default too).
+DEFAULT_MAX_PUSH_DEVICES = 20
 
 
 class LimitsSettings(_Section):
@@ -392,6 +394,9 @@ class LimitsSettings(_Section):
         "channels refuse more (409 `channel_full`); a server refuses more members (409 `server_full`), since "
         "its channels open to `@everyone` hold every member. Each member costs every message a push decision "
         "and a delivery: the default is the largest channel the capacity plan sizes for (docs/capacity.md).")
+    max_push_devices: int = Field(
+        DEFAULT_MAX_PUSH_DEVICES, ge=1, le=1000, description="Devices registered for push per user (each gets "
+        "every push of the user's). Registering one more replaces the least recently registered.")
 
 
 class OpsSettings(_Section):

@@ -3,12 +3,13 @@ exactly once), and roles, server channels and overwrites stop at their caps with
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mqchat.storage.directory import DirectoryRules
-from tests.api.conftest import Ctx, bearer, error, user
+from tests.api.conftest import PW, Ctx, bearer, error, user
 
 
 def ok(r: httpx.Response, status: int = 200) -> Any:
@@ -80,3 +81,36 @@ async def test_roles_channels_and_overwrites_stop_at_their_caps(ctx: Ctx) -> Non
                              json={"deny": ["send_messages"]})
     assert error(r) == (409, "too_many_overwrites")
     assert len(ok(await ctx.client.get(f"/v1/channels/{cid}/permissions", headers=h))["overwrites"]) == 1
+
+
+async def test_push_devices_are_capped_and_the_least_recent_is_replaced(ctx: Ctx, tmp_path: Path) -> None:
+    from mqchat.storage.push_state import PushRegistration
+
+    def reg(ms: int) -> PushRegistration:
+        return PushRegistration(platform="fcm", token=f"token-{ms:08d}", updated_ms=ms)
+
+    push = ctx.push
+    assert [await push.register("u1", d, reg(ms), keep=3) for d, ms in (("a", 5), ("b", 1), ("c", 3))] == [[]] * 3
+    assert await push.register("u1", "d", reg(9), keep=3) == ["b"]  # the oldest registration, not the first
+    assert await push.register("u1", "a", reg(10), keep=3) == []  # a refresh takes no room
+    assert sorted(await push.registrations("u1")) == ["a", "c", "d"]
+    assert await push.register("u1", "e", reg(11), keep=2) == ["c", "d"]  # a lowered cap sheds the excess
+    assert sorted(await push.registrations("u1")) == ["a", "e"]
+    assert await push.registrations("u2") == {}
+
+    # the API keeps limits.max_push_devices per user
+    from api.app import create_app
+    from mqchat.config import load_settings
+
+    settings = load_settings(data_dir=tmp_path, limits={"max_push_devices": 2})
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        await user(c, "alice", "phone")
+        logins = [await c.post("/v1/login", json={"username": "alice", "password": PW, "device_id": d})
+                  for d in ("phone", "tablet", "laptop")]
+        tokens = [ok(r)["token"] for r in logins]
+        for t in tokens:
+            r = await c.put("/v1/me/push", headers=bearer(t), json={"platform": "fcm", "token": "t" * 40})
+            assert r.status_code == 200, r.text
+        listed = ok(await c.get("/v1/me/push", headers=bearer(tokens[0])))["devices"]
+        assert sorted(d["device_id"] for d in listed) == ["laptop", "tablet"]
