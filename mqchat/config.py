@@ -382,6 +382,9 @@ class RateLimitSettings(_Section):
 
 #: Default of ``limits.max_channel_members`` (the directory's own default too).
 DEFAULT_MAX_CHANNEL_MEMBERS = 500_000
+#: Defaults of ``limits.max_channels_per_user`` and ``limits.max_servers_per_user`` (the directory's too).
+DEFAULT_MAX_CHANNELS_PER_USER = 10_000
+DEFAULT_MAX_SERVERS_PER_USER = 200
 #: Default of ``limits.max_push_devices`` (``PushState.register``'s own default too).
 DEFAULT_MAX_PUSH_DEVICES = 20
 
@@ -394,6 +397,13 @@ class LimitsSettings(_Section):
         "channels refuse more (409 `channel_full`); a server refuses more members (409 `server_full`), since "
         "its channels open to `@everyone` hold every member. Each member costs every message a push decision "
         "and a delivery: the default is the largest channel the capacity plan sizes for (docs/capacity.md).")
+    max_channels_per_user: int = Field(
+        DEFAULT_MAX_CHANNELS_PER_USER, ge=1, le=1_000_000, description="Direct and group channels one user may be a "
+        "member of; creating or adding past it answers 409 `user_channels_full`. Bounds what one account can make "
+        "the server keep, and what a user's inbox and sync read (others can add anyone to a group channel).")
+    max_servers_per_user: int = Field(
+        DEFAULT_MAX_SERVERS_PER_USER, ge=1, le=100_000, description="Servers one user may be a member of (owned ones "
+        "included); creating or joining past it answers 409 `user_servers_full`.")
     max_push_devices: int = Field(
         DEFAULT_MAX_PUSH_DEVICES, ge=1, le=1000, description="Devices registered for push per user (each gets "
         "every push of the user's). Registering one more replaces the least recently registered.")

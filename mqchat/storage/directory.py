@@ -29,7 +29,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mqchat import permissions as P
-from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS
+from mqchat.config import (
+    DEFAULT_MAX_CHANNEL_MEMBERS,
+    DEFAULT_MAX_CHANNELS_PER_USER,
+    DEFAULT_MAX_SERVERS_PER_USER,
+)
 from mqchat.errors import (
     Banned,
     Conflict,
@@ -107,6 +111,16 @@ class DirectoryTx(Protocol):
     async def channel_members_page(self, channel_id: str, after: str | None, limit: int) -> list[str]: ...
     async def count_channel_members(self, channel_id: str, at_most: int) -> int:
         """The channel's explicit members, counted up to ``at_most`` (a bound on the work)."""
+        ...
+    async def count_user_channels(self, user_id: str, at_most: int) -> int:
+        """The direct and group channels ``user_id`` is a member of, counted up to ``at_most``."""
+        ...
+    async def count_user_servers(self, user_id: str, at_most: int) -> int:
+        """The servers ``user_id`` is a member of, counted up to ``at_most``."""
+        ...
+    async def lock_users(self, user_ids: Collection[str]) -> None:
+        """Hold the users' rows (in id order) until the transaction ends, like :meth:`lock_channel`: a
+        user's channel or server count and the add it allows are not separated by another writer."""
         ...
     async def lock_channel(self, channel_id: str) -> None:
         """Hold a direct or group channel's row until the transaction ends (PostgreSQL ``FOR UPDATE``;
@@ -242,6 +256,9 @@ class DirectoryRules:
     max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS
     """``limits.max_channel_members``: the most members of a direct or group channel, and of a server
     (its channels open to ``@everyone`` hold every member). Backends take it as a constructor argument."""
+    max_channels_per_user: int = DEFAULT_MAX_CHANNELS_PER_USER
+    max_servers_per_user: int = DEFAULT_MAX_SERVERS_PER_USER
+    """``limits.max_channels_per_user`` (direct and group channels) and ``limits.max_servers_per_user``."""
     max_roles: int = MAX_ROLES
     max_server_channels: int = MAX_SERVER_CHANNELS
     max_overwrites: int = MAX_OVERWRITES
@@ -344,7 +361,8 @@ class DirectoryRules:
             raise InvalidRequest("server channels are created with create_server_channel", code="server_channel")
         everyone = list(dict.fromkeys([creator, *members]))
         if len(everyone) > self.max_channel_members:
-            raise Full("channel", name or kind, self.max_channel_members)
+            raise Full("channel", name or kind, self.max_channel_members,
+                       f"a channel holds at most {self.max_channel_members} members; {len(everyone)} were given")
         key = direct_key(*everyone) if kind == "direct" and len(everyone) == 2 else None
         channel = Channel(new_random_id("c"), kind, name, creator, now_ms)
         async with self._tx(write=True) as tx:
@@ -352,6 +370,7 @@ class DirectoryRules:
                 existing = await tx.direct_channel(key)
                 if existing is not None:
                     return existing, False
+            await self._user_room(tx, everyone, servers=False)
             await tx.insert_channel(channel, key)
             for user in everyone:
                 await tx.add_channel_member(channel.channel_id, user, now_ms)
@@ -381,6 +400,7 @@ class DirectoryRules:
                 return False
             if await tx.count_channel_members(channel_id, self.max_channel_members) >= self.max_channel_members:
                 raise Full("channel", channel_id, self.max_channel_members)
+            await self._user_room(tx, [user_id], servers=False)
             return await tx.add_channel_member(channel_id, user_id, now_ms)
 
     async def remove_member(self, channel_id: str, user_id: str) -> bool:
@@ -501,6 +521,7 @@ class DirectoryRules:
         async with self._tx(write=True) as tx:
             if not await tx.get_users([owner]):
                 raise NotFound("user", owner)
+            await self._user_room(tx, [owner], servers=True)
             await tx.insert_server(server)
             await tx.insert_role(Role(server.server_id, server.server_id, EVERYONE_NAME, 0, P.DEFAULT_EVERYONE))
             await tx.insert_member(server.server_id, owner, now_ms)
@@ -572,6 +593,18 @@ class DirectoryRules:
             raise Banned(f"you are banned from server {server.server_id!r}")
         return True
 
+    async def _user_room(self, tx: DirectoryTx, user_ids: Collection[str], *, servers: bool) -> None:
+        """``Full`` (``user_channels_full`` / ``user_servers_full``) when one of the users already is in
+        their most direct and group channels, or servers. Locks their rows first."""
+        await tx.lock_users(user_ids)
+        cap = self.max_servers_per_user if servers else self.max_channels_per_user
+        count = tx.count_user_servers if servers else tx.count_user_channels
+        what = "servers" if servers else "channels"
+        for user_id in sorted(set(user_ids)):
+            if await count(user_id, cap) >= cap:
+                raise Full(f"user_{what}", user_id, cap,
+                           f"user {user_id!r} is already in {cap} {what}, the most allowed; they must leave one first")
+
     async def _room(self, tx: DirectoryTx, server: Server) -> None:
         """``Full`` when the server (locked by the caller) already has its most members."""
         cap = self.max_channel_members
@@ -586,6 +619,7 @@ class DirectoryRules:
             if not await self._join(tx, server, user_id):
                 return False
             await self._room(tx, server)
+            await self._user_room(tx, [user_id], servers=True)
             await tx.insert_member(server_id, user_id, now_ms)
             await self._audit(tx, user_id, server_id, "member.join", user_id, now_ms)
         return True
@@ -948,6 +982,7 @@ class DirectoryRules:
             if invite.max_uses is not None and invite.uses >= invite.max_uses:
                 raise InviteUsedUp(f"invite {code!r} has been used {invite.uses} times, its maximum")
             await self._room(tx, server)
+            await self._user_room(tx, [user_id], servers=True)
             await tx.insert_member(server.server_id, user_id, now_ms)
             await tx.update_invite(replace(invite, uses=invite.uses + 1))
             await self._audit(tx, user_id, server.server_id, "member.join", user_id, now_ms, invite=code)

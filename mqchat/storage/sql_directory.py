@@ -184,6 +184,21 @@ class SqlTx:
             "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE channel_id=? LIMIT ?) AS m", [channel_id, at_most])
         return int(rows[0][0])
 
+    async def count_user_channels(self, user_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE user_id=? LIMIT ?) AS m", [user_id, at_most])
+        return int(rows[0][0])
+
+    async def count_user_servers(self, user_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM server_members WHERE user_id=? LIMIT ?) AS m", [user_id, at_most])
+        return int(rows[0][0])
+
+    async def lock_users(self, user_ids: Collection[str]) -> None:
+        if self._lock:  # NO KEY UPDATE: rows referencing a user are not held up
+            await self._in("SELECT user_id FROM users WHERE user_id IN ({marks}) ORDER BY user_id FOR NO KEY UPDATE",
+                           sorted(set(user_ids)))
+
     async def lock_channel(self, channel_id: str) -> None:
         if self._lock:
             await self.c.fetchall(f"SELECT channel_id FROM channels WHERE channel_id=?{self._lock}", [channel_id])

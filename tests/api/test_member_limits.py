@@ -131,11 +131,27 @@ async def test_every_path_that_adds_a_member_answers_409_at_the_cap(tmp_path: Pa
         assert not [e for u, e in ctx.events.sent if u == dave]  # told of no join
 
 
+async def test_a_user_at_their_caps_gets_409(tmp_path: Path, redis_server: RedisServer) -> None:
+    capped = await SqliteDirectory(tmp_path / "capped.db", max_channels_per_user=1, max_servers_per_user=1).open()
+    async with open_ctx(tmp_path, redis_server, capped) as ctx:
+        _, at = await user(ctx.client, "alice")
+        h = bearer(at)
+        bob, = await quiet_users(ctx, "b", 1)
+        ok(await ctx.client.post("/v1/channels", headers=h, json={"kind": "direct", "members": [bob]}), 201)
+        r = await ctx.client.post("/v1/channels", headers=h, json={"kind": "group", "members": []})
+        assert error(r) == (409, "user_channels_full")
+        assert "leave one first" in r.json()["error"]["message"]
+        ok(await ctx.client.post("/v1/servers", headers=h, json={"name": "S"}), 201)
+        assert error(await ctx.client.post("/v1/servers", headers=h, json={"name": "T"})) == (409, "user_servers_full")
+
+
 async def test_the_setting_reaches_the_directory(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, limits={"max_channel_members": 7})
+    settings = load_settings(data_dir=tmp_path, limits={"max_channel_members": 7, "max_channels_per_user": 8,
+                                                        "max_servers_per_user": 9})
     directory = await open_directory(settings)
     try:
         assert isinstance(directory, DirectoryRules)
-        assert directory.max_channel_members == 7
+        assert (directory.max_channel_members, directory.max_channels_per_user, directory.max_servers_per_user) == (
+            7, 8, 9)
     finally:
         await directory.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS
 from mqchat.storage.base import ServerDirectory
 from mqchat.storage.memory import MemoryDirectory
 from mqchat.storage.sqlite import SqliteDirectory
@@ -19,18 +18,19 @@ from mqchat.storage.sqlite import SqliteDirectory
 SERVER_DIRECTORIES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-async def open_server_directory(kind: str, request: pytest.FixtureRequest, tmp_path: Path, *,
-                                max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS) -> ServerDirectory:
-    """A new, empty directory of ``kind`` (``max_channel_members``: ``limits.max_channel_members``)."""
+async def open_server_directory(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                **caps: int) -> ServerDirectory:
+    """A new, empty directory of ``kind``; ``caps``: ``max_channel_members`` and the other ``limits.*``
+    the backends take."""
     if kind == "memory":
-        return MemoryDirectory(max_channel_members=max_channel_members)
+        return MemoryDirectory(**caps)
     if kind == "sqlite":
-        return await SqliteDirectory(tmp_path / "directory.db", max_channel_members=max_channel_members).open()
+        return await SqliteDirectory(tmp_path / "directory.db", **caps).open()
     from mqchat.storage.postgres import PostgresDirectory, migrate
 
     dsn: str = request.getfixturevalue("postgres_dsn")
     await migrate(dsn)
-    return await PostgresDirectory(dsn, max_size=4, max_channel_members=max_channel_members).open()
+    return await PostgresDirectory(dsn, max_size=4, **caps).open()
 
 
 @pytest.fixture(params=SERVER_DIRECTORIES)

@@ -126,7 +126,10 @@ async def test_the_default_cap_is_the_documented_one(sd: ServerDirectory) -> Non
     from mqchat.storage.directory import DirectoryRules
 
     assert isinstance(sd, DirectoryRules)
-    assert sd.max_channel_members == load_settings().limits.max_channel_members == 500_000
+    limits = load_settings().limits
+    assert sd.max_channel_members == limits.max_channel_members == 500_000
+    assert (sd.max_channels_per_user, sd.max_servers_per_user) == (limits.max_channels_per_user,
+                                                                   limits.max_servers_per_user) == (10_000, 200)
 
 
 # --- member pages ------------------------------------------------------------------------------------
@@ -219,3 +222,80 @@ async def test_roles_channels_and_overwrites_are_bounded(sd: ServerDirectory) ->
     await sd.set_overwrite(owner, cid, "member", b, allow=NONE, deny=NONE, now_ms=T0)
     await sd.set_overwrite(owner, cid, "role", sid, allow=NONE, deny=v, now_ms=T0)
     assert len(await sd.overwrites(cid)) == 3
+
+
+# --- channels and servers per user -------------------------------------------------------------------
+
+
+@pytest.fixture(params=SERVER_DIRECTORIES)
+async def per_user(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerDirectory]:
+    """A directory where a user may be in at most 2 direct or group channels and 2 servers."""
+    d = await open_server_directory(request.param, request, tmp_path, max_channels_per_user=2,
+                                    max_servers_per_user=2)
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+async def test_a_user_is_in_at_most_so_many_channels(per_user: ServerDirectory) -> None:
+    sd = per_user
+    a, b, c, d = await users(sd, "a", "b", "c", "d")
+    first, _ = await sd.create_channel("group", "one", a, [b], now_ms=T0)
+    await sd.create_channel("direct", None, a, [c], now_ms=T0)
+    # a is full: a third channel is refused whoever creates it, and nothing is created for anyone
+    with pytest.raises(Full) as refused:
+        await sd.create_channel("group", "three", b, [a, d], now_ms=T0)
+    assert (refused.value.code, refused.value.object_id, refused.value.limit) == ("user_channels_full", a, 2)
+    assert [ch.channel_id for ch in await sd.channels_of(b)] == [first.channel_id]
+    assert await sd.channels_of(d) == []
+    with pytest.raises(Full):
+        await sd.create_channel("direct", None, d, [a], now_ms=T0)
+    mine, _ = await sd.create_channel("group", "mine", d, [], now_ms=T0)
+    with pytest.raises(Full) as refused:
+        await sd.add_member(mine.channel_id, a, now_ms=T0)
+    assert refused.value.code == "user_channels_full"
+    # asking for an existing direct channel again is not a new channel
+    assert not (await sd.create_channel("direct", None, c, [a], now_ms=T0))[1]
+    # leaving one makes room
+    assert await sd.remove_member(first.channel_id, a)
+    assert await sd.add_member(mine.channel_id, a, now_ms=T0)
+
+
+async def test_concurrent_adds_of_one_user_never_pass_their_cap(per_user: ServerDirectory) -> None:
+    sd = per_user
+    target, *owners = await users(sd, "target", "o1", "o2", "o3", "o4", "o5")
+    channels = [(await sd.create_channel("group", f"g{i}", o, [], now_ms=T0))[0].channel_id
+                for i, o in enumerate(owners)]
+    for _ in range(3):  # PostgreSQL: open the pool's connections, so that the adds below do overlap
+        await asyncio.gather(*(sd.members(c) for c in channels * 2))
+    results = await asyncio.gather(*(sd.add_member(c, target, now_ms=T0) for c in channels),
+                                   return_exceptions=True)
+    assert sum(r is True for r in results) == 2
+    assert all(r is True or isinstance(r, Full) for r in results), results
+    assert len(await sd.channels_of(target)) == 2
+
+
+async def test_a_user_is_in_at_most_so_many_servers(per_user: ServerDirectory) -> None:
+    sd = per_user
+    a, b = await users(sd, "a", "b")
+    owned = await sd.create_server(a, "Mine", now_ms=T0)
+    public = await sd.create_server(b, "Public", discoverable=True, now_ms=T0)
+    other = await sd.create_server(b, "Other", now_ms=T0)
+    invite = await sd.create_invite(b, other.server_id, now_ms=T0)
+    await sd.join_server(a, public.server_id, now_ms=T0)
+    # a is in 2: creating, joining and accepting an invite are refused; nothing changes
+    with pytest.raises(Full) as refused:
+        await sd.create_server(a, "Third", now_ms=T0)
+    assert (refused.value.code, refused.value.object_id) == ("user_servers_full", a)
+    with pytest.raises(Full):
+        await sd.use_invite(a, invite.code, now_ms=T0)
+    got = await sd.get_invite(invite.code)
+    assert got is not None
+    assert got.uses == 0
+    assert sorted(s.server_id for s in await sd.servers_of(a)) == sorted([owned.server_id, public.server_id])
+    # already a member is not an error; leaving makes room
+    assert not await sd.join_server(a, public.server_id, now_ms=T0)
+    await sd.leave_server(a, public.server_id, now_ms=T0)
+    await sd.use_invite(a, invite.code, now_ms=T0)
+    assert await sd.member(other.server_id, a) is not None
