@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api import paging
 from api.errors import ApiError
 from api.events import EventSink, SendPath
 from api.limits import Limits
@@ -99,3 +100,30 @@ async def member_channel(svc: Services, me: auth.Principal, channel_id: str) -> 
     if channel is None or not await svc.directory.memberships([(channel_id, me.user_id)]):
         raise ApiError(404, "channel_not_found", "no such channel, or you are not a member")
     return channel
+
+
+#: Members embedded in a channel object (``me/channels``, ``me/inbox``, a created channel): the first ones
+#: by user id, the rest at ``GET /v1/channels/{id}/members``. A direct channel's two always fit.
+EMBEDDED_MEMBERS = 20
+#: Server members one embedded list of a server channel looks at (a private channel of a large server
+#: may then embed fewer than it has, with a cursor).
+EMBEDDED_SCAN = 200
+
+
+def members_listing(channel_id: str) -> str:
+    """The :mod:`api.paging` listing of a channel's members (a cursor is valid for its channel only)."""
+    return f"channel-members/{channel_id}"
+
+
+async def member_page(svc: Services, channel_id: str, *, limit: int, cursor: str | None,
+                      scan: int = 2000) -> tuple[list[str], str | None]:
+    """A page of the channel's members and the cursor of the next one (None on the last)."""
+    after = paging.decode(cursor, members_listing(channel_id))[0] if cursor else None
+    page = await svc.directory.channel_members(channel_id, after=after, limit=limit, scan=scan)
+    nxt = paging.encode(members_listing(channel_id), page.next_after) if page.next_after is not None else None
+    return page.user_ids, nxt
+
+
+async def embedded_members(svc: Services, channel_id: str) -> tuple[list[str], str | None]:
+    """The members a channel object carries, and the cursor of the rest."""
+    return await member_page(svc, channel_id, limit=EMBEDDED_MEMBERS, cursor=None, scan=EMBEDDED_SCAN)

@@ -69,11 +69,12 @@ def _out(device_id: str, reg: PushRegistration) -> PushDevice:
 
 
 @router.put("/me/push", response_model=PushDevice)
-async def register_push(body: RegisterPush, me: Me, push: Push) -> PushDevice:
-    """Register or refresh this device's push token (the device is the one in the bearer token)."""
+async def register_push(body: RegisterPush, me: Me, svc: Svc, push: Push) -> PushDevice:
+    """Register or refresh this device's push token (the device is the one in the bearer token). A user
+    keeps at most ``limits.max_push_devices``: a new device replaces the least recently registered."""
     reg = PushRegistration(platform=body.platform, token=body.token, app=body.app, locale=body.locale,
                            preview=body.preview, updated_ms=time.time_ns() // 1_000_000)
-    await push.register(me.user_id, me.device_id, reg)
+    await push.register(me.user_id, me.device_id, reg, keep=svc.settings.limits.max_push_devices)
     return _out(me.device_id, reg)
 
 

@@ -44,7 +44,9 @@ _STATUS_CODES = {
 #: HTTP status of each :class:`~mqchat.errors.DirectoryError` code (docs/http.md lists them).
 DIRECTORY_STATUS = {
     "forbidden": 403, "role_hierarchy": 403, "banned": 403,
-    "owner_cannot_leave": 409, "server_channel": 409,
+    "owner_cannot_leave": 409, "server_channel": 409, "channel_full": 409, "server_full": 409,
+    "user_channels_full": 409, "user_servers_full": 409,
+    "too_many_roles": 409, "too_many_channels": 409, "too_many_overwrites": 409,
     "invite_expired": 410, "invite_used_up": 410, "invite_revoked": 410,
     "unknown_permission": 422, "invalid": 422, "not_server_channel": 422,
 }

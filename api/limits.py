@@ -37,6 +37,8 @@ class Limits:
             "signup-ip": Rule.parse(settings.signup_per_ip),
             "search-user": Rule.parse(settings.search_per_user),
             "refresh-ip": Rule.parse(settings.refresh_per_ip),
+            "uploads-user": Rule.parse(settings.uploads_per_user),
+            "uploads-ip": Rule.parse(settings.uploads_per_ip),
         }
 
     async def charge(self, bucket: str, subject: str, *, cost: int = 1) -> None:

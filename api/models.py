@@ -91,7 +91,17 @@ class ChannelOut(BaseModel):
     name: str | None
     created_by: str
     created_ms: int
-    members: list[str]
+    members: list[str] = Field(description="The first members by user id (at most 20); all of them when "
+                               "`members_next_cursor` is null.")
+    members_next_cursor: str | None = Field(
+        None, description="More members follow: pass as `cursor` to `GET /v1/channels/{id}/members`.")
+
+
+class ChannelMembers(BaseModel):
+    channel_id: str
+    members: list[str] = Field(description="User ids in ascending order; a page may hold fewer than `limit` "
+                               "(even none) while `next_cursor` is set.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class CreatedChannel(ChannelOut):
@@ -210,7 +220,8 @@ class InboxEntry(BaseModel):
     channel_id: str
     kind: Literal["direct", "group", "server"]
     name: str | None
-    members: list[str]
+    members: list[str] = Field(description="As in a channel: the first members (at most 20).")
+    members_next_cursor: str | None = Field(None, description="As in a channel.")
     epoch: int
     last_seq: int
     read_seq: int

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, TypeVar
 
 from fastapi import Query
 
@@ -34,6 +35,29 @@ def decode(cursor: str, listing: str) -> list[str]:
     if name != listing or not rest:
         raise ApiError(422, "invalid_cursor", "this cursor does not belong to this listing; start from the first page")
     return rest.split("|")
+
+
+T = TypeVar("T")
+
+
+def slice_page(items: Sequence[T], key: Callable[[T], tuple[int, str]], *, listing: str, limit: int,
+               cursor: str | None) -> tuple[list[T], str | None]:
+    """The page of ``items`` (sorted by ``key``: a time and an id) after ``cursor``, and the next cursor
+    (None on the last page), for listings read whole from the store and answered a page at a time.
+
+    Raises:
+        ApiError: 422 ``invalid_cursor``.
+    """
+    rest = list(items)
+    if cursor:
+        keys = decode(cursor, listing)
+        if len(keys) != 2 or not keys[0].isdigit():
+            raise ApiError(422, "invalid_cursor", "this cursor does not belong to this listing; start from the "
+                           "first page")
+        start = (int(keys[0]), keys[1])
+        rest = [i for i in rest if key(i) > start]
+    page = rest[:limit]
+    return page, encode(listing, *key(page[-1])) if len(rest) > limit else None
 
 
 #: Page sizes of the listing endpoints (``limit``): default and most.

@@ -10,7 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Query, Request, Response, status
 
 from api import message_routes, models, paging
-from api.deps import Me, Services, Svc, member_channel, now_ms
+from api.deps import Me, Services, Svc, embedded_members, member_channel, member_page, now_ms
 from api.errors import ApiError
 from api.limits import client_address
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
@@ -108,9 +108,10 @@ async def logout_all(me: Me, svc: Svc) -> models.LoggedOut:
 
 
 async def _channel_out(svc: Services, channel: Channel) -> models.ChannelOut:
+    members, more = await embedded_members(svc, channel.channel_id)
     return models.ChannelOut(
         channel_id=channel.channel_id, kind=channel.kind, name=channel.name, created_by=channel.created_by,
-        created_ms=channel.created_ms, members=await svc.directory.members(channel.channel_id),
+        created_ms=channel.created_ms, members=members, members_next_cursor=more,
     )
 
 
@@ -147,6 +148,16 @@ async def add_member(channel_id: str, body: models.AddMember, me: Me, svc: Svc) 
     if changed:
         await _joined(svc, channel_id, body.user_id, by=me.user_id)
     return models.Membership(channel_id=channel_id, user_id=body.user_id, changed=changed)
+
+
+@router.get("/channels/{channel_id}/members", response_model=models.ChannelMembers)
+async def channel_members(channel_id: str, me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT,
+                          cursor: Cursor = None) -> models.ChannelMembers:
+    """The channel's members by user id, a page at a time (a server channel's: the server members who
+    can see it; such a page may be short, even empty, while ``next_cursor`` is set)."""
+    await member_channel(svc, me, channel_id)
+    members, nxt = await member_page(svc, channel_id, limit=limit, cursor=cursor)
+    return models.ChannelMembers(channel_id=channel_id, members=members, next_cursor=nxt)
 
 
 @router.delete("/channels/{channel_id}/members/{user_id}", response_model=models.Membership)

@@ -180,6 +180,7 @@ class InviteOut(BaseModel):
 
 class InviteList(BaseModel):
     invites: list[InviteOut]
+    next_cursor: str | None = None
 
 
 class InvitePreview(BaseModel):
@@ -209,6 +210,7 @@ class BanOut(BaseModel):
 
 class BanList(BaseModel):
     bans: list[BanOut]
+    next_cursor: str | None = None
 
 
 class TimeoutBody(_Strict):
@@ -343,8 +345,11 @@ async def discoverable_servers(
 
 
 @router.get("/me/servers", response_model=ServerList)
-async def my_servers(me: Me, svc: Svc) -> ServerList:
-    return ServerList(servers=[_server(s) for s in await svc.directory.servers_of(me.user_id)])
+async def my_servers(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Cursor = None) -> ServerList:
+    """Your servers, oldest first, a page at a time."""
+    page, nxt = paging.slice_page(await svc.directory.servers_of(me.user_id), lambda s: (s.created_ms, s.server_id),
+                                  listing="me/servers", limit=limit, cursor=cursor)
+    return ServerList(servers=[_server(s) for s in page], next_cursor=nxt)
 
 
 @router.get("/servers/{server_id}", response_model=ServerOut)
@@ -543,12 +548,15 @@ async def create_invite(server_id: str, body: CreateInvite, me: Me, svc: Svc) ->
 
 
 @router.get("/servers/{server_id}/invites", response_model=InviteList)
-async def list_invites(server_id: str, me: Me, svc: Svc) -> InviteList:
-    """Every invite with ``manage_server``; otherwise the caller's own."""
+async def list_invites(server_id: str, me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT,
+                       cursor: Cursor = None) -> InviteList:
+    """Every invite with ``manage_server``; otherwise the caller's own. Oldest first, a page at a time."""
     _, perms = await _member_of(svc, me, server_id)
     every = Permission.MANAGE_SERVER in perms or Permission.ADMINISTRATOR in perms
-    return InviteList(invites=[_invite(i) for i in await svc.directory.invites(server_id)
-                               if every or i.creator == me.user_id])
+    mine = [i for i in await svc.directory.invites(server_id) if every or i.creator == me.user_id]
+    page, nxt = paging.slice_page(mine, lambda i: (i.created_ms, i.code), listing=f"invites/{server_id}",
+                                  limit=limit, cursor=cursor)
+    return InviteList(invites=[_invite(i) for i in page], next_cursor=nxt)
 
 
 def _unusable(invite: Invite, now: int) -> Literal["invite_revoked", "invite_expired", "invite_used_up"] | None:
@@ -601,10 +609,14 @@ async def kick(server_id: str, user_id: str, me: Me, svc: Svc) -> Response:
 
 
 @router.get("/servers/{server_id}/bans", response_model=BanList)
-async def list_bans(server_id: str, me: Me, svc: Svc) -> BanList:
+async def list_bans(server_id: str, me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT,
+                    cursor: Cursor = None) -> BanList:
+    """Oldest first, a page at a time (``ban_members``)."""
     _, perms = await _member_of(svc, me, server_id)
     _require(perms, Permission.BAN_MEMBERS)
-    return BanList(bans=[_ban(b) for b in await svc.directory.bans(server_id)])
+    page, nxt = paging.slice_page(await svc.directory.bans(server_id), lambda b: (b.created_ms, b.user_id),
+                                  listing=f"bans/{server_id}", limit=limit, cursor=cursor)
+    return BanList(bans=[_ban(b) for b in page], next_cursor=nxt)
 
 
 @router.put("/servers/{server_id}/bans/{user_id}", status_code=status.HTTP_204_NO_CONTENT)

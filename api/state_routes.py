@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 
 from api import message_routes, models, paging
-from api.deps import Me, Services, Svc, member_channel
+from api.deps import Me, Services, Svc, embedded_members, member_channel
 from api.errors import ApiError
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
 from mqchat import unread
@@ -83,14 +83,15 @@ async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Curso
             raise ApiError(422, "invalid_cursor", "this cursor does not belong to this listing")
         ordered = [c for c in ordered if activity(c) < (int(at_ms), at_id)]
     page, more = ordered[:limit], len(ordered) > limit
-    members = await asyncio.gather(*(svc.directory.members(c.channel_id) for c in page))
+    members = await asyncio.gather(*(embedded_members(svc, c.channel_id) for c in page))
     entries = []
-    for channel, who in zip(page, members, strict=True):
+    for channel, (who, more_members) in zip(page, members, strict=True):
         cid = channel.channel_id
         history = lasts[cid]
         last = history.messages[-1] if history.messages else None
         entries.append(models.InboxEntry(
-            channel_id=cid, kind=channel.kind, name=channel.name, members=who, epoch=positions[cid].epoch,
+            channel_id=cid, kind=channel.kind, name=channel.name, members=who, members_next_cursor=more_members,
+            epoch=positions[cid].epoch,
             last_seq=positions[cid].last_seq, read_seq=read_seqs[cid],
             unread=unread.unread(cid, positions[cid], markers[cid], counts),
             mentions=mentions[cid], last_message=_out(last) if last else None,

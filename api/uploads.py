@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Me, Svc, member_channel
 from api.errors import ApiError, error_body
+from api.limits import client_address
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.objects.base import InvalidKey, content_disposition
@@ -135,6 +136,7 @@ def _attachment_out(att: Attachment) -> AttachmentOut:
                         404: {"description": "channel_not_found"}})
 async def create_upload(body: CreateUpload, me: Me, svc: Svc, att: Att) -> UploadStarted:
     """Start an upload to a channel you are a member of: make the returned request, then complete it."""
+    await svc.limits.charge("uploads-user", me.user_id)
     await member_channel(svc, me, body.channel)
     try:
         upload, signed = await att.start_upload(me.user_id, UploadRequest(body.channel, body.filename,
@@ -198,7 +200,8 @@ def _verified(store: LocalObjectStore, op: Op, key: str, request: Request) -> Gr
 
 
 @router.put("/objects/{key:path}", include_in_schema=False)
-async def put_object(key: str, request: Request, att: Att) -> JSONResponse:
+async def put_object(key: str, request: Request, svc: Svc, att: Att) -> JSONResponse:
+    await svc.limits.charge("uploads-ip", client_address(request))
     store = _local(att)
     grant = _verified(store, "put", key, request)
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

@@ -365,15 +365,48 @@ class RateLimitSettings(_Section):
     search_per_user: str = Field("30/1m", description="Searches (`GET /v1/search`, every page) per user.")
     refresh_per_ip: str = Field("60/1m", description="Token refreshes (`POST /v1/token/refresh`) per client "
                                 "address.")
+    uploads_per_user: str = Field("60/1m", description="Uploads started (`POST /v1/uploads`) per account; "
+                                  "each reserves storage and a signed URL.")
+    uploads_per_ip: str = Field("120/1m", description="Bodies sent to the `local` object store's signed upload "
+                                "URLs (`PUT /v1/objects/...`, no token) per client address.")
 
     @field_validator("login_per_ip", "login_failures_per_account", "signup_per_ip", "search_per_user",
-                     "refresh_per_ip")
+                     "refresh_per_ip", "uploads_per_user", "uploads_per_ip")
     @classmethod
     def _rule(cls, value: str) -> str:
         from mqchat.ratelimit import Rule
 
         Rule.parse(value)
         return value
+
+
+#: Default of ``limits.max_channel_members`` (the directory's own default too).
+DEFAULT_MAX_CHANNEL_MEMBERS = 500_000
+#: Defaults of ``limits.max_channels_per_user`` and ``limits.max_servers_per_user`` (the directory's too).
+DEFAULT_MAX_CHANNELS_PER_USER = 10_000
+DEFAULT_MAX_SERVERS_PER_USER = 200
+#: Default of ``limits.max_push_devices`` (``PushState.register``'s own default too).
+DEFAULT_MAX_PUSH_DEVICES = 20
+
+
+class LimitsSettings(_Section):
+    """Bounds on what one channel or server may hold (docs/security.md)."""
+
+    max_channel_members: int = Field(
+        DEFAULT_MAX_CHANNEL_MEMBERS, ge=2, le=10_000_000, description="Most members of one channel. Group "
+        "channels refuse more (409 `channel_full`); a server refuses more members (409 `server_full`), since "
+        "its channels open to `@everyone` hold every member. Each member costs every message a push decision "
+        "and a delivery: the default is the largest channel the capacity plan sizes for (docs/capacity.md).")
+    max_channels_per_user: int = Field(
+        DEFAULT_MAX_CHANNELS_PER_USER, ge=1, le=1_000_000, description="Direct and group channels one user may be a "
+        "member of; creating or adding past it answers 409 `user_channels_full`. Bounds what one account can make "
+        "the server keep, and what a user's inbox and sync read (others can add anyone to a group channel).")
+    max_servers_per_user: int = Field(
+        DEFAULT_MAX_SERVERS_PER_USER, ge=1, le=100_000, description="Servers one user may be a member of (owned ones "
+        "included); creating or joining past it answers 409 `user_servers_full`.")
+    max_push_devices: int = Field(
+        DEFAULT_MAX_PUSH_DEVICES, ge=1, le=1000, description="Devices registered for push per user (each gets "
+        "every push of the user's). Registering one more replaces the least recently registered.")
 
 
 class OpsSettings(_Section):
@@ -479,6 +512,7 @@ class Settings(BaseSettings):
     push: PushSettings = PushSettings()
     objects: ObjectsSettings = ObjectsSettings()
     search: SearchSettings = SearchSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,9 @@
           ├── InviteExpired       ``invite_expired``
           ├── InviteUsedUp        ``invite_used_up``
           ├── InviteRevoked       ``invite_revoked``
+          ├── Full                ``channel_full`` / ``server_full``: at ``limits.max_channel_members``;
+          │                       ``user_channels_full`` / ``user_servers_full``: a user at their cap
+          ├── TooMany             ``too_many_roles``, ``too_many_channels``, ``too_many_overwrites``
           ├── UnknownPermission   ``unknown_permission``: a permission name we do not know
           └── InvalidRequest      ``invalid`` (or a narrower ``code``): a malformed request
 
@@ -161,6 +164,28 @@ class InviteUsedUp(DirectoryError):
 
 class InviteRevoked(DirectoryError):
     code = "invite_revoked"
+
+
+class Full(DirectoryError):
+    """A channel (``channel_full``) or a server (``server_full``) already holds ``limit`` members, the
+    most ``limits.max_channel_members`` allows; nobody was added."""
+
+    def __init__(self, kind: str, object_id: str, limit: int, message: str | None = None) -> None:
+        self.code = f"{kind}_full"
+        self.kind = kind
+        self.object_id = object_id
+        self.limit = limit
+        super().__init__(message or f"{kind} {object_id!r} already has {limit} members, the most allowed")
+
+
+class TooMany(DirectoryError):
+    """A server already has its most roles or channels, or a channel its most overwrites
+    (``too_many_<what>``); nothing was created."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.code = f"too_many_{what}"
+        self.limit = limit
+        super().__init__(f"at most {limit} {what} here; delete one first")
 
 
 class UnknownPermission(DirectoryError, ValueError):

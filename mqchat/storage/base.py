@@ -187,6 +187,15 @@ class MemberPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelMemberPage:
+    user_ids: list[str]
+    """Members of the channel in ascending order; may hold fewer than asked (even none) when more follow:
+    a server channel's page scans a bounded number of server members."""
+    next_after: str | None
+    """Pass as ``after`` for the next page; None when this was the last."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelOverwrite:
     channel_id: str
     target: OverwriteTarget
@@ -402,6 +411,15 @@ class ServerDirectory(Directory, Protocol):
     async def member(self, server_id: str, user_id: str) -> Member | None: ...
 
     async def server_members(self, server_id: str, *, after: str | None = None, limit: int = 100) -> MemberPage: ...
+
+    async def channel_members(self, channel_id: str, *, after: str | None = None, limit: int = 100,
+                              scan: int = 2000) -> ChannelMemberPage:
+        """A page of a channel's members by user id (``after`` excluded): the explicit members of a direct
+        or group channel, the server members who can see a server channel (of which one page looks at
+        no more than ``scan``, at most 2000: the page may then be short). Every member is on exactly
+        one page of a walk from ``after=None`` while membership does not change. A missing channel has
+        no members. ``InvalidRequest`` for a ``limit`` outside 1-1000."""
+        ...
 
     async def server_permissions(self, server_id: str, user_id: str) -> Permission:
         """Server-level permissions (NONE for a non-member)."""

@@ -29,16 +29,23 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mqchat import permissions as P
+from mqchat.config import (
+    DEFAULT_MAX_CHANNEL_MEMBERS,
+    DEFAULT_MAX_CHANNELS_PER_USER,
+    DEFAULT_MAX_SERVERS_PER_USER,
+)
 from mqchat.errors import (
     Banned,
     Conflict,
     Forbidden,
+    Full,
     InvalidRequest,
     InviteExpired,
     InviteRevoked,
     InviteUsedUp,
     NotFound,
     OwnerCannotLeave,
+    TooMany,
 )
 from mqchat.ids import new_random_id
 from mqchat.permissions import NONE, Permission, Rank
@@ -50,6 +57,7 @@ from mqchat.storage.base import (
     Channel,
     ChannelAccess,
     ChannelKind,
+    ChannelMemberPage,
     ChannelOverwrite,
     Invite,
     Member,
@@ -67,6 +75,15 @@ MAX_SLOW_MODE_S = 6 * 3600
 MAX_TIMEOUT_MS = 28 * 24 * 3600 * 1000
 MAX_INVITE_USES = 100_000
 MAX_PAGE = 1000
+#: Most roles of a server (``@everyone`` not counted), channels of a server, and overwrites of a channel:
+#: each is listed whole (``GET .../roles``, ``.../channels``, ``.../permissions``) and read to resolve a
+#: member's permissions, so each is bounded.
+MAX_ROLES = 250
+MAX_SERVER_CHANNELS = 500
+MAX_OVERWRITES = 500
+#: Server members one page of a server channel's members looks at, at most: a private channel of a large
+#: server may have few members among many, and one request must not walk them all.
+MEMBER_SCAN = 2000
 _URL = re.compile(r"^https?://[^\s]{1,2000}$")
 
 
@@ -91,6 +108,25 @@ class DirectoryTx(Protocol):
     async def add_channel_member(self, channel_id: str, user_id: str, now_ms: int) -> bool: ...
     async def remove_channel_member(self, channel_id: str, user_id: str) -> bool: ...
     async def channel_members(self, channel_id: str) -> list[str]: ...
+    async def channel_members_page(self, channel_id: str, after: str | None, limit: int) -> list[str]: ...
+    async def count_channel_members(self, channel_id: str, at_most: int) -> int:
+        """The channel's explicit members, counted up to ``at_most`` (a bound on the work)."""
+        ...
+    async def count_user_channels(self, user_id: str, at_most: int) -> int:
+        """The direct and group channels ``user_id`` is a member of, counted up to ``at_most``."""
+        ...
+    async def count_user_servers(self, user_id: str, at_most: int) -> int:
+        """The servers ``user_id`` is a member of, counted up to ``at_most``."""
+        ...
+    async def lock_users(self, user_ids: Collection[str]) -> None:
+        """Hold the users' rows (in id order) until the transaction ends, like :meth:`lock_channel`: a
+        user's channel or server count and the add it allows are not separated by another writer."""
+        ...
+    async def lock_channel(self, channel_id: str) -> None:
+        """Hold a direct or group channel's row until the transaction ends (PostgreSQL ``FOR UPDATE``;
+        a no-op where writers are serialised anyway), so that a member count and the add it allows
+        are not separated by another writer."""
+        ...
     async def explicit_channel_ids(self, user_id: str) -> set[str]: ...
     async def channel_memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]: ...
 
@@ -105,6 +141,9 @@ class DirectoryTx(Protocol):
     async def get_members(self, server_id: str, user_ids: Collection[str]) -> dict[str, Member]: ...
     async def members_page(self, server_id: str, after: str | None, limit: int) -> list[Member]: ...
     async def all_members(self, server_id: str) -> list[Member]: ...
+    async def count_members(self, server_id: str, at_most: int) -> int:
+        """The server's members, counted up to ``at_most``."""
+        ...
     async def insert_member(self, server_id: str, user_id: str, now_ms: int) -> bool: ...
     async def delete_member(self, server_id: str, user_id: str) -> None: ...
     async def set_timeout(self, server_id: str, user_id: str, until_ms: int | None) -> None: ...
@@ -214,6 +253,16 @@ class _Actor:
 class DirectoryRules:
     """:class:`~mqchat.storage.base.ServerDirectory` on top of a backend's :meth:`_tx`."""
 
+    max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS
+    """``limits.max_channel_members``: the most members of a direct or group channel, and of a server
+    (its channels open to ``@everyone`` hold every member). Backends take it as a constructor argument."""
+    max_channels_per_user: int = DEFAULT_MAX_CHANNELS_PER_USER
+    max_servers_per_user: int = DEFAULT_MAX_SERVERS_PER_USER
+    """``limits.max_channels_per_user`` (direct and group channels) and ``limits.max_servers_per_user``."""
+    max_roles: int = MAX_ROLES
+    max_server_channels: int = MAX_SERVER_CHANNELS
+    max_overwrites: int = MAX_OVERWRITES
+
     def _tx(self, *, write: bool) -> AbstractAsyncContextManager[DirectoryTx]:
         raise NotImplementedError
 
@@ -311,6 +360,9 @@ class DirectoryRules:
         if kind not in ("direct", "group"):
             raise InvalidRequest("server channels are created with create_server_channel", code="server_channel")
         everyone = list(dict.fromkeys([creator, *members]))
+        if len(everyone) > self.max_channel_members:
+            raise Full("channel", name or kind, self.max_channel_members,
+                       f"a channel holds at most {self.max_channel_members} members; {len(everyone)} were given")
         key = direct_key(*everyone) if kind == "direct" and len(everyone) == 2 else None
         channel = Channel(new_random_id("c"), kind, name, creator, now_ms)
         async with self._tx(write=True) as tx:
@@ -318,6 +370,7 @@ class DirectoryRules:
                 existing = await tx.direct_channel(key)
                 if existing is not None:
                     return existing, False
+            await self._user_room(tx, everyone, servers=False)
             await tx.insert_channel(channel, key)
             for user in everyone:
                 await tx.add_channel_member(channel.channel_id, user, now_ms)
@@ -342,6 +395,12 @@ class DirectoryRules:
     async def add_member(self, channel_id: str, user_id: str, *, now_ms: int) -> bool:
         async with self._tx(write=True) as tx:
             await self._explicit(tx, channel_id)
+            await tx.lock_channel(channel_id)
+            if await tx.channel_memberships([(channel_id, user_id)]):
+                return False
+            if await tx.count_channel_members(channel_id, self.max_channel_members) >= self.max_channel_members:
+                raise Full("channel", channel_id, self.max_channel_members)
+            await self._user_room(tx, [user_id], servers=False)
             return await tx.add_channel_member(channel_id, user_id, now_ms)
 
     async def remove_member(self, channel_id: str, user_id: str) -> bool:
@@ -361,6 +420,35 @@ class DirectoryRules:
             overwrites = (await tx.get_overwrites([channel_id])).get(channel_id, [])
             return sorted(m.user_id for m in await tx.all_members(server.server_id)
                           if Permission.VIEW_CHANNEL in view.channel_perms(m, overwrites))
+
+    async def channel_members(self, channel_id: str, *, after: str | None = None, limit: int = 100,
+                              scan: int = MEMBER_SCAN) -> ChannelMemberPage:
+        limit = _limit(limit)
+        scan = max(1, min(scan, MEMBER_SCAN))
+        async with self._tx(write=False) as tx:
+            channel = (await tx.get_channels([channel_id])).get(channel_id)
+            if channel is None or channel.server_id is None:
+                found = await tx.channel_members_page(channel_id, after, limit + 1)
+                return ChannelMemberPage(found[:limit], found[limit - 1] if len(found) > limit else None)
+            server = await tx.get_server(channel.server_id)
+            if server is None:
+                return ChannelMemberPage([], None)
+            view = await self._view(tx, server)
+            overwrites = (await tx.get_overwrites([channel_id])).get(channel_id, [])
+            seen: list[str] = []
+            cursor, scanned, done = after, 0, False
+            while not done and len(seen) < limit and scanned < scan:
+                want = min(scan - scanned, max(limit, 200))
+                chunk = await tx.members_page(server.server_id, cursor, want)
+                done = len(chunk) < want  # the server has no members after this chunk
+                for i, member in enumerate(chunk):
+                    scanned, cursor = scanned + 1, member.user_id
+                    if Permission.VIEW_CHANNEL in view.channel_perms(member, overwrites):
+                        seen.append(member.user_id)
+                        if len(seen) == limit:
+                            done = done and i == len(chunk) - 1
+                            break
+            return ChannelMemberPage(seen, None if done else cursor)
 
     async def _visible_server_channels(self, tx: DirectoryTx, user_id: str) -> list[Channel]:
         visible: list[Channel] = []
@@ -433,6 +521,7 @@ class DirectoryRules:
         async with self._tx(write=True) as tx:
             if not await tx.get_users([owner]):
                 raise NotFound("user", owner)
+            await self._user_room(tx, [owner], servers=True)
             await tx.insert_server(server)
             await tx.insert_role(Role(server.server_id, server.server_id, EVERYONE_NAME, 0, P.DEFAULT_EVERYONE))
             await tx.insert_member(server.server_id, owner, now_ms)
@@ -504,6 +593,24 @@ class DirectoryRules:
             raise Banned(f"you are banned from server {server.server_id!r}")
         return True
 
+    async def _user_room(self, tx: DirectoryTx, user_ids: Collection[str], *, servers: bool) -> None:
+        """``Full`` (``user_channels_full`` / ``user_servers_full``) when one of the users already is in
+        their most direct and group channels, or servers. Locks their rows first."""
+        await tx.lock_users(user_ids)
+        cap = self.max_servers_per_user if servers else self.max_channels_per_user
+        count = tx.count_user_servers if servers else tx.count_user_channels
+        what = "servers" if servers else "channels"
+        for user_id in sorted(set(user_ids)):
+            if await count(user_id, cap) >= cap:
+                raise Full(f"user_{what}", user_id, cap,
+                           f"user {user_id!r} is already in {cap} {what}, the most allowed; they must leave one first")
+
+    async def _room(self, tx: DirectoryTx, server: Server) -> None:
+        """``Full`` when the server (locked by the caller) already has its most members."""
+        cap = self.max_channel_members
+        if await tx.count_members(server.server_id, cap) >= cap:
+            raise Full("server", server.server_id, cap)
+
     async def join_server(self, user_id: str, server_id: str, *, now_ms: int) -> bool:
         async with self._tx(write=True) as tx:
             server = await tx.get_server(server_id, lock=True)
@@ -511,6 +618,8 @@ class DirectoryRules:
                 raise NotFound("server", server_id)
             if not await self._join(tx, server, user_id):
                 return False
+            await self._room(tx, server)
+            await self._user_room(tx, [user_id], servers=True)
             await tx.insert_member(server_id, user_id, now_ms)
             await self._audit(tx, user_id, server_id, "member.join", user_id, now_ms)
         return True
@@ -573,6 +682,8 @@ class DirectoryRules:
             P.require(a.rank, Permission.MANAGE_ROLES)
             P.check_role_manageable(a.rank, position)
             P.check_grant(a.rank, perms)
+            if len(a.view.roles) - 1 >= self.max_roles:
+                raise TooMany("roles", self.max_roles)
             role = Role(new_random_id("r"), server_id, name, position, P.from_bits(perms))
             await tx.insert_role(role)
             await self._audit(tx, a, server_id, "role.create", role.role_id, now_ms, name=name,
@@ -656,6 +767,8 @@ class DirectoryRules:
         async with self._tx(write=True) as tx:
             a = await self._actor(tx, server_id, actor)
             P.require(a.rank, Permission.MANAGE_CHANNELS)
+            if len(await tx.server_channels(server_id)) >= self.max_server_channels:
+                raise TooMany("channels", self.max_server_channels)
             channel = Channel(new_random_id("c"), "server", name, actor, now_ms, server_id, slow_mode_s)
             await tx.insert_channel(channel, None)
             if private:
@@ -727,6 +840,10 @@ class DirectoryRules:
                     await self._audit(tx, a, server_id, "overwrite.delete", channel_id, now_ms,
                                       target=target, target_id=target_id)
                 return None
+            existing = (await tx.get_overwrites([channel_id])).get(channel_id, [])
+            if len(existing) >= self.max_overwrites and not any(
+                    (o.target, o.target_id) == (target, target_id) for o in existing):
+                raise TooMany("overwrites", self.max_overwrites)
             overwrite = ChannelOverwrite(channel_id, target, target_id, value.allow, value.deny)
             await tx.put_overwrite(overwrite)
             await self._audit(tx, a, server_id, "overwrite.set", channel_id, now_ms, target=target,
@@ -864,6 +981,8 @@ class DirectoryRules:
                 return server
             if invite.max_uses is not None and invite.uses >= invite.max_uses:
                 raise InviteUsedUp(f"invite {code!r} has been used {invite.uses} times, its maximum")
+            await self._room(tx, server)
+            await self._user_room(tx, [user_id], servers=True)
             await tx.insert_member(server.server_id, user_id, now_ms)
             await tx.update_invite(replace(invite, uses=invite.uses + 1))
             await self._audit(tx, user_id, server.server_id, "member.join", user_id, now_ms, invite=code)

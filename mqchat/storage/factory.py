@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mqchat.config import CassandraSettings, Settings
+from mqchat.config import CassandraSettings, LimitsSettings, Settings
 from mqchat.errors import ConfigError
 from mqchat.storage.base import MessageStore, ServerDirectory
 
@@ -37,24 +37,33 @@ async def open_directory(settings: Settings) -> ServerDirectory:
     """
     d = settings.directory
     return await open_directory_from(settings.store.backend, settings.directory_db, settings.cassandra,
-                                     url=d.url, pool_min=d.pool_min, pool_max=d.pool_max)
+                                     url=d.url, pool_min=d.pool_min, pool_max=d.pool_max,
+                                     limits=settings.limits)
+
+
+def _caps(limits: LimitsSettings) -> dict[str, int]:
+    """The directory's share of ``limits`` (its constructors' keyword arguments)."""
+    return {"max_channel_members": limits.max_channel_members, "max_channels_per_user": limits.max_channels_per_user,
+            "max_servers_per_user": limits.max_servers_per_user}
 
 
 async def open_directory_from(backend: str, directory_db: Path, cassandra: CassandraSettings | None = None, *,
-                              url: str | None = None, pool_min: int = 1, pool_max: int = 10) -> ServerDirectory:
+                              url: str | None = None, pool_min: int = 1, pool_max: int = 10,
+                              limits: LimitsSettings | None = None) -> ServerDirectory:
     """:func:`open_directory` from the few settings it needs (for amqtt plugins, which get plain data).
 
     ``backend`` (the message store) no longer decides the directory; it is kept so callers written for
     the Cassandra directory keep working (they get the SQLite directory in ``directory_db``).
     """
+    caps = _caps(limits or LimitsSettings())
     if url is not None:
         from mqchat.storage.postgres import PostgresDirectory
 
-        return await PostgresDirectory(url, min_size=pool_min, max_size=pool_max).open()
+        return await PostgresDirectory(url, min_size=pool_min, max_size=pool_max, **caps).open()
     if backend in ("sqlite", "cassandra"):
         from mqchat.storage.sqlite import SqliteDirectory
 
-        return await SqliteDirectory(directory_db).open()
+        return await SqliteDirectory(directory_db, **caps).open()
     raise ConfigError(f"store.backend {backend!r} is not available yet")
 
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS, DEFAULT_MAX_CHANNELS_PER_USER, DEFAULT_MAX_SERVERS_PER_USER
 from mqchat.errors import Conflict
 from mqchat.storage.base import (
     EMPTY_POSITION,
@@ -194,6 +195,24 @@ class _MemoryTx:
     async def channel_members(self, channel_id: str) -> list[str]:
         return sorted(self.s.channel_members.get(channel_id, ()))
 
+    async def channel_members_page(self, channel_id: str, after: str | None, limit: int) -> list[str]:
+        return sorted(u for u in self.s.channel_members.get(channel_id, ()) if after is None or u > after)[:limit]
+
+    async def count_channel_members(self, channel_id: str, at_most: int) -> int:
+        return min(len(self.s.channel_members.get(channel_id, ())), at_most)
+
+    async def lock_channel(self, channel_id: str) -> None:
+        return None  # writers hold the directory's lock
+
+    async def lock_users(self, user_ids: Collection[str]) -> None:
+        return None
+
+    async def count_user_channels(self, user_id: str, at_most: int) -> int:
+        return min(len(self.s.channels_of.get(user_id, ())), at_most)
+
+    async def count_user_servers(self, user_id: str, at_most: int) -> int:
+        return min(sum(user_id in members for members in self.s.members.values()), at_most)
+
     async def explicit_channel_ids(self, user_id: str) -> set[str]:
         return set(self.s.channels_of.get(user_id, ()))
 
@@ -250,6 +269,9 @@ class _MemoryTx:
 
     async def all_members(self, server_id: str) -> list[Member]:
         return [self._member(server_id, u) for u in sorted(self.s.members.get(server_id, ()))]
+
+    async def count_members(self, server_id: str, at_most: int) -> int:
+        return min(len(self.s.members.get(server_id, ())), at_most)
 
     async def insert_member(self, server_id: str, user_id: str, now_ms: int) -> bool:
         if user_id in self.s.members[server_id]:
@@ -351,7 +373,12 @@ class _MemoryTx:
 class MemoryDirectory(DirectoryRules):
     """:class:`ServerDirectory` in process memory (unit tests, throwaway runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS,
+                 max_channels_per_user: int = DEFAULT_MAX_CHANNELS_PER_USER,
+                 max_servers_per_user: int = DEFAULT_MAX_SERVERS_PER_USER) -> None:
+        self.max_channel_members = max_channel_members
+        self.max_channels_per_user = max_channels_per_user
+        self.max_servers_per_user = max_servers_per_user
         self._state = _State()
         self._lock = asyncio.Lock()
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import psycopg
 import psycopg_pool
 
+from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS, DEFAULT_MAX_CHANNELS_PER_USER, DEFAULT_MAX_SERVERS_PER_USER
 from mqchat.errors import ConfigError, Conflict, StorageError, StorageUnavailable
 from mqchat.storage.base import ServerDirectory
 from mqchat.storage.directory import DirectoryRules, DirectoryTx
@@ -152,7 +153,13 @@ class PostgresDirectory(DirectoryRules):
             one, then fails with :class:`StorageUnavailable`.
     """
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout_s: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout_s: float = 10.0,
+                 max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS,
+                 max_channels_per_user: int = DEFAULT_MAX_CHANNELS_PER_USER,
+                 max_servers_per_user: int = DEFAULT_MAX_SERVERS_PER_USER) -> None:
+        self.max_channel_members = max_channel_members
+        self.max_channels_per_user = max_channels_per_user
+        self.max_servers_per_user = max_servers_per_user
         self._dsn = dsn
         self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = psycopg_pool.AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, timeout=acquire_timeout_s, open=False,

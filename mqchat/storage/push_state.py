@@ -27,6 +27,7 @@ from typing import Any, Literal
 import msgspec
 from redis.asyncio.client import Pipeline
 
+from mqchat.config import DEFAULT_MAX_PUSH_DEVICES
 from mqchat.storage.base import ReadMarker
 from mqchat.storage.keys import (
     FANOUT_GROUP,
@@ -133,9 +134,14 @@ class PushState:
 
     # --- registry --------------------------------------------------------------------------------
 
-    async def register(self, user: str, device: str, registration: PushRegistration) -> None:
-        """Register or refresh ``device``'s token (the last registration of a device wins)."""
-        await self._redis.call(self._r.hset(self.keys.push_devices(user), device, _job_encoder.encode(registration)))
+    async def register(self, user: str, device: str, registration: PushRegistration, *,
+                       keep: int = DEFAULT_MAX_PUSH_DEVICES) -> list[str]:
+        """Register or refresh ``device``'s token (the last registration of a device wins), keeping at most
+        ``keep`` devices for ``user``: a new device replaces the least recently registered one. The devices
+        removed to make room."""
+        evicted = await self._redis.run_script("push_register.lua", [self.keys.push_devices(user)],
+                                               [device, _job_encoder.encode(registration), max(1, keep)])
+        return [_s(d) for d in evicted or []]
 
     async def unregister(self, user: str, device: str) -> bool:
         """Remove ``device``'s registration; False if it had none."""

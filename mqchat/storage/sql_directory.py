@@ -173,6 +173,36 @@ class SqlTx:
         rows = await self.c.fetchall("SELECT user_id FROM members WHERE channel_id=? ORDER BY user_id", [channel_id])
         return [r[0] for r in rows]
 
+    async def channel_members_page(self, channel_id: str, after: str | None, limit: int) -> list[str]:
+        rows = await self.c.fetchall(
+            "SELECT user_id FROM members WHERE channel_id=? AND user_id>? ORDER BY user_id LIMIT ?",
+            [channel_id, after or "", limit])
+        return [r[0] for r in rows]
+
+    async def count_channel_members(self, channel_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE channel_id=? LIMIT ?) AS m", [channel_id, at_most])
+        return int(rows[0][0])
+
+    async def count_user_channels(self, user_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE user_id=? LIMIT ?) AS m", [user_id, at_most])
+        return int(rows[0][0])
+
+    async def count_user_servers(self, user_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM server_members WHERE user_id=? LIMIT ?) AS m", [user_id, at_most])
+        return int(rows[0][0])
+
+    async def lock_users(self, user_ids: Collection[str]) -> None:
+        if self._lock:  # NO KEY UPDATE: rows referencing a user are not held up
+            await self._in("SELECT user_id FROM users WHERE user_id IN ({marks}) ORDER BY user_id FOR NO KEY UPDATE",
+                           sorted(set(user_ids)))
+
+    async def lock_channel(self, channel_id: str) -> None:
+        if self._lock:
+            await self.c.fetchall(f"SELECT channel_id FROM channels WHERE channel_id=?{self._lock}", [channel_id])
+
     async def explicit_channel_ids(self, user_id: str) -> set[str]:
         return {r[0] for r in await self.c.fetchall("SELECT channel_id FROM members WHERE user_id=?", [user_id])}
 
@@ -246,6 +276,11 @@ class SqlTx:
                                                       [server_id]):
             roles.setdefault(user_id, []).append(role_id)
         return [Member(r[0], r[1], r[2], r[3], int(r[4]), tuple(sorted(roles[r[1]])), r[5]) for r in rows]
+
+    async def count_members(self, server_id: str, at_most: int) -> int:
+        rows = await self.c.fetchall(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM server_members WHERE server_id=? LIMIT ?) AS m", [server_id, at_most])
+        return int(rows[0][0])
 
     async def insert_member(self, server_id: str, user_id: str, now_ms: int) -> bool:
         return await self.c.execute(

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from mqchat.config import DEFAULT_MAX_CHANNEL_MEMBERS, DEFAULT_MAX_CHANNELS_PER_USER, DEFAULT_MAX_SERVERS_PER_USER
 from mqchat.errors import Conflict, StorageError, StorageUnavailable
 from mqchat.storage.base import (
     EMPTY_POSITION,
@@ -491,7 +492,12 @@ class SqliteDirectory(DirectoryRules):
     connection); writers in other processes wait on SQLite's own lock (``BEGIN IMMEDIATE``).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_channel_members: int = DEFAULT_MAX_CHANNEL_MEMBERS,
+                 max_channels_per_user: int = DEFAULT_MAX_CHANNELS_PER_USER,
+                 max_servers_per_user: int = DEFAULT_MAX_SERVERS_PER_USER) -> None:
+        self.max_channel_members = max_channel_members
+        self.max_channels_per_user = max_channels_per_user
+        self.max_servers_per_user = max_servers_per_user
         self._db = _Db(path, DIRECTORY_SCHEMA)
         self._conn = _SqliteConn(self._db)
         self._lock = asyncio.Lock()

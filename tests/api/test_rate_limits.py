@@ -104,3 +104,34 @@ async def test_memory_and_redis_limiters_agree(ctx: Ctx) -> None:
         a = await memory.hit("b", "s", rule)
         b = await redis_limiter.hit("b", "s", rule)
         assert a.allowed == b.allowed
+
+
+async def test_uploads_are_limited_per_account_and_signed_puts_per_address(ctx: Ctx, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from api.app import create_app
+    from mqchat.config import load_settings
+    from tests.api.conftest import bearer
+
+    settings = load_settings(data_dir=tmp_path, ratelimit={"uploads_per_user": "3/1h", "uploads_per_ip": "2/1h"})
+    app = create_app(settings, ctx.directory, ctx.store, ctx.keys, ctx.redis, ctx.events)
+    data = b"plain text attachment"
+    async with client_at(ctx, "198.51.100.40", app) as c, client_at(ctx, "203.0.113.41", app) as elsewhere:
+        _, alice = await user(c, "alice")
+        bob_id, bob = await user(c, "bob")
+        r = await c.post("/v1/channels", headers=bearer(alice), json={"kind": "group", "members": [bob_id]})
+        body = {"channel": r.json()["channel_id"], "filename": "a.txt", "content_type": "text/plain",
+                "size": len(data)}
+        started = [await c.post("/v1/uploads", headers=bearer(alice), json=body) for _ in range(4)]
+        assert [r.status_code for r in started[:3]] == [201] * 3
+        assert error(started[3]) == (429, "rate_limited")
+        assert 600 <= int(started[3].headers["Retry-After"]) <= 1200  # one more every 20 min
+        # another account is not affected
+        assert (await c.post("/v1/uploads", headers=bearer(bob), json=body)).status_code == 201
+
+        # the signed upload URLs carry no token: their bodies are counted per client address
+        req = started[0].json()["upload"]
+        puts = [await c.request(req["method"], req["url"], content=data, headers=req["headers"]) for _ in range(3)]
+        assert [p.status_code for p in puts[:2]] == [200, 200]
+        assert error(puts[2]) == (429, "rate_limited")
+        assert int(puts[2].headers["Retry-After"]) >= 600
+        r = await elsewhere.request(req["method"], req["url"], content=data, headers=req["headers"])
+        assert r.status_code == 200

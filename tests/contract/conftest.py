@@ -18,17 +18,19 @@ from mqchat.storage.sqlite import SqliteDirectory
 SERVER_DIRECTORIES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-async def open_server_directory(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> ServerDirectory:
-    """A new, empty directory of ``kind``."""
+async def open_server_directory(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                **caps: int) -> ServerDirectory:
+    """A new, empty directory of ``kind``; ``caps``: ``max_channel_members`` and the other ``limits.*``
+    the backends take."""
     if kind == "memory":
-        return MemoryDirectory()
+        return MemoryDirectory(**caps)
     if kind == "sqlite":
-        return await SqliteDirectory(tmp_path / "directory.db").open()
+        return await SqliteDirectory(tmp_path / "directory.db", **caps).open()
     from mqchat.storage.postgres import PostgresDirectory, migrate
 
     dsn: str = request.getfixturevalue("postgres_dsn")
     await migrate(dsn)
-    return await PostgresDirectory(dsn, max_size=4).open()
+    return await PostgresDirectory(dsn, max_size=4, **caps).open()
 
 
 @pytest.fixture(params=SERVER_DIRECTORIES)
