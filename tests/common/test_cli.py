@@ -79,9 +79,9 @@ def test_tls_ports_are_checked_and_shown_like_the_others(tmp_path) -> None:  # t
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        settings = Settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1, "ws_port": 2},  # type: ignore[arg-type]
-                            http={"host": "127.0.0.1", "port": 3},  # type: ignore[arg-type]
-                            broker={"tls_port": taken, "tls_cert_file": tmp_path / "c", "tls_key_file": tmp_path / "k"})  # type: ignore[arg-type]
+        settings = Settings(data_dir=tmp_path, mqtt={"host": "127.0.0.1", "port": 1, "ws_port": 2},
+                            http={"host": "127.0.0.1", "port": 3},
+                            broker={"tls_port": taken, "tls_cert_file": tmp_path / "c", "tls_key_file": tmp_path / "k"})
         with pytest.raises(ConfigError, match=f"port {taken} \\(MQTT over TLS\\)"):
             _check_ports(settings)
     clash = settings.model_copy(update={"broker": settings.broker.model_copy(update={"tls_port": 2})})
