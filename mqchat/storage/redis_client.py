@@ -11,6 +11,13 @@ Every Redis command of mqchat is written in ``mqchat/storage/`` (a layout test k
 stores above are views over one :class:`RedisClient` and never close it. Key names are in
 :mod:`mqchat.storage.keys`; the scripts, each with a KEYS/ARGV header, in ``mqchat/storage/lua/``.
 
+Single Redis or Redis Cluster: :meth:`RedisClient.from_url` takes ``redis://`` (``rediss://``,
+``unix://``) for one server and ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``
+for TLS) for a cluster, whose listed nodes are only where discovery starts. The stores do not care
+which: every multi-key script and ``MULTI`` touches keys of one hash tag (:mod:`mqchat.storage.keys`),
+pipelines are split by node by the cluster client, scripts are loaded on every primary when a node
+answers ``NOSCRIPT``. ``docs/redis.md`` has the operator's side.
+
 Errors: a connection or timeout error becomes :class:`~mqchat.errors.StorageUnavailable` (temporary:
 try again later); any other Redis error becomes :class:`~mqchat.errors.StorageError`.
 """
@@ -19,22 +26,58 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mqchat.errors import StorageError, StorageUnavailable
+from mqchat.errors import ConfigError, StorageError, StorageUnavailable
 from mqchat.storage.keys import DEFAULT_PREFIX, Keys
 
 T = TypeVar("T")
 
 #: Optimistic-transaction (WATCH) attempts before giving up for this round.
 WATCH_ATTEMPTS = 5
+#: URL schemes of a Redis Cluster (``rediss+``: TLS).
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...][/]``.
+
+    Returns:
+        ``(nodes, username, password, tls)``.
+
+    Raises:
+        ConfigError: the URL is not shaped like that (no node, a node without a port, a database
+            number: a cluster has only database 0).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ConfigError(f"not a Redis Cluster URL (expected {CLUSTER_SCHEMES[0]}://host:port,...): {url!r}")
+    rest = rest.rstrip("/")
+    username = password = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        user, has_password, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    if "/" in rest or "?" in rest:
+        raise ConfigError(f"a Redis Cluster URL names nodes only (no database, no options): {url!r}")
+    nodes: list[tuple[str, int]] = []
+    for part in rest.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"bad Redis Cluster node {part!r} in {url!r}: expected host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, username, password, scheme.startswith("rediss")
 
 
 def load_script(name: str) -> str:
@@ -60,20 +103,38 @@ class RedisClient:
         prefix: key prefix (``redis.key_prefix``).
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._r = client
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX) -> None:
+        self.cluster = isinstance(client, RedisCluster)
+        """True when talking to a Redis Cluster (a few reads spanning slots are done per slot)."""
+        # The cluster client has the same command methods as the single one (and splits pipelines
+        # by node); the stores are typed against the single one.
+        self._r = cast(aioredis.Redis, client)
         self.keys = Keys(prefix)
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisClient:
-        """A client for ``url`` (``redis://host:port/db``); nothing connects until the first command."""
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           health_check_interval=30), prefix)
+        """A client for ``url``: ``redis://host:port/db`` (one server) or
+        ``redis+cluster://host:port,host:port`` (a Redis Cluster); nothing connects until the first command.
+
+        Raises:
+            ConfigError: a malformed cluster URL, or a key prefix with braces.
+        """
+        try:
+            keys = Keys(prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if url.partition("://")[0] in CLUSTER_SCHEMES:
+            nodes, username, password, tls = cluster_nodes(url)
+            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], username=username,
+                                   password=password, ssl=tls, **_TIMEOUTS)
+            return cls(cluster, keys.prefix)
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS), keys.prefix)
 
     @property
     def driver(self) -> aioredis.Redis:
-        """The redis-py client, for the stores of :mod:`mqchat.storage` (and tests that inspect keys)."""
+        """The redis-py client, for the stores of :mod:`mqchat.storage` (and tests that inspect keys).
+        A :class:`~redis.asyncio.cluster.RedisCluster` when :attr:`cluster` (same commands)."""
         return self._r
 
     async def close(self) -> None:
@@ -103,6 +164,14 @@ class RedisClient:
             found = self._scripts[name] = self._r.register_script(load_script(name))
         return found
 
+    def queue_script(self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue one ``EVALSHA`` of script ``name`` on ``pipe`` (pass ``scripts=[name]`` to :meth:`pipelined`).
+
+        Sent as a raw command: the cluster client refuses ``pipe.evalsha()`` in its pipelines, but
+        routes a raw ``EVALSHA`` by its keys like any other command.
+        """
+        pipe.execute_command("EVALSHA", self.script(name).sha, len(keys), *keys, *args)
+
     async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script once (atomic on the server)."""
         return await self.call(self.script(name)(keys=list(keys), args=list(args)))
@@ -116,7 +185,7 @@ class RedisClient:
         Args:
             build: queues the commands on the pipeline it is given; called again on a retry.
             transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing).
-            scripts: names of the scripts ``build`` runs with ``EVALSHA`` (``script(name).sha``). If
+            scripts: names of the scripts ``build`` runs with :meth:`queue_script`. If
                 Redis lost them (first use, a restart), they are loaded and the whole pipeline is
                 sent once more, so the commands in it must be safe to repeat.
 
