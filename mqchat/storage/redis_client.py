@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -92,6 +93,25 @@ def storage_error(exc: RedisError) -> StorageError:
     return StorageError(f"redis: {exc}")
 
 
+#: A client that never connects: transactions on a cluster are first queued on one of its pipelines
+#: to learn their keys.
+_PROBE = aioredis.Redis()
+
+
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The first key of a queued command (``EVAL``/``EVALSHA``: after the script and the key count)."""
+    name = str(args[0]).upper()
+    if name in ("EVAL", "EVALSHA"):
+        return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+    return args[1] if len(args) > 1 else None
+
+
+def _redirected(exc: ResponseError) -> bool:
+    """A cluster answer meaning "this slot is served elsewhere now" (directly, or aborting a MULTI)."""
+    text = str(exc)
+    return text.startswith(("MOVED", "ASK")) or ("EXECABORT" in text and ("MOVED" in text or "ASK" in text))
+
+
 class RedisClient:
     """mqchat's Redis: one ``redis.asyncio.Redis`` (its connection pool), a key prefix and the scripts.
 
@@ -103,7 +123,8 @@ class RedisClient:
         prefix: key prefix (``redis.key_prefix``).
     """
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX, *,
+                 node_options: dict[str, Any] | None = None) -> None:
         self.cluster = isinstance(client, RedisCluster)
         """True when talking to a Redis Cluster (a few reads spanning slots are done per slot)."""
         # The cluster client has the same command methods as the single one (and splits pipelines
@@ -111,6 +132,10 @@ class RedisClient:
         self._r = cast(aioredis.Redis, client)
         self.keys = Keys(prefix)
         self._scripts: dict[str, AsyncScript] = {}
+        #: Cluster only: a plain client per primary, for MULTI/EXEC and WATCH on one slot (the
+        #: cluster client's own transactions run each queued command on a thread of its own).
+        self._nodes: dict[tuple[str, int], aioredis.Redis] = {}
+        self._node_options = dict(node_options or {})
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisClient:
@@ -126,9 +151,9 @@ class RedisClient:
             raise ConfigError(str(exc)) from exc
         if url.partition("://")[0] in CLUSTER_SCHEMES:
             nodes, username, password, tls = cluster_nodes(url)
-            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], username=username,
-                                   password=password, ssl=tls, **_TIMEOUTS)
-            return cls(cluster, keys.prefix)
+            options: dict[str, Any] = {"username": username, "password": password, "ssl": tls, **_TIMEOUTS}
+            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+            return cls(cluster, keys.prefix, node_options=options)
         return cls(aioredis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS), keys.prefix)
 
     @property
@@ -138,6 +163,8 @@ class RedisClient:
         return self._r
 
     async def close(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()
         await self._r.aclose()
 
     async def ping(self) -> None:
@@ -183,32 +210,42 @@ class RedisClient:
         """Queue commands with ``build``, send them in one round trip, and return the replies.
 
         Args:
-            build: queues the commands on the pipeline it is given; called again on a retry.
-            transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing).
+            build: queues the commands on the pipeline it is given; called again on a retry (and,
+                for a transaction on a cluster, once more to find the slot's node).
+            transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing). Every key must
+                be in one hash slot (one hash tag: :mod:`mqchat.storage.keys`); on a cluster the
+                transaction runs on the primary serving that slot, sent again once if the slot
+                moved meanwhile.
             scripts: names of the scripts ``build`` runs with :meth:`queue_script`. If
                 Redis lost them (first use, a restart), they are loaded and the whole pipeline is
                 sent once more, so the commands in it must be safe to repeat.
 
         Raises:
             StorageUnavailable: Redis cannot be reached.
-            StorageError: any other Redis error.
+            StorageError: any other Redis error, or a transaction whose keys span hash slots.
         """
-        for attempt in range(2):
-            pipe = self._r.pipeline(transaction=transaction)
+        reloaded = refreshed = False
+        while True:
+            client = await self._transaction_client(build) if transaction and self.cluster else self._r
+            pipe = client.pipeline(transaction=transaction)
             build(pipe)
             if not len(pipe):
                 return []
             try:
                 return list(await pipe.execute())
             except NoScriptError as exc:
-                if attempt or not scripts:
+                if reloaded or not scripts:
                     raise storage_error(exc) from exc
+                reloaded = True
+                for name in scripts:
+                    await self.call(self._r.script_load(self.script(name).script))
+            except ResponseError as exc:
+                if refreshed or not (client is not self._r and _redirected(exc)):
+                    raise storage_error(exc) from exc
+                refreshed = True
+                await self._refresh_slots()
             except RedisError as exc:
                 raise storage_error(exc) from exc
-            for name in scripts:
-                script = self.script(name)
-                await self.call(self._r.script_load(script.script))
-        raise AssertionError("unreachable")
 
     async def watched(self, key: str, body: Callable[[Pipeline], Awaitable[T]], *, default: T) -> T:
         """An optimistic transaction on ``key``: ``WATCH``, read and decide in ``body``, ``MULTI``/``EXEC``.
@@ -216,22 +253,65 @@ class RedisClient:
         ``body`` gets a pipeline already watching ``key`` (immediate mode: reads return values), calls
         ``pipe.multi()``, queues the writes and executes them, and returns its result. When another
         client changed ``key`` meanwhile, ``body`` runs again, up to :data:`WATCH_ATTEMPTS` times;
-        then ``default`` is returned (the caller tries again later).
+        then ``default`` is returned (the caller tries again later). Every key ``body`` touches must
+        be in ``key``'s hash slot (on a cluster it runs on the primary serving that slot).
 
         Raises:
             StorageUnavailable: Redis cannot be reached.
             StorageError: any other Redis error.
         """
         for _ in range(WATCH_ATTEMPTS):
+            client = await self._owner(key)
             try:
-                async with self._r.pipeline(transaction=True) as pipe:
+                async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(key)
                     return await body(pipe)
             except WatchError:
                 continue
+            except ResponseError as exc:
+                if not (client is not self._r and _redirected(exc)):
+                    raise storage_error(exc) from exc
+                await self._refresh_slots()
             except RedisError as exc:
                 raise storage_error(exc) from exc
         return default
+
+    # --- cluster: transactions on the slot's primary ---------------------------------------------------
+
+    async def _owner(self, key: str) -> aioredis.Redis:
+        """The client to run a transaction on ``key``'s slot with: the one client of a single Redis,
+        or a plain client of the cluster primary serving the slot."""
+        if not self.cluster:
+            return self._r
+        cluster = cast(RedisCluster, self._r)
+        await self.call(cluster.initialize())  # no-op once the slot map is known
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise StorageUnavailable(f"redis: no cluster node serves the slot of {key!r}")
+        address = (str(node.host), int(node.port))
+        found = self._nodes.get(address)
+        if found is None:
+            found = self._nodes[address] = aioredis.Redis(host=address[0], port=address[1], **self._node_options)
+        return found
+
+    async def _transaction_client(self, build: Callable[[Pipeline], None]) -> aioredis.Redis:
+        """The client for a transaction of the commands ``build`` queues (see :meth:`_owner`).
+
+        Raises:
+            StorageError: the commands' keys span hash slots (a transaction a cluster cannot run).
+        """
+        probe = _PROBE.pipeline(transaction=True)
+        build(probe)
+        keys = [key for args, _options in probe.command_stack if (key := _first_key(args)) is not None]
+        if not keys:
+            return self._r
+        if len({key_slot(k.encode() if isinstance(k, str) else k) for k in keys}) > 1:
+            raise StorageError(f"redis: a transaction across hash slots: {sorted({str(k) for k in keys})}")
+        return await self._owner(str(keys[0]) if not isinstance(keys[0], bytes) else keys[0].decode())
+
+    async def _refresh_slots(self) -> None:
+        """Read the cluster's slot map again (a slot moved to another primary)."""
+        await self.call(cast(RedisCluster, self._r).nodes_manager.initialize())
 
     # --- streams -----------------------------------------------------------------------------------
 
