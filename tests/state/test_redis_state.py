@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -149,7 +150,7 @@ async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState) -
 
     msgs = [StoredMessage(10 + i, "c1", i, 1, "alice", "phone", f"m{i}", T0 + i, "text", f"hi {i}") for i in (1, 2)]
     await state.enqueue_fanout(msgs)
-    entries = await state._r.xrange("t:push:{queues}:jobs")
+    entries: Any = await state._r.xrange("t:push:{queues}:jobs")
     assert [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries] == [
         {"id": "11", "channel": "c1", "epoch": "1", "seq": "1", "sender": "alice", "device": "phone",
          "ts": str(T0 + 1), "kind": "text", "body": "hi 1"},
@@ -165,7 +166,8 @@ async def test_in_privacy_mode_fanout_jobs_carry_no_text(state: RedisState) -> N
     await state.enqueue_fanout([StoredMessage(7, "c1", 1, 1, "alice", "phone", "m1", T0, "text", secret)],
                                bodies=False)
     raw = state._r
-    (entry,) = await raw.xrange("t:push:{queues}:jobs")
+    entries: Any = await raw.xrange("t:push:{queues}:jobs")
+    (entry,) = entries
     fields = {k.decode(): v.decode() for k, v in entry[1].items()}
     assert fields["body"] == ""
     assert fields["seq"] == "1"
