@@ -139,3 +139,10 @@ async def test_a_transaction_across_hash_slots_is_refused_on_a_cluster(redis: Re
         assert await redis.driver.get("t:{a}:x") is None  # nothing was sent
     else:
         assert await redis.pipelined(build, transaction=True) == [True, True]
+
+
+def test_a_key_prefix_with_braces_is_a_settings_error() -> None:
+    from mqchat.config import load_settings
+
+    with pytest.raises(ConfigError, match="braces"):
+        load_settings(redis={"key_prefix": "app{1}:"})
