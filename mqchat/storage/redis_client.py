@@ -34,8 +34,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
+from redis.exceptions import AskError, NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mqchat.errors import ConfigError, StorageError, StorageUnavailable
@@ -107,9 +107,10 @@ def _first_key(args: tuple[Any, ...]) -> Any:
 
 
 def _redirected(exc: ResponseError) -> bool:
-    """A cluster answer meaning "this slot is served elsewhere now" (directly, or aborting a MULTI)."""
+    """A cluster answer meaning "this slot is served elsewhere now": ``MOVED``/``ASK`` (redis-py raises
+    the first queued command's error when one aborts a ``MULTI``), or the ``EXECABORT`` they cause."""
     text = str(exc)
-    return text.startswith(("MOVED", "ASK")) or ("EXECABORT" in text and ("MOVED" in text or "ASK" in text))
+    return isinstance(exc, AskError) or ("EXECABORT" in text and ("MOVED" in text or "ASK" in text))
 
 
 class RedisClient:
