@@ -120,8 +120,11 @@ class RedisClient:
     it last. Only the stores of :mod:`mqchat.storage` issue commands through it.
 
     Args:
-        client: a ``redis.asyncio.Redis`` (created without connecting; closed by :meth:`close`).
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` (created without connecting; closed by
+            :meth:`close`).
         prefix: key prefix (``redis.key_prefix``).
+        node_options: cluster only: connection options (credentials, TLS, timeouts) of the plain
+            clients opened to single primaries for transactions.
     """
 
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX, *,
