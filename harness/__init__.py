@@ -5,7 +5,7 @@
     harness.system          System: ``mqchat up`` on free loopback ports in a data directory,
                             launch(): the same in a temporary directory, optionally over Mosquitto
     harness.mosquitto       a bare Mosquitto on a free port (plain for tests, tuned for load)
-    harness.redis           a private redis-server on a free port
+    harness.redis           a private redis-server, or a three-node Redis Cluster, on free ports
     harness.postgres        a private PostgreSQL cluster (initdb, pg_ctl) on a free port
     harness.push_standins   FCM and APNs stand-ins (``python -m harness.push_standins DIR``)
     harness.processes       run a process tied to us; wait for its port

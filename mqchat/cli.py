@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 
@@ -27,6 +27,9 @@ from mqchat import auth, lifecycle, supervisor, tls
 from mqchat.config import Settings, load_settings, reference_markdown
 from mqchat.errors import ConfigError, InvalidId, MqchatError
 from mqchat.log import setup_logging
+
+if TYPE_CHECKING:
+    from mqchat.storage.redis_migrate import LayoutMigration
 
 #: Start order; shutdown runs in reverse so the bridge drains while the broker is still up.
 PROCESSES = ("broker", "bridge", "api", "workers")
@@ -323,6 +326,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             sup.start(child)
             _wait_ready(child, READY_TIMEOUT_S)
             sup.running(child)
+            if child.name == "redis":  # our private Redis, before anything uses it: bring its keys up to date
+                _report_redis_migration(asyncio.run(_migrate_redis(redis_url, settings.redis.key_prefix)))
             if stopping:
                 return 0
         print(_banner(settings, keys, redis_url, external=external), flush=True)
@@ -455,6 +460,45 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         return 1
 
 
+async def _migrate_redis(url: str, prefix: str) -> LayoutMigration:
+    from mqchat.storage.redis_client import RedisClient
+    from mqchat.storage.redis_migrate import migrate_key_layout
+
+    redis = RedisClient.from_url(url, prefix)
+    try:
+        return await migrate_key_layout(redis)
+    finally:
+        await redis.close()
+
+
+def _report_redis_migration(done: LayoutMigration, *, always: bool = False) -> None:
+    if done.renamed or done.deleted or always:
+        print(f"mqchat: redis key layout: {done.renamed} keys renamed, {done.deleted} earlier presence keys "
+              "deleted", file=sys.stderr)
+    if done.conflicts:
+        print(f"mqchat: redis key layout: {len(done.conflicts)} earlier keys left in place, their new name "
+              f"already exists: {', '.join(done.conflicts[:10])}", file=sys.stderr)
+
+
+def cmd_migrate_redis(args: argparse.Namespace) -> int:
+    """Move a Redis written by an earlier mqchat to the cluster-safe key layout (docs/redis.md)."""
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, json_lines=settings.log_json, process="migrate-redis")
+    url = args.url or settings.redis.url
+    if url is None:
+        raise ConfigError("migrate-redis needs the Redis: --url or redis.url (MQCHAT_REDIS__URL); the private "
+                          "Redis of `mqchat up` is migrated by `mqchat up` itself when it starts")
+    try:
+        done = asyncio.run(_migrate_redis(url, settings.redis.key_prefix))
+    except MqchatError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"mqchat: migrate-redis failed: {exc}", file=sys.stderr)
+        return 1
+    _report_redis_migration(done, always=True)
+    return 1 if done.conflicts else 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(reference_markdown(), end="")
@@ -503,6 +547,11 @@ def parser() -> argparse.ArgumentParser:
                          "(directory.url) and/or Cassandra (cassandra.* settings)")
     mig.add_argument("--directory", metavar="URL", help="the PostgreSQL directory to migrate (directory.url)")
     mig.set_defaults(func=cmd_migrate)
+
+    mr = sub.add_parser("migrate-redis", help="move a Redis written by an earlier mqchat to the cluster-safe key "
+                        "layout (stop every mqchat process first; idempotent)")
+    mr.add_argument("--url", help="the Redis (default: redis.url); a single server, not a cluster")
+    mr.set_defaults(func=cmd_migrate_redis)
 
     rx = sub.add_parser("reindex", help="rebuild the search index from the message store (safe while the "
                         "indexer runs)")

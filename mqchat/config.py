@@ -271,10 +271,19 @@ class CassandraSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = Field(
-        None, description="Redis URL (redis://host:port/db). Unset: `mqchat up` runs a private redis-server "
-        "in the data directory."
+        None, description="Redis URL: redis://host:port/db for one server, redis+cluster://host:port,host:port "
+        "(rediss+cluster:// for TLS) for a Redis Cluster (docs/redis.md). Unset: `mqchat up` runs a private "
+        "redis-server in the data directory."
     )
-    key_prefix: str = Field("mqchat:", description="Prefix of every key mqchat writes.")
+    key_prefix: str = Field("mqchat:", description="Prefix of every key mqchat writes (no braces: they are "
+                            "Redis Cluster hash tags).")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError(f"key prefix {value!r} must not contain braces (Redis Cluster hash tags)")
+        return value
 
 
 class PushSettings(_Section):

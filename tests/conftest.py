@@ -23,6 +23,7 @@ from harness.ports import free_port as free_port
 from harness.processes import NotInstalled
 from harness.push_standins.apns import ApnsStandIn
 from harness.push_standins.fcm import FcmStandIn
+from harness.redis import RedisClusterServers as RedisClusterServers
 from harness.redis import RedisServer as RedisServer
 from harness.system import ROOT as ROOT
 from harness.system import System as System
@@ -91,6 +92,38 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-node Redis Cluster, one per test session (per xdist worker): forming one takes seconds.
+    Tests that use it start from an empty cluster through :func:`redis_url`."""
+    try:
+        cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    except NotInstalled as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``redis.url`` of an empty Redis: a private redis-server (``single``) or the session's
+    three-node Redis Cluster (``cluster``: every key and every loaded script flushed first, so each
+    test also sees the scripts missing at first, as after a restart)."""
+    if request.param == "single":
+        try:
+            server = RedisServer(tmp_path)
+        except NotInstalled as exc:
+            pytest.skip(str(exc))
+        yield server.url
+        server.stop()
+        return
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    for port in cluster.ports:
+        cluster.cli(port, "flushall")
+        cluster.cli(port, "script", "flush")
+    yield cluster.url
 
 
 @pytest.fixture

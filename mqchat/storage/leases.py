@@ -60,14 +60,11 @@ class ChannelLeases:
             For each partition of ``claim``, in order: whether ``bridge_id`` holds its lease now.
         """
         k = self.keys
-        claim_sha = self._redis.script(LEASE_CLAIM).sha
-        release_sha = self._redis.script(LEASE_RELEASE).sha
-
         def build(pipe: Pipeline) -> None:
             for p in claim:
-                pipe.evalsha(claim_sha, 1, k.lease(p), bridge_id, lease_ms)
+                self._redis.queue_script(pipe, LEASE_CLAIM, [k.lease(p)], [bridge_id, lease_ms])
             for p in release:
-                pipe.evalsha(release_sha, 1, k.lease(p), bridge_id)
+                self._redis.queue_script(pipe, LEASE_RELEASE, [k.lease(p)], [bridge_id])
 
         # Claims renew and releases are conditional, so a resend after a script reload is harmless.
         results = await self._redis.pipelined(build, scripts=[LEASE_CLAIM, LEASE_RELEASE])
@@ -77,11 +74,9 @@ class ChannelLeases:
         """Release every lease of ``held`` that ``bridge_id`` still holds and leave the member set, in
         one round trip (a clean shutdown: the other bridges take over at their next tick)."""
         k = self.keys
-        release_sha = self._redis.script(LEASE_RELEASE).sha
-
         def build(pipe: Pipeline) -> None:
             for p in held:
-                pipe.evalsha(release_sha, 1, k.lease(p), bridge_id)
+                self._redis.queue_script(pipe, LEASE_RELEASE, [k.lease(p)], [bridge_id])
             pipe.zrem(k.bridges, bridge_id)
 
         await self._redis.pipelined(build, scripts=[LEASE_RELEASE])

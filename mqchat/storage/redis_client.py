@@ -11,6 +11,13 @@ Every Redis command of mqchat is written in ``mqchat/storage/`` (a layout test k
 stores above are views over one :class:`RedisClient` and never close it. Key names are in
 :mod:`mqchat.storage.keys`; the scripts, each with a KEYS/ARGV header, in ``mqchat/storage/lua/``.
 
+Single Redis or Redis Cluster: :meth:`RedisClient.from_url` takes ``redis://`` (``rediss://``,
+``unix://``) for one server and ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``
+for TLS) for a cluster, whose listed nodes are only where discovery starts. The stores do not care
+which: every multi-key script and ``MULTI`` touches keys of one hash tag (:mod:`mqchat.storage.keys`),
+pipelines are split by node by the cluster client, scripts are loaded on every primary when a node
+answers ``NOSCRIPT``. ``docs/redis.md`` has the operator's side.
+
 Errors: a connection or timeout error becomes :class:`~mqchat.errors.StorageUnavailable` (temporary:
 try again later); any other Redis error becomes :class:`~mqchat.errors.StorageError`.
 """
@@ -19,22 +26,59 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
+from redis.exceptions import AskError, NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mqchat.errors import StorageError, StorageUnavailable
+from mqchat.errors import ConfigError, StorageError, StorageUnavailable
 from mqchat.storage.keys import DEFAULT_PREFIX, Keys
 
 T = TypeVar("T")
 
 #: Optimistic-transaction (WATCH) attempts before giving up for this round.
 WATCH_ATTEMPTS = 5
+#: URL schemes of a Redis Cluster (``rediss+``: TLS).
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...][/]``.
+
+    Returns:
+        ``(nodes, username, password, tls)``.
+
+    Raises:
+        ConfigError: the URL is not shaped like that (no node, a node without a port, a database
+            number: a cluster has only database 0).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ConfigError(f"not a Redis Cluster URL (expected {CLUSTER_SCHEMES[0]}://host:port,...): {url!r}")
+    rest = rest.rstrip("/")
+    username = password = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        user, has_password, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    if "/" in rest or "?" in rest:
+        raise ConfigError(f"a Redis Cluster URL names nodes only (no database, no options): {url!r}")
+    nodes: list[tuple[str, int]] = []
+    for part in rest.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"bad Redis Cluster node {part!r} in {url!r}: expected host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, username, password, scheme.startswith("rediss")
 
 
 def load_script(name: str) -> str:
@@ -49,6 +93,26 @@ def storage_error(exc: RedisError) -> StorageError:
     return StorageError(f"redis: {exc}")
 
 
+#: A client that never connects: transactions on a cluster are first queued on one of its pipelines
+#: to learn their keys.
+_PROBE = aioredis.Redis()
+
+
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The first key of a queued command (``EVAL``/``EVALSHA``: after the script and the key count)."""
+    name = str(args[0]).upper()
+    if name in ("EVAL", "EVALSHA"):
+        return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+    return args[1] if len(args) > 1 else None
+
+
+def _redirected(exc: ResponseError) -> bool:
+    """A cluster answer meaning "this slot is served elsewhere now": ``MOVED``/``ASK`` (redis-py raises
+    the first queued command's error when one aborts a ``MULTI``), or the ``EXECABORT`` they cause."""
+    text = str(exc)
+    return isinstance(exc, AskError) or ("EXECABORT" in text and ("MOVED" in text or "ASK" in text))
+
+
 class RedisClient:
     """mqchat's Redis: one ``redis.asyncio.Redis`` (its connection pool), a key prefix and the scripts.
 
@@ -56,27 +120,55 @@ class RedisClient:
     it last. Only the stores of :mod:`mqchat.storage` issue commands through it.
 
     Args:
-        client: a ``redis.asyncio.Redis`` (created without connecting; closed by :meth:`close`).
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` (created without connecting; closed by
+            :meth:`close`).
         prefix: key prefix (``redis.key_prefix``).
+        node_options: cluster only: connection options (credentials, TLS, timeouts) of the plain
+            clients opened to single primaries for transactions.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
-        self._r = client
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX, *,
+                 node_options: dict[str, Any] | None = None) -> None:
+        self.cluster = isinstance(client, RedisCluster)
+        """True when talking to a Redis Cluster (a few reads spanning slots are done per slot)."""
+        # The cluster client has the same command methods as the single one (and splits pipelines
+        # by node); the stores are typed against the single one.
+        self._r = cast(aioredis.Redis, client)
         self.keys = Keys(prefix)
         self._scripts: dict[str, AsyncScript] = {}
+        #: Cluster only: a plain client per primary, for MULTI/EXEC and WATCH on one slot (the
+        #: cluster client's own transactions run each queued command on a thread of its own).
+        self._nodes: dict[tuple[str, int], aioredis.Redis] = {}
+        self._node_options = dict(node_options or {})
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisClient:
-        """A client for ``url`` (``redis://host:port/db``); nothing connects until the first command."""
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           health_check_interval=30), prefix)
+        """A client for ``url``: ``redis://host:port/db`` (one server) or
+        ``redis+cluster://host:port,host:port`` (a Redis Cluster); nothing connects until the first command.
+
+        Raises:
+            ConfigError: a malformed cluster URL, or a key prefix with braces.
+        """
+        try:
+            keys = Keys(prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if url.partition("://")[0] in CLUSTER_SCHEMES:
+            nodes, username, password, tls = cluster_nodes(url)
+            options: dict[str, Any] = {"username": username, "password": password, "ssl": tls, **_TIMEOUTS}
+            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+            return cls(cluster, keys.prefix, node_options=options)
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS), keys.prefix)
 
     @property
     def driver(self) -> aioredis.Redis:
-        """The redis-py client, for the stores of :mod:`mqchat.storage` (and tests that inspect keys)."""
+        """The redis-py client, for the stores of :mod:`mqchat.storage` (and tests that inspect keys).
+        A :class:`~redis.asyncio.cluster.RedisCluster` when :attr:`cluster` (same commands)."""
         return self._r
 
     async def close(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()
         await self._r.aclose()
 
     async def ping(self) -> None:
@@ -103,6 +195,14 @@ class RedisClient:
             found = self._scripts[name] = self._r.register_script(load_script(name))
         return found
 
+    def queue_script(self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue one ``EVALSHA`` of script ``name`` on ``pipe`` (pass ``scripts=[name]`` to :meth:`pipelined`).
+
+        Sent as a raw command: the cluster client refuses ``pipe.evalsha()`` in its pipelines, but
+        routes a raw ``EVALSHA`` by its keys like any other command.
+        """
+        pipe.execute_command("EVALSHA", self.script(name).sha, len(keys), *keys, *args)
+
     async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script once (atomic on the server)."""
         return await self.call(self.script(name)(keys=list(keys), args=list(args)))
@@ -114,32 +214,42 @@ class RedisClient:
         """Queue commands with ``build``, send them in one round trip, and return the replies.
 
         Args:
-            build: queues the commands on the pipeline it is given; called again on a retry.
-            transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing).
-            scripts: names of the scripts ``build`` runs with ``EVALSHA`` (``script(name).sha``). If
+            build: queues the commands on the pipeline it is given; called again on a retry (and,
+                for a transaction on a cluster, once more to find the slot's node).
+            transaction: wrap the commands in ``MULTI``/``EXEC`` (all or nothing). Every key must
+                be in one hash slot (one hash tag: :mod:`mqchat.storage.keys`); on a cluster the
+                transaction runs on the primary serving that slot, sent again once if the slot
+                moved meanwhile.
+            scripts: names of the scripts ``build`` runs with :meth:`queue_script`. If
                 Redis lost them (first use, a restart), they are loaded and the whole pipeline is
                 sent once more, so the commands in it must be safe to repeat.
 
         Raises:
             StorageUnavailable: Redis cannot be reached.
-            StorageError: any other Redis error.
+            StorageError: any other Redis error, or a transaction whose keys span hash slots.
         """
-        for attempt in range(2):
-            pipe = self._r.pipeline(transaction=transaction)
+        reloaded = refreshed = False
+        while True:
+            client = await self._transaction_client(build) if transaction and self.cluster else self._r
+            pipe = client.pipeline(transaction=transaction)
             build(pipe)
             if not len(pipe):
                 return []
             try:
                 return list(await pipe.execute())
             except NoScriptError as exc:
-                if attempt or not scripts:
+                if reloaded or not scripts:
                     raise storage_error(exc) from exc
+                reloaded = True
+                for name in scripts:
+                    await self.call(self._r.script_load(self.script(name).script))
+            except ResponseError as exc:
+                if refreshed or not (client is not self._r and _redirected(exc)):
+                    raise storage_error(exc) from exc
+                refreshed = True
+                await self._refresh_slots()
             except RedisError as exc:
                 raise storage_error(exc) from exc
-            for name in scripts:
-                script = self.script(name)
-                await self.call(self._r.script_load(script.script))
-        raise AssertionError("unreachable")
 
     async def watched(self, key: str, body: Callable[[Pipeline], Awaitable[T]], *, default: T) -> T:
         """An optimistic transaction on ``key``: ``WATCH``, read and decide in ``body``, ``MULTI``/``EXEC``.
@@ -147,22 +257,65 @@ class RedisClient:
         ``body`` gets a pipeline already watching ``key`` (immediate mode: reads return values), calls
         ``pipe.multi()``, queues the writes and executes them, and returns its result. When another
         client changed ``key`` meanwhile, ``body`` runs again, up to :data:`WATCH_ATTEMPTS` times;
-        then ``default`` is returned (the caller tries again later).
+        then ``default`` is returned (the caller tries again later). Every key ``body`` touches must
+        be in ``key``'s hash slot (on a cluster it runs on the primary serving that slot).
 
         Raises:
             StorageUnavailable: Redis cannot be reached.
             StorageError: any other Redis error.
         """
         for _ in range(WATCH_ATTEMPTS):
+            client = await self._owner(key)
             try:
-                async with self._r.pipeline(transaction=True) as pipe:
+                async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(key)
                     return await body(pipe)
             except WatchError:
                 continue
+            except ResponseError as exc:
+                if not (client is not self._r and _redirected(exc)):
+                    raise storage_error(exc) from exc
+                await self._refresh_slots()
             except RedisError as exc:
                 raise storage_error(exc) from exc
         return default
+
+    # --- cluster: transactions on the slot's primary ---------------------------------------------------
+
+    async def _owner(self, key: str) -> aioredis.Redis:
+        """The client to run a transaction on ``key``'s slot with: the one client of a single Redis,
+        or a plain client of the cluster primary serving the slot."""
+        if not self.cluster:
+            return self._r
+        cluster = cast(RedisCluster, self._r)
+        await self.call(cluster.initialize())  # no-op once the slot map is known
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise StorageUnavailable(f"redis: no cluster node serves the slot of {key!r}")
+        address = (str(node.host), int(node.port))
+        found = self._nodes.get(address)
+        if found is None:
+            found = self._nodes[address] = aioredis.Redis(host=address[0], port=address[1], **self._node_options)
+        return found
+
+    async def _transaction_client(self, build: Callable[[Pipeline], None]) -> aioredis.Redis:
+        """The client for a transaction of the commands ``build`` queues (see :meth:`_owner`).
+
+        Raises:
+            StorageError: the commands' keys span hash slots (a transaction a cluster cannot run).
+        """
+        probe = _PROBE.pipeline(transaction=True)
+        build(probe)
+        keys = [key for args, _options in probe.command_stack if (key := _first_key(args)) is not None]
+        if not keys:
+            return self._r
+        if len({key_slot(k.encode() if isinstance(k, str) else k) for k in keys}) > 1:
+            raise StorageError(f"redis: a transaction across hash slots: {sorted({str(k) for k in keys})}")
+        return await self._owner(str(keys[0]) if not isinstance(keys[0], bytes) else keys[0].decode())
+
+    async def _refresh_slots(self) -> None:
+        """Read the cluster's slot map again (a slot moved to another primary)."""
+        await self.call(cast(RedisCluster, self._r).nodes_manager.initialize())
 
     # --- streams -----------------------------------------------------------------------------------
 

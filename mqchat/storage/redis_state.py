@@ -3,10 +3,18 @@
 Key names and lifetimes are in :mod:`mqchat.storage.keys`; the Lua scripts, each with a KEYS/ARGV
 header, are in ``mqchat/storage/lua/``. Every multi-key change is one script, so it is atomic;
 batched work (lease refreshes, the bridge's read-marker moves) is pipelined: one round trip for many.
+
+Presence is sharded (:data:`~mqchat.storage.keys.PRESENCE_SHARDS`): a user's connections and
+aggregate live with their shard's lease set and change stream under one hash tag, so the update
+script is atomic on a Redis Cluster too. The sweeper runs the expiry script once per shard, and the
+publisher reads every shard's change stream: a change's id is ``{shard}/{stream entry id}``, changes
+of one user keep their order (one user, one shard), changes of different shards have none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
@@ -22,7 +30,14 @@ from mqchat.storage.base import (
     StoredMessage,
     UserPresence,
 )
-from mqchat.storage.keys import CHANGES_MAXLEN, MENTIONS_TTL_S, PRESENCE_GROUP, PUSH_JOBS_MAXLEN
+from mqchat.storage.keys import (
+    CHANGES_MAXLEN,
+    MENTIONS_TTL_S,
+    PRESENCE_GROUP,
+    PRESENCE_SHARDS,
+    PUSH_JOBS_MAXLEN,
+    presence_shard,
+)
 from mqchat.storage.redis_client import RedisClient
 
 PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
@@ -31,6 +46,9 @@ PRESENCE_UPDATE = "presence_update.lua"
 PRESENCE_EXPIRE = "presence_expire.lua"
 READ_MARKER = "read_marker.lua"
 SLOW_MODE = "slow_mode.lua"
+#: On a Redis Cluster the shards' change streams cannot be read by one blocking command (they are
+#: in different slots): the publisher polls them all this often while nothing comes.
+CHANGES_POLL_S = 0.05
 
 
 def _marker(raw: bytes | str | None) -> ReadMarker | None:
@@ -57,8 +75,8 @@ class RedisState:
 
     def _update_args(self, user: str, member: str, op: PresenceOp, status: str, now_ms: int,
                      ttl_ms: int) -> tuple[list[str], list[Any]]:
-        k = self.keys
-        return ([k.leases, k.conns(user), k.user_presence(user), k.changes],
+        k, shard = self.keys, presence_shard(user)
+        return ([k.leases(shard), k.conns(user), k.user_presence(user), k.changes(shard)],
                 [user, member, op, status, now_ms + ttl_ms, now_ms, CHANGES_MAXLEN])
 
     async def presence_event(self, user: str, member: str, op: PresenceOp, *, now_ms: int, ttl_ms: int,
@@ -68,16 +86,14 @@ class RedisState:
         result = await self._redis.run_script(PRESENCE_UPDATE, keys, args)
         return result.decode() if isinstance(result, bytes) else str(result)
 
-    async def _pipelined_scripts(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+    async def _pipelined_scripts(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run script ``name`` once per ``(keys, args)`` in one round trip (EVALSHA; the script is
-        loaded again only if Redis lost it, e.g. after a restart)."""
-        sha = self._redis.script(name).sha
-
+        loaded again only if Redis lost it, e.g. after a restart); returns each call's result."""
         def build(pipe: Pipeline) -> None:
             for keys, args in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
+                self._redis.queue_script(pipe, name, keys, args)
 
-        await self._redis.pipelined(build, scripts=[name])
+        return await self._redis.pipelined(build, scripts=[name])
 
     async def presence_events(self, events: Sequence[tuple[str, str, PresenceOp, str]], *, now_ms: int,
                               ttl_ms: int) -> None:
@@ -87,10 +103,12 @@ class RedisState:
                                                             for u, m, op, st in events])
 
     async def expire_leases(self, *, now_ms: int, limit: int = 1000) -> int:
-        """Remove leases that expired before ``now_ms``; returns how many."""
-        result = await self._redis.run_script(PRESENCE_EXPIRE, [self.keys.leases, self.keys.changes],
-                                              [self.keys.prefix, now_ms, limit, CHANGES_MAXLEN])
-        return int(result)
+        """Remove leases that expired before ``now_ms`` (at most ``limit`` per shard); returns how many."""
+        k = self.keys
+        removed = await self._pipelined_scripts(PRESENCE_EXPIRE, [
+            ([k.leases(s), k.changes(s)], [k.presence_shard_prefix(s), now_ms, limit, CHANGES_MAXLEN])
+            for s in range(PRESENCE_SHARDS)])
+        return sum(int(n) for n in removed)
 
     async def presence_of(self, users: Collection[str]) -> dict[str, UserPresence]:
         wanted = list(dict.fromkeys(users))
@@ -106,23 +124,61 @@ class RedisState:
         return out
 
     async def ensure_change_group(self) -> None:
-        await self._redis.ensure_group(self.keys.changes, PRESENCE_GROUP)
+        for shard in range(PRESENCE_SHARDS):
+            await self._redis.ensure_group(self.keys.changes(shard), PRESENCE_GROUP)
 
     async def read_changes(self, consumer: str, *, count: int = 500, block_ms: int = 1000,
                            pending: bool = False) -> list[tuple[str, dict[str, str]]]:
-        """Next presence changes for the publisher, oldest first. ``pending``: re-read unacked ones."""
-        streams = {self.keys.changes: "0" if pending else ">"}
-        reply = await self._redis.call(self._r.xreadgroup(PRESENCE_GROUP, consumer, streams,  # type: ignore[arg-type]
-                                                          count=count, block=None if pending else block_ms))
+        """Next presence changes for the publisher, shard after shard (each shard's oldest first), at
+        most ``count`` per shard, waiting up to ``block_ms`` for one. ``pending``: re-read unacked ones.
+
+        Ids are ``{shard}/{entry id}``, for :meth:`ack_changes`.
+        """
+        start = "0" if pending else ">"
+        if not self._redis.cluster:
+            # One server: one command reads every shard's stream, blocking until any has news.
+            streams = {self.keys.changes(s): start for s in range(PRESENCE_SHARDS)}
+            reply = await self._redis.call(self._r.xreadgroup(PRESENCE_GROUP, consumer, streams,  # type: ignore[arg-type]
+                                                              count=count, block=None if pending else block_ms))
+            return self._changes(reply)
+
+        # A cluster: the streams are in different slots, so one non-blocking read per shard (one
+        # pipeline, split by node), again every CHANGES_POLL_S until something comes or time is up.
+        def build(pipe: Pipeline) -> None:
+            for s in range(PRESENCE_SHARDS):
+                pipe.xreadgroup(PRESENCE_GROUP, consumer, {self.keys.changes(s): start}, count=count)
+
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            replies = await self._redis.pipelined(build)
+            out = self._changes([stream for reply in replies for stream in reply or []])
+            left = deadline - time.monotonic()
+            if out or pending or left <= 0:
+                return out
+            await asyncio.sleep(min(CHANGES_POLL_S, left))
+
+    def _changes(self, reply: Any) -> list[tuple[str, dict[str, str]]]:
+        shards = {self.keys.changes(s).encode(): s for s in range(PRESENCE_SHARDS)}
         out: list[tuple[str, dict[str, str]]] = []
-        for _stream, entries in reply or []:
+        for stream, entries in reply or []:
+            shard = shards[stream if isinstance(stream, bytes) else stream.encode()]
             for entry_id, fields in entries:
-                out.append((entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
+                out.append((f"{shard}/{entry_id.decode()}", {k.decode(): v.decode() for k, v in fields.items()}))
         return out
 
     async def ack_changes(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self._redis.call(self._r.xack(self.keys.changes, PRESENCE_GROUP, *ids))
+        """Acknowledge changes by the ids :meth:`read_changes` gave."""
+        by_shard: dict[int, list[str]] = {}
+        for change_id in ids:
+            shard, _, entry_id = change_id.partition("/")
+            by_shard.setdefault(int(shard), []).append(entry_id)
+
+        def build(pipe: Pipeline) -> None:
+            for shard, entry_ids in by_shard.items():
+                pipe.xack(self.keys.changes(shard), PRESENCE_GROUP, *entry_ids)
+
+        if by_shard:
+            await self._redis.pipelined(build)
 
     async def set_online(self, user: str, channels: Collection[str], online: bool) -> None:
         """Add or remove ``user`` from each channel's online set."""
@@ -204,11 +260,10 @@ class RedisState:
         time: ``now_ms`` is not used)."""
         if not claims:
             return []
-        sha = self._redis.script(SLOW_MODE).sha
-
         def build(pipe: Pipeline) -> None:
             for c in claims:
-                pipe.evalsha(sha, 1, self.keys.slow_mode(c.channel, c.user), c.cmid, c.interval_ms)
+                self._redis.queue_script(pipe, SLOW_MODE, [self.keys.slow_mode(c.channel, c.user)],
+                                         [c.cmid, c.interval_ms])
 
         return [int(r) for r in await self._redis.pipelined(build, scripts=[SLOW_MODE])]
 

@@ -97,14 +97,19 @@ class TokenStore:
         token = _new_token(family)
         k = self._redis.keys
 
-        def build(pipe: Pipeline) -> None:
-            pipe.hset(k.refresh_family(family), mapping={"user": user_id, "device": device_id,
-                                                         "current": digest(token)})
-            pipe.expire(k.refresh_family(family), self._refresh_ttl)
+        # Two steps, index first (the keys are in different cluster slots, so no MULTI): a family
+        # whose write failed is only a dangling index entry, never a login that logout-all misses.
+        def index(pipe: Pipeline) -> None:
             pipe.hset(k.refresh_families(user_id), family, device_id)
             pipe.expire(k.refresh_families(user_id), self._refresh_ttl)
 
-        await self._redis.pipelined(build, transaction=True)
+        def create(pipe: Pipeline) -> None:
+            pipe.hset(k.refresh_family(family), mapping={"user": user_id, "device": device_id,
+                                                         "current": digest(token)})
+            pipe.expire(k.refresh_family(family), self._refresh_ttl)
+
+        await self._redis.pipelined(index, transaction=True)
+        await self._redis.pipelined(create, transaction=True)
         return token
 
     async def rotate(self, token: str) -> Rotation:
@@ -143,20 +148,31 @@ class TokenStore:
         return len(ended)
 
     async def _revoke(self, user_id: str, device_id: str, *, families: list[str]) -> None:
+        """Delete ``families``, revoke the device's access tokens issued before now, tell the brokers,
+        then drop the families from the user's index.
+
+        The keys are in different cluster slots, so this is three steps, not one ``MULTI``, in the
+        order that leaves no way back in if it stops half-way (the refresh families go first) and
+        can be repeated: a failure raises, and the caller's retry (a logout answered 503 is sent
+        again) finds the families in the index still and completes the work.
+        """
         k = self._redis.keys
         before = round(time.time(), 3)
 
-        def build(pipe: Pipeline) -> None:
+        def delete(pipe: Pipeline) -> None:
             for family in families:
                 pipe.delete(k.refresh_family(family))
-            if families:
-                pipe.hdel(k.refresh_families(user_id), *families)
+
+        def revoke(pipe: Pipeline) -> None:
             pipe.hset(k.revoked(user_id), device_id, f"{before:.3f}")
             pipe.expire(k.revoked(user_id), self._access_ttl)
             pipe.xadd(k.revocations, {"user": user_id, "device": device_id, "before": f"{before:.3f}"},
                       maxlen=REVOCATIONS_MAXLEN, approximate=True)
 
-        await self._redis.pipelined(build, transaction=True)
+        await self._redis.pipelined(delete)
+        await self._redis.pipelined(revoke)
+        if families:
+            await self._redis.call(self._redis.driver.hdel(k.refresh_families(user_id), *families))
 
     async def revoked_before(self, user_id: str, device_id: str) -> float:
         """Access tokens of ``device_id`` issued before this time (s) are revoked (0: none)."""

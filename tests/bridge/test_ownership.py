@@ -10,7 +10,6 @@ import pytest
 from bridge.ownership import Ownership, assign, partition_of
 from mqchat.storage.leases import ChannelLeases
 from mqchat.storage.redis_client import RedisClient
-from tests.conftest import RedisServer
 
 
 def test_partition_is_stable_and_spread() -> None:
@@ -32,9 +31,10 @@ def test_rendezvous_moves_only_the_leaving_bridges_partitions() -> None:
 
 
 @pytest.fixture
-async def states(redis_server: RedisServer) -> AsyncIterator[list[ChannelLeases]]:
-    """Three bridges' lease stores, each on its own client (as in three processes)."""
-    made = [RedisClient.from_url(redis_server.url, prefix="t:") for _ in range(3)]
+async def states(redis_url: str) -> AsyncIterator[list[ChannelLeases]]:
+    """Three bridges' lease stores, each on its own client (as in three processes), on a single Redis
+    and on a Redis Cluster."""
+    made = [RedisClient.from_url(redis_url, prefix="t:") for _ in range(3)]
     yield [ChannelLeases(r) for r in made]
     for r in made:
         await r.close()

@@ -1,4 +1,5 @@
-"""Fan-out and sender against a real Redis, with the real pushers on the stand-ins."""
+"""Fan-out and sender against a real Redis (a single server and a three-node cluster), with the real
+pushers on the stand-ins."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from mqchat.storage.memory import MemoryDirectory, MemoryMessageStore
 from mqchat.storage.push_state import PushRegistration, PushState, SendJob, decode_job
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
-from tests.conftest import RedisServer
 from workers.fanout import Fanout, FanoutConfig, FanoutJob
 from workers.push.apns import ApnsPusher
 from workers.push.fcm import FcmPusher
@@ -27,8 +27,8 @@ CHANNEL = "cteam"
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = RedisClient.from_url(redis_server.url, "t:")
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = RedisClient.from_url(redis_url, "t:")
     yield client
     await client.close()
 

@@ -1,24 +1,25 @@
-"""Presence and read state on a real redis-server (started on a free port)."""
+"""Presence and read state on a real redis-server and on a real three-node Redis Cluster (every test
+runs on both: the ``redis_url`` fixture)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from mqchat.storage.base import ReadMarker
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
-from tests.conftest import RedisServer
 
 TTL = 30_000
 T0 = 1_800_000_000_000
 
 
 @pytest.fixture
-async def state(redis_server: RedisServer) -> AsyncIterator[RedisState]:
-    redis = RedisClient.from_url(redis_server.url, prefix="t:")
+async def state(redis_url: str) -> AsyncIterator[RedisState]:
+    redis = RedisClient.from_url(redis_url, prefix="t:")
     s = RedisState(redis)
     await s.ensure_change_group()
     yield s
@@ -134,30 +135,23 @@ async def test_mentions_above_the_marker_are_counted_and_cleared_by_reading(stat
     assert await state.mention_counts("u", {"c1": 7}) == {"c1": 1}
 
 
-async def test_pipelined_scripts_survive_a_redis_that_forgot_them(state: RedisState, redis_server: RedisServer) -> None:
-    import redis.asyncio as aioredis
-
-    raw = aioredis.Redis.from_url(redis_server.url)
-    await raw.script_flush()  # as after a Redis restart
-    await raw.aclose()
+async def test_pipelined_scripts_survive_a_redis_that_forgot_them(state: RedisState, redis_url: str) -> None:
+    raw = RedisClient.from_url(redis_url)
+    await raw.driver.script_flush()  # as after a Redis restart (on a cluster: every primary)
+    await raw.close()
     await state.presence_events([("u", "phone|c1", "connect", "online")], now_ms=T0, ttl_ms=TTL)
     await state.mark_read_many([("u", "c1", 1, 5)])
     assert (await state.presence_of(["u"]))["u"].status == "online"
     assert await state.read_markers("u", ["c1"]) == {"c1": ReadMarker(1, 5)}
 
 
-async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState, redis_server: RedisServer) -> None:
-    import redis.asyncio as aioredis
-
+async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState) -> None:
     from mqchat.storage.base import StoredMessage
 
     msgs = [StoredMessage(10 + i, "c1", i, 1, "alice", "phone", f"m{i}", T0 + i, "text", f"hi {i}") for i in (1, 2)]
     await state.enqueue_fanout(msgs)
-    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    entries = await raw.xrange("t:push:jobs")
-    assert entries is not None
-    await raw.aclose()
-    assert [e[1] for e in entries] == [
+    entries: Any = await state._r.xrange("t:push:{queues}:jobs")
+    assert [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries] == [
         {"id": "11", "channel": "c1", "epoch": "1", "seq": "1", "sender": "alice", "device": "phone",
          "ts": str(T0 + 1), "kind": "text", "body": "hi 1"},
         {"id": "12", "channel": "c1", "epoch": "1", "seq": "2", "sender": "alice", "device": "phone",
@@ -165,24 +159,19 @@ async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState, r
     ]
 
 
-async def test_in_privacy_mode_fanout_jobs_carry_no_text(state: RedisState, redis_server: RedisServer) -> None:
-    import redis.asyncio as aioredis
-
+async def test_in_privacy_mode_fanout_jobs_carry_no_text(state: RedisState) -> None:
     from mqchat.storage.base import StoredMessage
 
     secret = "the launch code is 0000"
     await state.enqueue_fanout([StoredMessage(7, "c1", 1, 1, "alice", "phone", "m1", T0, "text", secret)],
                                bodies=False)
-    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        entries = await raw.xrange("t:push:jobs")
-        assert entries is not None
-        (entry,) = entries
-        fields = entry[1]
-        assert fields is not None
-        assert fields["body"] == ""
-        assert fields["seq"] == "1"
-        dump = [str(await raw.dump(k)) for k in await raw.keys("*")]
-        assert not any("launch code" in d for d in dump)
-    finally:
-        await raw.aclose()
+    raw = state._r
+    entries: Any = await raw.xrange("t:push:{queues}:jobs")
+    (entry,) = entries
+    fields = {k.decode(): v.decode() for k, v in entry[1].items()}
+    assert fields["body"] == ""
+    assert fields["seq"] == "1"
+    keys = [k async for k in raw.scan_iter(match="t:*")]  # on a cluster: every primary
+    assert keys
+    dump = [str(await raw.dump(k)) for k in keys]
+    assert not any("launch code" in d for d in dump)

@@ -1,14 +1,15 @@
 -- Remove expired leases (crashed brokers, lost refreshes) and recompute affected users.
 --
--- KEYS[1] leases zset      (prefix .. "presence:leases")
--- KEYS[2] changes stream   (prefix .. "presence:changes")
--- ARGV[1] key prefix (the user's conns and aggregate keys are derived from it)
+-- KEYS[1] the shard's leases zset    (shard prefix .. "leases")
+-- KEYS[2] the shard's changes stream  (shard prefix .. "changes")
+-- ARGV[1] shard prefix: prefix .. "presence:{p" .. shard .. "}:" (each user's conns and aggregate
+--         keys are derived from it: same hash tag, so same cluster slot as KEYS)
 -- ARGV[2] now, ms
 -- ARGV[3] most leases to expire in one call
 -- ARGV[4] stream MAXLEN
 --
--- Returns the number of leases removed. (Derived keys make this script single-instance Redis
--- only; a Redis Cluster deployment shards the lease set by user with hash tags.)
+-- Returns the number of leases removed. Runs once per presence shard: every lease of the shard
+-- belongs to a user of the shard, whose keys share the shard's hash tag.
 
 local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local expired = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)
@@ -16,7 +17,7 @@ local users = {}
 for _, lease in ipairs(expired) do
   local user, member = lease:match("^([^|]+)|(.+)$")
   redis.call("ZREM", KEYS[1], lease)
-  local conns = prefix .. "presence:conns:" .. user
+  local conns = prefix .. "conns:" .. user
   local current = redis.call("HGET", conns, member)
   if current then
     local exp = tonumber(current:match("|(%d+)$"))
@@ -26,8 +27,8 @@ for _, lease in ipairs(expired) do
 end
 
 for user, _ in pairs(users) do
-  local conns = prefix .. "presence:conns:" .. user
-  local aggkey = prefix .. "presence:user:" .. user
+  local conns = prefix .. "conns:" .. user
+  local aggkey = prefix .. "user:" .. user
   local agg = "offline"
   local fields = redis.call("HGETALL", conns)
   for i = 1, #fields, 2 do

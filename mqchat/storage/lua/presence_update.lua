@@ -1,9 +1,10 @@
 -- Apply one connection event and recompute the user's presence aggregate.
 --
--- KEYS[1] leases zset       (prefix .. "presence:leases")
--- KEYS[2] user's conns hash (prefix .. "presence:conns:" .. user)
--- KEYS[3] user's aggregate  (prefix .. "presence:user:" .. user)
--- KEYS[4] changes stream    (prefix .. "presence:changes")
+-- KEYS[1] the user's shard's leases zset   (prefix .. "presence:{p" .. shard .. "}:leases")
+-- KEYS[2] user's conns hash                (prefix .. "presence:{p" .. shard .. "}:conns:" .. user)
+-- KEYS[3] user's aggregate                 (prefix .. "presence:{p" .. shard .. "}:user:" .. user)
+-- KEYS[4] the user's shard's change stream (prefix .. "presence:{p" .. shard .. "}:changes")
+-- (all four share the shard's hash tag: one cluster slot)
 -- ARGV[1] user id
 -- ARGV[2] "{device}|{conn}"
 -- ARGV[3] op: "connect" | "refresh" | "status" | "disconnect"

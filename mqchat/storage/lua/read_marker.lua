@@ -1,7 +1,8 @@
 -- Move a read marker forward, never back.
 --
--- KEYS[1] the user's read hash (prefix .. "read:" .. user)
--- KEYS[2] the user's mentions zset for the channel (prefix .. "mentions:" .. user .. ":" .. channel)
+-- KEYS[1] the user's read hash (prefix .. "read:{" .. user .. "}")
+-- KEYS[2] the user's mentions zset for the channel (prefix .. "mentions:{" .. user .. "}:" .. channel)
+-- (both hash by the user's tag: one cluster slot)
 -- ARGV[1] channel id
 -- ARGV[2] epoch
 -- ARGV[3] seq read up to
