@@ -190,7 +190,7 @@ async def test_a_file_message_from_upload_to_delete(system: System, world: World
         r = await api.get(f"/v1/uploads/{upload_id}/download", headers=carol)
         assert (r.status_code, r.json()["error"]["code"]) == (404, "upload_not_found")
 
-        # history, sync and search carry the attachment (URLs signed afresh: compare the rest)
+        # history, the inbox, sync and search carry the attachment (URLs signed afresh: compare the rest)
         def same_file(got: dict[str, Any] | None) -> bool:
             return got is not None and {k: v for k, v in got.items() if "url" not in k} == {
                 "id": upload_id, "filename": "beach.jpg", "content_type": "image/jpeg", "size": len(data),
@@ -199,6 +199,8 @@ async def test_a_file_message_from_upload_to_delete(system: System, world: World
         history = (await api.get(f"/v1/channels/{ch}/messages", headers=bob)).json()["messages"]
         assert [m["kind"] for m in history] == ["file"]
         assert same_file(history[0]["attachment"])
+        inbox = (await api.get("/v1/me/inbox", headers=bob)).json()["channels"]
+        assert same_file(next(c for c in inbox if c["channel_id"] == ch)["last_message"]["attachment"])
         synced = (await api.post("/v1/sync", headers=bob, json={"channels": []})).json()["channels"]
         assert same_file(next(c for c in synced if c["channel"] == ch)["messages"][0]["attachment"])
 
