@@ -60,12 +60,13 @@ def create_app(settings: Settings, directory: ServerDirectory, store: MessageSto
         "see the protocol document.",
     )
     hasher = PasswordHasher()
+    open_attachments = uploads.opener(settings, keys, redis)
     app.state.services = Services(settings, keys, directory, store, RedisState(redis), PushState(redis), events,
                                   hasher, hasher.hash("not-a-password"),
                                   Limits(settings.ratelimit, RedisRateLimiter(redis)),
                                   TokenStore(redis, refresh_ttl_s=settings.auth.refresh_ttl_s,
                                              access_ttl_s=settings.auth.token_ttl_s + settings.auth.leeway_s),
-                                  sends)
+                                  sends, open_attachments)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
@@ -73,7 +74,7 @@ def create_app(settings: Settings, directory: ServerDirectory, store: MessageSto
     app.include_router(device_routes.router)
     app.include_router(hooks.router, dependencies=[Depends(guards.hooks_guard(settings.http))])
     app.include_router(provisioning.router)
-    uploads.install(app, settings, keys, redis)
+    uploads.install(app, open_attachments)
     app.include_router(servers.router)
     app.include_router(users.router)
     app.include_router(search.router)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from api.limits import Limits
 from mqchat import auth
 from mqchat.config import Settings
 from mqchat.errors import AuthError, StorageUnavailable
+from mqchat.objects.service import Attachments
 from mqchat.storage.base import Channel, MessageStore, ServerDirectory
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_state import RedisState
@@ -51,6 +53,10 @@ class Services:
     """Refresh token families and revocations (on the same Redis client as ``state``)."""
     sends: SendPath | None = None
     """Where ``POST /v1/channels/{id}/messages`` goes (the broker); ``None``: that route answers 503."""
+    attachments: Callable[[], Attachments] | None = None
+    """The attachment service, opened on first call (the same one the upload routes use); history,
+    sync, threads, pins and search use it for the ``attachment`` of ``file`` messages. ``None``:
+    messages are returned without attachments."""
 
 
 def services(request: Request) -> Services:

@@ -25,14 +25,20 @@ router = APIRouter(prefix="/v1")
 
 async def with_states(svc: Services, me: str, channel: str,
                       messages: Sequence[StoredMessage]) -> list[schema.HistoryMessage]:
-    """``messages`` as history returns them to ``me``: each message with its folded state now."""
+    """``messages`` as history returns them to ``me``: each message with its folded state now, and
+    each ``file`` message not deleted with its attachment (fresh signed URLs; ``me`` is a member of
+    ``channel``: every caller checked)."""
     seqs = [m.seq for m in messages if m.kind not in schema.TARGETED_KINDS]
     states = fold.fold((await svc.store.related({channel: seqs}))[channel]).messages if seqs else {}
+    files = [m.cmid_key for m in messages if m.kind in schema.FILE_KINDS
+             and not (m.seq in states and states[m.seq].deleted)]
+    attached = await svc.attachments().attachments_for(files) if files and svc.attachments is not None else {}
     out = []
     for m in messages:
         state = states.get(m.seq) if m.kind not in schema.TARGETED_KINDS else None
-        out.append(schema.HistoryMessage(**msgspec.structs.asdict(m.to_wire()),
-                                         state=state.out(me) if state is not None else None))
+        fields = msgspec.structs.asdict(m.to_wire())
+        fields["attachment"] = attached.get(m.cmid_key)
+        out.append(schema.HistoryMessage(**fields, state=state.out(me) if state is not None else None))
     return out
 
 
@@ -73,12 +79,17 @@ async def pins(channel_id: str, me: Me, svc: Svc) -> models.PinsOut:
 SEND_STATUS: dict[str, int] = {
     "payload_too_large": 413, "not_member": 403, "forbidden": 403, "not_found": 404, "target_deleted": 409,
     "too_many_reactions": 409, "invalid_thread": 409, "unavailable": 503,
+    # a kind "file" send (mqchat.objects.policy.check_file_send)
+    "upload_not_found": 404, "upload_not_yours": 403, "upload_incomplete": 409, "upload_expired": 410,
+    "upload_used": 409,
 }
 
 
 @router.post("/channels/{channel_id}/messages", response_model=models.SendOut, responses={
-    403: {"description": "not_member, forbidden"}, 404: {"description": "not_found: the target"},
-    409: {"description": "target_deleted, too_many_reactions, invalid_thread"},
+    403: {"description": "not_member, forbidden, upload_not_yours"},
+    404: {"description": "not_found: the target; upload_not_found"},
+    409: {"description": "target_deleted, too_many_reactions, invalid_thread, upload_incomplete, upload_used"},
+    410: {"description": "upload_expired"},
     422: {"description": "the payload codes of docs/protocol.md"},
     503: {"description": "unavailable: retry with the same cmid"},
     504: {"description": "ack_timeout: no ack in time; retry with the same cmid"}})

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Literal
 
+import msgspec
 from fastapi import APIRouter
 
 from api import message_routes, models, paging
 from api.deps import Me, Services, Svc, embedded_members, member_channel
 from api.errors import ApiError
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
-from mqchat import unread
-from mqchat.storage.base import Channel, HistoryPage, Position, ReadMarker, StoredMessage
+from mqchat import schema, unread
+from mqchat.storage.base import Channel, CmidKey, HistoryPage, Position, ReadMarker, StoredMessage
 
 router = APIRouter(prefix="/v1")
 
 
-def _out(m: StoredMessage) -> models.MessageOut:
-    return m.to_wire()
+def _out(m: StoredMessage, attached: Mapping[CmidKey, schema.Attachment]) -> models.MessageOut:
+    """The stream payload of ``m``, with its attachment when it is a ``file`` message still there."""
+    wire = m.to_wire()
+    att = attached.get(m.cmid_key)
+    return wire if att is None else msgspec.structs.replace(wire, attachment=att)
 
 
 async def _counts(svc: Services, positions: dict[str, Position],
@@ -84,6 +89,8 @@ async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Curso
         ordered = [c for c in ordered if activity(c) < (int(at_ms), at_id)]
     page, more = ordered[:limit], len(ordered) > limit
     members = await asyncio.gather(*(embedded_members(svc, c.channel_id) for c in page))
+    files = [m.cmid_key for c in page for m in lasts[c.channel_id].messages if m.kind in schema.FILE_KINDS]
+    attached = await svc.attachments().attachments_for(files) if files and svc.attachments is not None else {}
     entries = []
     for channel, (who, more_members) in zip(page, members, strict=True):
         cid = channel.channel_id
@@ -94,7 +101,7 @@ async def inbox(me: Me, svc: Svc, limit: PageLimit = PAGE_DEFAULT, cursor: Curso
             epoch=positions[cid].epoch,
             last_seq=positions[cid].last_seq, read_seq=read_seqs[cid],
             unread=unread.unread(cid, positions[cid], markers[cid], counts),
-            mentions=mentions[cid], last_message=_out(last) if last else None,
+            mentions=mentions[cid], last_message=_out(last, attached) if last else None,
             activity_ms=activity(channel)[0],
         ))
     return models.Inbox(channels=entries, badge=unread.badge(positions, markers, counts),

@@ -15,6 +15,7 @@ route                                          what
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, status
@@ -43,11 +44,23 @@ OBJECTS_PREFIX = OBJECTS_PATH + "/"
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
 
-def install(app: FastAPI, settings: Settings, keys: auth.KeySet, redis: RedisClient) -> None:
-    """Add the attachment routes to ``app``, over this deployment's object store and upload records
-    (opened on first use, so building the app needs neither; nothing held must be closed: the
-    records open SQLite per call)."""
-    app.state.open_attachments = lambda: open_attachments(settings, keys.signing_key, ThumbnailJobs(redis))
+def opener(settings: Settings, keys: auth.KeySet, redis: RedisClient) -> Callable[[], Attachments]:
+    """This deployment's attachment service, opened on the first call and the same one afterwards
+    (building the app needs no object store; nothing held must be closed: the records open SQLite
+    per call)."""
+    opened: list[Attachments] = []
+
+    def get() -> Attachments:
+        if not opened:
+            opened.append(open_attachments(settings, keys.signing_key, ThumbnailJobs(redis)))
+        return opened[0]
+
+    return get
+
+
+def install(app: FastAPI, open_service: Callable[[], Attachments]) -> None:
+    """Add the attachment routes to ``app``, over the service ``open_service`` gives (see :func:`opener`)."""
+    app.state.open_attachments = open_service
     app.include_router(router)
 
 

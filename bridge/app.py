@@ -17,10 +17,11 @@ from bridge import metrics
 from bridge.ownership import Ownership
 from bridge.pipeline import BatchStats, Inbound, Pipeline
 from bridge.sequencer import Sequencer
-from mqchat import lifecycle, topics
+from mqchat import auth, lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
+from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
 from mqchat.storage.leases import ChannelLeases
@@ -122,6 +123,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(store.close)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
+        # kind "file" sends: the upload records and the object store (for the attachments' signed URLs)
+        attachments = open_attachments(settings, auth.load_keys(settings).signing_key)
+        stack.push_async_callback(attachments.close)
         stack.callback(lifecycle.clear_ready, settings, ready_name(settings))
         sequencer = Sequencer(Snowflake(cfg.worker_id))
         ownership: Ownership | None = None
@@ -145,7 +149,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                             message_log=message_log,
                             push_bodies=not settings.push.privacy,
                             owns=ownership.owns if ownership is not None else None, background_followups=True,
-                            slow_mode=redis_state)
+                            slow_mode=redis_state, attachments=attachments)
         followups = asyncio.create_task(pipeline.follow_up_forever(), name="bridge.followups")
 
         async def stop_followups() -> None:

@@ -1,9 +1,14 @@
-"""One batch of sends through the bridge: validate, authorize, dedup, check targets, order, persist,
-publish, ack.
+"""One batch of sends through the bridge: validate, authorize, dedup, check targets, attach files,
+order, persist, publish, ack.
 
 Events that name another message (edit, delete, reaction, pin, replies) are checked against the
 folded state of the messages they name (:func:`mqchat.fold.refusal`), read with one
 ``MessageStore.related`` call per batch; a refused event gets an error ack and nothing is stored.
+
+A ``file`` send's upload is checked and bound to the message (``(channel, sender, cmid)``) before
+the message is persisted (:meth:`Attacher.attach_to_message`; a retry of the same cmid binds again
+without failing); the stream carries the message with its :class:`~mqchat.schema.Attachment`. A
+``delete`` of a ``file`` message deletes the attachment's objects and record in the follow-ups.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from bridge import authorize
 from bridge.sequencer import Draft, Plan, Sequencer
 from mqchat import fold, schema, topics
 from mqchat.errors import SchemaError, StorageError, StorageUnavailable
+from mqchat.objects.policy import AttachmentError, FileSend
 from mqchat.storage.base import (
     CmidKey,
     Directory,
@@ -37,6 +45,26 @@ logger = logging.getLogger(__name__)
 class Publisher(Protocol):
     async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Publish ``(topic, payload)`` pairs at QoS 1, on the wire in the order given."""
+        ...
+
+
+class Attacher(Protocol):
+    """What the pipeline uses of :class:`mqchat.objects.service.Attachments`."""
+
+    async def attach_to_message(self, send: FileSend, *, user: str, channel: str, cmid: str) -> schema.Attachment:
+        """Check the send's upload and bind it to the message (idempotent for the same cmid).
+
+        Raises:
+            AttachmentError: the send may not use this upload (the code goes into the error ack).
+        """
+        ...
+
+    async def attachments_for(self, messages: Sequence[CmidKey]) -> dict[CmidKey, schema.Attachment]:
+        """Attachments of ``file`` messages by ``(channel, sender, cmid)``, with fresh URLs."""
+        ...
+
+    async def delete_for_messages(self, messages: Sequence[CmidKey]) -> int:
+        """Delete the attachments (objects and records) of deleted messages."""
         ...
 
 
@@ -102,6 +130,8 @@ class Pipeline:
             :meth:`follow_up_forever` instead of doing them before :meth:`process` returns.
         slow_mode: where senders' slow-mode slots are claimed (Redis with several bridges);
             ``None``: in this process.
+        attachments: where ``file`` sends find and bind their uploads; ``None``: ``file`` sends are
+            refused (``unavailable``).
     """
 
     def __init__(
@@ -120,7 +150,9 @@ class Pipeline:
         owns: Callable[[str], bool] | None = None,
         background_followups: bool = False,
         slow_mode: SlowModeGate | None = None,
+        attachments: Attacher | None = None,
     ) -> None:
+        self._attachments = attachments
         self._slow_mode: SlowModeGate = slow_mode if slow_mode is not None else authorize.MemorySlowMode()
         self._owns = owns
         # With background follow-ups the next batch is not held up by Redis round trips of this one.
@@ -160,7 +192,7 @@ class Pipeline:
                 continue
             drafts.append((item, Draft(item.user, item.device, item.channel, req.cmid, req.kind, req.body or "",
                                        target=req.target, emoji=req.emoji, op=req.op, reply_to=req.reply_to,
-                                       thread=req.thread)))
+                                       thread=req.thread, upload=req.upload)))
 
         # 2. permissions, timeouts and slow mode: one directory round trip for the batch
         if drafts:
@@ -171,7 +203,7 @@ class Pipeline:
         if drafts:
             plan_items = [d for _, d in drafts]
             try:
-                plan, refused = await self._order_and_persist(plan_items)
+                plan, refused, attached = await self._order_and_persist(plan_items)
             except StorageError as exc:
                 logger.error("batch of %d sends not persisted: %s", len(plan_items), exc)
                 for item, d in drafts:
@@ -181,7 +213,8 @@ class Pipeline:
                 for d, code, message in refused:
                     reject(inbound[id(d)], d.cmid, code, message)
                 plan_new = plan.new_messages
-                stream = [(topics.stream(m.channel), schema.encode(m.to_wire())) for m in plan.to_publish]
+                stream = [(topics.stream(m.channel), schema.encode(wire))
+                          for m, wire in await self._wires(plan.to_publish, attached)]
                 for o in plan.outcomes:
                     m = o.message
                     if o.new:
@@ -194,7 +227,8 @@ class Pipeline:
         # 3. publish the stream first (persist → publish → ack), then every ack
         await self._publisher.publish(stream + replies)
         # 4. read state and push jobs, off the ack path: the acks are already on their way
-        if plan_new and (self._read_state is not None or self._fanout is not None or self._message_log is not None):
+        if plan_new and (self._read_state is not None or self._fanout is not None or self._message_log is not None
+                         or self._attachments is not None):
             if self._followups is None:
                 await self.run_followups(plan_new)
             else:
@@ -231,9 +265,12 @@ class Pipeline:
 
     async def run_followups(self, new: Sequence[StoredMessage]) -> None:
         """After the acks: move senders' read markers, record mentions, queue push jobs, log the new
-        messages for search. Best effort:
+        messages for search, delete the attachments of deleted ``file`` messages. Best effort:
         messages and acks are already safe; a failure only delays unread counts or pushes."""
         jobs = []
+        deletes = [m for m in new if m.kind == "delete" and m.target is not None]
+        if self._attachments is not None and deletes:
+            jobs.append(self._delete_attachments(deletes))
         if self._message_log is not None and new:
             # Every event is a "message changed" notice for search (an edit or delete changes its target).
             jobs.append(self._message_log.append_messages(new))
@@ -315,7 +352,67 @@ class Pipeline:
             states[d.channel] = fold.apply(states[d.channel], d)
         return accepted, refused
 
-    async def _order_and_persist(self, drafts: list[Draft]) -> tuple[Plan, list[Refusal]]:
+    async def _attach(self, drafts: list[Draft], known: set[CmidKey],
+                      ) -> tuple[list[Draft], list[Refusal], dict[CmidKey, schema.Attachment]]:
+        """Bind each ``file`` draft's upload to its message, in arrival order (of two sends of one
+        upload, the first wins). Retries of stored sends (``known``) keep what they bound."""
+        accepted: list[Draft] = []
+        refused: list[Refusal] = []
+        attached: dict[CmidKey, schema.Attachment] = {}
+        for d in drafts:
+            if d.kind not in schema.FILE_KINDS or d.key in known or d.key in attached:
+                accepted.append(d)
+                continue
+            if self._attachments is None:
+                refused.append((d, UNAVAILABLE, "this server has no object store for attachments"))
+                continue
+            try:
+                attached[d.key] = await self._attachments.attach_to_message(
+                    FileSend(upload=d.upload or "", caption=d.body), user=d.user, channel=d.channel, cmid=d.cmid)
+            except AttachmentError as exc:
+                refused.append((d, exc.code, exc.message))
+                continue
+            except StorageError as exc:
+                logger.warning("upload %s of %s not attached: %s", d.upload, d.key, exc)
+                refused.append((d, UNAVAILABLE, "upload records unavailable; retry with the same cmid"))
+                continue
+            accepted.append(d)
+        return accepted, refused, attached
+
+    async def _wires(self, messages: Sequence[StoredMessage], attached: dict[CmidKey, schema.Attachment],
+                     ) -> list[tuple[StoredMessage, schema.ChannelMessage]]:
+        """The stream payloads of ``messages``: ``file`` messages with their attachment (those bound in
+        this batch, and, for republished ones, looked up)."""
+        missing = [m.cmid_key for m in messages if m.kind in schema.FILE_KINDS and m.cmid_key not in attached]
+        if missing and self._attachments is not None:
+            try:
+                attached = {**attached, **await self._attachments.attachments_for(missing)}
+            except StorageError as exc:
+                logger.warning("attachments of %d republished messages not found: %s", len(missing), exc)
+        out = []
+        for m in messages:
+            wire = m.to_wire()
+            att = attached.get(m.cmid_key) if m.kind in schema.FILE_KINDS else None
+            out.append((m, wire if att is None else msgspec.structs.replace(wire, attachment=att)))
+        return out
+
+    async def _delete_attachments(self, deletes: Sequence[StoredMessage]) -> None:
+        """Delete the attachments of the ``file`` messages these ``delete`` events removed."""
+        assert self._attachments is not None
+        wanted: dict[str, set[int]] = {}
+        for m in deletes:
+            assert m.target is not None
+            wanted.setdefault(m.channel, set()).add(m.target)
+        related = await self._store.related(wanted)
+        keys = [r.cmid_key for c, rows in related.items() for r in rows
+                if r.seq in wanted[c] and r.kind in schema.FILE_KINDS]
+        if keys:
+            removed = await self._attachments.delete_for_messages(keys)
+            logger.info("deleted %d attachments of %d deleted file messages", removed, len(keys))
+
+    async def _order_and_persist(
+        self, drafts: list[Draft],
+    ) -> tuple[Plan, list[Refusal], dict[CmidKey, schema.Attachment]]:
         missing = self._seq.unknown_channels(d.channel for d in drafts)
         if missing:
             self._seq.load(await self._store.positions(missing))
@@ -323,6 +420,8 @@ class Pipeline:
         stored = await self._store.find_cmids(lookup) if lookup else {}
         known = {d.key for d in drafts if d.key in stored or self._seq.recent(d.key) is not None}
         drafts, refused = await self._validate(drafts, known)
+        drafts, unattached, attached = await self._attach(drafts, known)
+        refused += unattached
         plan = self._seq.plan(drafts, stored, self._clock_ms())
         new = plan.new_messages
         loop = asyncio.get_running_loop()
@@ -345,4 +444,4 @@ class Pipeline:
                 self._seq.forget(plan.positions)
                 raise
         self._seq.apply(plan)
-        return plan, refused
+        return plan, refused, attached

@@ -34,6 +34,8 @@ class Draft:
     op: str | None = None
     reply_to: int | None = None
     thread: int | None = None
+    upload: str | None = None
+    """A ``file`` send's upload id (bound to the message before it is persisted; not stored with it)."""
 
     @property
     def key(self) -> CmidKey:

@@ -21,15 +21,21 @@ code                     meaning
 ``invalid_emoji``        ``emoji`` is not a short Unicode emoji sequence nor a ``:shortcode:``
 =======================  ===================================================================
 
-Kinds (:data:`KINDS`): ``text`` (optionally ``reply_to`` and/or ``thread``), and the events that
+A ``file`` send that decodes is then checked by the bridge against its upload
+(:func:`mqchat.objects.policy.check_file_send`: ``upload_not_found``, ``upload_not_yours``,
+``upload_incomplete``, ``upload_expired``, ``upload_used``).
+
+Kinds (:data:`KINDS`): ``text`` (optionally ``reply_to`` and/or ``thread``), ``file`` (an
+``upload`` id and an optional caption in ``body``; the stream and history carry it with an
+:class:`Attachment`, docs/attachments.md), and the events that
 change an earlier message, each naming it by ``target``: ``edit`` (new ``body``), ``delete``,
 ``reaction`` (``emoji``, ``op``), ``pin``, ``unpin``. Targets, ``reply_to`` and ``thread`` are
 **seqs** in the channel's current epoch, not Snowflake ids: the seq is what every device already
 keys its copy of the channel by (gap-free, the same on every device), it is channel-relative (an
 event cannot name another channel's message: an unknown seq is just ``not_found``), and it is the
 primary key of history in every backend, so the bridge checks a batch's targets with one range
-read. :data:`KIND_FIELDS` says which optional fields each kind takes; a new kind (``file``) adds
-one entry there.
+read. :data:`KIND_FIELDS` says which optional fields each kind takes; a new kind adds one entry
+there.
 
 Outbound payloads (stream messages, acks) carry ``"v": 1``. Version 1 is the only one so far; a
 new version adds a new decoder here and keeps the old one until clients have moved.
@@ -56,6 +62,7 @@ CMID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: ``kind`` and ``v``). Anything else present is ``field_not_allowed``.
 KIND_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "text": (frozenset({"body"}), frozenset({"reply_to", "thread"})),
+    "file": (frozenset({"upload"}), frozenset({"body", "reply_to", "thread"})),
     "edit": (frozenset({"target", "body"}), frozenset()),
     "delete": (frozenset({"target"}), frozenset()),
     "reaction": (frozenset({"target", "emoji", "op"}), frozenset()),
@@ -66,7 +73,9 @@ KIND_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 KINDS = frozenset(KIND_FIELDS)
 #: Kinds that carry new content: they count toward unread, badges, mentions and pushes. Every
 #: other kind changes an earlier message and counts for nothing (docs/protocol.md, *Unread counts*).
-COUNTING_KINDS = frozenset({"text"})
+COUNTING_KINDS = frozenset({"text", "file"})
+#: Kinds that carry an attachment (``upload`` on the send, ``attachment`` on the stream and in history).
+FILE_KINDS = frozenset({"file"})
 #: Kinds whose ``target`` names the message they change.
 TARGETED_KINDS = frozenset({"edit", "delete", "reaction", "pin", "unpin"})
 #: Most distinct emoji on one message; an ``add`` of another one is refused (``too_many_reactions``).
@@ -76,7 +85,7 @@ MAX_REACTION_EMOJI = 20
 MAX_EMOJI_CODEPOINTS = 16
 MAX_SHORTCODE_CHARS = 34
 SHORTCODE_RE = re.compile(r":[a-z0-9_+-]{1,32}:")
-_OPTIONAL = ("body", "target", "emoji", "op", "reply_to", "thread")
+_OPTIONAL = ("body", "target", "emoji", "op", "reply_to", "thread", "upload")
 
 
 class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
@@ -90,6 +99,8 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_
     op: Literal["add", "remove"] | None = None
     reply_to: int | None = None
     thread: int | None = None
+    upload: str | None = None
+    """A ``file`` send's completed upload (``upload_id`` of ``POST /v1/uploads``)."""
     v: int = VERSION
 
 
@@ -110,6 +121,28 @@ class Ack(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="v", tag=VE
     seq: int | None = None
     epoch: int | None = None
     error: ErrorBody | None = None
+
+
+class Attachment(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The attachment of a ``file`` message, on the stream and in history (docs/attachments.md).
+
+    Made from the upload record when the message is sent or read
+    (:func:`mqchat.objects.policy.attachment`), never stored with the message: the URLs are signed
+    and expire at ``url_expires`` (seconds since the epoch). A client that needs the file later asks
+    ``GET /v1/uploads/{id}/download`` (members only) or reads history again. ``width``/``height``
+    only for images; ``thumbnail_url``/``thumbnail_type`` once the workers made the thumbnail.
+    """
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    url: str
+    url_expires: int
+    width: int | None = None
+    height: int | None = None
+    thumbnail_url: str | None = None
+    thumbnail_type: str | None = None
 
 
 class ChannelMessage(msgspec.Struct, frozen=True):
@@ -134,6 +167,8 @@ class ChannelMessage(msgspec.Struct, frozen=True):
     op: str | None = None
     reply_to: int | None = None
     thread: int | None = None
+    attachment: Attachment | None = None
+    """On ``file`` messages: the file, with fresh signed URLs (None once the message is deleted)."""
     count_seq: int = 0
     """How many counting events (:data:`COUNTING_KINDS`) the channel's epoch has up to and
     including this one: unread = last count_seq - count_seq at the read marker."""

@@ -3,7 +3,8 @@
 - :func:`check_upload_request`: may this upload be started (size, type, file name)?
 - :func:`check_stored`: do the stored bytes match what was declared (real size, magic bytes)?
 - :func:`check_file_send`: may this ``kind: "file"`` send use this upload?
-- :func:`attachment`: the attachment object a ``file`` message carries on the stream and in history.
+- :func:`attachment`: the attachment object (:class:`mqchat.schema.Attachment`) a ``file`` message
+  carries on the stream and in history.
 
 Each refusal is an :class:`AttachmentError` with a stable ``code`` (docs/attachments.md).
 """
@@ -21,6 +22,7 @@ from mqchat.errors import MqchatError
 from mqchat.objects.base import ObjectStore
 from mqchat.objects.sniff import IMAGE_TYPES
 from mqchat.objects.uploads import Upload
+from mqchat.schema import Attachment as Attachment  # the wire struct, re-exported
 
 #: Longest file name kept, in characters.
 MAX_FILENAME_CHARS = 255
@@ -105,7 +107,8 @@ def check_stored(upload: Upload, real_size: int, sniffed: str | None, limits: Ob
 
 
 class FileSend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The attachment part of a ``kind: "file"`` send: the upload and an optional caption."""
+    """The attachment part of a ``kind: "file"`` send: the upload and an optional caption (the
+    message's ``body``)."""
 
     upload: str
     caption: str = ""
@@ -134,25 +137,6 @@ def check_file_send(send: FileSend, upload: Upload | None, *, user: str, channel
                               "POST /v1/uploads/{id}/complete)", 409)
     if now_ms >= upload.expires_ms:
         raise AttachmentError("upload_expired", "the upload was not used in time; upload again", 410)
-
-
-class Attachment(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The attachment of a ``file`` message, on the stream and in history.
-
-    URLs are signed and expire at ``url_expires`` (seconds since the epoch): a client that needs the
-    file later asks ``GET /v1/uploads/{id}/download`` (members only) or reads history again.
-    """
-
-    id: str
-    filename: str
-    content_type: str
-    size: int
-    url: str
-    url_expires: int
-    width: int | None = None
-    height: int | None = None
-    thumbnail_url: str | None = None
-    thumbnail_type: str | None = None
 
 
 def attachment(upload: Upload, objects: ObjectStore, *, now_s: int, ttl_s: int) -> Attachment:

@@ -39,6 +39,12 @@ def test_limits_are_inclusive() -> None:
     (b'{"cmid": "", "kind": "text", "body": "x"}', "invalid_cmid"),
     (b'{"cmid": "' + b"c" * 65 + b'", "kind": "text", "body": "x"}', "invalid_cmid"),
     (b'{"cmid": "c", "kind": "text", "body": "x", "v": 9}', "unsupported_version"),
+    (b'{"cmid": "c", "kind": "file", "body": "a caption"}', "missing_field"),
+    (b'{"cmid": "c", "kind": "file", "upload": 7}', "malformed"),
+    (b'{"cmid": "c", "kind": "file", "upload": "u1", "target": 1}', "field_not_allowed"),
+    (b'{"cmid": "c", "kind": "text", "body": "x", "upload": "u1"}', "field_not_allowed"),
+    (b'{"cmid": "c", "kind": "file", "upload": "u1", "caption": "x"}', "unknown_field"),
+    (b'{"cmid": "c", "kind": "file", "upload": "u1", "body": "' + b"x" * 4001 + b'"}', "body_too_long"),
 ])
 def test_rejections_carry_a_stable_code(raw: bytes, code: str) -> None:
     with pytest.raises(SchemaError) as info:
@@ -92,5 +98,20 @@ def test_every_kind_round_trips() -> None:
         schema.SendRequest(cmid="d", kind="reaction", target=1, emoji="🎉", op="remove"),
         schema.SendRequest(cmid="e", kind="pin", target=1),
         schema.SendRequest(cmid="f", kind="unpin", target=1),
+        schema.SendRequest(cmid="g", kind="file", upload="u1"),
+        schema.SendRequest(cmid="h", kind="file", upload="u1", body="a caption", reply_to=2, thread=1),
     ]:
         assert schema.decode_send(schema.encode(req)) == req
+
+
+def test_a_file_message_counts_and_carries_its_attachment() -> None:
+    assert "file" in schema.COUNTING_KINDS
+    assert "file" in schema.FILE_KINDS
+    att = schema.Attachment(id="u1", filename="a.png", content_type="image/png", size=3, url="/x", url_expires=9,
+                            width=2, height=1)
+    msg = schema.ChannelMessage(id="1", seq=1, epoch=1, channel="c", sender="s", device="d", cmid="m", ts=5,
+                                kind="file", body="", attachment=att)
+    wire = json.loads(schema.encode(msg))
+    assert wire["attachment"] == {"id": "u1", "filename": "a.png", "content_type": "image/png", "size": 3,
+                                  "url": "/x", "url_expires": 9, "width": 2, "height": 1}
+    assert schema.decode_channel_message(schema.encode(msg)) == msg
