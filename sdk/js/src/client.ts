@@ -227,6 +227,11 @@ export class MqchatClient extends Emitter<ClientEvents> {
     this.opts = options;
     this.deviceId = checkId("deviceId", options.deviceId);
     this.api = new HttpApi(options.apiUrl.replace(/\/+$/, ""), options.fetch);
+    // An HTTP call refused for an expired token refreshes it (if the session can) and is made again.
+    this.api.renewToken = async () => {
+      if (!this.session?.refresh_token) throw new MqchatError("token_expired", "the token has expired");
+      await this.refresh();
+    };
     this.storage = options.storage ?? new MemoryStorage();
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.random = options.random ?? Math.random;

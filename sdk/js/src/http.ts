@@ -59,6 +59,11 @@ function query(params: Record<string, string | number | boolean | undefined>): s
 export class HttpApi {
   /** The bearer token sent with every request but signup and login. */
   token: string | null = null;
+  /**
+   * Called once when a request is refused with `token_expired`; when it resolves (having set a
+   * fresh {@link token}) the request is made again. The client sets it to its token refresh.
+   */
+  renewToken: (() => Promise<void>) | null = null;
 
   /**
    * @param baseUrl the API's address, e.g. `http://127.0.0.1:8080` (`""`: the page's own origin).
@@ -72,6 +77,18 @@ export class HttpApi {
    * @throws MqchatError with the server's error code, or `network`.
    */
   async request<T>(method: string, path: string, body?: unknown, opts: { auth?: boolean } = {}): Promise<T> {
+    try {
+      return await this.requestOnce<T>(method, path, body, opts);
+    } catch (err) {
+      if (!(err instanceof MqchatError) || err.code !== "token_expired" || opts.auth === false || !this.renewToken) {
+        throw err;
+      }
+      await this.renewToken();
+      return this.requestOnce<T>(method, path, body, opts);
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, body: unknown, opts: { auth?: boolean }): Promise<T> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (opts.auth !== false) {
