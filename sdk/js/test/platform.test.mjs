@@ -34,7 +34,8 @@ const clients = [];
 after(async () => { for (const c of clients) await c.disconnect().catch(() => undefined); });
 
 function recorder(client) {
-  const seen = { messages: [], updates: [], server: [], states: [], sessions: [], errors: [] };
+  const seen = { messages: [], updates: [], server: [], states: [], sessions: [], errors: [], acks: [] };
+  client.on("ack", (a) => seen.acks.push(a));
   client.on("message", (m) => seen.messages.push(m));
   client.on("update", (u) => seen.updates.push(u));
   client.on("server", (e) => seen.server.push(e));
@@ -220,6 +221,16 @@ test("servers: create, channels, invites, members and roles; joining subscribes 
   assert.deepEqual(await api.removeMemberRole(sid, guest.client.userId, mods.role_id), { changed: true });
   await api.deleteRole(sid, mods.role_id);
   assert.deepEqual((await api.roles(sid)).map((r) => r.name), ["@everyone"]);
+
+  // Slow mode: the second send is refused with a wait, kept, and sent again (same cmid) once it is over.
+  const slow = await api.createServerChannel(sid, "slow", { slow_mode_s: 2 });
+  const started = Date.now();
+  const [one, two] = await Promise.all([guest.client.send(slow.channel_id, "one", { cmid: "slow-1" }),
+    guest.client.send(slow.channel_id, "two", { cmid: "slow-2" })]);
+  assert.deepEqual([one.seq, two.seq], [1, 2]);
+  const wait = guest.seen.acks.find((x) => x.cmid === "slow-2" && !x.ok);
+  assert.equal(wait.error.code, "slow_mode");
+  assert.ok(Date.now() - started >= wait.error.retry_after_ms - 100, "not sent again before the wait is over");
 });
 
 test("search: hits in my channels only, paged by cursor; refusals carry search codes", async () => {
