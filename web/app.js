@@ -389,11 +389,20 @@ $("messages").addEventListener("scroll", async () => {
 });
 
 let reading = null;
+let readAgain = false;
 async function readCurrent() {
-  if (!current || client.unread(current) === 0 || reading) return;
+  if (reading) {
+    readAgain = true; // messages came while a marker was on its way: mark again after it
+    return;
+  }
+  if (!current || client.unread(current) === 0) return;
   reading = client.markRead(current).catch(() => undefined);
   await reading;
   reading = null;
+  if (readAgain) {
+    readAgain = false;
+    if (document.visibilityState === "visible") void readCurrent();
+  }
 }
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") void readCurrent();

@@ -78,7 +78,7 @@ function pythonPeer(username) {
 
 const messageBodies = (page) => page.$$eval("#messages .msg .body", (nodes) => nodes.map((n) => n.textContent));
 
-test("two browsers and a Python MQTT client chat; typing, presence, reactions, edits, unread badges and older history show",
+test("two browsers and a Python MQTT client chat; typing, presence, reactions, edits, unread badges, older history, servers and search",
   { timeout: 150_000 }, async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (scripts/test does)`);
     const py = pythonPeer(uniqueName("py"));
@@ -170,6 +170,33 @@ test("two browsers and a Python MQTT client chat; typing, presence, reactions, e
     assert.equal(all.at(-1), "flood 45");
     await alice.$eval("#messages", (box) => { box.scrollTop = box.scrollHeight; });
     await alice.screenshot({ path: path.join(ARTIFACTS, "web-chat.png") });
+
+    // Servers: alice creates one with a channel and an invite; bob joins by the code and reads it.
+    await alice.fill("#sv-name", "Guild");
+    await alice.click("#sv-create");
+    await alice.waitForSelector("#servers li.server:has-text('Guild')");
+    await alice.fill("#sc-name", "general");
+    await alice.click("#sc-create");
+    await alice.waitForSelector("#conv-title:has-text('Guild › general')");
+    await alice.click("#sv-invite");
+    await alice.waitForFunction(() => document.querySelector("#sv-code").textContent.startsWith("invite code: "));
+    const code = (await alice.textContent("#sv-code")).replace("invite code: ", "");
+    await bob.fill("#sv-name", code);
+    await bob.click("#sv-join");
+    await bob.click("#servers .sub li:has-text('general')");
+    await bob.waitForSelector("#conv-title:has-text('Guild › general')");
+    await alice.fill("#text", "welcome to the guild");
+    await alice.press("#text", "Enter");
+    await bob.waitForSelector("#messages .msg .body:has-text('welcome to the guild')");
+
+    // Search: the box lists the hit (once indexed) with its highlighted words.
+    await bob.fill("#search", "guild");
+    for (let i = 0; i < 20 && !(await bob.$("#results .hit mark")); i++) {
+      await bob.press("#search", "Enter");
+      await bob.waitForSelector("#results .hit mark", { timeout: 1000 }).catch(() => undefined);
+    }
+    assert.equal(await bob.textContent("#results .hit mark"), "guild");
+    await bob.screenshot({ path: path.join(ARTIFACTS, "web-chat-servers.png") });
 
     assert.deepEqual([...alice.errors, ...bob.errors].map(String), []);
   });
