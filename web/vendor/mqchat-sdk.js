@@ -1167,12 +1167,20 @@ var MqchatClient = class extends Emitter {
         mq.end(true);
         let failure = connected ? "connection_lost" : classify(lastError);
         if (!connected && lastError === null && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 1e4)) failure = "timeout";
-        this.onLost(failure);
+        this.onLost(failure, session.token);
       }, 0);
     });
   }
-  onLost(failure) {
+  /** @param usedToken the token the lost connection presented (a refresh may have replaced it since). */
+  onLost(failure, usedToken) {
     if (!this.wanted || !this.session) return;
+    if ((failure === "not_authorized" || failure === "bad_credentials") && usedToken !== void 0 && usedToken !== this.session.token && !this.relogged) {
+      this.relogged = true;
+      this.attempt += 1;
+      this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token renewed: connecting with it" });
+      this.open();
+      return;
+    }
     const decision = decide(failure, {
       attempt: this.attempt,
       tokenExpired: tokenExpired(this.session.expires_at, this.now()),

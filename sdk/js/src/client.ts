@@ -486,13 +486,23 @@ export class MqchatClient extends Emitter<ClientEvents> {
         let failure: Failure = connected ? "connection_lost" : classify(lastError);
         if (!connected && lastError === null
             && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 10_000)) failure = "timeout";
-        this.onLost(failure);
+        this.onLost(failure, session.token);
       }, 0);
     });
   }
 
-  private onLost(failure: Failure): void {
+  /** @param usedToken the token the lost connection presented (a refresh may have replaced it since). */
+  private onLost(failure: Failure, usedToken?: string): void {
     if (!this.wanted || !this.session) return;
+    if ((failure === "not_authorized" || failure === "bad_credentials") && usedToken !== undefined
+        && usedToken !== this.session.token && !this.relogged) {
+      // Refused with a token a refresh has replaced meanwhile: try the new one at once (once).
+      this.relogged = true;
+      this.attempt += 1;
+      this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token renewed: connecting with it" });
+      this.open();
+      return;
+    }
     const decision = decide(failure, {
       attempt: this.attempt,
       tokenExpired: tokenExpired(this.session.expires_at, this.now()),
