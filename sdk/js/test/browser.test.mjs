@@ -154,7 +154,7 @@ test("two browsers and a Python MQTT client chat; typing, presence, reactions, e
     await alice.press("#text", "Enter");
     await alice.waitForSelector("#messages .msg .body:has-text('flood 45')", { timeout: 30_000 });
     await alice.reload();
-    await alice.waitForSelector("#me-dot.connected");
+    await alice.waitForSelector("#me-dot.connected", { timeout: 60_000 }); // a resume under a loaded CI machine
     await alice.click(`#channels li[data-channel="${team}"]`);
     await alice.waitForSelector("#messages .msg .body:has-text('flood 45')");
     const before = (await messageBodies(alice)).length;
