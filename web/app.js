@@ -10,6 +10,8 @@ const el = (tag, props = {}, ...children) => {
 
 const SESSION_KEY = "mqchat:session";
 const PAGE = 30;
+/** The reactions offered on every message (any emoji is accepted; these keep the bar small). */
+const REACTIONS = ["👍", "❤️", "😂", "🎉"];
 
 /** This browser's device id, stable across visits. */
 function deviceId() {
@@ -23,8 +25,12 @@ function deviceId() {
 
 let client = null;
 let me = null; // { user_id, username }
-/** channel id → { info (inbox entry), messages: Message[] ascending, hasOlder, loadingOlder, unread } */
+/** channel id → { info (inbox entry), hasOlder, loadingOlder, unread }; messages come from client.view() */
 const channels = new Map();
+/** server id → { server, channels: server channel[] } */
+const servers = new Map();
+/** The composer's context: replying to a message, or editing one of yours. */
+let context = null; // { mode: "reply" | "edit", seq }
 const presence = new Map();
 const typing = new Map(); // channel → Set(user)
 let current = null;
@@ -35,6 +41,13 @@ function shortId(user) {
 }
 
 function channelTitle(info) {
+  if (info.kind === "server") {
+    for (const { server, channels: list } of servers.values()) {
+      const c = list.find((x) => x.channel_id === info.channel_id);
+      if (c) return `${server.name} › ${c.name ?? "channel"}`;
+    }
+    return info.name ?? "channel";
+  }
   if (info.kind === "direct") {
     const other = info.members.find((m) => m !== me.user_id);
     return other ? shortId(other) : "direct";
@@ -53,7 +66,7 @@ async function authenticate(signup) {
   try {
     if (signup) await c.signup(username, password);
     const login = await c.login(username, password);
-    localStorage.setItem(SESSION_KEY, JSON.stringify({ login, username }));
+    keepSession(login, username);
     await start(c, { user_id: login.user_id, username });
   } catch (err) {
     $("auth-error").textContent = err instanceof MqchatError ? err.message.replace(/^[a-z_]+: /, "") : String(err);
@@ -62,9 +75,13 @@ async function authenticate(signup) {
 
 $("auth-form").addEventListener("submit", (e) => { e.preventDefault(); void authenticate(false); });
 $("signup").addEventListener("click", () => void authenticate(true));
+function keepSession(login, username) {
+  localStorage.setItem(SESSION_KEY, JSON.stringify({ login, username }));
+}
+
 $("logout").addEventListener("click", async () => {
   localStorage.removeItem(SESSION_KEY);
-  await client?.disconnect();
+  await client?.logout().catch(() => client?.disconnect());
   location.reload();
 });
 $("me-id").addEventListener("click", () => navigator.clipboard?.writeText(me.user_id));
@@ -86,21 +103,29 @@ async function start(c, who) {
       location.reload();
     }
   });
+  // Rotated tokens (refreshed before expiry) replace the kept ones, or the next visit could not resume.
+  client.on("session", (login) => keepSession(login, me.username));
   client.on("reset", ({ channel, messages }) => {
     const ch = ensure(channel);
-    ch.messages = [...messages];
     ch.hasOlder = (messages[0]?.seq ?? 1) > 1;
     if (channel === current) renderMessages(true);
   });
   client.on("message", (m) => {
-    const ch = ensure(m.channel);
-    ch.messages.push(m);
-    if (m.channel === current) {
-      appendMessage(m, true);
-      clearTyping(m.channel, m.sender);
-      if (document.visibilityState === "visible") void readCurrent();
-    }
+    ensure(m.channel);
+    if (m.channel !== current) return;
+    clearTyping(m.channel, m.sender);
+    if (m.kind !== "text") return; // edits, reactions, ...: an "update" follows
+    const view = client.view(m.channel).find((v) => v.message.seq === m.seq);
+    if (view) appendMessage(view);
+    if (document.visibilityState === "visible") void readCurrent();
   });
+  client.on("update", ({ channel, seq }) => {
+    if (channel !== current) return;
+    const node = $("messages").querySelector(`.msg[data-seq="${seq}"]`);
+    const view = client.view(channel).find((v) => v.message.seq === seq);
+    if (node && view) node.replaceWith(messageNode(view));
+  });
+  client.on("server", () => void refreshChannels());
   client.on("unread", ({ channel, unread, badge }) => {
     ensure(channel).unread = unread;
     renderChannels();
@@ -126,14 +151,22 @@ async function start(c, who) {
 function ensure(channel) {
   let ch = channels.get(channel);
   if (!ch) {
-    ch = { info: null, messages: [], hasOlder: false, loadingOlder: false, unread: 0 };
+    ch = { info: null, hasOlder: false, loadingOlder: false, unread: 0 };
     channels.set(channel, ch);
   }
   return ch;
 }
 
+async function refreshServers() {
+  const list = await client.api.myServers();
+  servers.clear();
+  await Promise.all(list.map(async (server) => {
+    servers.set(server.server_id, { server, channels: await client.api.serverChannels(server.server_id) });
+  }));
+}
+
 async function refreshChannels() {
-  const inbox = await client.inbox();
+  const [inbox] = await Promise.all([client.inbox(), refreshServers()]);
   const users = new Set();
   for (const info of inbox.channels) {
     const ch = ensure(info.channel_id);
@@ -149,19 +182,66 @@ async function refreshChannels() {
 let order = [];
 function renderChannels(newOrder) {
   if (newOrder) order = newOrder;
-  const list = $("channels");
-  list.replaceChildren(...order.filter((id) => channels.get(id)?.info).map((id) => {
+  const item = (id, title) => {
     const ch = channels.get(id);
     const info = ch.info;
     const other = info.kind === "direct" ? info.members.find((m) => m !== me.user_id) : null;
     const li = el("li", { className: id === current ? "active" : "", title: id },
       other ? el("span", { className: `dot ${presence.get(other) ?? "offline"}` }) : el("span", { className: "kind", textContent: "#" }),
-      el("span", { className: "name", textContent: channelTitle(info) }));
+      el("span", { className: "name", textContent: title }));
     if (ch.unread > 0 && id !== current) li.append(el("span", { className: "badge", textContent: String(ch.unread) }));
     li.dataset.channel = id;
     li.addEventListener("click", () => select(id));
     return li;
+  };
+  const held = order.filter((id) => channels.get(id)?.info);
+  $("channels").replaceChildren(...held.filter((id) => channels.get(id).info.kind !== "server")
+    .map((id) => item(id, channelTitle(channels.get(id).info))));
+  // Servers → their channels (those you can see), in the server's order.
+  $("servers").replaceChildren(...[...servers.values()].map(({ server, channels: list }) => {
+    const li = el("li", { className: `server${server.server_id === currentServer() ? " open" : ""}`, title: server.server_id },
+      el("span", { className: "kind", textContent: "◆" }), el("span", { className: "name", textContent: server.name }));
+    li.dataset.server = server.server_id;
+    li.addEventListener("click", () => {
+      const first = list.find((c) => channels.get(c.channel_id)?.info);
+      if (first) select(first.channel_id);
+      else showServer(server.server_id);
+    });
+    const sub = el("ul", { className: "channels sub" },
+      ...list.filter((c) => channels.get(c.channel_id)?.info).map((c) => item(c.channel_id, c.name ?? "channel")));
+    return el("div", {}, li, sub);
   }));
+}
+
+let shownServer = null;
+function currentServer() {
+  if (current) {
+    for (const [id, { channels: list }] of servers) if (list.some((c) => c.channel_id === current)) return id;
+  }
+  return shownServer;
+}
+
+/** A server without a channel you can see yet: its tools only. */
+function showServer(id) {
+  if (current) {
+    client.setTyping(current, false);
+    client.unwatchTyping(current);
+  }
+  current = null;
+  shownServer = id;
+  $("text").disabled = true;
+  $("send").disabled = true;
+  $("messages").replaceChildren(el("p", { className: "muted center", textContent: "No channel here yet: add one above." }));
+  $("conv-title").textContent = servers.get(id)?.server.name ?? "server";
+  $("conv-members").replaceChildren();
+  renderServerTools();
+  renderChannels();
+}
+
+function renderServerTools() {
+  const id = currentServer();
+  $("server-tools").hidden = !id;
+  $("sv-code").textContent = "";
 }
 
 function select(id) {
@@ -170,11 +250,14 @@ function select(id) {
     client.unwatchTyping(current);
   }
   current = id;
+  shownServer = null;
+  setContext(null);
   client.watchTyping(id);
   $("text").disabled = false;
   $("send").disabled = false;
   renderChannels();
   renderHeader();
+  renderServerTools();
   renderMessages(true);
   renderTyping();
   void readCurrent();
@@ -190,33 +273,99 @@ function renderHeader() {
     shortId(m))));
 }
 
-function messageNode(m) {
+const mentions = (text) => text.replace(/<@([A-Za-z0-9_-]+)>/g, (_, u) => `@${shortId(u)}`);
+
+/** One message with its folded state: body (or tombstone), quote, thread mark, reactions, actions. */
+function messageNode({ message: m, state }) {
   const mine = m.sender === me.user_id;
   const time = new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const body = m.body.replace(/<@([A-Za-z0-9_-]+)>/g, (_, u) => `@${shortId(u)}`);
-  return el("div", { className: `msg${mine ? " mine" : ""}` },
-    el("div", { className: "meta" }, el("span", { textContent: mine ? "you" : shortId(m.sender) }),
-      el("span", { textContent: time })),
-    el("div", { className: "body", textContent: body }));
+  const meta = el("div", { className: "meta" }, el("span", { textContent: mine ? "you" : shortId(m.sender) }),
+    el("span", { textContent: time }));
+  if (state.edited_ts) meta.append(el("span", { className: "edited", textContent: "(edited)" }));
+  if (state.pinned) meta.append(el("span", { textContent: "📌" }));
+  const node = el("div", { className: `msg${mine ? " mine" : ""}${state.deleted ? " deleted" : ""}` }, meta);
+  node.dataset.seq = String(m.seq);
+  const ref = m.reply_to ?? m.thread;
+  if (ref) {
+    const quoted = client.messageState(current, ref);
+    const text = quoted ? (quoted.deleted ? "deleted message" : mentions(quoted.body)) : `message ${ref}`;
+    node.append(el("div", { className: "quote", textContent: `${m.thread ? "↳ thread: " : "↪ "}${text.slice(0, 80)}` }));
+  }
+  node.append(state.deleted
+    ? el("div", { className: "tombstone", textContent: "message deleted" })
+    : el("div", { className: "body", textContent: mentions(state.body) }));
+  if (state.reply_count) {
+    node.append(el("div", { className: "replies", textContent: `${state.reply_count} repl${state.reply_count === 1 ? "y" : "ies"}` }));
+  }
+  if (state.deleted) return node;
+  const chips = el("div", { className: "reactions" }, ...state.reactions.map((r) => {
+    const chip = el("button", { type: "button", className: `reaction${r.me ? " me" : ""}`, textContent: `${r.emoji} ${r.count}` });
+    chip.dataset.emoji = r.emoji;
+    chip.addEventListener("click", () => void toggleReaction(m.seq, r.emoji, r.me));
+    return chip;
+  }));
+  const actions = el("div", { className: "actions" }, ...REACTIONS.map((emoji) => {
+    const b = el("button", { type: "button", className: "react", textContent: emoji, title: `react ${emoji}` });
+    b.dataset.emoji = emoji;
+    b.addEventListener("click", () => {
+      const mineAlready = state.reactions.some((r) => r.emoji === emoji && r.me);
+      void toggleReaction(m.seq, emoji, mineAlready);
+    });
+    return b;
+  }), action("reply", () => setContext({ mode: "reply", seq: m.seq, text: state.body })));
+  if (mine) {
+    actions.append(action("edit", () => { setContext({ mode: "edit", seq: m.seq, text: state.body }); $("text").value = state.body; }),
+      action("delete", () => void client.deleteMessage(current, m.seq).catch(showError)));
+  }
+  node.append(chips, actions);
+  return node;
 }
+
+function action(name, fn) {
+  const b = el("button", { type: "button", className: `link act-${name}`, textContent: name });
+  b.addEventListener("click", fn);
+  return b;
+}
+
+function toggleReaction(seq, emoji, mine) {
+  const channel = current;
+  return (mine ? client.unreact(channel, seq, emoji) : client.react(channel, seq, emoji)).catch(showError);
+}
+
+function showError(err) {
+  $("typing").textContent = `not sent: ${err instanceof MqchatError ? err.message.replace(/^[a-z_]+: /, "") : String(err)}`;
+}
+
+function setContext(ctx) {
+  if (context?.mode === "edit" && !ctx) $("text").value = "";
+  context = ctx;
+  $("context").hidden = !ctx;
+  if (ctx) {
+    $("context-text").textContent = `${ctx.mode === "edit" ? "Editing" : "Replying to"}: ${mentions(ctx.text).slice(0, 60)}`;
+    $("text").focus();
+  }
+}
+$("context-cancel").addEventListener("click", () => setContext(null));
+$("text").addEventListener("keydown", (e) => { if (e.key === "Escape") setContext(null); });
 
 function renderMessages(toBottom) {
   const box = $("messages");
   const ch = channels.get(current);
   if (!ch) return;
-  const nodes = ch.messages.map(messageNode);
+  const views = client.view(current);
+  const nodes = views.map(messageNode);
   if (ch.hasOlder) nodes.unshift(el("div", { className: "older", textContent: "scroll up for older messages" }));
-  if (!ch.messages.length) nodes.push(el("p", { className: "muted center", textContent: "No messages yet. Say hi!" }));
+  if (!views.length) nodes.push(el("p", { className: "muted center", textContent: "No messages yet. Say hi!" }));
   box.replaceChildren(...nodes);
   if (toBottom) box.scrollTop = box.scrollHeight;
 }
 
-function appendMessage(m) {
+function appendMessage(view) {
   const box = $("messages");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.querySelector(".center")?.remove();
-  box.append(messageNode(m));
-  if (atBottom || m.sender === me.user_id) box.scrollTop = box.scrollHeight;
+  box.append(messageNode(view));
+  if (atBottom || view.message.sender === me.user_id) box.scrollTop = box.scrollHeight;
 }
 
 // Infinite scroll: near the top, fetch the page before the oldest message held.
@@ -227,10 +376,8 @@ $("messages").addEventListener("scroll", async () => {
   ch.loadingOlder = true;
   const channel = current;
   try {
-    const oldest = ch.messages[0]?.seq;
-    const page = await client.history(channel, oldest ? { before: oldest, limit: PAGE } : { limit: PAGE });
-    ch.messages = [...page.messages.filter((m) => !oldest || m.seq < oldest), ...ch.messages];
-    ch.hasOlder = page.has_more;
+    const page = await client.loadOlder(channel, PAGE);
+    ch.hasOlder = page.hasMore;
     if (channel === current) {
       const fromBottom = box.scrollHeight - box.scrollTop;
       renderMessages(false);
@@ -242,13 +389,20 @@ $("messages").addEventListener("scroll", async () => {
 });
 
 let reading = null;
+let readAgain = false;
 async function readCurrent() {
-  const ch = channels.get(current);
-  const last = ch?.messages.at(-1);
-  if (!last || client.unread(current) === 0 || reading) return;
-  reading = client.markRead(current, last.seq).catch(() => undefined);
+  if (reading) {
+    readAgain = true; // messages came while a marker was on its way: mark again after it
+    return;
+  }
+  if (!current || client.unread(current) === 0) return;
+  reading = client.markRead(current).catch(() => undefined);
   await reading;
   reading = null;
+  if (readAgain) {
+    readAgain = false;
+    if (document.visibilityState === "visible") void readCurrent();
+  }
 }
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") void readCurrent();
@@ -277,9 +431,92 @@ $("composer").addEventListener("submit", (e) => {
   if (!body || !current) return;
   $("text").value = "";
   client.setTyping(current, false);
-  client.send(current, body).catch((err) => {
-    $("typing").textContent = `not sent: ${err.message}`;
-  });
+  const ctx = context;
+  setContext(null);
+  const sent = ctx?.mode === "edit" ? client.edit(current, ctx.seq, body)
+    : client.send(current, body, ctx?.mode === "reply" ? { replyTo: ctx.seq } : {});
+  sent.catch(showError);
+});
+
+// ---- servers -------------------------------------------------------------------------------------
+
+const serverError = (err) => {
+  $("sv-error").textContent = err instanceof MqchatError ? err.message.replace(/^[a-z_]+: /, "") : String(err);
+};
+
+$("server-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("sv-error").textContent = "";
+  const name = $("sv-name").value.trim();
+  if (!name) return;
+  try {
+    const server = await client.api.createServer(name);
+    $("sv-name").value = "";
+    await refreshChannels();
+    showServer(server.server_id);
+  } catch (err) { serverError(err); }
+});
+
+$("sv-join").addEventListener("click", async () => {
+  $("sv-error").textContent = "";
+  const code = $("sv-name").value.trim();
+  if (!code) return;
+  try {
+    await client.api.acceptInvite(code);
+    $("sv-name").value = "";
+    await refreshChannels(); // the client subscribes to the server's channels on its "server" event
+  } catch (err) { serverError(err); }
+});
+
+$("sc-create").addEventListener("click", async () => {
+  const sid = currentServer();
+  const name = $("sc-name").value.trim();
+  if (!sid || !name) return;
+  try {
+    const channel = await client.api.createServerChannel(sid, name);
+    $("sc-name").value = "";
+    await client.refreshChannels();
+    await refreshChannels();
+    select(channel.channel_id);
+  } catch (err) { showError(err); }
+});
+
+$("sv-invite").addEventListener("click", async () => {
+  const sid = currentServer();
+  if (!sid) return;
+  try {
+    const invite = await client.api.createInvite(sid, { expires_in_s: 7 * 24 * 3600 });
+    $("sv-code").textContent = `invite code: ${invite.code}`;
+    void navigator.clipboard?.writeText(invite.code).catch(() => undefined);
+  } catch (err) { showError(err); }
+});
+
+// ---- search --------------------------------------------------------------------------------------
+
+$("search-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = $("search").value.trim();
+  const box = $("results");
+  if (!q) { box.hidden = true; return; }
+  box.hidden = false;
+  box.replaceChildren(el("p", { className: "muted", textContent: "Searching…" }));
+  try {
+    const page = await client.search(q, { limit: 20 });
+    const close = action("close", () => { box.hidden = true; });
+    if (!page.hits.length) { box.replaceChildren(close, el("p", { className: "muted", textContent: "No messages found." })); return; }
+    box.replaceChildren(close, ...page.hits.map((hit) => {
+      const info = channels.get(hit.message.channel)?.info;
+      const row = el("div", { className: "hit" },
+        el("div", { className: "meta", textContent: `${info ? channelTitle(info) : "channel"} · ${shortId(hit.message.sender)}` }));
+      const snippet = el("div", { className: "snippet" });
+      snippet.innerHTML = hit.snippet; // HTML-escaped by the server, with <mark> around matches
+      row.append(snippet);
+      row.addEventListener("click", () => { box.hidden = true; if (info) select(hit.message.channel); });
+      return row;
+    }));
+  } catch (err) {
+    box.replaceChildren(el("p", { className: "error", textContent: err instanceof MqchatError ? err.message : String(err) }));
+  }
 });
 
 $("new-channel").addEventListener("submit", async (e) => {
@@ -301,10 +538,15 @@ $("new-channel").addEventListener("submit", async (e) => {
 // ---- resume a session kept from an earlier visit -----------------------------------------------
 
 const kept = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
-if (kept && kept.login.expires_at * 1000 > Date.now() + 60_000) {
+const fresh = kept && kept.login.expires_at * 1000 > Date.now() + 60_000;
+if (kept && (fresh || kept.login.refresh_token)) {
   const c = new MqchatClient({ apiUrl: "", deviceId: deviceId(), storage: localStorage, syncLimit: PAGE });
-  await c.useSession(kept.login);
-  start(c, { user_id: kept.login.user_id, username: kept.username }).catch(() => {
+  const resume = async () => {
+    await c.useSession(kept.login);
+    if (!fresh) keepSession(await c.refresh(), kept.username); // an expired access token: refresh it first
+    await start(c, { user_id: kept.login.user_id, username: kept.username });
+  };
+  resume().catch(() => {
     localStorage.removeItem(SESSION_KEY);
     location.reload();
   });

@@ -53,6 +53,16 @@ var ERROR_CODES = Object.freeze({
   unknown_kind: { action: "fix", description: "the message kind is not defined" },
   body_too_long: { action: "fix", description: "the body is over 4,000 characters" },
   invalid_cmid: { action: "fix", description: "the client message id is not 1-64 of [A-Za-z0-9_.:-]" },
+  empty_body: { action: "fix", description: "a text or edit whose body is empty or only white space" },
+  missing_field: { action: "fix", description: "the kind needs a field that is absent (the target of an edit, ...)" },
+  field_not_allowed: { action: "fix", description: "the kind does not take a field that is present" },
+  invalid_target: { action: "fix", description: "target, reply_to or thread is not a seq (an integer >= 1)" },
+  invalid_emoji: { action: "fix", description: "not a short Unicode emoji sequence nor a :shortcode:" },
+  target_deleted: { action: "drop", description: "the message changed, quoted or replied under is deleted" },
+  too_many_reactions: { action: "drop", description: "the message already carries 20 distinct emoji" },
+  invalid_thread: { action: "fix", description: "thread names a reply: reply under its root" },
+  timed_out: { action: "drop", description: "a moderator timed you out in this server (retryAfterMs: how long)" },
+  slow_mode: { action: "retry", description: "the channel's slow mode: retried with the same cmid after retryAfterMs" },
   not_member: { action: "drop", description: "you are not a member of the channel" },
   unavailable: { action: "retry", description: "the store is temporarily unavailable (HTTP 503 too)" },
   // HTTP API.
@@ -65,15 +75,48 @@ var ERROR_CODES = Object.freeze({
   token_bad_issuer: { action: "relogin", description: "the token is from another issuer" },
   token_bad_claims: { action: "relogin", description: "the token's claims are invalid" },
   token_malformed: { action: "relogin", description: "the token cannot be read" },
+  token_revoked: { action: "relogin", description: "the device was logged out: log in again" },
+  refresh_invalid: { action: "relogin", description: "an unknown, expired or revoked refresh token: log in again" },
+  refresh_reused: { action: "relogin", description: "a spent refresh token was presented again: the login is ended" },
+  rate_limited: { action: "retry", description: "too many requests: retry after retryAfterMs" },
+  ack_timeout: { action: "retry", description: "a REST send got no ack in time: retry with the same cmid" },
+  epoch_mismatch: { action: "drop", description: "a read marker for an epoch the channel is not in: sync, then mark again" },
+  body_too_large: { action: "fix", description: "the request body is over http.max_body_bytes" },
+  bad_request: { action: "fix", description: "a malformed request" },
   bad_credentials: { action: "fix", description: "unknown username or wrong password" },
   username_taken: { action: "fix", description: "the username is taken" },
   unknown_users: { action: "fix", description: "a member does not exist" },
   channel_not_found: { action: "drop", description: "no such channel, or you are not a member" },
   direct_channel: { action: "fix", description: "a direct channel's members cannot change" },
-  forbidden: { action: "fix", description: "not allowed for you" },
+  forbidden: { action: "drop", description: "not allowed for you (a server permission: the message names it)" },
+  server_not_found: { action: "drop", description: "no such server, or you are not in it" },
+  role_not_found: { action: "fix", description: "no such role in the server" },
+  member_not_found: { action: "fix", description: "no such member of the server" },
+  invite_not_found: { action: "fix", description: "no such invite" },
+  user_not_found: { action: "fix", description: "no such user" },
+  role_hierarchy: { action: "fix", description: "the role or member is at or above your highest role, or is the owner" },
+  banned: { action: "drop", description: "you are banned from the server" },
+  owner_cannot_leave: { action: "fix", description: "the owner must transfer the server first" },
+  server_channel: { action: "fix", description: "server channels' members come by invite" },
+  invite_revoked: { action: "drop", description: "the invite was revoked" },
+  invite_expired: { action: "drop", description: "the invite has expired" },
+  invite_used_up: { action: "drop", description: "the invite has no uses left" },
+  unknown_permission: { action: "fix", description: "a permission name that does not exist" },
+  invalid: { action: "fix", description: "a request the directory refuses as malformed" },
+  not_server_channel: { action: "fix", description: "a server-channel operation on a direct or group channel" },
+  conflict: { action: "fix", description: "a uniqueness rule was violated" },
+  empty_query: { action: "fix", description: "a search without terms" },
+  query_too_long: { action: "fix", description: "the search query is too long" },
+  too_many_terms: { action: "fix", description: "the search query has too many terms" },
+  unknown_filter: { action: "fix", description: "a search filter that does not exist" },
+  invalid_filter: { action: "fix", description: "a search filter's value is invalid, or given twice" },
+  invalid_limit: { action: "fix", description: "a page size out of range" },
+  invalid_cursor: { action: "fix", description: "a cursor from another listing, or one that does not decode" },
+  cursor_mismatch: { action: "fix", description: "a search cursor used with another query or filters" },
+  search_disabled: { action: "fix", description: "search is turned off on this server" },
   seq_out_of_range: { action: "fix", description: "a read marker beyond the channel's last seq" },
   external_issuer: { action: "fix", description: "login is disabled: tokens come from an identity provider" },
-  not_found: { action: "fix", description: "no such route" },
+  not_found: { action: "drop", description: "no such message in the channel's epoch (sync), or no such route" },
   method_not_allowed: { action: "fix", description: "wrong method for the route" },
   // The connection (see reconnect.ts for the decision table).
   connect_refused: { action: "fix", description: "the broker refused the connection for good" },
@@ -106,7 +149,157 @@ var MqchatError = class extends Error {
   }
 };
 
+// src/types.ts
+var TARGETED_KINDS = /* @__PURE__ */ new Set(["edit", "delete", "reaction", "pin", "unpin"]);
+
+// src/fold.ts
+var MAX_REACTION_EMOJI = 20;
+function react(m, user, emoji, op) {
+  const users = m.reactions.find(([e]) => e === emoji)?.[1];
+  let reactions;
+  if (op === "add") {
+    if (users?.has(user) || !users && m.reactions.length >= MAX_REACTION_EMOJI) return m;
+    reactions = users ? m.reactions.map(([e, u]) => e === emoji ? [e, /* @__PURE__ */ new Set([...u, user])] : [e, u]) : [...m.reactions, [emoji, /* @__PURE__ */ new Set([user])]];
+  } else if (op === "remove" && users?.has(user)) {
+    reactions = m.reactions.map(([e, u]) => e === emoji ? [e, new Set([...u].filter((x) => x !== user))] : [e, u]).filter(([, u]) => u.size > 0);
+  } else {
+    return m;
+  }
+  return { ...m, reactions };
+}
+function applyEvent(states, e) {
+  if (TARGETED_KINDS.has(e.kind)) {
+    const t = e.target != null ? states.get(e.target) : void 0;
+    if (!t || t.deleted) return [];
+    let next = t;
+    if (e.kind === "edit") next = { ...t, body: e.body, edited_ts: e.ts };
+    else if (e.kind === "delete") next = { ...t, deleted: true, body: "", reactions: [], pinned: false };
+    else if (e.kind === "reaction" && e.emoji != null) next = react(t, e.sender, e.emoji, e.op);
+    else if (e.kind === "pin" || e.kind === "unpin") next = { ...t, pinned: e.kind === "pin" };
+    if (next === t) return [];
+    states.set(t.seq, next);
+    return [t.seq];
+  }
+  states.set(e.seq, {
+    seq: e.seq,
+    sender: e.sender,
+    kind: e.kind,
+    ts: e.ts,
+    body: e.body,
+    thread: e.thread ?? null,
+    edited_ts: null,
+    deleted: false,
+    pinned: false,
+    reactions: [],
+    reply_count: 0,
+    last_reply_ts: null
+  });
+  const root = e.thread != null ? states.get(e.thread) : void 0;
+  if (!root) return [e.seq];
+  states.set(root.seq, { ...root, reply_count: root.reply_count + 1, last_reply_ts: e.ts });
+  return [e.seq, root.seq];
+}
+function fold(events, states = /* @__PURE__ */ new Map()) {
+  for (const e of events) applyEvent(states, e);
+  return states;
+}
+function stateOut(s, me) {
+  return {
+    body: s.body,
+    edited_ts: s.edited_ts,
+    deleted: s.deleted,
+    pinned: s.pinned,
+    reactions: s.reactions.map(([emoji, users]) => ({ emoji, count: users.size, me: me !== null && users.has(me) })),
+    reply_count: s.reply_count,
+    last_reply_ts: s.last_reply_ts
+  };
+}
+var ChannelFold = class {
+  constructor() {
+    __publicField(this, "events", []);
+    __publicField(this, "states", /* @__PURE__ */ new Map());
+    /** Seqs of the window's messages (not events), ascending. */
+    __publicField(this, "order", []);
+  }
+  /** The epoch of the window (0: empty). */
+  get epoch() {
+    return this.events[0]?.epoch ?? 0;
+  }
+  /** The first and last seq held (0 when empty). */
+  get firstSeq() {
+    return this.events[0]?.seq ?? 0;
+  }
+  get lastSeq() {
+    return this.events.at(-1)?.seq ?? 0;
+  }
+  /** Replace the window with `events` (a latest page, after a new channel or an epoch reset). */
+  reset(events) {
+    this.events = [...events];
+    this.refold();
+  }
+  /**
+   * Append the next event (the client delivers them gap-free, in order). An event that does not
+   * continue the window (another epoch, a gap) starts a new window with it. Returns the seqs of
+   * the messages whose state changed.
+   */
+  append(e) {
+    const last = this.events.at(-1);
+    if (last && (e.epoch !== last.epoch || e.seq !== last.seq + 1)) {
+      if (e.epoch === last.epoch && e.seq <= last.seq) return [];
+      this.reset([e]);
+      return TARGETED_KINDS.has(e.kind) ? [] : [e.seq];
+    }
+    this.events.push(e);
+    if (!TARGETED_KINDS.has(e.kind)) this.order.push(e.seq);
+    return applyEvent(this.states, e);
+  }
+  /**
+   * Prepend an older page (ascending, ending right below the window). Messages of it may be named
+   * by events already held, so the whole window is folded again. Returns false (and changes
+   * nothing) when the page does not end where the window starts.
+   */
+  prepend(older) {
+    const first = this.events[0];
+    const page = older.filter((m) => !first || m.epoch === first.epoch && m.seq < first.seq);
+    if (!page.length) return older.length === 0;
+    if (first && page.at(-1).seq !== first.seq - 1) return false;
+    this.events = [...page, ...this.events];
+    this.refold();
+    return true;
+  }
+  /** The folded state of message `seq`, if the window holds it. */
+  state(seq) {
+    return this.states.get(seq);
+  }
+  /** The raw event at `seq`, if held. */
+  event(seq) {
+    const first = this.firstSeq;
+    return first ? this.events[seq - first] : void 0;
+  }
+  /** Every message of the window (not the events changing them) with its state for `me`, in seq order. */
+  view(me) {
+    const out = [];
+    for (const seq of this.order) {
+      const message = this.event(seq);
+      const s = this.states.get(seq);
+      if (message && s) out.push({ message, state: stateOut(s, me) });
+    }
+    return out;
+  }
+  refold() {
+    this.states = fold(this.events);
+    this.order = this.events.filter((e) => !TARGETED_KINDS.has(e.kind)).map((e) => e.seq);
+  }
+};
+
 // src/http.ts
+var enc = encodeURIComponent;
+function query(params) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== void 0) qs.set(k, String(v));
+  const text = qs.toString();
+  return text ? `?${text}` : "";
+}
 var HttpApi = class {
   /**
    * @param baseUrl the API's address, e.g. `http://127.0.0.1:8080` (`""`: the page's own origin).
@@ -117,6 +310,11 @@ var HttpApi = class {
     __publicField(this, "fetchImpl", fetchImpl);
     /** The bearer token sent with every request but signup and login. */
     __publicField(this, "token", null);
+    /**
+     * Called once when a request is refused with `token_expired`; when it resolves (having set a
+     * fresh {@link token}) the request is made again. The client sets it to its token refresh.
+     */
+    __publicField(this, "renewToken", null);
   }
   /**
    * Any endpoint, for those this class has no method for yet (new endpoints land here first).
@@ -124,6 +322,17 @@ var HttpApi = class {
    * @throws MqchatError with the server's error code, or `network`.
    */
   async request(method, path, body, opts = {}) {
+    try {
+      return await this.requestOnce(method, path, body, opts);
+    } catch (err) {
+      if (!(err instanceof MqchatError) || err.code !== "token_expired" || opts.auth === false || !this.renewToken) {
+        throw err;
+      }
+      await this.renewToken();
+      return this.requestOnce(method, path, body, opts);
+    }
+  }
+  async requestOnce(method, path, body, opts) {
     const headers = { accept: "application/json" };
     if (body !== void 0) headers["content-type"] = "application/json";
     if (opts.auth !== false) {
@@ -164,6 +373,18 @@ var HttpApi = class {
   login(username, password, deviceId) {
     return this.request("POST", "/v1/login", { username, password, device_id: deviceId }, { auth: false });
   }
+  /** Exchange a refresh token for a new pair; the one presented is spent (a second use ends the login). */
+  refresh(refreshToken) {
+    return this.request("POST", "/v1/token/refresh", { refresh_token: refreshToken }, { auth: false });
+  }
+  /** End this device's login: its refresh tokens stop working, its access tokens are refused. */
+  logout() {
+    return this.request("POST", "/v1/logout");
+  }
+  /** End the login of every device of the user (a lost phone). */
+  logoutAll() {
+    return this.request("POST", "/v1/logout/all");
+  }
   /** A group channel (any members) or a direct one (exactly one other member; unique per pair). */
   createChannel(kind, members, name) {
     return this.request("POST", "/v1/channels", { kind, members, ...name ? { name } : {} });
@@ -177,8 +398,19 @@ var HttpApi = class {
       `/v1/channels/${encodeURIComponent(channel)}/members/${encodeURIComponent(userId)}`
     );
   }
+  /** Every channel you can see, all pages. */
   async channels() {
-    return (await this.request("GET", "/v1/me/channels")).channels;
+    const out = [];
+    let cursor;
+    do {
+      const page = await this.channelPage({ limit: 500, ...cursor ? { cursor } : {} });
+      out.push(...page.channels);
+      cursor = page.next_cursor ?? void 0;
+    } while (cursor);
+    return out;
+  }
+  channelPage(q = {}) {
+    return this.request("GET", `/v1/me/channels${query({ ...q })}`);
   }
   history(channel, q = {}) {
     const params = new URLSearchParams();
@@ -195,8 +427,21 @@ var HttpApi = class {
       epoch === void 0 ? { seq } : { seq, epoch }
     );
   }
-  inbox() {
-    return this.request("GET", "/v1/me/inbox");
+  /** One page of the inbox (most recent activity first); `badge` and `mentions` count every channel. */
+  inboxPage(q = {}) {
+    return this.request("GET", `/v1/me/inbox${query({ ...q })}`);
+  }
+  /** The whole inbox, every page. */
+  async inbox() {
+    const first = await this.inboxPage({ limit: 500 });
+    let cursor = first.next_cursor;
+    while (cursor) {
+      const page = await this.inboxPage({ limit: 500, cursor });
+      first.channels.push(...page.channels);
+      cursor = page.next_cursor;
+    }
+    first.next_cursor = null;
+    return first;
   }
   sync(channels, limit) {
     return this.request("POST", "/v1/sync", limit === void 0 ? { channels } : { channels, limit });
@@ -206,6 +451,158 @@ var HttpApi = class {
       "GET",
       `/v1/channels/${encodeURIComponent(channel)}/presence`
     )).online;
+  }
+  // ---- rich messages ----------------------------------------------------------------------------
+  /** A send over HTTP with the device's token (the MQTT payload; answered with the bridge's ack). */
+  send(channel, payload) {
+    return this.request("POST", `/v1/channels/${enc(channel)}/messages`, payload);
+  }
+  /** A thread: the root with its state, and its replies above `after` (default 0), in seq order. */
+  thread(channel, root, q = {}) {
+    return this.request("GET", `/v1/channels/${enc(channel)}/threads/${root}${query({ ...q })}`);
+  }
+  /** The channel's pinned messages with their state, in seq order. */
+  pins(channel) {
+    return this.request("GET", `/v1/channels/${enc(channel)}/pins`);
+  }
+  // ---- search -------------------------------------------------------------------------------------
+  /** Messages matching `q` in the channels you can see now, newest first (docs/search.md). */
+  search(q, opts = {}) {
+    return this.request("GET", `/v1/search${query({ q, ...opts })}`);
+  }
+  // ---- servers ------------------------------------------------------------------------------------
+  createServer(name, opts = {}) {
+    return this.request("POST", "/v1/servers", { name, ...opts });
+  }
+  server(id) {
+    return this.request("GET", `/v1/servers/${enc(id)}`);
+  }
+  editServer(id, changes) {
+    return this.request("PATCH", `/v1/servers/${enc(id)}`, changes);
+  }
+  deleteServer(id) {
+    return this.request("DELETE", `/v1/servers/${enc(id)}`);
+  }
+  async myServers() {
+    return (await this.request("GET", "/v1/me/servers")).servers;
+  }
+  discoverableServers(q = {}) {
+    return this.request("GET", `/v1/servers${query({ discoverable: true, ...q })}`);
+  }
+  members(server, q = {}) {
+    return this.request("GET", `/v1/servers/${enc(server)}/members${query({ ...q })}`);
+  }
+  joinServer(server) {
+    return this.request("POST", `/v1/servers/${enc(server)}/join`);
+  }
+  leaveServer(server) {
+    return this.request("POST", `/v1/servers/${enc(server)}/leave`);
+  }
+  transferServer(server, userId) {
+    return this.request("POST", `/v1/servers/${enc(server)}/transfer`, { user_id: userId });
+  }
+  /** Channels of a server you can see. */
+  async serverChannels(server) {
+    return (await this.request("GET", `/v1/servers/${enc(server)}/channels`)).channels;
+  }
+  createServerChannel(server, name, opts = {}) {
+    return this.request("POST", `/v1/servers/${enc(server)}/channels`, { name, ...opts });
+  }
+  editServerChannel(channel, changes) {
+    return this.request("PATCH", `/v1/channels/${enc(channel)}`, changes);
+  }
+  deleteServerChannel(channel) {
+    return this.request("DELETE", `/v1/channels/${enc(channel)}`);
+  }
+  // ---- roles and permissions ------------------------------------------------------------------------
+  /** Highest position first, `@everyone` last. */
+  async roles(server) {
+    return (await this.request("GET", `/v1/servers/${enc(server)}/roles`)).roles;
+  }
+  createRole(server, name, opts = {}) {
+    return this.request("POST", `/v1/servers/${enc(server)}/roles`, { name, ...opts });
+  }
+  editRole(server, role, changes) {
+    return this.request("PATCH", `/v1/servers/${enc(server)}/roles/${enc(role)}`, changes);
+  }
+  deleteRole(server, role) {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/roles/${enc(role)}`);
+  }
+  addMemberRole(server, userId, role) {
+    return this.request("PUT", `/v1/servers/${enc(server)}/members/${enc(userId)}/roles/${enc(role)}`);
+  }
+  removeMemberRole(server, userId, role) {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}/roles/${enc(role)}`);
+  }
+  async overwrites(channel) {
+    return (await this.request("GET", `/v1/channels/${enc(channel)}/permissions`)).overwrites;
+  }
+  setOverwrite(channel, target, targetId, perms) {
+    return this.request("PUT", `/v1/channels/${enc(channel)}/permissions/${target}/${enc(targetId)}`, perms);
+  }
+  deleteOverwrite(channel, target, targetId) {
+    return this.request("DELETE", `/v1/channels/${enc(channel)}/permissions/${target}/${enc(targetId)}`);
+  }
+  /** Your effective permissions in any channel you can see. */
+  myPermissions(channel) {
+    return this.request("GET", `/v1/channels/${enc(channel)}/permissions/me`);
+  }
+  // ---- invites ------------------------------------------------------------------------------------
+  createInvite(server, opts = {}) {
+    return this.request("POST", `/v1/servers/${enc(server)}/invites`, opts);
+  }
+  async invites(server) {
+    return (await this.request("GET", `/v1/servers/${enc(server)}/invites`)).invites;
+  }
+  previewInvite(code) {
+    return this.request("GET", `/v1/invites/${enc(code)}`);
+  }
+  acceptInvite(code) {
+    return this.request("POST", `/v1/invites/${enc(code)}/accept`);
+  }
+  revokeInvite(code) {
+    return this.request("DELETE", `/v1/invites/${enc(code)}`);
+  }
+  // ---- moderation ---------------------------------------------------------------------------------
+  kick(server, userId) {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}`);
+  }
+  async bans(server) {
+    return (await this.request("GET", `/v1/servers/${enc(server)}/bans`)).bans;
+  }
+  ban(server, userId, reason) {
+    return this.request(
+      "PUT",
+      `/v1/servers/${enc(server)}/bans/${enc(userId)}`,
+      reason === void 0 ? void 0 : { reason }
+    );
+  }
+  unban(server, userId) {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/bans/${enc(userId)}`);
+  }
+  timeout(server, userId, untilMs) {
+    return this.request("PUT", `/v1/servers/${enc(server)}/members/${enc(userId)}/timeout`, { until_ms: untilMs });
+  }
+  clearTimeout(server, userId) {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}/timeout`);
+  }
+  auditLog(server, q = {}) {
+    return this.request("GET", `/v1/servers/${enc(server)}/audit-log${query({ ...q })}`);
+  }
+  // ---- users --------------------------------------------------------------------------------------
+  user(id) {
+    return this.request("GET", `/v1/users/${enc(id)}`);
+  }
+  /** Exact username, ignoring case. */
+  userByName(username) {
+    return this.request("GET", `/v1/users/by-name/${enc(username)}`);
+  }
+  me() {
+    return this.request("GET", "/v1/me");
+  }
+  /** A field left out keeps its value; `null` clears it. */
+  editMe(changes) {
+    return this.request("PATCH", "/v1/me", changes);
   }
 };
 
@@ -464,7 +861,9 @@ var topics = {
   devicePresence: (user, device) => `presence/${user}/${device}`,
   userPresence: (user) => `presence/${user}`,
   typing: (channel, user) => `typing/${channel}/${user}`,
-  typingFilter: (channel) => `typing/${channel}/+`
+  typingFilter: (channel) => `typing/${channel}/+`,
+  /** In-band token refresh: the bare JWT, to the broker only (never delivered). */
+  auth: (user, device) => `auth/${user}/${device}`
 };
 function parseTopic(topic) {
   const p = topic.split("/");
@@ -482,6 +881,11 @@ var TYPING_REFRESH_MS = 3e3;
 var TYPING_EXPIRY_MS = 6e3;
 var SUBSCRIBE_RETRIES = 5;
 var SUBSCRIBE_RETRY_MS = 400;
+var REFRESH_LEAD_MS = 5 * 6e4;
+var REFRESH_RETRY_MS = 3e4;
+function refreshDelay(remainingMs) {
+  return Math.max(0, Math.max(remainingMs - REFRESH_LEAD_MS, remainingMs * 0.8));
+}
 function utf8(bytes) {
   if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
   let binary = "";
@@ -505,6 +909,9 @@ var MqchatClient = class extends Emitter {
     __publicField(this, "tracker", new ChannelTracker());
     __publicField(this, "pending", /* @__PURE__ */ new Map());
     __publicField(this, "unreadState", /* @__PURE__ */ new Map());
+    __publicField(this, "folds", /* @__PURE__ */ new Map());
+    __publicField(this, "refreshTimer", null);
+    __publicField(this, "refreshing", null);
     __publicField(this, "watchedPresence", /* @__PURE__ */ new Set());
     __publicField(this, "watchedTyping", /* @__PURE__ */ new Set());
     __publicField(this, "typingSent", /* @__PURE__ */ new Map());
@@ -522,6 +929,10 @@ var MqchatClient = class extends Emitter {
     this.opts = options;
     this.deviceId = checkId("deviceId", options.deviceId);
     this.api = new HttpApi(options.apiUrl.replace(/\/+$/, ""), options.fetch);
+    this.api.renewToken = async () => {
+      if (!this.session?.refresh_token) throw new MqchatError("token_expired", "the token has expired");
+      await this.refresh();
+    };
     this.storage = options.storage ?? new MemoryStorage();
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.random = options.random ?? Math.random;
@@ -550,12 +961,94 @@ var MqchatClient = class extends Emitter {
     if (this.session && this.session.user_id !== result.user_id) {
       throw new TypeError("this client belongs to another user: create a new client");
     }
+    const changed = this.session !== null && this.session.token !== result.token;
     this.session = result;
     this.api.token = result.token;
     if (!this.outbox) {
       this.outbox = new Outbox(this.storage, `mqchat:outbox:${result.user_id}:${this.deviceId}`);
       await this.outbox.load();
     }
+    this.scheduleRefresh();
+    if (changed) this.emit("session", result);
+  }
+  /** The current session (the login answer, with tokens as rotated since); null before login. */
+  get currentSession() {
+    return this.session;
+  }
+  // ---- token lifecycle ------------------------------------------------------------------------
+  /**
+   * Exchange the refresh token for a new access token and refresh token now (the old refresh
+   * token is spent), and hand the new access token to the live MQTT connection in-band on
+   * `auth/{me}/{device}`, so it is not closed when the old one expires. Done automatically before
+   * expiry (`autoRefresh`); concurrent calls share one request (a second use of the same refresh
+   * token would end the login).
+   *
+   * @throws MqchatError `refresh_invalid` / `refresh_reused` / `token_revoked` (log in again), or a
+   *   retryable `network`, `unavailable`, `rate_limited`.
+   */
+  refresh() {
+    this.refreshing ?? (this.refreshing = this.doRefresh().finally(() => {
+      this.refreshing = null;
+    }));
+    return this.refreshing;
+  }
+  async doRefresh() {
+    const s = this.session;
+    if (!s) throw new MqchatError("not_logged_in", "log in first");
+    if (!s.refresh_token) throw new MqchatError("refresh_invalid", "this session has no refresh token: log in again");
+    const pair = await this.api.refresh(s.refresh_token);
+    const next = { ...s, token: pair.token, refresh_token: pair.refresh_token, expires_at: pair.expires_at };
+    await this.useSession(next);
+    const mq = this.mq;
+    if (mq?.connected) {
+      await this.publishAsync(mq, topics.auth(s.user_id, this.deviceId), pair.token, { qos: 1 }).catch(() => void 0);
+    }
+    return next;
+  }
+  scheduleRefresh(delayMs) {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    const s = this.session;
+    if (!s?.refresh_token || this.opts.autoRefresh === false) return;
+    const delay = delayMs ?? refreshDelay(s.expires_at * 1e3 - this.now());
+    const timer = setTimeout(() => {
+      this.refreshTimer = null;
+      this.refresh().catch((err) => {
+        const e = err instanceof MqchatError ? err : new MqchatError("network", String(err));
+        if (e.retryable) {
+          const left = (this.session?.expires_at ?? 0) * 1e3 - this.now();
+          this.scheduleRefresh(Math.max(e.retryAfterMs ?? 1e3, Math.min(REFRESH_RETRY_MS, left / 4)));
+        }
+        this.emit("error", e);
+      });
+    }, Math.min(delay, 2 ** 31 - 1));
+    timer.unref?.();
+    this.refreshTimer = timer;
+  }
+  /**
+   * Log this device out: disconnect cleanly, then end its login on the server (its refresh tokens
+   * stop working, its access tokens are refused, the broker closes its other connections).
+   */
+  async logout() {
+    await this.disconnect();
+    const out = await this.api.logout();
+    this.endSession();
+    return out;
+  }
+  /** Log every device of the user out (a lost phone): the others are disconnected within ~1 s. */
+  async logoutAll() {
+    await this.disconnect();
+    const out = await this.api.logoutAll();
+    this.endSession();
+    return out;
+  }
+  endSession() {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.password = null;
+    this.api.token = null;
+    if (this.session) this.session = { ...this.session, token: "", expires_at: 0 };
+    delete this.session?.refresh_token;
   }
   // ---- connection -----------------------------------------------------------------------------
   /**
@@ -573,6 +1066,7 @@ var MqchatClient = class extends Emitter {
     this.firstConnect = { ...settle, promise: done };
     if (!this.wanted) {
       this.wanted = true;
+      if (!this.refreshTimer) this.scheduleRefresh();
       this.attempt = 0;
       this.relogged = false;
       this.outboxTimer = setInterval(() => this.flushOutbox(), OUTBOX_TICK_MS);
@@ -588,6 +1082,8 @@ var MqchatClient = class extends Emitter {
   async disconnect() {
     this.wanted = false;
     this.stopTimers();
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     const mq = this.mq;
     this.mq = null;
     if (mq && this.session) {
@@ -671,12 +1167,20 @@ var MqchatClient = class extends Emitter {
         mq.end(true);
         let failure = connected ? "connection_lost" : classify(lastError);
         if (!connected && lastError === null && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 1e4)) failure = "timeout";
-        this.onLost(failure);
+        this.onLost(failure, session.token);
       }, 0);
     });
   }
-  onLost(failure) {
+  /** @param usedToken the token the lost connection presented (a refresh may have replaced it since). */
+  onLost(failure, usedToken) {
     if (!this.wanted || !this.session) return;
+    if ((failure === "not_authorized" || failure === "bad_credentials") && usedToken !== void 0 && usedToken !== this.session.token && !this.relogged) {
+      this.relogged = true;
+      this.attempt += 1;
+      this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token renewed: connecting with it" });
+      this.open();
+      return;
+    }
     const decision = decide(failure, {
       attempt: this.attempt,
       tokenExpired: tokenExpired(this.session.expires_at, this.now()),
@@ -697,10 +1201,19 @@ var MqchatClient = class extends Emitter {
   async reloginThenOpen(failure) {
     this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token expired: logging in again" });
     try {
-      let fresh;
+      let fresh = null;
       if (this.opts.relogin) fresh = await this.opts.relogin();
-      else if (this.password) fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
-      else throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
+      else if (this.session?.refresh_token) {
+        try {
+          fresh = await this.refresh();
+        } catch (err) {
+          if (!(err instanceof MqchatError) || err.retryable || !this.password) throw err;
+        }
+      }
+      if (!fresh && this.password) {
+        fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
+      }
+      if (!fresh) throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
       await this.useSession(fresh);
       this.relogged = true;
       this.open();
@@ -713,6 +1226,8 @@ var MqchatClient = class extends Emitter {
   stop(failure, reason) {
     this.wanted = false;
     this.stopTimers();
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     this.setState({ state: "stopped", failure, reason });
     this.firstConnect?.reject(new MqchatError(failure === "timeout" ? "network" : "connect_refused", reason));
     this.firstConnect = null;
@@ -791,14 +1306,16 @@ var MqchatClient = class extends Emitter {
   applySync(ch) {
     const applied = this.tracker.applySync(ch);
     if (applied.replace) {
+      this.foldOf(ch.channel).reset(applied.replace);
+      const u = this.unreadState.get(ch.channel);
+      const last = applied.replace.at(-1)?.count_seq;
+      if (u && last !== void 0) u.lastCount = Math.max(u.lastCount, last);
       this.emit("reset", {
         channel: ch.channel,
         status: ch.status === "new" ? "new" : "reset",
         epoch: ch.epoch,
         messages: applied.replace
       });
-      const u = this.unreadState.get(ch.channel);
-      if (u) u.lastSeq = Math.max(u.lastSeq, ch.last_seq);
     }
     for (const m of applied.deliver) this.deliver(m);
     return applied.more;
@@ -880,6 +1397,7 @@ var MqchatClient = class extends Emitter {
   forget(channel) {
     this.tracker.drop(channel);
     this.unreadState.delete(channel);
+    this.folds.delete(channel);
     this.mq?.unsubscribe(topics.channel(channel));
   }
   // ---- incoming -------------------------------------------------------------------------------
@@ -929,24 +1447,51 @@ var MqchatClient = class extends Emitter {
       }
     }
   }
+  foldOf(channel) {
+    let f = this.folds.get(channel);
+    if (!f) this.folds.set(channel, f = new ChannelFold());
+    return f;
+  }
   deliver(m) {
-    const u = this.unreadState.get(m.channel) ?? { lastSeq: 0, readSeq: 0, mentions: 0 };
+    const u = this.unreadState.get(m.channel) ?? { lastCount: 0, readCount: 0, readSeq: 0, mentions: 0 };
     this.unreadState.set(m.channel, u);
-    u.lastSeq = Math.max(u.lastSeq, m.seq);
-    if (m.sender === this.userId) {
+    const counts = !TARGETED_KINDS.has(m.kind);
+    const count = m.count_seq ?? (counts ? u.lastCount + 1 : u.lastCount);
+    u.lastCount = Math.max(u.lastCount, count);
+    if (counts && m.sender === this.userId) {
       u.readSeq = Math.max(u.readSeq, m.seq);
-    } else if (m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
+      u.readCount = Math.max(u.readCount, count);
+    } else if (counts && m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
       u.mentions += 1;
     }
+    const f = this.foldOf(m.channel);
+    const changed = f.append(m);
     this.emit("message", m);
-    this.emitUnread(m.channel);
+    for (const seq of changed) {
+      const state = f.state(seq);
+      const message = f.event(seq);
+      if (seq === m.seq || !state || !message) continue;
+      this.emit("update", { channel: m.channel, seq, message, state: stateOut(state, this.userId), cause: m });
+    }
+    if (counts) this.emitUnread(m.channel);
+  }
+  /** Move the read marker of `channel` to `seq`, given the server's unread count there. */
+  takeRead(channel, seq, unread, mentions) {
+    const u = this.unreadState.get(channel) ?? { lastCount: unread, readCount: 0, readSeq: 0, mentions: 0 };
+    const atMarker = this.folds.get(channel)?.event(seq)?.count_seq;
+    u.readSeq = Math.max(u.readSeq, seq);
+    u.readCount = Math.max(u.readCount, atMarker ?? u.lastCount - unread);
+    u.lastCount = Math.max(u.lastCount, u.readCount + unread);
+    u.mentions = mentions;
+    this.unreadState.set(channel, u);
+    this.emitUnread(channel);
   }
   emitUnread(channel) {
     const u = this.unreadState.get(channel);
     if (!u) return;
     this.emit("unread", {
       channel,
-      unread: Math.max(0, u.lastSeq - u.readSeq),
+      unread: Math.max(0, u.lastCount - u.readCount),
       mentions: u.mentions,
       badge: this.badge()
     });
@@ -954,8 +1499,10 @@ var MqchatClient = class extends Emitter {
   takeUnread(inbox) {
     for (const c of inbox.channels) {
       const u = this.unreadState.get(c.channel_id);
+      const last = c.last_message?.count_seq ?? c.unread;
       this.unreadState.set(c.channel_id, {
-        lastSeq: Math.max(c.last_seq, u?.lastSeq ?? 0),
+        lastCount: Math.max(last, u?.lastCount ?? 0),
+        readCount: Math.max(last - c.unread, u?.readCount ?? 0),
         readSeq: Math.max(c.read_seq, u?.readSeq ?? 0),
         mentions: c.mentions
       });
@@ -971,13 +1518,13 @@ var MqchatClient = class extends Emitter {
   /** Unread messages over all channels, as far as this client knows. */
   badge() {
     let total = 0;
-    for (const u of this.unreadState.values()) total += Math.max(0, u.lastSeq - u.readSeq);
+    for (const u of this.unreadState.values()) total += Math.max(0, u.lastCount - u.readCount);
     return total;
   }
   /** The unread count of one channel, as far as this client knows. */
   unread(channel) {
     const u = this.unreadState.get(channel);
-    return u ? Math.max(0, u.lastSeq - u.readSeq) : 0;
+    return u ? Math.max(0, u.lastCount - u.readCount) : 0;
   }
   async onAck(ack) {
     this.emit("ack", ack);
@@ -989,8 +1536,12 @@ var MqchatClient = class extends Emitter {
       waiting?.resolve(ack);
       return;
     }
-    const err = new MqchatError(ack.error.code, ack.error.message);
-    if (err.retryable) return;
+    const wait = ack.error.retry_after_ms;
+    const err = new MqchatError(ack.error.code, ack.error.message, wait === void 0 ? {} : { retryAfterMs: wait });
+    if (err.retryable) {
+      if (wait !== void 0) this.outbox.markSent(ack.cmid, this.now() + wait - (this.opts.ackTimeoutMs ?? 5e3));
+      return;
+    }
     await this.outbox.remove(ack.cmid);
     this.pending.delete(ack.cmid);
     if (waiting) waiting.reject(err);
@@ -1000,12 +1551,10 @@ var MqchatClient = class extends Emitter {
     this.emit("userEvent", ev);
     if (ev.type === "read") {
       const r = ev;
-      const u = this.unreadState.get(r.channel) ?? { lastSeq: r.seq, readSeq: r.seq, mentions: 0 };
-      u.readSeq = Math.max(u.readSeq, r.seq);
-      u.lastSeq = Math.max(u.lastSeq, r.seq + r.unread);
-      u.mentions = r.mentions;
-      this.unreadState.set(r.channel, u);
-      this.emitUnread(r.channel);
+      this.takeRead(r.channel, r.seq, r.unread, r.mentions);
+    } else if (ev.type === "server") {
+      const s = ev;
+      void this.refreshChannels().catch(() => void 0).then(() => this.emit("server", s));
     } else if (ev.type === "membership") {
       const m = ev;
       if (m.action === "added") {
@@ -1023,7 +1572,36 @@ var MqchatClient = class extends Emitter {
    * error code when the server refuses it for good.
    */
   send(channel, body, opts = {}) {
-    return this.sendPayload(channel, { kind: "text", body }, opts);
+    const payload = { kind: "text", body };
+    if (opts.replyTo !== void 0) payload.reply_to = opts.replyTo;
+    if (opts.thread !== void 0) payload.thread = opts.thread;
+    return this.sendPayload(channel, payload, opts.cmid === void 0 ? {} : { cmid: opts.cmid });
+  }
+  /** Reply under thread root `root` (a message that is not itself a reply). */
+  reply(channel, root, body, opts = {}) {
+    return this.send(channel, body, { ...opts, thread: root });
+  }
+  /** Replace the body of your message `target` (its seq). */
+  edit(channel, target, body, opts = {}) {
+    return this.sendPayload(channel, { kind: "edit", target, body }, opts);
+  }
+  /** Delete message `target` (yours; anyone's with `manage_messages`): it becomes a tombstone. */
+  deleteMessage(channel, target, opts = {}) {
+    return this.sendPayload(channel, { kind: "delete", target }, opts);
+  }
+  /** React to message `target` with `emoji` (a Unicode emoji or a `:shortcode:`); again changes nothing. */
+  react(channel, target, emoji, opts = {}) {
+    return this.sendPayload(channel, { kind: "reaction", target, emoji, op: "add" }, opts);
+  }
+  /** Take your reaction `emoji` off message `target`. */
+  unreact(channel, target, emoji, opts = {}) {
+    return this.sendPayload(channel, { kind: "reaction", target, emoji, op: "remove" }, opts);
+  }
+  pin(channel, target, opts = {}) {
+    return this.sendPayload(channel, { kind: "pin", target }, opts);
+  }
+  unpin(channel, target, opts = {}) {
+    return this.sendPayload(channel, { kind: "unpin", target }, opts);
   }
   /**
    * Send any payload the protocol defines (`kind` and its fields; `cmid` is added). New message
@@ -1032,8 +1610,17 @@ var MqchatClient = class extends Emitter {
   async sendPayload(channel, payload, opts = {}) {
     checkId("channel", channel);
     if (!this.outbox || !this.session) throw new MqchatError("not_logged_in", "log in first");
-    if (typeof payload.body === "string" && payload.body.length > 4e3) {
+    if (typeof payload.body === "string" && [...payload.body].length > 4e3) {
       throw new MqchatError("body_too_long", "the body is over 4,000 characters");
+    }
+    if ((payload.kind === "text" || payload.kind === "edit") && !(typeof payload.body === "string" && payload.body.trim())) {
+      throw new MqchatError("empty_body", `a ${payload.kind} needs a body with some text`);
+    }
+    for (const name of ["target", "reply_to", "thread"]) {
+      const v = payload[name];
+      if (v !== void 0 && !(Number.isInteger(v) && v >= 1)) {
+        throw new MqchatError("invalid_target", `${name} must be a seq (an integer >= 1), not ${String(v)}`);
+      }
     }
     const cmid = opts.cmid ?? this.newCmid();
     const result = new Promise((resolve, reject) => this.pending.set(cmid, { resolve, reject }));
@@ -1073,11 +1660,7 @@ var MqchatClient = class extends Emitter {
     const cursor = this.tracker.cursor(channel);
     const upTo = seq ?? cursor?.lastSeq ?? 0;
     const state = await this.api.markRead(channel, upTo, cursor?.epoch);
-    const u = this.unreadState.get(channel) ?? { lastSeq: state.seq, readSeq: 0, mentions: 0 };
-    u.readSeq = Math.max(u.readSeq, state.seq);
-    u.mentions = state.mentions;
-    this.unreadState.set(channel, u);
-    this.emitUnread(channel);
+    this.takeRead(channel, state.seq, state.unread, state.mentions);
     return { type: "read", ...state };
   }
   /**
@@ -1137,6 +1720,66 @@ var MqchatClient = class extends Emitter {
   inbox() {
     return this.api.inbox();
   }
+  // ---- folded messages --------------------------------------------------------------------------
+  /**
+   * The messages of `channel` the client holds (the latest page since connect, everything after
+   * it, and older pages from {@link loadOlder}), each with its state folded from the events held
+   * exactly as the server folds it. Events that change messages are not listed.
+   */
+  view(channel) {
+    return this.folds.get(channel)?.view(this.userId) ?? [];
+  }
+  /** The folded state of message `seq` of `channel`, if held. */
+  messageState(channel, seq) {
+    const s = this.folds.get(channel)?.state(seq);
+    return s ? stateOut(s, this.userId) : void 0;
+  }
+  /**
+   * Fetch the page before the oldest message held and fold it in (infinite scroll). Returns the
+   * page's messages with their states and whether older ones exist.
+   */
+  async loadOlder(channel, limit = 50) {
+    const f = this.foldOf(channel);
+    const first = f.firstSeq;
+    if (first === 1) return { messages: [], hasMore: false };
+    const page = await this.api.history(channel, first ? { before: first, limit } : { limit });
+    if (first && page.epoch === f.epoch && f.prepend(page.messages)) {
+      const seqs = new Set(page.messages.map((m) => m.seq));
+      return { messages: f.view(this.userId).filter((v) => seqs.has(v.message.seq)), hasMore: page.has_more };
+    }
+    return {
+      messages: page.messages.filter((m) => !TARGETED_KINDS.has(m.kind) && m.state).map((m) => ({ message: m, state: m.state })),
+      hasMore: page.has_more
+    };
+  }
+  /** A thread: its root (with `reply_count`) and replies above `after`, in seq order. */
+  thread(channel, root, q = {}) {
+    return this.api.thread(channel, root, q);
+  }
+  /** The channel's pinned messages. */
+  pins(channel) {
+    return this.api.pins(channel);
+  }
+  /**
+   * Search the messages of the channels you can see, newest first; pass `next_cursor` back as
+   * `cursor` (same query and filters) for the next page.
+   */
+  search(query2, opts = {}) {
+    return this.api.search(query2, opts);
+  }
+  /**
+   * Take the channel list from the server again: subscribe to channels the client does not hold
+   * (joined a server, or an invite accepted elsewhere), drop those it lost. Done on `server` events.
+   */
+  async refreshChannels() {
+    const inbox = await this.api.inbox();
+    const now = new Set(inbox.channels.map((c) => c.channel_id));
+    this.takeUnread(inbox);
+    for (const c of now) if (!this.tracker.cursor(c)) this.joinChannel(c);
+    for (const c of this.tracker.channels()) if (!now.has(c)) this.forget(c);
+    for (const c of now) this.emitUnread(c);
+    return inbox;
+  }
   /**
    * Create a group channel, or a direct one with exactly one other user, by user ids. Every
    * member's devices subscribe on the `membership` event.
@@ -1152,16 +1795,20 @@ var MqchatClient = class extends Emitter {
 export {
   CONNACK,
   CREDENTIALS,
+  ChannelFold,
   ChannelTracker,
   DEFAULT_BACKOFF,
   ERROR_CODES,
   HttpApi,
+  MAX_REACTION_EMOJI,
   MemoryStorage,
   MqchatClient,
   MqchatError,
   Outbox,
   RETRYABLE,
+  TARGETED_KINDS,
   TERMINAL,
+  applyEvent,
   backoffBound,
   backoffDelay,
   checkId,
@@ -1170,7 +1817,10 @@ export {
   decide,
   dueEntries,
   errorInfo,
+  fold,
   parseTopic,
+  refreshDelay,
+  stateOut,
   tokenExpired,
   topics
 };

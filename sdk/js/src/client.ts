@@ -6,6 +6,8 @@
  *        ─▶ resend the outbox ─▶ "connected"
  *   live: ch/{c} ─▶ ChannelTracker (append / duplicate / gap ─▶ sync / new epoch ─▶ reset)
  *   lost: reconnect.decide (stop / re-login / retry after full-jitter backoff) ─▶ connect again
+ *   delivered events ─▶ ChannelFold per channel (edits, deletes, reactions, pins, replies) ─▶ "update"
+ *   token: refreshed over HTTP before expiry (rotation), handed to the broker on auth/{me}/{device}
  *
  * The policy lives in pure modules (reconnect.ts, backoff.ts, outbox.ts `dueEntries`,
  * sequence.ts `classifyIncoming`); this class is the I/O around them. It mirrors docs/sync.md.
@@ -16,15 +18,18 @@ import mqtt from "mqtt";
 import { type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { MqchatError } from "./errors.js";
-import { type Fetch, type HistoryQuery, HttpApi } from "./http.js";
+import { ChannelFold, type MessageView, stateOut } from "./fold.js";
+import { type Fetch, type HistoryQuery, HttpApi, type SearchOptions } from "./http.js";
 import { Outbox } from "./outbox.js";
 import { type Failure, classify, decide, tokenExpired } from "./reconnect.js";
 import { ChannelTracker } from "./sequence.js";
 import { type KeyValueStorage, MemoryStorage } from "./storage.js";
 import { checkId, parseTopic, topics } from "./topics.js";
-import type {
-  Ack, AckOk, HistoryPage, Inbox, LoginResult, MembershipEvent, Message, PresenceStatus, ReadEvent, SyncChannel,
-  TypingEvent, UserCreated, UserEvent, UserPresence,
+import {
+  type Ack, type AckOk, type HistoryPage, type Inbox, type LoggedOut, type LoginResult, type MembershipEvent,
+  type Message, type MessageStateOut, type Pins, type PresenceStatus, type ReadEvent, type SearchPage,
+  type ServerEvent, type SyncChannel, TARGETED_KINDS, type ThreadPage, type TypingEvent, type UserCreated,
+  type UserEvent, type UserPresence,
 } from "./types.js";
 
 export type ConnectionState =
@@ -62,6 +67,28 @@ export interface ResetEvent {
   messages: Message[];
 }
 
+/** A message held by the client changed: an edit, delete, reaction, pin or a reply under it. */
+export interface UpdateEvent {
+  channel: string;
+  seq: number;
+  /** The message as it was sent (its original body). */
+  message: Message;
+  /** Its folded state now (as history would show it to you). */
+  state: MessageStateOut;
+  /** The event that changed it (its seq is the newest the fold holds). */
+  cause: Message;
+}
+
+/** Options of a text send. */
+export interface SendOptions {
+  /** Default: a fresh one. Reuse it to retry a send the app kept itself. */
+  cmid?: string;
+  /** The seq of a message this one quotes. */
+  replyTo?: number;
+  /** The seq of the thread root this one replies under (threads are one level deep). */
+  thread?: number;
+}
+
 export interface ClientEvents {
   state: StateEvent;
   /** A channel message, in seq order per channel, once each. */
@@ -72,6 +99,12 @@ export interface ClientEvents {
   typing: TypingEvent;
   unread: UnreadEvent;
   membership: MembershipEvent;
+  /** A message held changed state (see {@link MqchatClient.view}). */
+  update: UpdateEvent;
+  /** The user joined, left or was removed from a server (the channel list is refreshed first). */
+  server: ServerEvent;
+  /** The session changed (a refresh rotated the tokens): persist it if you keep sessions. */
+  session: LoginResult;
   /** Every event on `user/{me}/events`, including types this SDK does not know yet. */
   userEvent: UserEvent;
   /** Errors nobody awaits (a failed background sync, a dropped send). */
@@ -101,6 +134,11 @@ export interface ClientOptions {
    * password given to {@link MqchatClient.login} (kept in memory only), if any.
    */
   relogin?: () => Promise<LoginResult>;
+  /**
+   * Refresh the access token over HTTP before it expires (rotating the refresh token) and hand it
+   * to the live connection in-band (default true; needs a `refresh_token` in the session).
+   */
+  autoRefresh?: boolean;
   fetch?: Fetch;
   /** Uniform in [0, 1): the jitter's source (tests pass their own). */
   random?: () => number;
@@ -116,14 +154,28 @@ const TYPING_EXPIRY_MS = 6000;
 /** A SUBSCRIBE to a channel just joined is retried this many times, this much later each time. */
 const SUBSCRIBE_RETRIES = 5;
 const SUBSCRIBE_RETRY_MS = 400;
+/** Refresh the access token this long before it expires (or at 80 % of its life, if later). */
+const REFRESH_LEAD_MS = 5 * 60_000;
+/** After a refresh failed on the network, try again this long later (at most). */
+const REFRESH_RETRY_MS = 30_000;
+
+/** When to refresh a token that has `remainingMs` to live: 5 minutes early, or at 80 % of its life if later. */
+export function refreshDelay(remainingMs: number): number {
+  return Math.max(0, Math.max(remainingMs - REFRESH_LEAD_MS, remainingMs * 0.8));
+}
 
 interface Pending {
   resolve: (ack: AckOk) => void;
   reject: (err: MqchatError) => void;
 }
 
+/**
+ * Unread counting by `count_seq` (docs/protocol.md, *Unread counts*): only texts count, so
+ * unread = the channel's last count_seq − the count_seq at the read marker.
+ */
 interface UnreadState {
-  lastSeq: number;
+  lastCount: number;
+  readCount: number;
   readSeq: number;
   mentions: number;
 }
@@ -152,6 +204,9 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private readonly tracker = new ChannelTracker();
   private readonly pending = new Map<string, Pending>();
   private readonly unreadState = new Map<string, UnreadState>();
+  private readonly folds = new Map<string, ChannelFold>();
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private refreshing: Promise<LoginResult> | null = null;
   private readonly watchedPresence = new Set<string>();
   private readonly watchedTyping = new Set<string>();
   private readonly typingSent = new Map<string, number>();
@@ -172,6 +227,11 @@ export class MqchatClient extends Emitter<ClientEvents> {
     this.opts = options;
     this.deviceId = checkId("deviceId", options.deviceId);
     this.api = new HttpApi(options.apiUrl.replace(/\/+$/, ""), options.fetch);
+    // An HTTP call refused for an expired token refreshes it (if the session can) and is made again.
+    this.api.renewToken = async () => {
+      if (!this.session?.refresh_token) throw new MqchatError("token_expired", "the token has expired");
+      await this.refresh();
+    };
     this.storage = options.storage ?? new MemoryStorage();
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.random = options.random ?? Math.random;
@@ -206,12 +266,104 @@ export class MqchatClient extends Emitter<ClientEvents> {
     if (this.session && this.session.user_id !== result.user_id) {
       throw new TypeError("this client belongs to another user: create a new client");
     }
+    const changed = this.session !== null && this.session.token !== result.token;
     this.session = result;
     this.api.token = result.token;
     if (!this.outbox) {
       this.outbox = new Outbox(this.storage, `mqchat:outbox:${result.user_id}:${this.deviceId}`);
       await this.outbox.load();
     }
+    this.scheduleRefresh();
+    if (changed) this.emit("session", result);
+  }
+
+  /** The current session (the login answer, with tokens as rotated since); null before login. */
+  get currentSession(): LoginResult | null {
+    return this.session;
+  }
+
+  // ---- token lifecycle ------------------------------------------------------------------------
+
+  /**
+   * Exchange the refresh token for a new access token and refresh token now (the old refresh
+   * token is spent), and hand the new access token to the live MQTT connection in-band on
+   * `auth/{me}/{device}`, so it is not closed when the old one expires. Done automatically before
+   * expiry (`autoRefresh`); concurrent calls share one request (a second use of the same refresh
+   * token would end the login).
+   *
+   * @throws MqchatError `refresh_invalid` / `refresh_reused` / `token_revoked` (log in again), or a
+   *   retryable `network`, `unavailable`, `rate_limited`.
+   */
+  refresh(): Promise<LoginResult> {
+    this.refreshing ??= this.doRefresh().finally(() => {
+      this.refreshing = null;
+    });
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<LoginResult> {
+    const s = this.session;
+    if (!s) throw new MqchatError("not_logged_in", "log in first");
+    if (!s.refresh_token) throw new MqchatError("refresh_invalid", "this session has no refresh token: log in again");
+    const pair = await this.api.refresh(s.refresh_token);
+    const next: LoginResult = { ...s, token: pair.token, refresh_token: pair.refresh_token, expires_at: pair.expires_at };
+    await this.useSession(next);
+    const mq = this.mq;
+    if (mq?.connected) {
+      // The broker moves this connection's expiry to the new token's (docs/protocol.md, "Token refresh").
+      await this.publishAsync(mq, topics.auth(s.user_id, this.deviceId), pair.token, { qos: 1 })
+        .catch(() => undefined); // lost with the connection: the next CONNECT uses the new token anyway
+    }
+    return next;
+  }
+
+  private scheduleRefresh(delayMs?: number): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    const s = this.session;
+    if (!s?.refresh_token || this.opts.autoRefresh === false) return;
+    const delay = delayMs ?? refreshDelay(s.expires_at * 1000 - this.now());
+    const timer = setTimeout(() => {
+      this.refreshTimer = null;
+      this.refresh().catch((err: unknown) => {
+        const e = err instanceof MqchatError ? err : new MqchatError("network", String(err));
+        if (e.retryable) {
+          const left = (this.session?.expires_at ?? 0) * 1000 - this.now();
+          this.scheduleRefresh(Math.max(e.retryAfterMs ?? 1000, Math.min(REFRESH_RETRY_MS, left / 4)));
+        }
+        this.emit("error", e);
+      });
+    }, Math.min(delay, 2 ** 31 - 1));
+    (timer as { unref?: () => void }).unref?.(); // never keeps a Node process alive on its own
+    this.refreshTimer = timer;
+  }
+
+  /**
+   * Log this device out: disconnect cleanly, then end its login on the server (its refresh tokens
+   * stop working, its access tokens are refused, the broker closes its other connections).
+   */
+  async logout(): Promise<LoggedOut> {
+    await this.disconnect();
+    const out = await this.api.logout();
+    this.endSession();
+    return out;
+  }
+
+  /** Log every device of the user out (a lost phone): the others are disconnected within ~1 s. */
+  async logoutAll(): Promise<LoggedOut> {
+    await this.disconnect();
+    const out = await this.api.logoutAll();
+    this.endSession();
+    return out;
+  }
+
+  private endSession(): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.password = null;
+    this.api.token = null;
+    if (this.session) this.session = { ...this.session, token: "", expires_at: 0 };
+    delete this.session?.refresh_token;
   }
 
   // ---- connection -----------------------------------------------------------------------------
@@ -231,6 +383,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
     this.firstConnect = { ...settle, promise: done };
     if (!this.wanted) {
       this.wanted = true;
+      if (!this.refreshTimer) this.scheduleRefresh();
       this.attempt = 0;
       this.relogged = false;
       this.outboxTimer = setInterval(() => this.flushOutbox(), OUTBOX_TICK_MS);
@@ -247,6 +400,8 @@ export class MqchatClient extends Emitter<ClientEvents> {
   async disconnect(): Promise<void> {
     this.wanted = false;
     this.stopTimers();
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     const mq = this.mq;
     this.mq = null;
     if (mq && this.session) {
@@ -331,13 +486,23 @@ export class MqchatClient extends Emitter<ClientEvents> {
         let failure: Failure = connected ? "connection_lost" : classify(lastError);
         if (!connected && lastError === null
             && this.now() - startedMs >= (this.opts.connectTimeoutMs ?? 10_000)) failure = "timeout";
-        this.onLost(failure);
+        this.onLost(failure, session.token);
       }, 0);
     });
   }
 
-  private onLost(failure: Failure): void {
+  /** @param usedToken the token the lost connection presented (a refresh may have replaced it since). */
+  private onLost(failure: Failure, usedToken?: string): void {
     if (!this.wanted || !this.session) return;
+    if ((failure === "not_authorized" || failure === "bad_credentials") && usedToken !== undefined
+        && usedToken !== this.session.token && !this.relogged) {
+      // Refused with a token a refresh has replaced meanwhile: try the new one at once (once).
+      this.relogged = true;
+      this.attempt += 1;
+      this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token renewed: connecting with it" });
+      this.open();
+      return;
+    }
     const decision = decide(failure, {
       attempt: this.attempt,
       tokenExpired: tokenExpired(this.session.expires_at, this.now()),
@@ -359,10 +524,20 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private async reloginThenOpen(failure: Failure): Promise<void> {
     this.setState({ state: "reconnecting", failure, delayMs: 0, reason: "token expired: logging in again" });
     try {
-      let fresh: LoginResult;
+      let fresh: LoginResult | null = null;
       if (this.opts.relogin) fresh = await this.opts.relogin();
-      else if (this.password) fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
-      else throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
+      else if (this.session?.refresh_token) {
+        try {
+          fresh = await this.refresh();
+        } catch (err) {
+          // A refresh token that no longer works falls back to the password, if there is one.
+          if (!(err instanceof MqchatError) || err.retryable || !this.password) throw err;
+        }
+      }
+      if (!fresh && this.password) {
+        fresh = await this.api.login(this.password.username, this.password.password, this.deviceId);
+      }
+      if (!fresh) throw new MqchatError("token_expired", "the token expired and there is no way to log in again");
       await this.useSession(fresh);
       this.relogged = true;
       this.open();
@@ -376,6 +551,8 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private stop(failure: Failure, reason: string): void {
     this.wanted = false;
     this.stopTimers();
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     this.setState({ state: "stopped", failure, reason });
     this.firstConnect?.reject(new MqchatError(failure === "timeout" ? "network" : "connect_refused", reason));
     this.firstConnect = null;
@@ -458,10 +635,12 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private applySync(ch: SyncChannel): boolean {
     const applied = this.tracker.applySync(ch);
     if (applied.replace) {
+      this.foldOf(ch.channel).reset(applied.replace);
+      const u = this.unreadState.get(ch.channel);
+      const last = applied.replace.at(-1)?.count_seq;
+      if (u && last !== undefined) u.lastCount = Math.max(u.lastCount, last);
       this.emit("reset", { channel: ch.channel, status: ch.status === "new" ? "new" : "reset", epoch: ch.epoch,
         messages: applied.replace });
-      const u = this.unreadState.get(ch.channel);
-      if (u) u.lastSeq = Math.max(u.lastSeq, ch.last_seq);
     }
     for (const m of applied.deliver) this.deliver(m);
     return applied.more;
@@ -542,6 +721,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private forget(channel: string): void {
     this.tracker.drop(channel);
     this.unreadState.delete(channel);
+    this.folds.delete(channel);
     this.mq?.unsubscribe(topics.channel(channel));
   }
 
@@ -594,33 +774,64 @@ export class MqchatClient extends Emitter<ClientEvents> {
     }
   }
 
+  private foldOf(channel: string): ChannelFold {
+    let f = this.folds.get(channel);
+    if (!f) this.folds.set(channel, (f = new ChannelFold()));
+    return f;
+  }
+
   private deliver(m: Message): void {
-    const u = this.unreadState.get(m.channel) ?? { lastSeq: 0, readSeq: 0, mentions: 0 };
+    const u = this.unreadState.get(m.channel) ?? { lastCount: 0, readCount: 0, readSeq: 0, mentions: 0 };
     this.unreadState.set(m.channel, u);
-    u.lastSeq = Math.max(u.lastSeq, m.seq);
-    if (m.sender === this.userId) {
-      u.readSeq = Math.max(u.readSeq, m.seq); // own messages move the read marker (server does the same)
-    } else if (m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
+    const counts = !TARGETED_KINDS.has(m.kind);
+    const count = m.count_seq ?? (counts ? u.lastCount + 1 : u.lastCount);
+    u.lastCount = Math.max(u.lastCount, count);
+    if (counts && m.sender === this.userId) {
+      // Own texts move the read marker (the server does the same).
+      u.readSeq = Math.max(u.readSeq, m.seq);
+      u.readCount = Math.max(u.readCount, count);
+    } else if (counts && m.seq > u.readSeq && this.userId && m.body.includes(`<@${this.userId}>`)) {
       u.mentions += 1;
     }
+    const f = this.foldOf(m.channel);
+    const changed = f.append(m);
     this.emit("message", m);
-    this.emitUnread(m.channel);
+    for (const seq of changed) {
+      const state = f.state(seq);
+      const message = f.event(seq);
+      if (seq === m.seq || !state || !message) continue;
+      this.emit("update", { channel: m.channel, seq, message, state: stateOut(state, this.userId), cause: m });
+    }
+    if (counts) this.emitUnread(m.channel);
+  }
+
+  /** Move the read marker of `channel` to `seq`, given the server's unread count there. */
+  private takeRead(channel: string, seq: number, unread: number, mentions: number): void {
+    const u = this.unreadState.get(channel) ?? { lastCount: unread, readCount: 0, readSeq: 0, mentions: 0 };
+    const atMarker = this.folds.get(channel)?.event(seq)?.count_seq;
+    u.readSeq = Math.max(u.readSeq, seq);
+    u.readCount = Math.max(u.readCount, atMarker ?? u.lastCount - unread);
+    u.lastCount = Math.max(u.lastCount, u.readCount + unread);
+    u.mentions = mentions;
+    this.unreadState.set(channel, u);
+    this.emitUnread(channel);
   }
 
   private emitUnread(channel: string): void {
     const u = this.unreadState.get(channel);
     if (!u) return;
-    this.emit("unread", { channel, unread: Math.max(0, u.lastSeq - u.readSeq), mentions: u.mentions,
+    this.emit("unread", { channel, unread: Math.max(0, u.lastCount - u.readCount), mentions: u.mentions,
       badge: this.badge() });
   }
 
   private takeUnread(inbox: Inbox): void {
     for (const c of inbox.channels) {
       const u = this.unreadState.get(c.channel_id);
+      const last = c.last_message?.count_seq ?? c.unread;
       // The inbox may be older than a message already delivered here: never move backwards.
       this.unreadState.set(c.channel_id, {
-        lastSeq: Math.max(c.last_seq, u?.lastSeq ?? 0), readSeq: Math.max(c.read_seq, u?.readSeq ?? 0),
-        mentions: c.mentions,
+        lastCount: Math.max(last, u?.lastCount ?? 0), readCount: Math.max(last - c.unread, u?.readCount ?? 0),
+        readSeq: Math.max(c.read_seq, u?.readSeq ?? 0), mentions: c.mentions,
       });
     }
   }
@@ -636,14 +847,14 @@ export class MqchatClient extends Emitter<ClientEvents> {
   /** Unread messages over all channels, as far as this client knows. */
   badge(): number {
     let total = 0;
-    for (const u of this.unreadState.values()) total += Math.max(0, u.lastSeq - u.readSeq);
+    for (const u of this.unreadState.values()) total += Math.max(0, u.lastCount - u.readCount);
     return total;
   }
 
   /** The unread count of one channel, as far as this client knows. */
   unread(channel: string): number {
     const u = this.unreadState.get(channel);
-    return u ? Math.max(0, u.lastSeq - u.readSeq) : 0;
+    return u ? Math.max(0, u.lastCount - u.readCount) : 0;
   }
 
   private async onAck(ack: Ack): Promise<void> {
@@ -656,8 +867,13 @@ export class MqchatClient extends Emitter<ClientEvents> {
       waiting?.resolve(ack);
       return;
     }
-    const err = new MqchatError(ack.error.code, ack.error.message);
-    if (err.retryable) return; // stays in the outbox; republished with the same cmid when due
+    const wait = ack.error.retry_after_ms;
+    const err = new MqchatError(ack.error.code, ack.error.message, wait === undefined ? {} : { retryAfterMs: wait });
+    if (err.retryable) {
+      // Stays in the outbox; republished with the same cmid when due (a wait: not before it is over).
+      if (wait !== undefined) this.outbox.markSent(ack.cmid, this.now() + wait - (this.opts.ackTimeoutMs ?? 5000));
+      return;
+    }
     await this.outbox.remove(ack.cmid);
     this.pending.delete(ack.cmid);
     if (waiting) waiting.reject(err);
@@ -668,12 +884,11 @@ export class MqchatClient extends Emitter<ClientEvents> {
     this.emit("userEvent", ev);
     if (ev.type === "read") {
       const r = ev as ReadEvent;
-      const u = this.unreadState.get(r.channel) ?? { lastSeq: r.seq, readSeq: r.seq, mentions: 0 };
-      u.readSeq = Math.max(u.readSeq, r.seq);
-      u.lastSeq = Math.max(u.lastSeq, r.seq + r.unread);
-      u.mentions = r.mentions;
-      this.unreadState.set(r.channel, u);
-      this.emitUnread(r.channel);
+      this.takeRead(r.channel, r.seq, r.unread, r.mentions);
+    } else if (ev.type === "server") {
+      // Joining a server adds its channels (no membership events): take the channel list again.
+      const s = ev as ServerEvent;
+      void this.refreshChannels().catch(() => undefined).then(() => this.emit("server", s));
     } else if (ev.type === "membership") {
       const m = ev as MembershipEvent;
       if (m.action === "added") {
@@ -692,8 +907,44 @@ export class MqchatClient extends Emitter<ClientEvents> {
    * until acked, across reconnects. Resolves with the ack (`id`, `seq`); rejects with the ack's
    * error code when the server refuses it for good.
    */
-  send(channel: string, body: string, opts: { cmid?: string } = {}): Promise<AckOk> {
-    return this.sendPayload(channel, { kind: "text", body }, opts);
+  send(channel: string, body: string, opts: SendOptions = {}): Promise<AckOk> {
+    const payload: { kind: string; body: string; reply_to?: number; thread?: number } = { kind: "text", body };
+    if (opts.replyTo !== undefined) payload.reply_to = opts.replyTo;
+    if (opts.thread !== undefined) payload.thread = opts.thread;
+    return this.sendPayload(channel, payload, opts.cmid === undefined ? {} : { cmid: opts.cmid });
+  }
+
+  /** Reply under thread root `root` (a message that is not itself a reply). */
+  reply(channel: string, root: number, body: string, opts: Omit<SendOptions, "thread"> = {}): Promise<AckOk> {
+    return this.send(channel, body, { ...opts, thread: root });
+  }
+
+  /** Replace the body of your message `target` (its seq). */
+  edit(channel: string, target: number, body: string, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "edit", target, body }, opts);
+  }
+
+  /** Delete message `target` (yours; anyone's with `manage_messages`): it becomes a tombstone. */
+  deleteMessage(channel: string, target: number, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "delete", target }, opts);
+  }
+
+  /** React to message `target` with `emoji` (a Unicode emoji or a `:shortcode:`); again changes nothing. */
+  react(channel: string, target: number, emoji: string, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "reaction", target, emoji, op: "add" }, opts);
+  }
+
+  /** Take your reaction `emoji` off message `target`. */
+  unreact(channel: string, target: number, emoji: string, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "reaction", target, emoji, op: "remove" }, opts);
+  }
+
+  pin(channel: string, target: number, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "pin", target }, opts);
+  }
+
+  unpin(channel: string, target: number, opts: { cmid?: string } = {}): Promise<AckOk> {
+    return this.sendPayload(channel, { kind: "unpin", target }, opts);
   }
 
   /**
@@ -704,8 +955,17 @@ export class MqchatClient extends Emitter<ClientEvents> {
     opts: { cmid?: string } = {}): Promise<AckOk> {
     checkId("channel", channel);
     if (!this.outbox || !this.session) throw new MqchatError("not_logged_in", "log in first");
-    if (typeof payload.body === "string" && payload.body.length > 4000) {
+    if (typeof payload.body === "string" && [...payload.body].length > 4000) {
       throw new MqchatError("body_too_long", "the body is over 4,000 characters");
+    }
+    if ((payload.kind === "text" || payload.kind === "edit") && !(typeof payload.body === "string" && payload.body.trim())) {
+      throw new MqchatError("empty_body", `a ${payload.kind} needs a body with some text`);
+    }
+    for (const name of ["target", "reply_to", "thread"]) {
+      const v = payload[name];
+      if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 1)) {
+        throw new MqchatError("invalid_target", `${name} must be a seq (an integer >= 1), not ${String(v)}`);
+      }
     }
     const cmid = opts.cmid ?? this.newCmid();
     const result = new Promise<AckOk>((resolve, reject) => this.pending.set(cmid, { resolve, reject }));
@@ -744,11 +1004,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
     const cursor = this.tracker.cursor(channel);
     const upTo = seq ?? cursor?.lastSeq ?? 0;
     const state = await this.api.markRead(channel, upTo, cursor?.epoch);
-    const u = this.unreadState.get(channel) ?? { lastSeq: state.seq, readSeq: 0, mentions: 0 };
-    u.readSeq = Math.max(u.readSeq, state.seq);
-    u.mentions = state.mentions;
-    this.unreadState.set(channel, u);
-    this.emitUnread(channel);
+    this.takeRead(channel, state.seq, state.unread, state.mentions);
     return { type: "read", ...state };
   }
 
@@ -812,6 +1068,76 @@ export class MqchatClient extends Emitter<ClientEvents> {
 
   inbox(): Promise<Inbox> {
     return this.api.inbox();
+  }
+
+  // ---- folded messages --------------------------------------------------------------------------
+
+  /**
+   * The messages of `channel` the client holds (the latest page since connect, everything after
+   * it, and older pages from {@link loadOlder}), each with its state folded from the events held
+   * exactly as the server folds it. Events that change messages are not listed.
+   */
+  view(channel: string): MessageView[] {
+    return this.folds.get(channel)?.view(this.userId) ?? [];
+  }
+
+  /** The folded state of message `seq` of `channel`, if held. */
+  messageState(channel: string, seq: number): MessageStateOut | undefined {
+    const s = this.folds.get(channel)?.state(seq);
+    return s ? stateOut(s, this.userId) : undefined;
+  }
+
+  /**
+   * Fetch the page before the oldest message held and fold it in (infinite scroll). Returns the
+   * page's messages with their states and whether older ones exist.
+   */
+  async loadOlder(channel: string, limit = 50): Promise<{ messages: MessageView[]; hasMore: boolean }> {
+    const f = this.foldOf(channel);
+    const first = f.firstSeq;
+    if (first === 1) return { messages: [], hasMore: false };
+    const page = await this.api.history(channel, first ? { before: first, limit } : { limit });
+    if (first && page.epoch === f.epoch && f.prepend(page.messages)) {
+      const seqs = new Set(page.messages.map((m) => m.seq));
+      return { messages: f.view(this.userId).filter((v) => seqs.has(v.message.seq)), hasMore: page.has_more };
+    }
+    // Another epoch (a reset is on its way) or nothing held yet: the server's own states.
+    return {
+      messages: page.messages.filter((m) => !TARGETED_KINDS.has(m.kind) && m.state)
+        .map((m) => ({ message: m, state: m.state as MessageStateOut })),
+      hasMore: page.has_more,
+    };
+  }
+
+  /** A thread: its root (with `reply_count`) and replies above `after`, in seq order. */
+  thread(channel: string, root: number, q: { after?: number; limit?: number } = {}): Promise<ThreadPage> {
+    return this.api.thread(channel, root, q);
+  }
+
+  /** The channel's pinned messages. */
+  pins(channel: string): Promise<Pins> {
+    return this.api.pins(channel);
+  }
+
+  /**
+   * Search the messages of the channels you can see, newest first; pass `next_cursor` back as
+   * `cursor` (same query and filters) for the next page.
+   */
+  search(query: string, opts: SearchOptions = {}): Promise<SearchPage> {
+    return this.api.search(query, opts);
+  }
+
+  /**
+   * Take the channel list from the server again: subscribe to channels the client does not hold
+   * (joined a server, or an invite accepted elsewhere), drop those it lost. Done on `server` events.
+   */
+  async refreshChannels(): Promise<Inbox> {
+    const inbox = await this.api.inbox();
+    const now = new Set(inbox.channels.map((c) => c.channel_id));
+    this.takeUnread(inbox);
+    for (const c of now) if (!this.tracker.cursor(c)) this.joinChannel(c);
+    for (const c of this.tracker.channels()) if (!now.has(c)) this.forget(c);
+    for (const c of now) this.emitUnread(c);
+    return inbox;
   }
 
   /**

@@ -5,7 +5,10 @@
 
 import { MqchatError } from "./errors.js";
 import type {
-  CreatedChannel, Channel, HistoryPage, Inbox, LoginResult, ReadState, SyncCursor, SyncResult, UserCreated,
+  AckOk, AuditPage, Ban, Channel, ChannelPage, CreatedChannel, HistoryPage, Inbox, Invite, InvitePreview, Joined,
+  LoggedOut, LoginResult, MemberPage, MyPermissions, MyProfile, Overwrite, Pins, Profile, ReadState, Role,
+  SearchPage, SendPayload, Server, ServerChannel, ServerList, ServerMember, SyncCursor, SyncResult, ThreadPage,
+  TokenPair, UserCreated,
 } from "./types.js";
 
 export type Fetch = typeof fetch;
@@ -19,9 +22,48 @@ export interface HistoryQuery {
   limit?: number;
 }
 
+/** Filters of `GET /v1/search` besides the query (docs/search.md). */
+export interface SearchOptions {
+  /** Only this channel (one you cannot see gives an empty result, not an error). */
+  channel?: string;
+  /** Only channels of this server. */
+  server?: string;
+  /** Only messages of this user. */
+  from?: string;
+  /** Only messages with `ts` below / above this (ms). */
+  before?: number;
+  after?: number;
+  /** `"file"`: only messages with an attachment. */
+  has?: "file";
+  /** Hits per page, 1-100 (default 20). */
+  limit?: number;
+  /** `next_cursor` of the previous page (same query and filters). */
+  cursor?: string;
+}
+
+/** A page of a listing paged by cursor. */
+export interface PageQuery {
+  limit?: number;
+  cursor?: string;
+}
+
+const enc = encodeURIComponent;
+
+function query(params: Record<string, string | number | boolean | undefined>): string {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) qs.set(k, String(v));
+  const text = qs.toString();
+  return text ? `?${text}` : "";
+}
+
 export class HttpApi {
   /** The bearer token sent with every request but signup and login. */
   token: string | null = null;
+  /**
+   * Called once when a request is refused with `token_expired`; when it resolves (having set a
+   * fresh {@link token}) the request is made again. The client sets it to its token refresh.
+   */
+  renewToken: (() => Promise<void>) | null = null;
 
   /**
    * @param baseUrl the API's address, e.g. `http://127.0.0.1:8080` (`""`: the page's own origin).
@@ -35,6 +77,18 @@ export class HttpApi {
    * @throws MqchatError with the server's error code, or `network`.
    */
   async request<T>(method: string, path: string, body?: unknown, opts: { auth?: boolean } = {}): Promise<T> {
+    try {
+      return await this.requestOnce<T>(method, path, body, opts);
+    } catch (err) {
+      if (!(err instanceof MqchatError) || err.code !== "token_expired" || opts.auth === false || !this.renewToken) {
+        throw err;
+      }
+      await this.renewToken();
+      return this.requestOnce<T>(method, path, body, opts);
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, body: unknown, opts: { auth?: boolean }): Promise<T> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (opts.auth !== false) {
@@ -76,6 +130,21 @@ export class HttpApi {
     return this.request("POST", "/v1/login", { username, password, device_id: deviceId }, { auth: false });
   }
 
+  /** Exchange a refresh token for a new pair; the one presented is spent (a second use ends the login). */
+  refresh(refreshToken: string): Promise<TokenPair> {
+    return this.request("POST", "/v1/token/refresh", { refresh_token: refreshToken }, { auth: false });
+  }
+
+  /** End this device's login: its refresh tokens stop working, its access tokens are refused. */
+  logout(): Promise<LoggedOut> {
+    return this.request("POST", "/v1/logout");
+  }
+
+  /** End the login of every device of the user (a lost phone). */
+  logoutAll(): Promise<LoggedOut> {
+    return this.request("POST", "/v1/logout/all");
+  }
+
   /** A group channel (any members) or a direct one (exactly one other member; unique per pair). */
   createChannel(kind: "group" | "direct", members: string[], name?: string): Promise<CreatedChannel> {
     return this.request("POST", "/v1/channels", { kind, members, ...(name ? { name } : {}) });
@@ -90,8 +159,20 @@ export class HttpApi {
       `/v1/channels/${encodeURIComponent(channel)}/members/${encodeURIComponent(userId)}`);
   }
 
+  /** Every channel you can see, all pages. */
   async channels(): Promise<Channel[]> {
-    return (await this.request<{ channels: Channel[] }>("GET", "/v1/me/channels")).channels;
+    const out: Channel[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.channelPage({ limit: 500, ...(cursor ? { cursor } : {}) });
+      out.push(...page.channels);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    return out;
+  }
+
+  channelPage(q: PageQuery = {}): Promise<ChannelPage> {
+    return this.request("GET", `/v1/me/channels${query({ ...q })}`);
   }
 
   history(channel: string, q: HistoryQuery = {}): Promise<HistoryPage> {
@@ -108,8 +189,22 @@ export class HttpApi {
       epoch === undefined ? { seq } : { seq, epoch });
   }
 
-  inbox(): Promise<Inbox> {
-    return this.request("GET", "/v1/me/inbox");
+  /** One page of the inbox (most recent activity first); `badge` and `mentions` count every channel. */
+  inboxPage(q: PageQuery = {}): Promise<Inbox> {
+    return this.request("GET", `/v1/me/inbox${query({ ...q })}`);
+  }
+
+  /** The whole inbox, every page. */
+  async inbox(): Promise<Inbox> {
+    const first = await this.inboxPage({ limit: 500 });
+    let cursor = first.next_cursor;
+    while (cursor) {
+      const page = await this.inboxPage({ limit: 500, cursor });
+      first.channels.push(...page.channels);
+      cursor = page.next_cursor;
+    }
+    first.next_cursor = null;
+    return first;
   }
 
   sync(channels: SyncCursor[], limit?: number): Promise<SyncResult> {
@@ -119,5 +214,210 @@ export class HttpApi {
   async onlineCount(channel: string): Promise<number> {
     return (await this.request<{ online: number }>("GET",
       `/v1/channels/${encodeURIComponent(channel)}/presence`)).online;
+  }
+
+  // ---- rich messages ----------------------------------------------------------------------------
+
+  /** A send over HTTP with the device's token (the MQTT payload; answered with the bridge's ack). */
+  send(channel: string, payload: SendPayload): Promise<AckOk> {
+    return this.request("POST", `/v1/channels/${enc(channel)}/messages`, payload);
+  }
+
+  /** A thread: the root with its state, and its replies above `after` (default 0), in seq order. */
+  thread(channel: string, root: number, q: { after?: number; limit?: number } = {}): Promise<ThreadPage> {
+    return this.request("GET", `/v1/channels/${enc(channel)}/threads/${root}${query({ ...q })}`);
+  }
+
+  /** The channel's pinned messages with their state, in seq order. */
+  pins(channel: string): Promise<Pins> {
+    return this.request("GET", `/v1/channels/${enc(channel)}/pins`);
+  }
+
+  // ---- search -------------------------------------------------------------------------------------
+
+  /** Messages matching `q` in the channels you can see now, newest first (docs/search.md). */
+  search(q: string, opts: SearchOptions = {}): Promise<SearchPage> {
+    return this.request("GET", `/v1/search${query({ q, ...opts })}`);
+  }
+
+  // ---- servers ------------------------------------------------------------------------------------
+
+  createServer(name: string, opts: { discoverable?: boolean } = {}): Promise<Server> {
+    return this.request("POST", "/v1/servers", { name, ...opts });
+  }
+
+  server(id: string): Promise<Server> {
+    return this.request("GET", `/v1/servers/${enc(id)}`);
+  }
+
+  editServer(id: string, changes: { name?: string; discoverable?: boolean }): Promise<Server> {
+    return this.request("PATCH", `/v1/servers/${enc(id)}`, changes);
+  }
+
+  deleteServer(id: string): Promise<void> {
+    return this.request("DELETE", `/v1/servers/${enc(id)}`);
+  }
+
+  async myServers(): Promise<Server[]> {
+    return (await this.request<ServerList>("GET", "/v1/me/servers")).servers;
+  }
+
+  discoverableServers(q: PageQuery = {}): Promise<ServerList> {
+    return this.request("GET", `/v1/servers${query({ discoverable: true, ...q })}`);
+  }
+
+  members(server: string, q: PageQuery = {}): Promise<MemberPage> {
+    return this.request("GET", `/v1/servers/${enc(server)}/members${query({ ...q })}`);
+  }
+
+  joinServer(server: string): Promise<Joined> {
+    return this.request("POST", `/v1/servers/${enc(server)}/join`);
+  }
+
+  leaveServer(server: string): Promise<void> {
+    return this.request("POST", `/v1/servers/${enc(server)}/leave`);
+  }
+
+  transferServer(server: string, userId: string): Promise<Server> {
+    return this.request("POST", `/v1/servers/${enc(server)}/transfer`, { user_id: userId });
+  }
+
+  /** Channels of a server you can see. */
+  async serverChannels(server: string): Promise<ServerChannel[]> {
+    return (await this.request<{ channels: ServerChannel[] }>("GET", `/v1/servers/${enc(server)}/channels`)).channels;
+  }
+
+  createServerChannel(server: string, name: string,
+    opts: { private?: boolean; slow_mode_s?: number } = {}): Promise<ServerChannel> {
+    return this.request("POST", `/v1/servers/${enc(server)}/channels`, { name, ...opts });
+  }
+
+  editServerChannel(channel: string, changes: { name?: string; slow_mode_s?: number }): Promise<ServerChannel> {
+    return this.request("PATCH", `/v1/channels/${enc(channel)}`, changes);
+  }
+
+  deleteServerChannel(channel: string): Promise<void> {
+    return this.request("DELETE", `/v1/channels/${enc(channel)}`);
+  }
+
+  // ---- roles and permissions ------------------------------------------------------------------------
+
+  /** Highest position first, `@everyone` last. */
+  async roles(server: string): Promise<Role[]> {
+    return (await this.request<{ roles: Role[] }>("GET", `/v1/servers/${enc(server)}/roles`)).roles;
+  }
+
+  createRole(server: string, name: string, opts: { permissions?: string[]; position?: number } = {}): Promise<Role> {
+    return this.request("POST", `/v1/servers/${enc(server)}/roles`, { name, ...opts });
+  }
+
+  editRole(server: string, role: string,
+    changes: { name?: string; permissions?: string[]; position?: number }): Promise<Role> {
+    return this.request("PATCH", `/v1/servers/${enc(server)}/roles/${enc(role)}`, changes);
+  }
+
+  deleteRole(server: string, role: string): Promise<void> {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/roles/${enc(role)}`);
+  }
+
+  addMemberRole(server: string, userId: string, role: string): Promise<{ changed: boolean }> {
+    return this.request("PUT", `/v1/servers/${enc(server)}/members/${enc(userId)}/roles/${enc(role)}`);
+  }
+
+  removeMemberRole(server: string, userId: string, role: string): Promise<{ changed: boolean }> {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}/roles/${enc(role)}`);
+  }
+
+  async overwrites(channel: string): Promise<Overwrite[]> {
+    return (await this.request<{ overwrites: Overwrite[] }>("GET", `/v1/channels/${enc(channel)}/permissions`))
+      .overwrites;
+  }
+
+  setOverwrite(channel: string, target: "role" | "member", targetId: string,
+    perms: { allow?: string[]; deny?: string[] }): Promise<Overwrite> {
+    return this.request("PUT", `/v1/channels/${enc(channel)}/permissions/${target}/${enc(targetId)}`, perms);
+  }
+
+  deleteOverwrite(channel: string, target: "role" | "member", targetId: string): Promise<void> {
+    return this.request("DELETE", `/v1/channels/${enc(channel)}/permissions/${target}/${enc(targetId)}`);
+  }
+
+  /** Your effective permissions in any channel you can see. */
+  myPermissions(channel: string): Promise<MyPermissions> {
+    return this.request("GET", `/v1/channels/${enc(channel)}/permissions/me`);
+  }
+
+  // ---- invites ------------------------------------------------------------------------------------
+
+  createInvite(server: string,
+    opts: { max_uses?: number; expires_in_s?: number; channel_id?: string } = {}): Promise<Invite> {
+    return this.request("POST", `/v1/servers/${enc(server)}/invites`, opts);
+  }
+
+  async invites(server: string): Promise<Invite[]> {
+    return (await this.request<{ invites: Invite[] }>("GET", `/v1/servers/${enc(server)}/invites`)).invites;
+  }
+
+  previewInvite(code: string): Promise<InvitePreview> {
+    return this.request("GET", `/v1/invites/${enc(code)}`);
+  }
+
+  acceptInvite(code: string): Promise<Joined> {
+    return this.request("POST", `/v1/invites/${enc(code)}/accept`);
+  }
+
+  revokeInvite(code: string): Promise<Invite> {
+    return this.request("DELETE", `/v1/invites/${enc(code)}`);
+  }
+
+  // ---- moderation ---------------------------------------------------------------------------------
+
+  kick(server: string, userId: string): Promise<void> {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}`);
+  }
+
+  async bans(server: string): Promise<Ban[]> {
+    return (await this.request<{ bans: Ban[] }>("GET", `/v1/servers/${enc(server)}/bans`)).bans;
+  }
+
+  ban(server: string, userId: string, reason?: string): Promise<void> {
+    return this.request("PUT", `/v1/servers/${enc(server)}/bans/${enc(userId)}`,
+      reason === undefined ? undefined : { reason });
+  }
+
+  unban(server: string, userId: string): Promise<{ changed: boolean }> {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/bans/${enc(userId)}`);
+  }
+
+  timeout(server: string, userId: string, untilMs: number): Promise<ServerMember> {
+    return this.request("PUT", `/v1/servers/${enc(server)}/members/${enc(userId)}/timeout`, { until_ms: untilMs });
+  }
+
+  clearTimeout(server: string, userId: string): Promise<ServerMember> {
+    return this.request("DELETE", `/v1/servers/${enc(server)}/members/${enc(userId)}/timeout`);
+  }
+
+  auditLog(server: string, q: PageQuery = {}): Promise<AuditPage> {
+    return this.request("GET", `/v1/servers/${enc(server)}/audit-log${query({ ...q })}`);
+  }
+
+  // ---- users --------------------------------------------------------------------------------------
+
+  user(id: string): Promise<Profile> {
+    return this.request("GET", `/v1/users/${enc(id)}`);
+  }
+
+  /** Exact username, ignoring case. */
+  userByName(username: string): Promise<Profile> {
+    return this.request("GET", `/v1/users/by-name/${enc(username)}`);
+  }
+
+  me(): Promise<MyProfile> {
+    return this.request("GET", "/v1/me");
+  }
+
+  /** A field left out keeps its value; `null` clears it. */
+  editMe(changes: { display_name?: string | null; avatar_url?: string | null }): Promise<MyProfile> {
+    return this.request("PATCH", "/v1/me", changes);
   }
 }

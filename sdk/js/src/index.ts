@@ -3,11 +3,16 @@
  *
  * The policy is pure and exported for reuse and tests: `decide` / `classify` (the reconnect
  * table), `backoffDelay` (full jitter), `dueEntries` (the outbox), `classifyIncoming` (gaps and
- * epochs). `MqchatClient` is the I/O around them.
+ * epochs), `fold` / `applyEvent` (message state, as `mqchat/fold.py`), `refreshDelay` (tokens). `MqchatClient` is the I/O around them.
  */
 
 export { MqchatClient } from "./client.js";
-export type { ClientEvents, ClientOptions, ConnectionState, ResetEvent, StateEvent, UnreadEvent } from "./client.js";
+export { refreshDelay } from "./client.js";
+export type {
+  ClientEvents, ClientOptions, ConnectionState, ResetEvent, SendOptions, StateEvent, UnreadEvent, UpdateEvent,
+} from "./client.js";
+export { ChannelFold, MAX_REACTION_EMOJI, applyEvent, fold, stateOut } from "./fold.js";
+export type { FoldEvent, FoldedStates, MessageState, MessageView } from "./fold.js";
 export { DEFAULT_BACKOFF, backoffBound, backoffDelay } from "./backoff.js";
 export type { BackoffPolicy } from "./backoff.js";
 export { CONNACK, CREDENTIALS, RETRYABLE, TERMINAL, classify, decide, tokenExpired } from "./reconnect.js";
@@ -21,6 +26,6 @@ export type { Cursor, Verdict } from "./sequence.js";
 export { MemoryStorage } from "./storage.js";
 export type { KeyValueStorage } from "./storage.js";
 export { HttpApi } from "./http.js";
-export type { Fetch, HistoryQuery } from "./http.js";
+export type { Fetch, HistoryQuery, PageQuery, SearchOptions } from "./http.js";
 export { checkId, parseTopic, topics } from "./topics.js";
 export * from "./types.js";

@@ -17,6 +17,8 @@ export const topics = {
   userPresence: (user: string): string => `presence/${user}`,
   typing: (channel: string, user: string): string => `typing/${channel}/${user}`,
   typingFilter: (channel: string): string => `typing/${channel}/+`,
+  /** In-band token refresh: the bare JWT, to the broker only (never delivered). */
+  auth: (user: string, device: string): string => `auth/${user}/${device}`,
 } as const;
 
 /** What an incoming topic is, or null for a topic the SDK does not subscribe to. */

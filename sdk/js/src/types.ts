@@ -4,8 +4,34 @@
  * Field names are the wire's (snake_case), so a payload can be passed through untouched.
  */
 
-/** A message kind. v1 defines only `"text"`; later kinds are added here when the server defines them. */
-export type MessageKind = "text" | (string & {});
+/**
+ * A message kind: `"text"` carries content; the others are events that change an earlier message,
+ * named by `target` (docs/protocol.md, *Rich messages*). Open: kinds the server adds later pass through.
+ */
+export type MessageKind = "text" | "edit" | "delete" | "reaction" | "pin" | "unpin" | (string & {});
+
+/** Kinds whose `target` names the message they change (they never count toward unread). */
+export const TARGETED_KINDS: ReadonlySet<string> = new Set(["edit", "delete", "reaction", "pin", "unpin"]);
+
+/** One emoji of a message's state as the server shows it to the user asking. */
+export interface ReactionOut {
+  emoji: string;
+  count: number;
+  /** Whether the user asking reacted with this emoji. */
+  me: boolean;
+}
+
+/** A message's folded state (history's `state`, and {@link MessageView.state}). */
+export interface MessageStateOut {
+  body: string;
+  edited_ts: number | null;
+  deleted: boolean;
+  pinned: boolean;
+  /** In order of each emoji's first reaction. */
+  reactions: ReactionOut[];
+  reply_count: number;
+  last_reply_ts: number | null;
+}
 
 /** A channel message as it arrives on `ch/{channel}` and in history. */
 export interface Message {
@@ -20,7 +46,21 @@ export interface Message {
   /** Milliseconds since the Unix epoch, when the server ordered the message. */
   ts: number;
   kind: MessageKind;
+  /** `""` for kinds without a body. */
   body: string;
+  /** `edit`, `delete`, `reaction`, `pin`, `unpin`: the seq of the message changed. */
+  target?: number | null;
+  /** `reaction`: the emoji, and `"add"` or `"remove"`. */
+  emoji?: string | null;
+  op?: "add" | "remove" | null;
+  /** `text`: the seq of the message it quotes. */
+  reply_to?: number | null;
+  /** `text`: the seq of the thread root it replies under. */
+  thread?: number | null;
+  /** Counting events (texts) of the epoch up to this one: unread = last count_seq − count_seq at the read marker. */
+  count_seq?: number;
+  /** History and sync only, on messages (not on the events that change them): the fold as of the answer. */
+  state?: MessageStateOut | null;
   v: number;
 }
 
@@ -28,7 +68,12 @@ export interface Message {
 export interface SendPayload {
   cmid: string;
   kind: MessageKind;
-  body: string;
+  body?: string;
+  target?: number;
+  emoji?: string;
+  op?: "add" | "remove";
+  reply_to?: number;
+  thread?: number;
   v?: 1;
 }
 
@@ -49,7 +94,8 @@ export interface AckError {
   cmid: string | null;
   channel: string;
   ok: false;
-  error: { code: string; message: string };
+  /** `retry_after_ms` only for waits (`timed_out`, `slow_mode`). */
+  error: { code: string; message: string; retry_after_ms?: number };
   v?: number;
 }
 
@@ -85,8 +131,17 @@ export interface MembershipEvent {
   by: string;
 }
 
+/** The user joined a server, left it, or was removed from it (`reason`: `kick` or `ban`). */
+export interface ServerEvent {
+  type: "server";
+  server: string;
+  action: "joined" | "left" | "removed";
+  by: string;
+  reason?: "kick" | "ban";
+}
+
 /** `user/{me}/events`; unknown types are passed on as they are (forward compatible). */
-export type UserEvent = ReadEvent | MembershipEvent | { type: string; [field: string]: unknown };
+export type UserEvent = ReadEvent | MembershipEvent | ServerEvent | { type: string; [field: string]: unknown };
 
 export interface MqttEndpoint {
   host: string;
@@ -95,12 +150,30 @@ export interface MqttEndpoint {
 }
 
 export interface LoginResult {
+  /** The access token (JWT): the bearer token and the MQTT password. */
   token: string;
+  /** Opaque, spent by one refresh (rotation); absent from sessions made elsewhere. Keep it in secure storage. */
+  refresh_token?: string;
   user_id: string;
   device_id: string;
   /** Seconds since the Unix epoch. */
   expires_at: number;
   mqtt: MqttEndpoint;
+}
+
+/** `POST /v1/token/refresh`: a new access token and a new refresh token (the one presented is spent). */
+export interface TokenPair {
+  token: string;
+  refresh_token: string;
+  user_id: string;
+  device_id: string;
+  expires_at: number;
+}
+
+export interface LoggedOut {
+  devices: "this" | "all";
+  /** Logins (refresh token families) ended. */
+  sessions_ended: number;
 }
 
 export interface UserCreated {
@@ -110,7 +183,7 @@ export interface UserCreated {
 
 export interface Channel {
   channel_id: string;
-  kind: "direct" | "group";
+  kind: "direct" | "group" | "server";
   name: string | null;
   created_by: string;
   created_ms: number;
@@ -140,7 +213,7 @@ export interface ReadState {
 
 export interface InboxEntry {
   channel_id: string;
-  kind: "direct" | "group";
+  kind: "direct" | "group" | "server";
   name: string | null;
   members: string[];
   epoch: number;
@@ -156,6 +229,8 @@ export interface Inbox {
   channels: InboxEntry[];
   badge: number;
   mentions: number;
+  /** Pass as `cursor` for the next page; null on the last page. */
+  next_cursor?: string | null;
 }
 
 export interface SyncCursor {
@@ -177,4 +252,170 @@ export interface SyncResult {
   channels: SyncChannel[];
   removed: string[];
   badge: number;
+}
+
+export interface ChannelPage {
+  channels: Channel[];
+  next_cursor: string | null;
+}
+
+/** `GET /v1/channels/{id}/threads/{root}`. */
+export interface ThreadPage {
+  channel: string;
+  /** The root with its state (`reply_count`, `last_reply_ts`). */
+  root: Message;
+  /** In seq order, above the `after` asked for. */
+  replies: Message[];
+  has_more: boolean;
+}
+
+/** `GET /v1/channels/{id}/pins`. */
+export interface Pins {
+  channel: string;
+  /** The pinned messages with their state, in seq order. */
+  messages: Message[];
+}
+
+// ---- search (docs/search.md) -----------------------------------------------------------------
+
+export interface SearchHit {
+  /** The message as history returns it (with its folded `state`). */
+  message: Message;
+  /** The channel's server; null for direct and group channels. */
+  server: string | null;
+  has_file: boolean;
+  /** HTML-escaped text around the matches, each in `<mark>…</mark>`. */
+  snippet: string;
+}
+
+export interface SearchPage {
+  hits: SearchHit[];
+  /** Pass back as `cursor`, with the same query and filters, for the next page; null on the last. */
+  next_cursor: string | null;
+}
+
+// ---- servers, roles, invites, moderation, users (docs/http.md, docs/permissions.md) ------------
+
+export interface Server {
+  server_id: string;
+  name: string;
+  owner_id: string;
+  discoverable: boolean;
+  created_ms: number;
+}
+
+export interface ServerList {
+  servers: Server[];
+  next_cursor?: string | null;
+}
+
+export interface Joined {
+  server: Server;
+  /** False when you were already a member. */
+  joined: boolean;
+}
+
+export interface ServerMember {
+  user_id: string;
+  username: string;
+  display_name: string | null;
+  joined_ms: number;
+  role_ids: string[];
+  timeout_until_ms: number | null;
+}
+
+export interface MemberPage {
+  members: ServerMember[];
+  next_cursor: string | null;
+}
+
+export interface Role {
+  role_id: string;
+  name: string;
+  position: number;
+  /** Permission names, e.g. `["view_channel", "send_messages"]`. */
+  permissions: string[];
+  /** `@everyone` (its id is the server's). */
+  everyone: boolean;
+}
+
+export interface ServerChannel {
+  channel_id: string;
+  server_id: string;
+  name: string | null;
+  created_by: string;
+  created_ms: number;
+  slow_mode_s: number;
+}
+
+export interface Overwrite {
+  channel_id: string;
+  target: "role" | "member";
+  target_id: string;
+  allow: string[];
+  deny: string[];
+}
+
+export interface MyPermissions {
+  channel_id: string;
+  server_id: string | null;
+  permissions: string[];
+  timeout_until_ms: number | null;
+  slow_mode_s: number;
+}
+
+export interface Invite {
+  code: string;
+  server_id: string;
+  channel_id: string | null;
+  creator: string;
+  max_uses: number | null;
+  uses: number;
+  expires_ms: number | null;
+  revoked: boolean;
+  created_ms: number;
+}
+
+export interface InvitePreview {
+  code: string;
+  server_id: string;
+  server_name: string;
+  channel_id: string | null;
+  channel_name: string | null;
+  expires_ms: number | null;
+  usable: boolean;
+  reason: "invite_revoked" | "invite_expired" | "invite_used_up" | null;
+}
+
+export interface Ban {
+  server_id: string;
+  user_id: string;
+  actor: string;
+  reason: string | null;
+  created_ms: number;
+}
+
+export interface AuditEntry {
+  entry_id: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  details: Record<string, unknown>;
+  created_ms: number;
+}
+
+export interface AuditPage {
+  entries: AuditEntry[];
+  next_cursor: string | null;
+}
+
+export interface Profile {
+  user_id: string;
+  username: string;
+  display_name: string | null;
+  avatar_url: string | null;
+}
+
+export interface MyProfile extends Profile {
+  created_ms: number;
 }

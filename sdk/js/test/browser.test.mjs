@@ -78,7 +78,7 @@ function pythonPeer(username) {
 
 const messageBodies = (page) => page.$$eval("#messages .msg .body", (nodes) => nodes.map((n) => n.textContent));
 
-test("two browsers and a Python MQTT client chat; typing, presence, unread badges and older history show",
+test("two browsers and a Python MQTT client chat; typing, presence, reactions, edits, unread badges, older history, servers and search",
   { timeout: 150_000 }, async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (scripts/test does)`);
     const py = pythonPeer(uniqueName("py"));
@@ -118,6 +118,23 @@ test("two browsers and a Python MQTT client chat; typing, presence, unread badge
     const seen = await py.next((e) => e.event === "message" && e.body === "hi bob");
     assert.equal(seen.sender, aliceId);
 
+    // A reaction from one browser shows in the other: the SDK folds the event into the message.
+    const hiBob = bob.locator("#messages .msg", { hasText: "hi bob" }).first();
+    await hiBob.hover();
+    await hiBob.locator('.actions .react[data-emoji="👍"]').click();
+    await alice.waitForSelector('#messages .msg .reaction:not(.me):has-text("👍 1")');
+    await bob.waitForSelector('#messages .msg .reaction.me:has-text("👍 1")');
+    // Alice edits her message; bob sees the new words, marked edited.
+    const mine = alice.locator("#messages .msg.mine", { hasText: "hi bob" }).first();
+    await mine.hover();
+    await mine.locator(".act-edit").click();
+    await alice.fill("#text", "hi bob!");
+    await alice.press("#text", "Enter");
+    await bob.waitForSelector("#messages .msg .body:text-is('hi bob!')");
+    await bob.waitForSelector("#messages .msg .edited");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await alice.screenshot({ path: path.join(ARTIFACTS, "web-chat-reaction.png") });
+
     // An unread badge: alice writes bob directly while bob looks at the group.
     await alice.selectOption("#nc-kind", "direct");
     await alice.fill("#nc-members", bobId);
@@ -137,22 +154,49 @@ test("two browsers and a Python MQTT client chat; typing, presence, unread badge
     await alice.press("#text", "Enter");
     await alice.waitForSelector("#messages .msg .body:has-text('flood 45')", { timeout: 30_000 });
     await alice.reload();
-    await alice.waitForSelector("#me-dot.connected");
+    await alice.waitForSelector("#me-dot.connected", { timeout: 60_000 }); // a resume under a loaded CI machine
     await alice.click(`#channels li[data-channel="${team}"]`);
     await alice.waitForSelector("#messages .msg .body:has-text('flood 45')");
     const before = (await messageBodies(alice)).length;
     assert.ok(before < 49, `the first page is short (${before})`);
-    for (let i = 0; i < 10 && !(await messageBodies(alice)).includes("hi bob"); i++) {
+    for (let i = 0; i < 10 && !(await messageBodies(alice)).includes("hi bob!"); i++) {
       await alice.$eval("#messages", (box) => { box.scrollTop = 0; box.dispatchEvent(new Event("scroll")); });
       await alice.waitForFunction((n) => document.querySelectorAll("#messages .msg").length > n
         || document.querySelector("#messages .older") === null, before);
     }
     const all = await messageBodies(alice);
     assert.equal(all.length, 49);
-    assert.deepEqual(all.slice(0, 3), ["hi bob", "hi alice, python?", "hello from python"]);
+    assert.deepEqual(all.slice(0, 3), ["hi bob!", "hi alice, python?", "hello from python"]);
     assert.equal(all.at(-1), "flood 45");
     await alice.$eval("#messages", (box) => { box.scrollTop = box.scrollHeight; });
     await alice.screenshot({ path: path.join(ARTIFACTS, "web-chat.png") });
+
+    // Servers: alice creates one with a channel and an invite; bob joins by the code and reads it.
+    await alice.fill("#sv-name", "Guild");
+    await alice.click("#sv-create");
+    await alice.waitForSelector("#servers li.server:has-text('Guild')");
+    await alice.fill("#sc-name", "general");
+    await alice.click("#sc-create");
+    await alice.waitForSelector("#conv-title:has-text('Guild › general')");
+    await alice.click("#sv-invite");
+    await alice.waitForFunction(() => document.querySelector("#sv-code").textContent.startsWith("invite code: "));
+    const code = (await alice.textContent("#sv-code")).replace("invite code: ", "");
+    await bob.fill("#sv-name", code);
+    await bob.click("#sv-join");
+    await bob.click("#servers .sub li:has-text('general')");
+    await bob.waitForSelector("#conv-title:has-text('Guild › general')");
+    await alice.fill("#text", "welcome to the guild");
+    await alice.press("#text", "Enter");
+    await bob.waitForSelector("#messages .msg .body:has-text('welcome to the guild')");
+
+    // Search: the box lists the hit (once indexed) with its highlighted words.
+    await bob.fill("#search", "guild");
+    for (let i = 0; i < 20 && !(await bob.$("#results .hit mark")); i++) {
+      await bob.press("#search", "Enter");
+      await bob.waitForSelector("#results .hit mark", { timeout: 1000 }).catch(() => undefined);
+    }
+    assert.equal(await bob.textContent("#results .hit mark"), "guild");
+    await bob.screenshot({ path: path.join(ARTIFACTS, "web-chat-servers.png") });
 
     assert.deepEqual([...alice.errors, ...bob.errors].map(String), []);
   });

@@ -53,12 +53,14 @@ export function python() {
   return process.env.MQCHAT_PYTHON ?? (existsSync(venv) ? venv : "python3");
 }
 
-export async function startSystem({ timeoutMs = 60_000 } = {}) {
+/** `env`: settings for this system (`MQCHAT_...` variables; the caller's own are never passed on). */
+export async function startSystem({ timeoutMs = 60_000, env: settings = {} } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "mqchat-sdk-"));
   const [mqttPort, wsPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const log = path.join(dir, "up.log");
   const fd = openSync(log, "a");
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MQCHAT_")));
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MQCHAT_"))),
+    ...settings };
   const proc = spawn(python(), ["-m", "mqchat.cli", "up", "--data-dir", path.join(dir, "data"),
     "--mqtt-port", String(mqttPort), "--ws-port", String(wsPort), "--http-port", String(httpPort)],
   { cwd: ROOT, env, stdio: ["ignore", fd, fd], detached: true });

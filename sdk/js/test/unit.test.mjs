@@ -3,8 +3,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  ChannelTracker, MemoryStorage, MqchatError, Outbox, backoffBound, backoffDelay, classify, classifyIncoming,
-  decide, dueEntries, errorInfo, parseTopic, tokenExpired,
+  ChannelFold, ChannelTracker, MAX_REACTION_EMOJI, MemoryStorage, MqchatError, Outbox, applyEvent, backoffBound,
+  backoffDelay, classify, classifyIncoming, decide, dueEntries, errorInfo, fold, parseTopic, refreshDelay, stateOut,
+  tokenExpired, topics,
 } from "../dist/index.js";
 
 const policy = { baseMs: 500, capMs: 30_000, maxAttempts: 0 };
@@ -169,4 +170,100 @@ test("tracker: after an abandoned sync, the next message past the gap asks again
   assert.deepEqual(t.offer(msg(4)), { deliver: [], needSync: true });
   t.applySync({ channel: "c1", status: "ok", epoch: 1, last_seq: 4, has_more: false, messages: [msg(2)] });
   assert.deepEqual(t.endSync("c1").deliver.map((m) => m.seq), [3, 4]);
+});
+
+// ---- the fold (mirrors mqchat/fold.py and tests/ of it) --------------------------------------------
+
+let seqNo = 0;
+const ev = (kind, fields = {}) => ({
+  id: String(++seqNo), seq: seqNo, epoch: 1, channel: "c1", sender: "u1", device: "d", cmid: `m${seqNo}`,
+  ts: 1000 + seqNo, kind, body: "", target: null, emoji: null, op: null, reply_to: null, thread: null,
+  count_seq: 0, v: 1, ...fields,
+});
+
+function script() {
+  seqNo = 0;
+  return [
+    ev("text", { body: "root" }),                                            // 1
+    ev("text", { body: "reply", sender: "u2", thread: 1 }),                  // 2
+    ev("reaction", { target: 1, emoji: "👍", op: "add", sender: "u2" }),     // 3
+    ev("reaction", { target: 1, emoji: ":x:", op: "add" }),                  // 4
+    ev("reaction", { target: 1, emoji: "👍", op: "add" }),                   // 5
+    ev("reaction", { target: 1, emoji: ":x:", op: "remove", sender: "u2" }), // 6: not u2's: nothing
+    ev("edit", { target: 1, body: "root!" }),                                // 7
+    ev("pin", { target: 1 }),                                                // 8
+    ev("delete", { target: 2, sender: "u2" }),                               // 9
+    ev("edit", { target: 2, body: "back?" }),                                // 10: deleted: nothing
+    ev("reaction", { target: 1, emoji: ":x:", op: "remove" }),               // 11
+    ev("pin", { target: 42 }),                                               // 12: no such message
+  ];
+}
+
+test("fold: the table of docs/protocol.md, event by event", () => {
+  const s = fold(script());
+  assert.deepEqual(stateOut(s.get(1), "u1"), {
+    body: "root!", edited_ts: 1007, deleted: false, pinned: true, reactions: [{ emoji: "👍", count: 2, me: true }],
+    reply_count: 1, last_reply_ts: 1002,
+  });
+  assert.deepEqual(stateOut(s.get(2), "u2"), {
+    body: "", edited_ts: null, deleted: true, pinned: false, reactions: [], reply_count: 0, last_reply_ts: null,
+  });
+  assert.equal(s.size, 2, "events are not messages");
+  assert.equal(stateOut(s.get(1), "u3").reactions[0].me, false);
+});
+
+test("fold: a prefix then the rest equals everything at once, at every cut", () => {
+  const events = script();
+  const whole = fold(events);
+  for (let cut = 0; cut <= events.length; cut++) {
+    const parts = fold(events.slice(cut), fold(events.slice(0, cut)));
+    assert.deepEqual([...parts.entries()].map(([k, v]) => [k, stateOut(v, "u1")]),
+      [...whole.entries()].map(([k, v]) => [k, stateOut(v, "u1")]), `cut at ${cut}`);
+  }
+});
+
+test("fold: at most 20 distinct emoji; a known one may still be added; a delete clears them", () => {
+  seqNo = 0;
+  const states = fold([ev("text", { body: "hi" })]);
+  for (let i = 0; i < MAX_REACTION_EMOJI + 1; i++) {
+    applyEvent(states, ev("reaction", { target: 1, emoji: `:e${i}:`, op: "add" }));
+  }
+  assert.equal(states.get(1).reactions.length, MAX_REACTION_EMOJI);
+  assert.deepEqual(applyEvent(states, ev("reaction", { target: 1, emoji: ":e0:", op: "add", sender: "u9" })), [1]);
+  assert.equal(stateOut(states.get(1), "u9").reactions[0].count, 2);
+  assert.deepEqual(applyEvent(states, ev("delete", { target: 1 })), [1]);
+  assert.deepEqual(states.get(1).reactions, []);
+  assert.deepEqual(applyEvent(states, ev("reaction", { target: 1, emoji: ":e0:", op: "add" })), []);
+});
+
+test("ChannelFold: a window folds like the whole; an older page prepended refolds; a gap restarts it", () => {
+  const events = script();
+  const f = new ChannelFold();
+  f.reset(events.slice(6));
+  assert.deepEqual(f.view("u1"), [], "events whose targets are not held change nothing");
+  assert.equal(f.prepend(events.slice(0, 3)), false, "a page that does not end at the window is refused");
+  assert.equal(f.prepend(events.slice(0, 6)), true);
+  const whole = fold(events);
+  assert.deepEqual(f.view("u1").map((v) => [v.message.seq, v.state]),
+    [1, 2].map((seq) => [seq, stateOut(whole.get(seq), "u1")]));
+  assert.deepEqual(f.append(ev("reaction", { target: 1, emoji: "🎉", op: "add" })), [1]);
+  assert.deepEqual(f.append(events[0]), [], "a duplicate changes nothing");
+  const far = ev("text", { body: "after a gap", seq: 99 });
+  assert.deepEqual(f.append(far), [99]);
+  assert.deepEqual(f.view("u1").map((v) => v.message.seq), [99]);
+});
+
+test("refresh timing: five minutes early, or at 80 % of a short token's life", () => {
+  assert.equal(refreshDelay(3_600_000), 3_300_000);
+  assert.equal(refreshDelay(60_000), 48_000);
+  assert.equal(refreshDelay(-5), 0);
+  assert.equal(topics.auth("u1", "d1"), "auth/u1/d1");
+});
+
+test("error table: the codes of rich messages, servers, search and tokens", () => {
+  for (const [code, action] of [["target_deleted", "drop"], ["invalid_emoji", "fix"], ["slow_mode", "retry"],
+    ["timed_out", "drop"], ["refresh_reused", "relogin"], ["token_revoked", "relogin"], ["rate_limited", "retry"],
+    ["invite_used_up", "drop"], ["empty_query", "fix"], ["role_hierarchy", "fix"]]) {
+    assert.equal(errorInfo(code).action, action, code);
+  }
 });
