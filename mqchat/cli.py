@@ -129,7 +129,7 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _check_ports(settings: Settings, *, embedded_broker: bool = True) -> None:
+def check_ports(settings: Settings, *, embedded_broker: bool = True) -> None:
     wanted = [("HTTP API", settings.http.host, settings.http.port, "--http-port")]
     if embedded_broker:
         wanted += [
@@ -230,7 +230,7 @@ def _wait_ready(child: supervisor.Child, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def _banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool) -> str:
+def banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool) -> str:
     m, h = settings.mqtt, settings.http
     api = f"http://{h.host}:{h.port}"
     dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
@@ -286,7 +286,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
     external = bool(getattr(args, "broker", None))
     processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
-    _check_ports(settings, embedded_broker=not external)
+    check_ports(settings, embedded_broker=not external)
     os.umask(lifecycle.PRIVATE_UMASK)  # children (Redis included) inherit it: data files are 0600
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)  # a directory made by an older version may be world-readable
@@ -330,7 +330,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 _report_redis_migration(asyncio.run(_migrate_redis(redis_url, settings.redis.key_prefix)))
             if stopping:
                 return 0
-        print(_banner(settings, keys, redis_url, external=external), flush=True)
+        print(banner(settings, keys, redis_url, external=external), flush=True)
         while not stopping:
             sup.tick()
             time.sleep(0.1)

@@ -72,7 +72,7 @@ def test_tls_ports_are_checked_and_shown_like_the_others(tmp_path) -> None:  # t
     import socket
 
     from mqchat import auth
-    from mqchat.cli import _banner, _check_ports
+    from mqchat.cli import banner, check_ports
     from mqchat.config import Settings
 
     with socket.socket() as busy:
@@ -83,11 +83,11 @@ def test_tls_ports_are_checked_and_shown_like_the_others(tmp_path) -> None:  # t
                             http={"host": "127.0.0.1", "port": 3},
                             broker={"tls_port": taken, "tls_cert_file": tmp_path / "c", "tls_key_file": tmp_path / "k"})
         with pytest.raises(ConfigError, match=f"port {taken} \\(MQTT over TLS\\)"):
-            _check_ports(settings)
+            check_ports(settings)
     clash = settings.model_copy(update={"broker": settings.broker.model_copy(update={"tls_port": 2})})
     with pytest.raises(ConfigError, match="MQTT over TLS and MQTT over WebSocket are both set to port 2"):
-        _check_ports(clash)
+        check_ports(clash)
     keys = auth.load_keys(settings, create=True)
-    banner = _banner(settings, keys, "redis://127.0.0.1:6379", external=False)
-    assert f"mqtts://127.0.0.1:{taken}" in banner
-    assert "wss://" not in banner
+    shown = banner(settings, keys, "redis://127.0.0.1:6379", external=False)
+    assert f"mqtts://127.0.0.1:{taken}" in shown
+    assert "wss://" not in shown
