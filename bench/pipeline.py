@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench import profile
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(c, justify="right")
     summaries = [r.summary() for r in results]
     for s in summaries:
-        table.add_row(*(str(s[c]) for c in cols))
+        table.add_row(*(escape(str(s[c])) for c in cols))
     Console(width=200).print(table)
     rat = ratios(results)
     for k, v in rat.items():
