@@ -8,8 +8,13 @@
 Both behave the same for the bridge: QoS 1 everywhere; a received send is acknowledged to the
 broker (PUBACK) once the bridge has taken it (with lean, when the consume loop comes back for the
 next one; aiomqtt acknowledges on receipt); the sender's own ack (``dev/...``) is published by the
-pipeline only after the message is durable. Every connection failure is raised as one of
-:data:`LINK_ERRORS`, which the bridge answers by reconnecting.
+pipeline only after the message is durable: that ack is the promise a device relies on (it
+retries with the same cmid until it gets one). The broker's PUBACK is deliberately not held until
+the write: with a clean session a lost bridge's unacknowledged sends are dropped by the broker
+anyway, and holding it would cap the intake at the broker's in-flight window per batch. A full
+queue (``bridge.queue_max``) does hold the PUBACKs back, and then the reading of the socket.
+Every connection failure is raised as one of :data:`LINK_ERRORS`, which the bridge answers by
+reconnecting.
 """
 
 from __future__ import annotations
