@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample the bridge with py-spy during each pipeline run; collapsed stacks go to DIR")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.profile is not None and profile.py_spy() is None:
+        print("--profile: py-spy is not installed (pip install py-spy); running without profiles", file=sys.stderr)
     clients = tuple(c.strip() for c in args.bridge_client.split(",") if c.strip())
     if not clients or any(c not in ("lean", "aiomqtt") for c in clients):
         p.error(f"--bridge-client: lean and/or aiomqtt, not {args.bridge_client!r}")
