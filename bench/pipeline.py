@@ -11,6 +11,11 @@ Four targets, the same clients, the same load:
   against a Mosquitto started here): bridge, API and workers are unchanged MQTT clients.
 - ``mosquitto``: bare Mosquitto, same as ``broker``.
 
+``--bridge-client lean,aiomqtt`` runs each pipeline target once per MQTT client of the bridge
+(``bridge.mqtt_client``), named ``mqchat[lean]``, ``mqchat[aiomqtt]``, ..., in the same run;
+``--profile DIR`` samples the bridge with py-spy while the load runs (:mod:`bench.profile`) and
+prints where its time went.
+
 So ``mqchat / broker`` is what our pipeline costs on top of its broker, ``mqchat / mosquitto`` what
 it costs against the fastest broker at hand, and ``mqchat-mosquitto / mosquitto`` what the
 pipeline itself (bridge, store, acks, push fan-out) costs over bare pass-through on the same
@@ -36,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from bench import profile
 from harness.client import Api, Session
 from harness.mosquitto import Mosquitto, mosquitto_binary
 from harness.ports import free_port
@@ -87,6 +94,10 @@ class Load:
     window: int
     mix: float = 0.0
     """Share of sends that are edits and reactions (target ``mqchat-mix``, run beside ``mqchat``)."""
+    bridge_clients: tuple[str, ...] = ("lean",)
+    """``bridge.mqtt_client`` values; each pipeline target runs once per value."""
+    profile_dir: Path | None = None
+    """Where py-spy profiles of the bridge go (None: not profiled)."""
 
 
 @dataclass
@@ -222,12 +233,32 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
         await asyncio.gather(*(p.client.disconnect() for p in peers), return_exceptions=True)
 
 
+def bridge_pid(system: System) -> int | None:
+    """The bridge process of a running ``mqchat up`` (Linux /proc), or None."""
+    assert system.proc is not None
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != system.proc.pid:
+                continue
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            if b"bridge" in argv:
+                return int(stat.parent.name)
+    return None
+
+
+def print_profile(target: str, collapsed: Path) -> None:
+    print(f"bridge profile of {target} ({collapsed}): self %, total %, function")
+    for function, own, total in profile.top_functions(collapsed, 12):
+        print(f"  {own:5.1f} {total:5.1f}  {function}")
+
+
 async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = None,
-                       target: str = "mqchat") -> Result:
+                       target: str = "mqchat", bridge_client: str = "lean") -> Result:
     """The full pipeline; ``broker_port``: an external broker (``mqchat up --broker``) instead of the embedded one."""
     # A benchmark from one loopback address: HTTP rate limits off, explicitly (docs/security.md).
     system = System.on_free_ports(workdir, broker_port=broker_port,
-                                  env={"MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_RATELIMIT__ENABLED": "false"})
+                                  env={"MQCHAT_LOG_LEVEL": "WARNING", "MQCHAT_RATELIMIT__ENABLED": "false",
+                                       "MQCHAT_BRIDGE__MQTT_CLIENT": bridge_client})
     try:
         system.start(90)
         api = Api(system.api)
@@ -246,7 +277,14 @@ async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = N
             await api.aclose()
         async with connect_peers(system.mqtt_port, specs,
                                  lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
-            return await run_load(target, peers, load, pipeline=True)
+            pid = bridge_pid(system) if load.profile_dir is not None else None
+            if load.profile_dir is None or pid is None or profile.py_spy() is None:
+                return await run_load(target, peers, load, pipeline=True)
+            out = load.profile_dir / f"bridge-{target}.txt"
+            with profile.recording(pid, out):
+                result = await run_load(target, peers, load, pipeline=True)
+            print_profile(target, out)
+            return result
     finally:
         system.stop()
 
@@ -284,11 +322,17 @@ async def bench_mosquitto(load: Load, workdir: Path) -> Result | None:
             return await run_load("mosquitto", peers, load, pipeline=False)
 
 
-async def bench_mqchat_mosquitto(load: Load, workdir: Path) -> Result | None:
+async def bench_mqchat_mosquitto(load: Load, workdir: Path, *, target: str = "mqchat-mosquitto",
+                                 bridge_client: str = "lean") -> Result | None:
     with _mosquitto(workdir) as port:
         if port is None:
             return None
-        return await bench_mqchat(load, workdir, broker_port=port, target="mqchat-mosquitto")
+        return await bench_mqchat(load, workdir, broker_port=port, target=target, bridge_client=bridge_client)
+
+
+def client_target(target: str, client: str, load: Load) -> str:
+    """``mqchat`` → ``mqchat[aiomqtt]`` when several bridge clients are compared."""
+    return target if len(load.bridge_clients) == 1 else f"{target}[{client}]"
 
 
 async def run(load: Load, targets: list[str]) -> list[Result]:
@@ -298,18 +342,30 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
             workdir = Path(tmp) / target
             workdir.mkdir()
             if target == "mqchat":
-                results.append(await bench_mqchat(load, workdir))
+                for client in load.bridge_clients:
+                    (workdir / client).mkdir()
+                    results.append(await bench_mqchat(load, workdir / client, bridge_client=client,
+                                                      target=client_target("mqchat", client, load)))
                 if load.mix:
                     (workdir / "mix").mkdir()
-                    results.append(await bench_mqchat(load, workdir / "mix", target="mqchat-mix"))
+                    results.append(await bench_mqchat(load, workdir / "mix", target="mqchat-mix",
+                                                      bridge_client=load.bridge_clients[0]))
             elif target == "broker":
                 results.append(await bench_broker(load, workdir))
-            elif target in ("mosquitto", "mqchat-mosquitto"):
-                r = await (bench_mosquitto(load, workdir) if target == "mosquitto"
-                           else bench_mqchat_mosquitto(load, workdir))
+            elif target == "mosquitto":
+                r = await bench_mosquitto(load, workdir)
                 if r is None:
                     print(f"mosquitto not installed; skipping {target}", file=sys.stderr)
                 else:
+                    results.append(r)
+            elif target == "mqchat-mosquitto":
+                for client in load.bridge_clients:
+                    (workdir / client).mkdir()
+                    r = await bench_mqchat_mosquitto(load, workdir / client, bridge_client=client,
+                                                     target=client_target(target, client, load))
+                    if r is None:
+                        print(f"mosquitto not installed; skipping {target}", file=sys.stderr)
+                        break
                     results.append(r)
             else:
                 raise ValueError(f"unknown target {target!r}")
@@ -325,6 +381,12 @@ def ratios(results: list[Result]) -> dict[str, float]:
     out: dict[str, float] = {}
     pairs = [("mqchat", "broker"), ("mqchat", "mosquitto"), ("mqchat-mosquitto", "mosquitto"),
              ("mqchat-mosquitto", "mqchat"), ("mqchat-mix", "mqchat")]
+    variants = sorted({t[t.index("[") + 1 : -1] for t in by if t.endswith("]")})
+    for client in variants:  # several bridge clients: each against the bare brokers, and lean against the others
+        pairs += [(f"mqchat[{client}]", "broker"), (f"mqchat[{client}]", "mosquitto"),
+                  (f"mqchat-mosquitto[{client}]", "mosquitto")]
+        if client != "lean":
+            pairs += [("mqchat[lean]", f"mqchat[{client}]"), ("mqchat-mosquitto[lean]", f"mqchat-mosquitto[{client}]")]
     for top, base in pairs:
         if top not in by or base not in by:
             continue
@@ -349,9 +411,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the pipeline with this share of sends being edits and reactions (mqchat-mix)")
     p.add_argument("--targets", default="mqchat,mqchat-mosquitto,broker,mosquitto",
                    help="any of mqchat, mqchat-mosquitto (the pipeline over Mosquitto), broker (ours, bare), mosquitto")
+    p.add_argument("--bridge-client", default="lean",
+                   help="bridge.mqtt_client of the pipeline targets; several (lean,aiomqtt) run each pipeline "
+                        "target once per client, named mqchat[lean], mqchat[aiomqtt], ...")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="sample the bridge with py-spy during each pipeline run; collapsed stacks go to DIR")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    load = Load(args.channels, args.members, args.messages, args.rate, args.window, args.mix)
+    if args.profile is not None and profile.py_spy() is None:
+        print("--profile: py-spy is not installed (pip install py-spy); running without profiles", file=sys.stderr)
+    clients = tuple(c.strip() for c in args.bridge_client.split(",") if c.strip())
+    if not clients or any(c not in ("lean", "aiomqtt") for c in clients):
+        p.error(f"--bridge-client: lean and/or aiomqtt, not {args.bridge_client!r}")
+    load = Load(args.channels, args.members, args.messages, args.rate, args.window, args.mix, clients, args.profile)
     console = Console(stderr=True)
     with console.status(f"benchmarking {args.targets} ({args.messages} sends, {args.channels}x{args.members})"):
         results = asyncio.run(run(load, args.targets.split(",")))
@@ -363,13 +435,14 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(c, justify="right")
     summaries = [r.summary() for r in results]
     for s in summaries:
-        table.add_row(*(str(s[c]) for c in cols))
+        table.add_row(*(escape(str(s[c])) for c in cols))
     Console(width=200).print(table)
     rat = ratios(results)
     for k, v in rat.items():
         print(f"{k}: {v}")
     if args.json:
-        args.json.write_text(json.dumps({"load": vars(args) | {"json": str(args.json)}, "results": summaries,
+        args.json.write_text(json.dumps({"load": vars(args) | {"json": str(args.json), "profile": str(args.profile)},
+                                         "results": summaries,
                                          "ratios": rat}, indent=2, default=str))
     lost = [s["target"] for s in summaries if s["delivered"] < s["expected_deliveries"]]
     if lost:

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-import aiomqtt
-
 from bridge import metrics
+from bridge.link import LINK_ERRORS, BrokerLink, open_link
 from bridge.ownership import Ownership
 from bridge.pipeline import BatchStats, Inbound, Pipeline
 from bridge.sequencer import Sequencer
@@ -21,6 +19,7 @@ from mqchat import auth, lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, InvalidTopic
 from mqchat.ids import Snowflake
+from mqchat.mqtt import client as lean
 from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
 from mqchat.storage.factory import open_directory, open_message_store
@@ -32,28 +31,30 @@ from mqchat.storage.redis_state import RedisState
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-bridge"
-#: paho does not disable Nagle; without this, back-to-back small publishes wait on delayed ACKs (~40 ms).
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+class NotConnected(lean.ConnectionLost):
+    """A batch finished while the bridge had no broker connection."""
 
 
 class MqttPublisher:
-    """:class:`bridge.pipeline.Publisher` over an aiomqtt client.
+    """:class:`bridge.pipeline.Publisher` over the current broker link (:mod:`bridge.link`).
 
-    All publishes of a call are handed to paho in order before any PUBACK is awaited, so they are
+    All publishes of a call are written in order before any PUBACK is awaited, so they are
     pipelined on the wire and keep their order (MQTT keeps per-topic order from one publisher).
     """
 
     def __init__(self) -> None:
-        self.client: aiomqtt.Client | None = None
+        self.link: BrokerLink | None = None
         """The current broker connection; replaced at every reconnect."""
 
     async def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
-        client = self.client
-        if client is None:
-            raise aiomqtt.MqttError("not connected to the broker")
-        await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in items))
+        link = self.link
+        if link is None:
+            raise NotConnected("not connected to the broker")
+        await link.publish_many(items)
 
 
 def parse_inbound(topic: str, payload: bytes | bytearray) -> Inbound | None:
@@ -88,7 +89,7 @@ def ready_name(settings: Settings) -> str:
 
 
 def cfg_threshold(settings: Settings) -> int:
-    """Publishes in flight before aiomqtt warns: a few batches' worth."""
+    """Publishes in flight before aiomqtt (``bridge.mqtt_client = "aiomqtt"``) warns: a few batches' worth."""
     return 4 * settings.bridge.batch_max + 1000
 
 
@@ -168,7 +169,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             try:
                 await _session(settings, credentials, pipeline, publisher, queue, stop, readiness, ownership)
                 attempt = 0
-            except* aiomqtt.MqttError as group:
+            except* LINK_ERRORS as group:
                 metrics.CONNECTED.set(0)
                 readiness.ok = False
                 lifecycle.clear_ready(settings, ready_name(settings))
@@ -216,30 +217,21 @@ async def _session(
     """One broker connection: consume and sequence until ``stop`` (then drain) or a broker error."""
     cfg = settings.bridge
     filters = intake_filters(settings, ownership)
-    client_id, username, password = credentials
-    client = aiomqtt.Client(
-        settings.mqtt.host, settings.mqtt.port, identifier=client_id, username=username, password=password,
-        keepalive=settings.mqtt.keepalive_s, clean_session=True, max_inflight_messages=1000,
-        socket_options=NODELAY,
-    )
-    # A batch pipelines hundreds of publishes by design; aiomqtt would log a warning for each
-    # one past 10 in flight (measurable CPU at load, and noise).
-    client.pending_calls_threshold = cfg_threshold(settings)
-    async with client:
-        publisher.client = client
-        for flt in filters:
-            await client.subscribe(flt, qos=1)
-        logger.info("bridge %s consuming %s", client_id, ", ".join(filters))
+    async with open_link(settings, credentials, cfg_threshold(settings)) as link:
+        publisher.link = link
+        await link.subscribe(filters)
+        logger.info("bridge %s consuming %s (%s client)", credentials[0], ", ".join(filters), cfg.mqtt_client)
         forwarding = ownership is not None and cfg.shared_intake
         lifecycle.mark_ready(settings, ready_name(settings))
         metrics.CONNECTED.set(1)
         readiness.ok = True
 
         async def consume() -> None:
-            async for message in client.messages:
-                topic = message.topic.value
+            # With the lean client, a send is acknowledged to the broker when this loop comes back
+            # for the next one: after it is queued (or forwarded); a full queue holds the PUBACKs back.
+            async for topic, payload in link.incoming():
                 inner = topics.unforward(topic)
-                item = parse_inbound(topic if inner is None else inner, message.payload)
+                item = parse_inbound(topic if inner is None else inner, payload)
                 if item is None:
                     logger.warning("ignoring message on unexpected topic %s", topic)
                     continue
@@ -247,7 +239,7 @@ async def _session(
                     # Shared intake: this send reached a bridge that does not own its channel.
                     owner = ownership.owner_of(item.channel)
                     if owner is not None and owner != ownership.bridge_id:
-                        await client.publish(topics.forward_topic(owner, topic), message.payload, qos=1)
+                        await link.publish_many([(topics.forward_topic(owner, topic), payload)])
                         metrics.SENDS.labels("forwarded").inc()
                         continue
                 await queue.put(item)
@@ -284,7 +276,8 @@ async def _session(
             # Stop taking work, then let the sequencer finish what it already took.
             consumer.cancel()
             with contextlib.suppress(Exception):
-                await client.unsubscribe(filters[0], timeout=2)
+                async with asyncio.timeout(2):
+                    await link.unsubscribe(filters[0])
             if not sequencing.done():
                 await queue.put(None)
                 _, pending = await asyncio.wait([sequencing], timeout=cfg.drain_timeout_s)

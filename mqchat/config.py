@@ -222,6 +222,11 @@ class BridgeSettings(_Section):
                             "(the same on every bridge).")
     lease_ms: int = Field(3000, ge=500, le=60_000, description="Partition lease lifetime; a dead bridge's "
                           "channels move to the others after it.")
+    mqtt_client: Literal["lean", "aiomqtt"] = Field(
+        "lean", description="MQTT client of the bridge's broker connection: `lean` (`mqchat.mqtt.client`, an "
+        "asyncio protocol on the shared codec: a batch's publishes leave in one write) or `aiomqtt` (paho; "
+        "kept for comparison, `python -m bench.pipeline --bridge-client`)."
+    )
 
 
 class StoreSettings(_Section):

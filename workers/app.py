@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from contextlib import AsyncExitStack
-
-import aiomqtt
 
 from mqchat import auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
+from mqchat.mqtt.client import Client
 from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
 from mqchat.search.factory import open_search_index
@@ -33,11 +31,10 @@ SERVICE_USER = "svc-workers"
 PRESENCE_CONSUMER = "presence-publisher"
 #: The search indexer's consumer name: fixed, so a restarted indexer re-reads what it left pending.
 SEARCH_CONSUMER = "search-indexer"
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class MqttPublisher:
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
 
     async def publish_retained(self, topic: str, payload: bytes) -> None:
@@ -74,8 +71,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.callback(lifecycle.clear_ready, settings, "workers")
 
         async def publisher() -> None:
-            async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
-                                      username=username, password=password, socket_options=NODELAY) as client:
+            # The lean client (mqchat/mqtt/client.py); a lost connection fails the publish and the
+            # supervisor starts this again.
+            async with Client(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
+                              password=password, keepalive=settings.mqtt.keepalive_s) as client:
                 await run_publisher(state, directory, MqttPublisher(client), consumer=PRESENCE_CONSUMER)
 
         async def sweeper() -> None:

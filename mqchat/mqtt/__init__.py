@@ -9,4 +9,8 @@ packets and decode server packets with the same functions::
     encode_connect / encode_subscribe ─▶ bytes ─▶ FrameReader / split_packets ─▶ decode_connect, ...
     decode_connack / decode_suback    ◀─ bytes ◀─ encode_connack / encode_suback ◀─
     encode_publish  ◀────────────────────── both ways ──────────────────────────▶  decode_publish
+
+:mod:`mqchat.mqtt.client` is the services' client on the same codec (the bridge's connection):
+an :class:`asyncio.Protocol` with an in-flight window, pipelined publishes and PUBACKs sent once
+the consumer has taken a message.
 """
