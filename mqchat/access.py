@@ -272,7 +272,11 @@ async def follow_invalidations(feed: InvalidationSource, caches: Sequence[Invali
     """
     after: str | None = None
     delay = retry_s
+    me = asyncio.current_task()
     while True:
+        if me is not None and me.cancelling():
+            # redis-py can swallow a cancellation that lands mid-command (seen after a Redis restart)
+            raise asyncio.CancelledError
         try:
             if after is None:
                 after = await feed.tail()
