@@ -155,18 +155,12 @@ class TopicAclPlugin:
             verdicts = session.attributes[VERDICTS] = access.Verdicts(principal)
         if action is Action.RECEIVE:  # the per-delivery path: no parsing, no waiting when cached
             try:
-                verdict = verdicts.verdict(action, topic)
+                known = access.decide_cached(verdicts, action, topic, self._cache)
             except Exception:
                 logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
                 return False
-            if verdict.kind == "if_member":
-                channels = self._cache.fresh(principal.user_id)
-                if channels is not None:
-                    return verdict.channel in channels
-            elif verdict.kind == "allow":
-                return True
-            elif verdict.kind == "deny":
-                return False
+            if known is not None:
+                return known
         try:
             decision = await access.check(principal, action, topic, self._cache, verdicts=verdicts)
             if not decision.allowed:

@@ -82,6 +82,26 @@ class Verdicts:
         return found
 
 
+def decide_cached(verdicts: Verdicts, action: policy.Action, topic: str, cache: MembershipCache) -> bool | None:
+    """The decision when it needs no waiting (the per-delivery path: two dict lookups and a set test):
+    the verdict memoized, the user's channels cached and fresh. ``None``: ask :func:`check`, which
+    loads what is missing (and re-reads a refusal of SUBSCRIBE or PUBLISH, see :data:`RECHECK_REFUSED_S`)."""
+    verdict = verdicts.verdict(action, topic)
+    kind = verdict.kind
+    if kind == "allow":
+        return True
+    if kind == "deny":
+        return False
+    if kind == "if_member":
+        channels = cache.fresh(verdicts.principal.user_id)
+        if channels is not None:
+            if verdict.channel in channels:
+                return True
+            if action is policy.Action.RECEIVE:
+                return False
+    return None
+
+
 async def check(principal: Principal, action: policy.Action, topic: str, membership: MembershipSource, *,
                 verdicts: Verdicts | None = None) -> Decision:
     """Whether ``principal`` may do ``action`` on ``topic``, membership included.
