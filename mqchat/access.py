@@ -99,6 +99,13 @@ def decide_cached(verdicts: Verdicts, action: policy.Action, topic: str, cache: 
                 return True
             if action is policy.Action.RECEIVE:
                 return False
+    elif kind == "if_contact" and verdict.user is not None:
+        mine, theirs = cache.fresh(verdicts.principal.user_id), cache.fresh(verdict.user)
+        if mine is not None and theirs is not None:
+            if not mine.isdisjoint(theirs):
+                return True
+            if action is policy.Action.RECEIVE:
+                return False
     return None
 
 

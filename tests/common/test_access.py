@@ -79,6 +79,26 @@ async def test_check_with_verdicts_decides_as_without(w: W) -> None:
             assert await access.check(device(user), action, topic, cache, verdicts=v) == plain
 
 
+async def test_decide_cached_answers_without_waiting_only_what_it_knows(w: W) -> None:
+    cache = access.MembershipCache(w.d, ttl_s=3600)
+    stranger = (await w.d.create_user("stranger", "x", now_ms=NOW)).user_id
+    bob, outsider = access.Verdicts(device(w.bob)), access.Verdicts(device(stranger))
+    stream, presence = topics.stream(w.channel), topics.user_presence(w.alice)
+    assert access.decide_cached(bob, A.RECEIVE, topics.user_events(w.bob), cache) is True  # no membership needed
+    assert access.decide_cached(bob, A.RECEIVE, "ch/a/b", cache) is False
+    assert access.decide_cached(bob, A.RECEIVE, stream, cache) is None  # not loaded yet: check() loads it
+    assert access.decide_cached(bob, A.RECEIVE, presence, cache) is None
+    for u in (w.alice, w.bob, stranger):
+        await cache.channels(u)
+    assert access.decide_cached(bob, A.RECEIVE, stream, cache) is True
+    assert access.decide_cached(bob, A.RECEIVE, presence, cache) is True  # bob and alice share a channel
+    assert access.decide_cached(outsider, A.RECEIVE, stream, cache) is False
+    assert access.decide_cached(outsider, A.RECEIVE, presence, cache) is False
+    assert access.decide_cached(outsider, A.SUBSCRIBE, stream, cache) is None  # a refusal is re-read by check()
+    cache.invalidate(inv.user(w.bob))
+    assert access.decide_cached(bob, A.RECEIVE, stream, cache) is None
+
+
 # --- the membership cache --------------------------------------------------------------------------
 
 
