@@ -3,7 +3,7 @@ to a warm :class:`mqchat.access.MembershipCache`, leave no stale answer while sp
 cannot concern (docs/permissions.md, *Caching and invalidation*).
 
 The cache lives an hour here, so every answer it still gives after a change is one the events chose to
-keep. Run on the memory and SQLite backends (the rules, and so the events, are shared code).
+keep. Run on every backend (the rules, and so the events, are shared code; ``access_scope`` is not).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from mqchat.errors import Forbidden
 from mqchat.invalidation import Invalidation
 from mqchat.permissions import DEFAULT_EVERYONE, NONE, Permission
 from mqchat.storage.base import ServerDirectory
-from mqchat.storage.memory import MemoryDirectory
-from mqchat.storage.sqlite import SqliteDirectory
+from tests.contract.conftest import SERVER_DIRECTORIES, open_server_directory
 
 P = Permission
 NOW = 1_700_000_000_000
@@ -48,10 +47,9 @@ class G:
     events: list[Invalidation] = field(default_factory=list)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=SERVER_DIRECTORIES)
 async def g(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[G]:
-    d: ServerDirectory = MemoryDirectory() if request.param == "memory" else \
-        await SqliteDirectory(tmp_path / "directory.db").open()
+    d = await open_server_directory(request.param, request, tmp_path)
     alice, bob, carol, dave, erin = [(await d.create_user(n, "x", now_ms=NOW)).user_id
                                      for n in ("alice", "bob", "carol", "dave", "erin")]
     s = (await d.create_server(alice, "S", discoverable=True, now_ms=NOW)).server_id
