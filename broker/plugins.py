@@ -126,10 +126,6 @@ class TopicAclPlugin:
         self._follower: asyncio.Task[None] | None = None
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 
-    @property
-    def cache(self) -> access.MembershipCache:
-        return self._cache
-
     async def on_broker_started(self) -> None:
         if self._redis is not None and self._follower is None:
             self._follower = asyncio.get_running_loop().create_task(
