@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from harness.client import Device
@@ -42,6 +43,8 @@ UNFED_CACHE_S = 60
 #: How soon a change must take effect: its event's way through Redis to the broker, plus scheduling
 #: slack on a loaded machine.
 EVENT_WINDOW_S = 2.0
+#: ``http.hooks_secret`` of the system under test (the EMQX/VerneMQ hooks are on).
+HOOKS_SECRET = "hooks-secret-for-the-permission-tests"
 
 
 def now_ms() -> int:
@@ -52,7 +55,8 @@ def now_ms() -> int:
 def system(system_factory, redis_server: RedisServer) -> System:  # type: ignore[no-untyped-def]
     s: System = system_factory()
     s.env.update({"MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_BROKER__MEMBERSHIP_CACHE_S": str(CACHE_S),
-                  "MQCHAT_BROKER__MEMBERSHIP_CACHE_UNFED_S": str(UNFED_CACHE_S)})
+                  "MQCHAT_BROKER__MEMBERSHIP_CACHE_UNFED_S": str(UNFED_CACHE_S),
+                  "MQCHAT_HTTP__HOOKS_SECRET": HOOKS_SECRET})
     s.start()
     return s
 
@@ -219,3 +223,27 @@ async def test_slow_mode(system: System, world: World, guild: Guild) -> None:
     assert 20_000 < second.error.retry_after_ms <= 30_000
     assert (again.ok, again.seq) == (True, first.seq)
     assert all(a.ok for a in owner)
+
+
+async def test_external_broker_hooks_follow_the_invalidations(system: System, world: World, guild: Guild) -> None:
+    """The API's hooks for EMQX/VerneMQ cache channel sets like the broker, and drop them on the event."""
+    g = guild
+    ask = {"clientid": f"{world.bob}:phone", "username": world.bob, "topic": topics.stream(g.channel),
+           "action": "subscribe"}
+    async with httpx.AsyncClient(base_url=system.api, headers={"Authorization": f"Bearer {HOOKS_SECRET}"}) as http:
+
+        async def answer() -> str:
+            reply = await http.post("/hooks/emqx/authz", json=ask)
+            reply.raise_for_status()
+            result: str = reply.json()["result"]
+            return result
+
+        assert await answer() == "allow"  # cached now, for ten minutes unless an event says otherwise
+        start = time.monotonic()
+        await g.directory.kick(world.alice, g.server, world.bob, now_ms=now_ms())
+
+        async def refused() -> bool:
+            return await answer() == "deny"
+
+        await wait_for(refused, within=EVENT_WINDOW_S * 2, what="the hooks refusing bob")
+        assert time.monotonic() - start < EVENT_WINDOW_S * 2
