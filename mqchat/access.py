@@ -155,7 +155,7 @@ class MembershipCache:
         directory: ``access_scope`` is used when it has one, else ``channel_ids_of``.
         ttl_s: how long an entry is trusted without the invalidation feed.
         fed_ttl_s: how long while the feed is followed (:meth:`set_fed`); default ``ttl_s``.
-        max_entries: past it, expired entries are swept (and all of them if none had expired).
+        max_entries: past it, expired entries are swept, then the oldest down to 90% of it.
     """
 
     def __init__(self, directory: ChannelIndex, ttl_s: float, *, fed_ttl_s: float | None = None,
@@ -255,9 +255,9 @@ class MembershipCache:
         if version == self._version:  # no invalidation meanwhile: the answer may be kept
             self._entries[user_id] = entry
             if len(self._entries) > self._max_entries:
-                self._entries = {u: e for u, e in self._entries.items() if e.expires > now}
-                if len(self._entries) > self._max_entries:
-                    self._entries.clear()
+                kept = [(u, e) for u, e in self._entries.items() if e.expires > now]
+                # still too many: the oldest loaded go first (a dict keeps insertion order)
+                self._entries = dict(kept[max(0, len(kept) - self._max_entries * 9 // 10):])
         return entry
 
     async def shares_channel(self, a: str, b: str, *, max_age_s: float | None = None) -> bool:

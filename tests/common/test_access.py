@@ -140,6 +140,14 @@ async def test_events_drop_exactly_their_scope(w: W) -> None:
     assert cache.invalidate(None) == 1  # an event this version does not understand: everything
 
 
+async def test_a_full_cache_drops_its_oldest_entries(w: W) -> None:
+    cache = access.MembershipCache(w.d, ttl_s=3600, max_entries=10)
+    names = [(await w.d.create_user(f"user{i}", "x", now_ms=NOW)).user_id for i in range(11)]
+    for u in names:
+        await cache.channels(u)
+    assert [u for u in names if cache.fresh(u) is not None] == names[-9:]
+
+
 async def test_without_servers_in_the_answer_any_server_change_drops_the_entry(w: W) -> None:
     class ChannelsOnly:  # a directory without access_scope (the flat model)
         async def channel_ids_of(self, user_id: str) -> frozenset[str]:
