@@ -32,12 +32,13 @@ from api import (
 from api.deps import Services
 from api.events import EventSink, MqttEventSink, SendPath
 from api.limits import Limits
-from mqchat import auth, lifecycle
+from mqchat import access, auth, lifecycle
 from mqchat.config import Settings
 from mqchat.errors import ConfigError, MqchatError
 from mqchat.ops import metrics_endpoint
 from mqchat.storage.base import MessageStore, ServerDirectory
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.invalidations import InvalidationFeed
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_ratelimit import RedisRateLimiter
@@ -67,6 +68,7 @@ def create_app(settings: Settings, directory: ServerDirectory, store: MessageSto
                                   TokenStore(redis, refresh_ttl_s=settings.auth.refresh_ttl_s,
                                              access_ttl_s=settings.auth.token_ttl_s + settings.auth.leeway_s),
                                   sends, open_attachments)
+    app.state.hook_membership = hooks.membership_cache(settings, directory)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(state_routes.router)
@@ -142,6 +144,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         stack.push_async_callback(events.stop)
         app = create_app(settings, directory, store, keys, redis, events, sends=events)
         stack.push_async_callback(search.close_index, app)
+        # Directory changes made here are announced to every process that caches access decisions,
+        # this one included (docs/permissions.md, *Caching and invalidation*).
+        feed = InvalidationFeed(redis)
+        directory.add_listener(feed.publish)
         config = uvicorn.Config(app, host=settings.http.host, port=settings.http.port, log_config=None,
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(settings.http.trusted_proxies),
@@ -150,6 +156,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve(), name="api.serve")
             stopper = tg.create_task(stop.wait(), name="api.stop")
+            follower = tg.create_task(access.follow_invalidations(feed, [app.state.hook_membership]),
+                                      name="api.acl.invalidations")
             while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn only has a flag
                 await asyncio.sleep(0.02)
             if server.started:
@@ -158,4 +166,5 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             lifecycle.clear_ready(settings, "api")
             server.should_exit = True
             stopper.cancel()
+            follower.cancel()
         logger.info("API stopped")

@@ -37,7 +37,9 @@ from pydantic import BaseModel, ConfigDict
 
 from api.deps import Svc
 from mqchat import access, auth, policy
+from mqchat.config import Settings
 from mqchat.errors import AuthError
+from mqchat.storage.base import ServerDirectory
 
 router = APIRouter(prefix="/hooks", tags=["broker hooks"])
 
@@ -60,12 +62,18 @@ class EmqxAuthz(_Loose):
     action: str
 
 
+def membership_cache(settings: Settings, directory: ServerDirectory) -> access.MembershipCache:
+    """The hooks' cache of users' channel sets, with the broker's lifetimes (``broker.membership_cache_s``
+    while the API follows the invalidation feed, ``broker.membership_cache_unfed_s`` otherwise)."""
+    b = settings.broker
+    return access.MembershipCache(directory, b.membership_cache_unfed_s, fed_ttl_s=b.membership_cache_s)
+
+
 def _membership(request: Request) -> access.MembershipCache:
     cache: access.MembershipCache | None = getattr(request.app.state, "hook_membership", None)
     if cache is None:
         svc = request.app.state.services
-        cache = access.MembershipCache(svc.directory, svc.settings.broker.membership_cache_s)
-        request.app.state.hook_membership = cache
+        cache = request.app.state.hook_membership = membership_cache(svc.settings, svc.directory)
     return cache
 
 

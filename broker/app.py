@@ -63,7 +63,7 @@ def native_plugins(settings: Settings, *, no_auth: bool = False) -> list[object]
     plugins: list[object] = [
         JwtAuthPlugin(auth.load_keys(settings)),
         TokenLifecyclePlugin(auth.load_keys(settings), settings.redis),
-        TopicAclPlugin(settings, membership_cache_s=b.membership_cache_s),
+        TopicAclPlugin(settings),
         metrics.MetricsPlugin(),
     ]
     if settings.redis.url:

@@ -30,14 +30,17 @@ from broker.session import Session
 from mqchat import access, auth, policy, topics
 from mqchat.config import RedisSettings, Settings
 from mqchat.errors import AuthError, StorageUnavailable
-from mqchat.storage.base import Directory
+from mqchat.storage.base import AccessScope, ServerDirectory
 from mqchat.storage.factory import open_directory
+from mqchat.storage.invalidations import InvalidationFeed
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.tokens import ALL_DEVICES, Revocation, TokenStore
 
 logger = logging.getLogger(__name__)
 
 PRINCIPAL = "mqchat.principal"
+#: The session's :class:`mqchat.access.Verdicts` (for the principal under :data:`PRINCIPAL`).
+VERDICTS = "mqchat.verdicts"
 
 
 class JwtAuthPlugin:
@@ -76,15 +79,21 @@ class _LazyDirectory:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._directory: Directory | None = None
+        self._directory: ServerDirectory | None = None
         self._lock = asyncio.Lock()
 
-    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
+    async def _opened(self) -> ServerDirectory:
         if self._directory is None:
             async with self._lock:
                 if self._directory is None:
                     self._directory = await open_directory(self._settings)
-        return await self._directory.channel_ids_of(user_id)
+        return self._directory
+
+    async def channel_ids_of(self, user_id: str) -> frozenset[str]:
+        return await (await self._opened()).channel_ids_of(user_id)
+
+    async def access_scope(self, user_id: str) -> AccessScope:
+        return await (await self._opened()).access_scope(user_id)
 
     async def close(self) -> None:
         if self._directory is not None:
@@ -94,15 +103,34 @@ class _LazyDirectory:
 class TopicAclPlugin:
     """Applies :func:`mqchat.policy.authorize` to every subscribe, publish and delivery.
 
+    Each session keeps its principal's verdicts (:class:`mqchat.access.Verdicts`: a topic is parsed
+    and judged once per session), and users' channel sets are cached (:class:`mqchat.access.MembershipCache`),
+    so a delivery is two dict lookups and a set membership test. With ``redis.url`` the plugin follows
+    the access invalidation feed (``acl:invalidations``): a directory change drops the entries it
+    concerns at once, and entries otherwise live ``broker.membership_cache_s``; without the feed,
+    ``broker.membership_cache_unfed_s``.
+
     Args:
-        settings: where the directory is (``directory.url``, else SQLite in ``data_dir``).
-        membership_cache_s: how long a user's channel set is trusted.
+        settings: where the directory is (``directory.url``, else SQLite in ``data_dir``), the cache
+            lifetimes (``broker.*``) and Redis (``redis.*``).
+        membership_cache_s: overrides ``broker.membership_cache_unfed_s`` (tests and benchmarks).
     """
 
-    def __init__(self, settings: Settings, *, membership_cache_s: float) -> None:
+    def __init__(self, settings: Settings, *, membership_cache_s: float | None = None) -> None:
+        b = settings.broker
         self._directory = _LazyDirectory(settings)
-        self._cache = access.MembershipCache(self._directory, membership_cache_s)
+        unfed = b.membership_cache_unfed_s if membership_cache_s is None else membership_cache_s
+        self._cache = access.MembershipCache(self._directory, unfed, fed_ttl_s=b.membership_cache_s)
+        r = settings.redis
+        self._redis = RedisClient.from_url(r.url, r.key_prefix) if r.url else None
+        self._follower: asyncio.Task[None] | None = None
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
+
+    async def on_broker_started(self) -> None:
+        if self._redis is not None and self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(
+                access.follow_invalidations(InvalidationFeed(self._redis), [self._cache]),
+                name="broker.acl.invalidations")
 
     def _typing_allowed(self, client_id: str) -> bool:
         now = time.monotonic()
@@ -118,8 +146,19 @@ class TopicAclPlugin:
         principal = session.attributes.get(PRINCIPAL)
         if not isinstance(principal, auth.Principal):
             return False
+        verdicts = session.attributes.get(VERDICTS)
+        if not isinstance(verdicts, access.Verdicts) or verdicts.principal is not principal:
+            verdicts = session.attributes[VERDICTS] = access.Verdicts(principal)
+        if action is Action.RECEIVE:  # the per-delivery path: no parsing, no waiting when cached
+            try:
+                known = access.decide_cached(verdicts, action, topic, self._cache)
+            except Exception:
+                logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
+                return False
+            if known is not None:
+                return known
         try:
-            decision = await access.check(principal, action, topic, self._cache)
+            decision = await access.check(principal, action, topic, self._cache, verdicts=verdicts)
             if not decision.allowed:
                 if action is not Action.RECEIVE:
                     logger.info("denied %s %s to %s: %s", action.value, topic, session.client_id, decision.reason)
@@ -132,6 +171,11 @@ class TopicAclPlugin:
             return False
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.close()
         await self._directory.close()
 
 
@@ -305,8 +349,8 @@ class TokenLifecyclePlugin:
 if TYPE_CHECKING:  # static conformance: mypy checks each plugin against the protocols it implements
 
     def _conforms(jwt: JwtAuthPlugin, acl: TopicAclPlugin) -> tuple[Authenticator, TopicAcl, ClientDisconnected,
-                                                                    Closable]:
-        return jwt, acl, acl, acl
+                                                                    BrokerStarted, Closable]:
+        return jwt, acl, acl, acl, acl
 
     def _conforms_tokens(t: TokenLifecyclePlugin) -> tuple[Authenticator, BrokerStarted, ClientConnected,
                                                            ClientDisconnected, MessageReceived, Closable]:

@@ -139,8 +139,15 @@ class AuthSettings(_Section):
 
 class BrokerSettings(_Section):
     membership_cache_s: float = Field(
-        1.0, ge=0, le=60, description="How long the broker caches a user's channel list for ACL checks; "
-        "membership changes take effect within this time, without a reconnect."
+        30.0, ge=0, le=3600, description="How long the broker (and the API's broker hooks) trust a cached "
+        "user's channel list while they follow the access invalidation feed on Redis (`acl:invalidations`): "
+        "a safety net, since every directory change that can change access drops the entries it concerns "
+        "at once (docs/permissions.md)."
+    )
+    membership_cache_unfed_s: float = Field(
+        1.0, ge=0, le=60, description="How long a cached channel list is trusted without the invalidation "
+        "feed (no `redis.url`, or while Redis cannot be read): membership changes then take effect within "
+        "this time, without a reconnect. Losing the feed, and getting it back, drops every entry."
     )
     max_connections: int = Field(100_000, ge=0, description="Connection limit per listener (0 = none); a "
                                  "connection over it is closed at once. Keep the process's open-file limit "

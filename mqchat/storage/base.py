@@ -26,11 +26,12 @@ invites, profiles and the audit log (docs/permissions.md). Its rules:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from mqchat import schema
+from mqchat.invalidation import Invalidation
 from mqchat.permissions import NONE, Permission
 
 #: ``(channel, sender, cmid)``: the idempotency key of a send.
@@ -260,6 +261,16 @@ class ChannelAccess:
     slow_mode_s: int = 0
     server_id: str | None = None
     """The channel's server; None for direct and group channels."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessScope:
+    """What access caches keep per user (:meth:`ServerDirectory.access_scope`)."""
+
+    channels: frozenset[str]
+    """The channels the user can view (direct and group memberships included)."""
+    servers: frozenset[str]
+    """The servers the user is a member of: a change to one of them invalidates the user."""
 
 
 class MessageStore(Protocol):
@@ -506,6 +517,16 @@ class ServerDirectory(Directory, Protocol):
         """For each ``(channel_id, user_id)``: effective permissions, the member's timeout and the
         channel's slow mode, in one round trip (the bridge decides a batch of sends with it). Direct
         and group members get :data:`mqchat.permissions.DIRECT_MEMBER`; strangers ``NONE``."""
+        ...
+
+    async def access_scope(self, user_id: str) -> AccessScope:
+        """The channels ``user_id`` can view (as :meth:`channel_ids_of`) and the servers they are in,
+        read together."""
+        ...
+
+    def add_listener(self, listener: Callable[[Sequence[Invalidation]], Awaitable[None]]) -> None:
+        """Call ``listener`` with the :class:`~mqchat.invalidation.Invalidation` events of each committed
+        change that can change access, before the write returns (docs/permissions.md)."""
         ...
 
 

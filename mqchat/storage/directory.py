@@ -16,18 +16,25 @@ whose reads and writes form one transaction (committed on a clean exit, rolled b
 exception). Writes lock the server row first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite and
 memory serialise writers), so a check and the change it guards cannot be separated by another
 writer. Every refusal is raised before the first write.
+
+After a write that can change what someone may see or do commits, the directory hands its
+:class:`~mqchat.invalidation.Invalidation` events to its listeners (:meth:`DirectoryRules.add_listener`;
+the API publishes them on Redis for every process that caches access decisions, see
+``docs/permissions.md``). A write returns once its listeners have run.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from mqchat import invalidation as inv
 from mqchat import permissions as P
 from mqchat.config import (
     DEFAULT_MAX_CHANNEL_MEMBERS,
@@ -48,9 +55,11 @@ from mqchat.errors import (
     TooMany,
 )
 from mqchat.ids import new_random_id
+from mqchat.invalidation import Invalidation
 from mqchat.permissions import NONE, Permission, Rank
 from mqchat.storage.base import (
     EVERYONE_NAME,
+    AccessScope,
     AuditEntry,
     AuditPage,
     Ban,
@@ -85,6 +94,11 @@ MAX_OVERWRITES = 500
 #: server may have few members among many, and one request must not walk them all.
 MEMBER_SCAN = 2000
 _URL = re.compile(r"^https?://[^\s]{1,2000}$")
+
+logger = logging.getLogger(__name__)
+
+#: Told about each committed change (:meth:`DirectoryRules.add_listener`).
+Listener = Callable[[Sequence[Invalidation]], Awaitable[None]]
 
 
 class DirectoryTx(Protocol):
@@ -262,12 +276,28 @@ class DirectoryRules:
     max_roles: int = MAX_ROLES
     max_server_channels: int = MAX_SERVER_CHANNELS
     max_overwrites: int = MAX_OVERWRITES
+    _listeners: tuple[Listener, ...] = ()
 
     def _tx(self, *, write: bool) -> AbstractAsyncContextManager[DirectoryTx]:
         raise NotImplementedError
 
     async def close(self) -> None:
         return None
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with the invalidation events of each committed change (in this process),
+        before the write returns. A listener that raises is logged and the write still succeeds: the
+        change is committed."""
+        self._listeners = (*self._listeners, listener)
+
+    async def _changed(self, *events: Invalidation) -> None:
+        if not events:
+            return
+        for listener in self._listeners:
+            try:
+                await listener(events)
+            except Exception:
+                logger.exception("an invalidation listener failed for %s", events)
 
     # --- shared loaders ----------------------------------------------------------------------------
 
@@ -374,6 +404,7 @@ class DirectoryRules:
             await tx.insert_channel(channel, key)
             for user in everyone:
                 await tx.add_channel_member(channel.channel_id, user, now_ms)
+        await self._changed(*(inv.user(u) for u in everyone))
         return channel, True
 
     async def get_channel(self, channel_id: str) -> Channel | None:
@@ -401,12 +432,18 @@ class DirectoryRules:
             if await tx.count_channel_members(channel_id, self.max_channel_members) >= self.max_channel_members:
                 raise Full("channel", channel_id, self.max_channel_members)
             await self._user_room(tx, [user_id], servers=False)
-            return await tx.add_channel_member(channel_id, user_id, now_ms)
+            changed = await tx.add_channel_member(channel_id, user_id, now_ms)
+        if changed:
+            await self._changed(inv.user(user_id))
+        return changed
 
     async def remove_member(self, channel_id: str, user_id: str) -> bool:
         async with self._tx(write=True) as tx:
             await self._explicit(tx, channel_id)
-            return await tx.remove_channel_member(channel_id, user_id)
+            changed = await tx.remove_channel_member(channel_id, user_id)
+        if changed:
+            await self._changed(inv.user(user_id))
+        return changed
 
     async def members(self, channel_id: str) -> list[str]:
         async with self._tx(write=False) as tx:
@@ -475,6 +512,15 @@ class DirectoryRules:
             explicit = await tx.explicit_channel_ids(user_id)
             return frozenset(explicit | {c.channel_id for c in await self._visible_server_channels(tx, user_id)})
 
+    async def access_scope(self, user_id: str) -> AccessScope:
+        """The channels ``user_id`` can view and the servers they are a member of, in one transaction
+        (what an access cache keeps, so a server's invalidation finds its members)."""
+        async with self._tx(write=False) as tx:
+            explicit = await tx.explicit_channel_ids(user_id)
+            servers = await tx.server_ids_of(user_id)
+            visible = {c.channel_id for c in await self._visible_server_channels(tx, user_id)}
+        return AccessScope(frozenset(explicit | visible), frozenset(servers))
+
     async def memberships(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
         access = await self.channel_access(pairs)
         return {p for p, a in access.items() if Permission.VIEW_CHANNEL in a.perms}
@@ -527,6 +573,7 @@ class DirectoryRules:
             await tx.insert_member(server.server_id, owner, now_ms)
             await self._audit(tx, owner, server.server_id, "server.create", server.server_id, now_ms,
                               name=server.name, discoverable=server.discoverable)
+        await self._changed(inv.user(owner))
         return server
 
     async def get_server(self, server_id: str) -> Server | None:
@@ -569,6 +616,7 @@ class DirectoryRules:
             if not a.rank.is_owner:
                 raise Forbidden("owner", "only the owner can delete the server")
             await tx.delete_server(server_id)
+        await self._changed(inv.server(server_id))
 
     async def transfer_ownership(self, actor: str, server_id: str, new_owner: str, *, now_ms: int) -> Server:
         async with self._tx(write=True) as tx:
@@ -581,6 +629,7 @@ class DirectoryRules:
             server = replace(a.view.server, owner_id=new_owner)
             await tx.update_server(server)
             await self._audit(tx, a, server_id, "server.transfer", new_owner, now_ms)
+        await self._changed(inv.user(actor), inv.user(new_owner))
         return server
 
     async def _join(self, tx: DirectoryTx, server: Server, user_id: str) -> bool:
@@ -622,6 +671,7 @@ class DirectoryRules:
             await self._user_room(tx, [user_id], servers=True)
             await tx.insert_member(server_id, user_id, now_ms)
             await self._audit(tx, user_id, server_id, "member.join", user_id, now_ms)
+        await self._changed(inv.user(user_id))
         return True
 
     async def leave_server(self, user_id: str, server_id: str, *, now_ms: int) -> None:
@@ -631,6 +681,7 @@ class DirectoryRules:
                 raise OwnerCannotLeave("the owner cannot leave; transfer ownership first")
             await tx.delete_member(server_id, user_id)
             await self._audit(tx, a, server_id, "member.leave", user_id, now_ms)
+        await self._changed(inv.user(user_id))
 
     async def member(self, server_id: str, user_id: str) -> Member | None:
         async with self._tx(write=False) as tx:
@@ -717,6 +768,8 @@ class DirectoryRules:
             if changes:
                 await tx.update_role(role)
                 await self._audit(tx, a, server_id, "role.edit", role_id, now_ms, **changes)
+        if "perms" in changes or "position" in changes:
+            await self._changed(inv.server(server_id))
         return role
 
     async def delete_role(self, actor: str, server_id: str, role_id: str, *, now_ms: int) -> None:
@@ -729,6 +782,7 @@ class DirectoryRules:
             P.check_role_manageable(a.rank, role.position)
             await tx.delete_role(server_id, role_id)
             await self._audit(tx, a, server_id, "role.delete", role_id, now_ms, name=role.name)
+        await self._changed(inv.server(server_id))
 
     async def _member_role(self, actor: str, server_id: str, user_id: str, role_id: str, *, add: bool,
                            now_ms: int) -> bool:
@@ -749,6 +803,8 @@ class DirectoryRules:
             if changed:
                 await self._audit(tx, a, server_id, "member.role_add" if add else "member.role_remove", user_id,
                                   now_ms, role=role_id)
+        if changed:
+            await self._changed(inv.user(user_id))
         return changed
 
     async def add_member_role(self, actor: str, server_id: str, user_id: str, role_id: str, *, now_ms: int) -> bool:
@@ -779,6 +835,7 @@ class DirectoryRules:
                                                             Permission.VIEW_CHANNEL, NONE))
             await self._audit(tx, a, server_id, "channel.create", channel.channel_id, now_ms, name=name,
                               private=bool(private), slow_mode_s=slow_mode_s)
+        await self._changed(inv.server(server_id))
         return channel
 
     async def edit_server_channel(self, actor: str, channel_id: str, *, name: str | None = None,
@@ -797,6 +854,8 @@ class DirectoryRules:
             if changes:
                 await tx.update_channel(channel)
                 await self._audit(tx, a, a.view.server.server_id, "channel.edit", channel_id, now_ms, **changes)
+        if "slow_mode_s" in changes:
+            await self._changed(inv.channel(channel_id, channel.server_id))
         return channel
 
     async def delete_server_channel(self, actor: str, channel_id: str, *, now_ms: int) -> None:
@@ -807,6 +866,7 @@ class DirectoryRules:
             await tx.delete_channel(channel_id)
             await self._audit(tx, a, a.view.server.server_id, "channel.delete", channel_id, now_ms,
                               name=channel.name)
+        await self._changed(inv.channel(channel_id, channel.server_id))
 
     async def server_channels(self, server_id: str) -> list[Channel]:
         async with self._tx(write=False) as tx:
@@ -835,19 +895,22 @@ class DirectoryRules:
                 _, target_rank = await self._target(tx, a, target_id)
                 if target_id != actor:
                     P.check_moderate(a.rank, target_rank)
+            overwrite: ChannelOverwrite | None = None
             if not value.allow and not value.deny:
                 if await tx.delete_overwrite(channel_id, target, target_id):
                     await self._audit(tx, a, server_id, "overwrite.delete", channel_id, now_ms,
                                       target=target, target_id=target_id)
-                return None
-            existing = (await tx.get_overwrites([channel_id])).get(channel_id, [])
-            if len(existing) >= self.max_overwrites and not any(
-                    (o.target, o.target_id) == (target, target_id) for o in existing):
-                raise TooMany("overwrites", self.max_overwrites)
-            overwrite = ChannelOverwrite(channel_id, target, target_id, value.allow, value.deny)
-            await tx.put_overwrite(overwrite)
-            await self._audit(tx, a, server_id, "overwrite.set", channel_id, now_ms, target=target,
-                              target_id=target_id, allow=P.names(value.allow), deny=P.names(value.deny))
+            else:
+                existing = (await tx.get_overwrites([channel_id])).get(channel_id, [])
+                if len(existing) >= self.max_overwrites and not any(
+                        (o.target, o.target_id) == (target, target_id) for o in existing):
+                    raise TooMany("overwrites", self.max_overwrites)
+                overwrite = ChannelOverwrite(channel_id, target, target_id, value.allow, value.deny)
+                await tx.put_overwrite(overwrite)
+                await self._audit(tx, a, server_id, "overwrite.set", channel_id, now_ms, target=target,
+                                  target_id=target_id, allow=P.names(value.allow), deny=P.names(value.deny))
+        # A member overwrite concerns that member alone; a role's, anyone in the server.
+        await self._changed(inv.user(target_id) if target == "member" else inv.channel(channel_id, server_id))
         return overwrite
 
     async def overwrites(self, channel_id: str) -> list[ChannelOverwrite]:
@@ -865,6 +928,7 @@ class DirectoryRules:
             P.check_moderate(a.rank, target)
             await tx.delete_member(server_id, user_id)
             await self._audit(tx, a, server_id, "member.kick", user_id, now_ms)
+        await self._changed(inv.user(user_id))
 
     async def ban(self, actor: str, server_id: str, user_id: str, *, reason: str | None = None,
                   now_ms: int) -> None:
@@ -885,6 +949,7 @@ class DirectoryRules:
                 await tx.delete_member(server_id, user_id)
             await tx.insert_ban(Ban(server_id, user_id, actor, reason, now_ms))
             await self._audit(tx, a, server_id, "member.ban", user_id, now_ms, reason=reason)
+        await self._changed(inv.user(user_id))
 
     async def unban(self, actor: str, server_id: str, user_id: str, *, now_ms: int) -> bool:
         async with self._tx(write=True) as tx:
@@ -893,6 +958,8 @@ class DirectoryRules:
             changed = await tx.delete_ban(server_id, user_id)
             if changed:
                 await self._audit(tx, a, server_id, "member.unban", user_id, now_ms)
+        if changed:
+            await self._changed(inv.user(user_id))
         return changed
 
     async def bans(self, server_id: str) -> list[Ban]:
@@ -910,6 +977,7 @@ class DirectoryRules:
             P.check_moderate(a.rank, target)
             await tx.set_timeout(server_id, user_id, until_ms)
             await self._audit(tx, a, server_id, "member.timeout", user_id, now_ms, until_ms=until_ms)
+        await self._changed(inv.user(user_id))
 
     # --- invites -----------------------------------------------------------------------------------
 
@@ -986,6 +1054,7 @@ class DirectoryRules:
             await tx.insert_member(server.server_id, user_id, now_ms)
             await tx.update_invite(replace(invite, uses=invite.uses + 1))
             await self._audit(tx, user_id, server.server_id, "member.join", user_id, now_ms, invite=code)
+        await self._changed(inv.user(user_id))
         return server
 
     # --- audit log ---------------------------------------------------------------------------------

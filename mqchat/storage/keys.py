@@ -66,6 +66,10 @@ key                                      type    contents and lifetime
 ``rl:<rule>:<subject>``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
+``acl:invalidations``                     stream  one entry per directory change that can change access (scope
+                                                 user / channel / server, id, server), written by the process
+                                                 that made it, read by every process that caches access
+                                                 decisions (``mqchat/storage/invalidations.py``); capped at ~100k
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -233,3 +237,11 @@ class Keys:
     @property
     def push_dlq(self) -> str:
         return f"{self.prefix}push:{{queues}}:dlq"
+
+    @property
+    def acl_invalidations(self) -> str:
+        return f"{self.prefix}acl:invalidations"
+
+
+#: Cap of the access invalidation stream (readers follow it live and drop everything after a gap).
+INVALIDATIONS_MAXLEN = 100_000

@@ -19,6 +19,17 @@ async def test_small_run_reports_every_figure() -> None:
         assert out[f"{event}.effect_s"] < 5.0
 
 
+async def test_small_fanout_reports_both_ways() -> None:
+    args = parser().parse_args(["fanout", "--fanout-members", "20", "--rate", "20", "--seconds", "0.3",
+                                "--cache-s", "0.1"])
+    out = await run(args)
+    for key in ("fanout.old.cpu_us_per_delivery", "fanout.new.cpu_us_per_delivery", "fanout.old.messages",
+                "fanout.new.messages", "fanout.speedup", "fanout.revoke_s"):
+        assert out[key] > 0, key
+    assert out["fanout.old.directory_reads_per_s"] > 0  # the old way re-reads every cache window
+    assert out["fanout.new.directory_reads_per_s"] == 0  # the fed cache does not
+
+
 def test_unknown_measurement_is_refused() -> None:
     with pytest.raises(SystemExit):
         main(["nonsense"])

@@ -125,7 +125,8 @@ def start_broker(engine: Engine, workdir: Path, *, auth: bool = False, env: dict
     }
     if auth:
         _create_directory(data_dir)
-        full_env |= {"MQCHAT_AUTH__SECRET": SECRET, "MQCHAT_BROKER__MEMBERSHIP_CACHE_S": "0"}
+        full_env |= {"MQCHAT_AUTH__SECRET": SECRET, "MQCHAT_BROKER__MEMBERSHIP_CACHE_S": "0",
+                     "MQCHAT_BROKER__MEMBERSHIP_CACHE_UNFED_S": "0"}
     full_env |= env or {}
     if engine == "mqchat" and not plugins:
         if auth:
