@@ -93,6 +93,7 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     env["MQCHAT_MQTT__HOST"] = settings.mqtt.host
     env["MQCHAT_MQTT__PORT"] = str(settings.mqtt.port)
     env["MQCHAT_MQTT__WS_PORT"] = str(settings.mqtt.ws_port)
+    env["MQCHAT_MQTT__BROKER"] = settings.mqtt.broker
     env["MQCHAT_HTTP__HOST"] = settings.http.host
     env["MQCHAT_HTTP__PORT"] = str(settings.http.port)
     b = settings.broker
@@ -264,7 +265,7 @@ def parse_broker(address: str) -> dict[str, Any]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"--broker {address!r}: expected host:port")
-    return {"mqtt": {"host": host, "port": int(port)}}
+    return {"mqtt": {"host": host, "port": int(port), "broker": "external"}}
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -53,6 +53,10 @@ key                                      type    contents and lifetime
 ``rl:{rule}:{subject}``                  string  a rate limit's theoretical arrival time (ms) for one subject
                                                  (an IP address, a username); expires when the allowance is
                                                  whole again (``mqchat/ratelimit.py``)
+``leader:{name}``                        hash    ``owner``, ``token`` (fencing token, +1 per new leader),
+                                                 ``expires_ms``: the lease of a singleton job (``presence`` =
+                                                 the workers' presence publisher and lease sweeper); never
+                                                 deleted, so tokens keep increasing (``mqchat/storage/leases.py``)
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -187,3 +191,6 @@ class Keys:
     @property
     def thumbnail_jobs(self) -> str:
         return f"{self.prefix}objects:thumbnails"
+
+    def leader(self, name: str) -> str:
+        return f"{self.prefix}leader:{name}"

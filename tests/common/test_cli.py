@@ -22,7 +22,7 @@ def test_bad_store_urls_are_refused(url: str) -> None:
 def test_broker_addresses() -> None:
     from mqchat.cli import parse_broker
 
-    assert parse_broker("emqx.internal:1883") == {"mqtt": {"host": "emqx.internal", "port": 1883}}
+    assert parse_broker("emqx.internal:1883") == {"mqtt": {"host": "emqx.internal", "port": 1883, "broker": "external"}}
     for bad in ("emqx", ":1883", "emqx:port", "emqx:"):
         with pytest.raises(ConfigError, match="--broker"):
             parse_broker(bad)
