@@ -70,12 +70,12 @@ async def test_the_job_runs_on_one_instance_and_moves_when_its_leader_stops(redi
                 running.remove(name)
         return job
 
-    a = Leadership(LeaderLease(redis, "job"), "a", lease_ms=300)
-    b = Leadership(LeaderLease(redis, "job"), "b", lease_ms=300)
+    a = Leadership(LeaderLease(redis, "job"), "a", lease_ms=1000)
+    b = Leadership(LeaderLease(redis, "job"), "b", lease_ms=1000)
     ta = asyncio.create_task(a.run(job_of("a")))
     await wait_for(lambda: running == ["a"], 5, what="a leads")
     tb = asyncio.create_task(b.run(job_of("b")))
-    await asyncio.sleep(0.5)  # more than a lease: b must still wait, a renews
+    await asyncio.sleep(1.5)  # more than a lease: b must still wait, a renews
     assert running == ["a"]
     token_a = a.token
     ta.cancel()  # a clean stop releases the lease: b takes over without waiting for it to expire
