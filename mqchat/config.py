@@ -288,8 +288,8 @@ class PresenceSettings(_Section):
     shared_ingest: bool = Field(
         True, description="With `mqtt.broker = external`: the workers' presence ingester subscribes to "
         "`$share/presence/presence/+/+`, so several workers instances split the device status publishes "
-        "(Mosquitto >= 2, EMQX, VerneMQ, HiveMQ). Off: the plain `presence/+/+` (every instance gets every "
-        "publish; the writes are idempotent)."
+        "(Mosquitto >= 2, EMQX, VerneMQ, HiveMQ). Off: the plain `presence/+/+` (brokers without `$share`: "
+        "every instance gets and writes every publish; the same leases, more Redis work)."
     )
     leader_lease_ms: int = Field(
         5_000, ge=500, le=120_000, description="Lease of the workers instance that runs the presence publisher "
