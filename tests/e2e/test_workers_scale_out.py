@@ -64,7 +64,8 @@ async def test_the_other_workers_instance_takes_over_presence_when_the_leader_di
         "MQCHAT_PRESENCE__LEADER_LEASE_MS": str(LEADER_LEASE_MS), "MQCHAT_LOG_LEVEL": "INFO"}
     ready = data / "run" / "workers.ready"
     redis = RedisClient.from_url(redis_server.url)
-    state, r, keys = RedisState(redis), redis.driver, Keys()
+    state, keys = RedisState(redis), Keys()
+    r: Any = redis.driver
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(2):
@@ -76,7 +77,10 @@ async def test_the_other_workers_instance_takes_over_presence_when_the_leader_di
             owner = await r.hget(keys.leader("presence"), "owner")
             return next((p.pid for p in procs if owner and f"w{p.pid}-" in owner.decode()), None)
 
-        await wait_for(lambda: leader_pid(), 10, what="a leader")
+        async def has_leader() -> bool:
+            return await leader_pid() is not None
+
+        await wait_for(has_leader, 10, what="a leader")
         first = await leader_pid()
         assert first is not None
         first_token = int(await r.hget(keys.leader("presence"), "token"))
@@ -100,8 +104,8 @@ async def test_the_other_workers_instance_takes_over_presence_when_the_leader_di
                 final[user] = status
 
             for rnd in range(ROUNDS):
-                for u in range(USERS):
-                    await say(f"u{u}", "online" if rnd % 2 == 0 else "offline")
+                for n in range(USERS):
+                    await say(f"u{n}", "online" if rnd % 2 == 0 else "offline")
                 if rnd == ROUNDS // 2:  # mid-stream: the leader dies without a word
                     os.killpg(first, signal.SIGKILL)
                 await asyncio.sleep(0.05)
