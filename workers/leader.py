@@ -8,11 +8,12 @@
         0, or Redis unreachable past the local deadline ─▶ not leader: cancel the job
 
 Several workers instances run :meth:`Leadership.run`; one at a time runs the job. The job calls
-:meth:`Leadership.check` before each step it must not share with a stale leader: that renews the
-lease and compares the fencing token, so a leader that was paused past its lease (and replaced)
-finds out before its next step instead of interleaving with the new leader. The local deadline is
-measured from *before* the renewal was sent and ends a safety margin before the lease, so a leader
-that cannot reach Redis stops before another one can start.
+:meth:`Leadership.check` before each step it must not share with a stale leader. The local
+deadline is measured from *before* the last renewal was sent and ends a safety margin before the
+lease, so a leader that was paused past its lease, or cannot reach Redis, finds it passed and stops
+before another one can start; when the renewal loop itself is late (more than a third of a lease
+since the last renewal), ``check`` renews and compares the fencing token itself. So a step costs no
+Redis round trip while the renewals keep time, and a stale leader never starts one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Leadership:
         self.lease_ms = lease_ms
         self.token = 0
         self._deadline = 0.0
+        self._renewed = 0.0
         self._job = lease.key.rsplit(":", 1)[-1]
 
     def held(self) -> bool:
@@ -65,20 +67,25 @@ class Leadership:
         sent = time.monotonic()
         token, _expires = await self._lease.claim(self.owner, lease_ms=self.lease_ms)
         if token:
+            self._renewed = sent
             self._deadline = sent + self.lease_ms * (1 - SAFETY) / 1000
         return token
 
     async def check(self) -> None:
-        """Renew now and make sure the token is still ours.
+        """Make sure this instance may still act as leader: the local deadline has not passed and,
+        if the last renewal is more than a third of a lease old, a renewal now returns our token.
 
         Raises:
-            LostLeadership: another instance holds the lease, or ours was taken over and re-taken
-                (a new token: work under the old one must stop).
+            LostLeadership: another instance holds the lease, ours was taken over and re-taken (a
+                new token: work under the old one must stop), or it could not be renewed in time.
         """
         held = self.token
-        token = await self._claim()
-        if not held or token != held:
-            raise LostLeadership(f"{self._job}: token {held} is no longer current (now {token or 'another owner'})")
+        if held and time.monotonic() - self._renewed > self.lease_ms / 3000:
+            token = await self._claim()
+            if token != held:
+                raise LostLeadership(f"{self._job}: token {held} is no longer current (now {token or 'another owner'})")
+        if not held or not self.held():
+            raise LostLeadership(f"{self._job}: token {held} not renewed in time")
 
     async def run(self, job: Callable[[Leadership], Coroutine[Any, Any, None]]) -> None:
         """Forever: hold the lease when free and run ``job`` while it is held.
