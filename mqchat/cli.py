@@ -272,6 +272,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
     external = bool(getattr(args, "broker", None))
+    if settings.mqtt.broker == "external" and not external:
+        # the embedded broker writes presence leases itself: the workers' ingester must not as well
+        raise ConfigError("mqtt.broker is 'external' but no --broker HOST:PORT was given: mqchat up would run "
+                          "the embedded broker; pass --broker, or unset mqtt.broker")
     processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
     _check_ports(settings, embedded_broker=not external)
     os.umask(lifecycle.PRIVATE_UMASK)  # children (Redis included) inherit it: data files are 0600
