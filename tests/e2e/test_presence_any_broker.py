@@ -118,6 +118,25 @@ async def test_clean_disconnect(any_broker: System, world: World, watcher: Prese
     assert await watcher.wait_for(world.alice, "offline", within=5) < 2.0
 
 
+async def test_one_lease_per_connection_written_by_one_path(any_broker: System, world: World,
+                                                            watcher: PresenceWatcher,
+                                                            redis_server: RedisServer) -> None:
+    """The embedded broker's plugin and the ingester never both write: one lease for one connection,
+    named by the broker (embedded) or by the device's ``conn`` (Mosquitto)."""
+    redis = RedisClient.from_url(redis_server.url)
+    try:
+        async with Device(world.alice_phone) as phone:
+            await watcher.wait_for(world.alice, "online", within=5)
+            members = [m.decode() if isinstance(m, bytes) else m
+                       for m in await redis.driver.hkeys(redis.keys.conns(world.alice))]
+            assert len(members) == 1
+            assert members[0].startswith("phone|")
+            own = members[0] == f"phone|{phone._conn}"
+            assert own is (any_broker.mosquitto is not None)
+    finally:
+        await redis.close()
+
+
 async def test_a_reconnect_is_not_ended_by_the_old_connections_will(any_broker: System, world: World,
                                                                     watcher: PresenceWatcher,
                                                                     state: RedisState) -> None:

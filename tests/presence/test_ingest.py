@@ -176,3 +176,11 @@ async def test_a_superseded_change_is_acknowledged_and_never_published(state: Re
     await publish_changes(state, directory, rec, "p", old)  # the stale online comes after: dropped
     assert rec.published == [("presence/erin", "offline")]
     assert await state.read_changes("p", pending=True) == []  # both acknowledged
+
+
+def test_the_ingester_shares_its_subscription_unless_told_not_to() -> None:
+    from mqchat.config import load_settings
+    from workers.app import presence_filter
+
+    assert presence_filter(load_settings(data_dir="d")) == "$share/presence/presence/+/+"
+    assert presence_filter(load_settings(data_dir="d", presence={"shared_ingest": False})) == "presence/+/+"
