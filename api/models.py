@@ -45,6 +45,9 @@ class MqttEndpoint(BaseModel):
     host: str
     port: int
     ws_url: str
+    presence_refresh_ms: int | None = Field(
+        None, description="Re-publish your status on `presence/{me}/{device}` this often while connected (the "
+        "presence heartbeat of an external broker); null: the broker keeps your presence itself.")
 
 
 class LoginResult(BaseModel):

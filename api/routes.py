@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.limits import client_address
 from api.paging import PAGE_DEFAULT, Cursor, PageLimit
 from mqchat import auth
+from mqchat.config import Settings
 from mqchat.errors import Conflict
 from mqchat.storage.base import Channel
 
@@ -60,8 +61,15 @@ async def login(body: models.Login, svc: Svc, request: Request) -> models.LoginR
         token=pair.token, refresh_token=pair.refresh_token, user_id=user.user_id, device_id=body.device_id,
         expires_at=pair.expires_at,
         mqtt=models.MqttEndpoint(host=m.advertised_host, port=m.port,
-                                 ws_url=f"ws://{m.advertised_host}:{m.ws_port}{WS_PATH}"),
+                                 ws_url=f"ws://{m.advertised_host}:{m.ws_port}{WS_PATH}",
+                                 presence_refresh_ms=presence_refresh_ms(svc.settings)),
     )
+
+
+def presence_refresh_ms(settings: Settings) -> int | None:
+    """How often a device re-publishes its status: a third of the presence lease with an external
+    broker (the workers' ingester keeps the lease from those heartbeats), None with the embedded one."""
+    return settings.broker.presence_lease_ms // 3 if settings.mqtt.broker == "external" else None
 
 
 async def _issue_pair(svc: Services, user_id: str, device_id: str, *, refresh_token: str | None) -> models.TokenPair:

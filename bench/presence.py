@@ -1,11 +1,14 @@
 """Presence benchmark (``python -m bench.presence``): connect/disconnect churn through the whole system,
-and what it costs Redis.
+and what it costs Redis, on the embedded broker (its plugin writes the leases) and on Mosquitto (the
+workers' ingester writes them from the devices' status publishes), in the same run.
 
-Starts a private redis-server and ``mqchat up`` on free loopback ports, creates ``users`` users who
-share one channel, connects a watcher subscribed to every user's presence topic, then makes each
-user connect and disconnect ``cycles`` times. Reports presence changes observed per second, the
-connect→online and disconnect→offline latency seen by the watcher, and Redis commands per
-connect+disconnect (from ``INFO commandstats``, so every process's Redis traffic is counted).
+For each broker: starts a private redis-server and ``mqchat up`` on free loopback ports (``--broker``
+with a Mosquitto started here), creates ``users`` users who share one channel, connects a watcher
+subscribed to every user's presence topic, then makes each user connect and disconnect ``cycles``
+times as docs/protocol.md asks on every broker (a last will ``offline`` naming the connection,
+``online`` after CONNECT, ``offline`` before DISCONNECT). Reports presence changes observed per
+second, the connect→online and disconnect→offline latency seen by the watcher, and Redis commands
+per connect+disconnect (from ``INFO commandstats``, so every process's Redis traffic is counted).
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ async def _commandstats(r: aioredis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
-async def run(users: int, cycles: int) -> dict[str, Any]:
+BROKERS = ("embedded", "mosquitto")
+
+
+async def run(users: int, cycles: int, broker: str = "embedded") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mqchat-presence-") as tmp, RedisServer(Path(tmp)) as redis_server, \
-            launch(env={"MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_RATELIMIT__ENABLED": "false"},
-                   workdir=Path(tmp)) as system:
+            launch(env={"MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_RATELIMIT__ENABLED": "false",
+                        "MQCHAT_PUSH__ENABLED": "false", "MQCHAT_SEARCH__ENABLED": "false"},
+                   workdir=Path(tmp), mosquitto=broker == "mosquitto") as system:
         r = aioredis.Redis(port=redis_server.port)
         try:
             api = Api(system.api)
@@ -72,12 +79,18 @@ async def run(users: int, cycles: int) -> dict[str, Any]:
                 start = time.perf_counter()
 
                 async def churn(s: Session) -> None:
-                    for _ in range(cycles):
+                    topic = topics.device_presence(s.user_id, s.device_id)
+                    for i in range(cycles):
+                        conn = f"b{i}"
+                        will = aiomqtt.Will(topic, _status("offline", conn, ts=0), qos=1, retain=True)
                         t0 = time.perf_counter()
                         async with aiomqtt.Client("127.0.0.1", mqtt, identifier=f"{s.user_id}:{s.device_id}",
-                                                  username=s.user_id, password=s.token, socket_options=NODELAY):
+                                                  username=s.user_id, password=s.token, socket_options=NODELAY,
+                                                  will=will) as device:
+                            await device.publish(topic, _status("online", conn), qos=1, retain=True)
                             on_lat.append(await _wait(seen, s.user_id, "online", t0))
                             t1 = time.perf_counter()
+                            await device.publish(topic, _status("offline", conn), qos=1, retain=True)
                         off_lat.append(await _wait(seen, s.user_id, "offline", t1))
 
                 await asyncio.gather(*(churn(s) for s in sessions[1:]))
@@ -91,12 +104,17 @@ async def run(users: int, cycles: int) -> dict[str, Any]:
     per = {cmd: round((after.get(cmd, 0) - before.get(cmd, 0)) / (cycles * (users - 1)), 2)
            for cmd in sorted(set(after) | set(before)) if after.get(cmd, 0) != before.get(cmd, 0)}
     return {
-        "users": users - 1, "cycles": cycles, "presence_changes": transitions,
+        "broker": broker, "users": users - 1, "cycles": cycles, "presence_changes": transitions,
         "changes_per_s": round(transitions / elapsed, 1),
         "online_latency_ms": _pcts(on_lat), "offline_latency_ms": _pcts(off_lat),
         "redis_calls_per_connect_disconnect": per,
         "redis_calls_total_per_connect_disconnect": round(sum(per.values()), 2),
     }
+
+
+def _status(status: str, conn: str, *, ts: int | None = None) -> bytes:
+    return json.dumps({"status": status, "ts": int(time.time() * 1000) if ts is None else ts,
+                       "conn": conn}).encode()
 
 
 def _pcts(xs: list[float]) -> dict[str, float]:
@@ -127,10 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                                 description="connect/disconnect churn: presence latency and Redis cost")
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--cycles", type=int, default=10)
+    p.add_argument("--broker", choices=(*BROKERS, "both"), default="both",
+                   help="embedded: the broker's plugin writes leases; mosquitto: the workers' ingester does")
     args = p.parse_args(argv)
-    with Console(stderr=True).status(f"presence churn: {args.users} users x {args.cycles} cycles"):
-        report = asyncio.run(run(args.users + 1, args.cycles))
-    print(json.dumps(report, indent=2))
+    reports = []
+    for broker in BROKERS if args.broker == "both" else (args.broker,):
+        with Console(stderr=True).status(f"presence churn on {broker}: {args.users} users x {args.cycles} cycles"):
+            reports.append(asyncio.run(run(args.users + 1, args.cycles, broker)))
+    print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     return 0
 
 

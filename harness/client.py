@@ -3,7 +3,10 @@
 
 Used by the end-to-end tests and the benchmarks (the simulator has its own lean client stack).
 It follows the client rules in docs/protocol.md: sends carry a ``cmid`` and are retried with the
-same ``cmid`` until acked; the ack, not the PUBACK, is what says a message is safe.
+same ``cmid`` until acked; the ack, not the PUBACK, is what says a message is safe. Presence as the
+protocol asks (docs/protocol.md#presence): a last will ``offline`` naming the connection, ``online``
+after CONNECT, the same status again every ``presence_refresh_ms`` when login asks for a heartbeat,
+and ``offline`` before a clean DISCONNECT.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import aiomqtt
 
@@ -40,6 +43,8 @@ class Session:
     device_id: str
     mqtt_host: str
     mqtt_port: int
+    presence_refresh_ms: int | None = None
+    """Presence heartbeat period from login (an external broker); None: no heartbeat needed."""
 
 
 class Api:
@@ -62,7 +67,8 @@ class Api:
     async def login(self, username: str, password: str, device_id: str) -> Session:
         doc = await self._call("POST", "/v1/login",
                                json={"username": username, "password": password, "device_id": device_id})
-        return Session(doc["token"], doc["user_id"], doc["device_id"], doc["mqtt"]["host"], doc["mqtt"]["port"])
+        return Session(doc["token"], doc["user_id"], doc["device_id"], doc["mqtt"]["host"], doc["mqtt"]["port"],
+                       doc["mqtt"].get("presence_refresh_ms"))
 
     async def create_channel(self, token: str, kind: str, members: list[str], name: str | None = None) -> str:
         body: dict[str, Any] = {"kind": kind, "members": members}
@@ -104,6 +110,9 @@ class Device:
     _waiting: dict[str, asyncio.Future[schema.Ack]] = field(default_factory=dict)
     _cmids: itertools.count[int] = field(default_factory=itertools.count)
     _cmid_prefix: str = field(default_factory=lambda: secrets.token_hex(4))
+    _conn: str = ""
+    _status: Literal["online", "away"] = "online"
+    _heartbeat: asyncio.Task[None] | None = None
 
     @property
     def user_id(self) -> str:
@@ -114,24 +123,52 @@ class Device:
         assert self._client is not None, "device is not connected"
         return self._client
 
+    def presence_payload(self, status: Literal["online", "away", "offline"]) -> bytes:
+        """This connection's status payload (``conn`` names the connection, as the will does)."""
+        return schema.encode(schema.PresencePayload(status=status, ts=time.time_ns() // 1_000_000, conn=self._conn))
+
     async def __aenter__(self) -> Self:
         s = self.session
+        self._conn = secrets.token_hex(6)  # a new connection id per CONNECT, in the will and every status
+        will = aiomqtt.Will(topics.device_presence(s.user_id, s.device_id),
+                            schema.encode(schema.PresencePayload(status="offline", ts=0, conn=self._conn)),
+                            qos=1, retain=True)
         self._client = aiomqtt.Client(
             self.host or s.mqtt_host, self.port or s.mqtt_port, identifier=f"{s.user_id}:{s.device_id}",
             username=s.user_id, password=s.token, clean_session=True, keepalive=30, max_inflight_messages=500,
-            socket_options=NODELAY,
+            socket_options=NODELAY, will=will,
         )
         await self._client.__aenter__()
         await self._client.subscribe(topics.ack(s.user_id, s.device_id), qos=1)
         self._reader = asyncio.create_task(self._read(), name=f"device.{s.device_id}.read")
+        await self.set_status("online")
+        if s.presence_refresh_ms:
+            self._heartbeat = asyncio.create_task(self._beat(s.presence_refresh_ms / 1000),
+                                                  name=f"device.{s.device_id}.presence")
         return self
 
+    async def set_status(self, status: Literal["online", "away"]) -> None:
+        """Publish ``online`` or ``away`` (retained) on this device's presence topic; the heartbeat repeats it."""
+        self._status = status
+        await self.client.publish(topics.device_presence(self.session.user_id, self.session.device_id),
+                                  self.presence_payload(status), qos=1, retain=True)
+
+    async def _beat(self, period_s: float) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.set_status(self._status)
+
     async def __aexit__(self, *exc: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._reader
+        for task in (self._heartbeat, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
         if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):  # no will on a clean DISCONNECT: say it first
+                await self._client.publish(topics.device_presence(self.session.user_id, self.session.device_id),
+                                           self.presence_payload("offline"), qos=1, retain=True)
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
 

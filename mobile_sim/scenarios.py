@@ -531,5 +531,6 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[dict[str, Any]]]] = {
     "push": push,
 }
 EMBEDDED_ONLY = frozenset({"presence-churn", "push"})
-"""Presence leases come from the embedded broker's plugin only (README, "Any MQTT broker"), and
-push decisions read presence: these need ``--transport embedded``."""
+"""The simulated devices do not publish the presence statuses and heartbeats an external broker
+needs (docs/protocol.md, "Presence"), and push decisions read presence: these need
+``--transport embedded``."""

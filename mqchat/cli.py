@@ -96,6 +96,7 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     env["MQCHAT_MQTT__HOST"] = settings.mqtt.host
     env["MQCHAT_MQTT__PORT"] = str(settings.mqtt.port)
     env["MQCHAT_MQTT__WS_PORT"] = str(settings.mqtt.ws_port)
+    env["MQCHAT_MQTT__BROKER"] = settings.mqtt.broker
     env["MQCHAT_HTTP__HOST"] = settings.http.host
     env["MQCHAT_HTTP__PORT"] = str(settings.http.port)
     b = settings.broker
@@ -278,13 +279,17 @@ def parse_broker(address: str) -> dict[str, Any]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"--broker {address!r}: expected host:port")
-    return {"mqtt": {"host": host, "port": int(port)}}
+    return {"mqtt": {"host": host, "port": int(port), "broker": "external"}}
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, json_lines=settings.log_json, process="mqchat")
     external = bool(getattr(args, "broker", None))
+    if settings.mqtt.broker == "external" and not external:
+        # the embedded broker writes presence leases itself: the workers' ingester must not as well
+        raise ConfigError("mqtt.broker is 'external' but no --broker HOST:PORT was given: mqchat up would run "
+                          "the embedded broker; pass --broker, or unset mqtt.broker")
     processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
     check_ports(settings, embedded_broker=not external)
     os.umask(lifecycle.PRIVATE_UMASK)  # children (Redis included) inherit it: data files are 0600

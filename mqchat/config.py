@@ -36,6 +36,12 @@ class MqttSettings(_Section):
         None, description="Host name advertised to devices at login; defaults to `host`."
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive of mqchat's own service clients.")
+    broker: Literal["embedded", "external"] = Field(
+        "embedded", description="Which broker carries MQTT. `embedded`: `python -m broker`, whose plugin writes "
+        "the presence leases. `external` (Mosquitto, EMQX, VerneMQ, ...; `mqchat up --broker` sets it): the "
+        "workers' presence ingester writes them from the devices' status publishes and last wills, and login "
+        "asks devices to re-publish their status every third of `broker.presence_lease_ms`."
+    )
 
     @property
     def advertised_host(self) -> str:
@@ -169,7 +175,8 @@ class BrokerSettings(_Section):
                            "reconnect elsewhere gradually (0: all at once).")
     presence_lease_ms: int = Field(
         30_000, ge=1_000, le=600_000, description="Presence lease of a device connection; refreshed at a third "
-        "of it. After a broker crash, its devices are offline within this time."
+        "of it (by the embedded broker; with `mqtt.broker = external`, by the device's status heartbeat). "
+        "After a broker crash, its devices are offline within this time."
     )
     max_packet_bytes: int = Field(
         256 * 1024, ge=1024, le=256 * 1024 * 1024, description="Largest MQTT packet a client may send; a "
@@ -296,6 +303,20 @@ class RedisSettings(_Section):
         if "{" in value or "}" in value:
             raise ValueError(f"key prefix {value!r} must not contain braces (Redis Cluster hash tags)")
         return value
+
+
+class PresenceSettings(_Section):
+    shared_ingest: bool = Field(
+        True, description="With `mqtt.broker = external`: the workers' presence ingester subscribes to "
+        "`$share/presence/presence/+/+`, so several workers instances split the device status publishes "
+        "(Mosquitto >= 2, EMQX, VerneMQ, HiveMQ). Off: the plain `presence/+/+` (brokers without `$share`: "
+        "every instance gets and writes every publish; the same leases, more Redis work)."
+    )
+    leader_lease_ms: int = Field(
+        5_000, ge=500, le=120_000, description="Lease of the workers instance that runs the presence publisher "
+        "and lease sweeper (one at a time, fenced); renewed at a third of it. If that instance dies, another "
+        "takes over within this time."
+    )
 
 
 class PushSettings(_Section):
@@ -531,6 +552,7 @@ class Settings(BaseSettings):
     ops: OpsSettings = OpsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
     push: PushSettings = PushSettings()
+    presence: PresenceSettings = PresenceSettings()
     objects: ObjectsSettings = ObjectsSettings()
     search: SearchSettings = SearchSettings()
     limits: LimitsSettings = LimitsSettings()

@@ -17,6 +17,8 @@ bridge       subscribe    ``in/+/+/+``, ``$share/{group}/in/+/+/+``; receive ``i
 bridge       publish      ``ch/{c}``, ``dev/{u}/{d}/ack``
 api          publish      ``user/{u}/events``
 workers      publish      ``presence/{u}`` (user presence, retained)
+workers      subscribe    ``presence/+/+``, ``$share/{group}/presence/+/+`` (the presence ingester, for
+                          external brokers); receive ``presence/{u}/{d}``
 ===========  ===========  ======================================================================
 
 Rules for devices:
@@ -120,11 +122,13 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
     """The topics of one of mqchat's services (the module table)."""
     if action is Action.SUBSCRIBE:
         if service == "bridge":
-            flt = topic
-            if flt.startswith("$share/"):
-                parts = flt.split("/", 2)
-                flt = parts[2] if len(parts) == 3 and parts[1] else ""
+            flt = _unshared(topic)
             if flt == topics.SEND_FILTER or _forwarded(flt):
+                return ALLOW
+        if service == "workers":
+            # the presence ingester reads device statuses and wills (workers/presence.py)
+            flt = _unshared(topic)
+            if flt == topics.DEVICE_PRESENCE_FILTER:
                 return ALLOW
         if service == "api":
             # REST send: the API waits for the device's ack (api/message_routes.py)
@@ -147,9 +151,17 @@ def _service(service: str, action: Action, topic: str) -> Verdict:
     elif service == "api":
         # user events; REST send publishes on the device's own send topic and receives its ack
         allowed = (topics.UserEvents, topics.Send) if action is Action.PUBLISH else (topics.Ack,)
-    elif action is Action.PUBLISH:
-        allowed = {"workers": (topics.UserPresence,)}.get(service, ())
+    elif service == "workers":
+        allowed = (topics.UserPresence,) if action is Action.PUBLISH else (topics.DevicePresence,)
     return ALLOW if isinstance(parsed, allowed) else deny(f"not a topic of the {service} service")
+
+
+def _unshared(topic_filter: str) -> str:
+    """The filter inside ``$share/{group}/{filter}`` ("" for a malformed one), else the filter itself."""
+    if not topic_filter.startswith("$share/"):
+        return topic_filter
+    parts = topic_filter.split("/", 2)
+    return parts[2] if len(parts) == 3 and parts[1] else ""
 
 
 def _forwarded(topic: str) -> bool:

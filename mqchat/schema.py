@@ -202,8 +202,16 @@ class HistoryMessage(ChannelMessage, frozen=True):
 
 
 class PresencePayload(msgspec.Struct, frozen=True):
+    """A device's status on ``presence/{user}/{device}`` (its heartbeat and last will too).
+
+    ``conn`` names the connection (chosen by the device at each CONNECT, the same in its will):
+    with an external broker it makes the presence lease, so a late will of an old connection
+    cannot end a newer one. The embedded broker names connections itself and ignores it.
+    """
+
     status: Literal["online", "away", "offline"]
     ts: int
+    conn: str | None = None
 
 
 #: How a message body mentions a user: ``<@{user_id}>`` (rendered by clients as the user's name).

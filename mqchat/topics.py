@@ -37,6 +37,8 @@ AUTH = "auth"
 
 #: Filter the bridge subscribes to for every send.
 SEND_FILTER = f"{SEND}/+/+/+"
+#: Every device's status topic (``presence/{user}/{device}``): what the workers' presence ingester reads.
+DEVICE_PRESENCE_FILTER = f"{PRESENCE}/+/+"
 
 
 def send(user: str, device: str, channel: str) -> str:

@@ -4,41 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
-from mqchat import auth, lifecycle
+import aiomqtt
+
+from mqchat import auth, lifecycle, topics
 from mqchat.config import Settings
 from mqchat.errors import ConfigError
-from mqchat.mqtt.client import Client
 from mqchat.objects.factory import open_attachments
 from mqchat.ops import serve_ops
 from mqchat.search.factory import open_search_index
 from mqchat.storage.factory import open_directory, open_message_store
+from mqchat.storage.leases import LeaderLease
 from mqchat.storage.message_log import MessageLog
 from mqchat.storage.push_state import PushState
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from mqchat.storage.thumbnail_jobs import ThumbnailJobs
 from workers.attachments import run_cleanup, run_thumbnailer
-from workers.presence import run_publisher, run_sweeper
+from workers.leader import Leadership
+from workers.presence import INGEST_GROUP, StatusMessage, run_ingester, run_publisher, run_sweeper
 from workers.push.service import PUSH_DRAIN_S, open_push, push_tasks
 from workers.search import Indexer
 
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "svc-workers"
-#: The presence publisher is a singleton (it publishes in stream order); run one workers process.
+#: The presence publisher's consumer name: fixed, so a new leader re-reads what the last one left
+#: unacknowledged. One instance at a time publishes (``leader:presence``, :mod:`workers.leader`).
 PRESENCE_CONSUMER = "presence-publisher"
+#: The leader lease of the presence publisher and lease sweeper.
+PRESENCE_LEADER = "presence"
 #: The search indexer's consumer name: fixed, so a restarted indexer re-reads what it left pending.
 SEARCH_CONSUMER = "search-indexer"
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class MqttPublisher:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: aiomqtt.Client) -> None:
         self._client = client
 
     async def publish_retained(self, topic: str, payload: bytes) -> None:
         await self._client.publish(topic, payload, qos=1, retain=True)
+
+
+def presence_filter(settings: Settings) -> str:
+    """The ingester's subscription: shared between workers instances unless ``presence.shared_ingest`` is off."""
+    flt = topics.DEVICE_PRESENCE_FILTER
+    return topics.shared(INGEST_GROUP, flt) if settings.presence.shared_ingest else flt
+
+
+async def status_messages(client: aiomqtt.Client) -> AsyncIterator[StatusMessage]:
+    """The client's received messages, as the ingester reads them (it subscribes to nothing else)."""
+    async for m in client.messages:
+        payload = bytes(m.payload) if isinstance(m.payload, bytes | bytearray) else b""
+        yield StatusMessage(m.topic.value, payload, bool(m.retain))
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -70,32 +92,44 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                               batch=settings.search.batch, claim_idle_ms=int(settings.search.claim_idle_s * 1000))
         stack.callback(lifecycle.clear_ready, settings, "workers")
 
-        async def publisher() -> None:
-            # The lean client (mqchat/mqtt/client.py); a lost connection fails the publish and the
-            # supervisor starts this again.
-            async with Client(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
-                              password=password, keepalive=settings.mqtt.keepalive_s) as client:
-                await run_publisher(state, directory, MqttPublisher(client), consumer=PRESENCE_CONSUMER)
+        async def presence() -> None:
+            """One MQTT connection: the ingester on every instance (external broker), the publisher
+            and the sweeper on the leader only."""
+            async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
+                                      username=username, password=password, socket_options=NODELAY,
+                                      keepalive=settings.mqtt.keepalive_s) as client:
 
-        async def sweeper() -> None:
-            await run_sweeper(state)
+                async def lead(lease: Leadership) -> None:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(run_publisher(state, directory, MqttPublisher(client),
+                                                     consumer=PRESENCE_CONSUMER, guard=lease.check))
+                        tg.create_task(run_sweeper(state))
+
+                async with asyncio.TaskGroup() as tg:
+                    if ingest:
+                        await client.subscribe(presence_filter(settings), qos=1)
+                        tg.create_task(run_ingester(state, status_messages(client),
+                                                    ttl_ms=settings.broker.presence_lease_ms))
+                    tg.create_task(leadership.run(lead))
 
         thumbnail_jobs = ThumbnailJobs(redis)
         attachments = open_attachments(settings, auth.load_keys(settings).signing_key)
         stack.push_async_callback(attachments.close)
 
         await redis.ping()
+        ingest = settings.mqtt.broker == "external"
+        leadership = Leadership(LeaderLease(redis, PRESENCE_LEADER), client_id,
+                                lease_ms=settings.presence.leader_lease_ms)
         lifecycle.mark_ready(settings, "workers")
         readiness = lifecycle.Readiness()
         readiness.ok = True
-        logger.info("workers running: presence publisher and lease sweeper%s%s",
+        logger.info("workers running: presence%s (publisher and sweeper when leader)%s%s",
+                    " ingester" if ingest else "",
                     ", push fan-out and sender" if push else " (push disabled)",
                     ", search indexer" if indexer else " (search disabled)")
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(lifecycle.supervised("presence publisher", publisher, stop),
-                               name="workers.presence.publish"),
-                tg.create_task(lifecycle.supervised("lease sweeper", sweeper, stop), name="workers.presence.sweep"),
+                tg.create_task(lifecycle.supervised("presence", presence, stop), name="workers.presence"),
                 tg.create_task(lifecycle.supervised(
                     "thumbnailer", lambda: run_thumbnailer(thumbnail_jobs, attachments, client_id, stop), stop),
                     name="workers.attachments.thumbnails"),

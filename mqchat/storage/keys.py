@@ -70,6 +70,10 @@ key                                      type    contents and lifetime
                                                  user / channel / server, id, server), written by the process
                                                  that made it, read by every process that caches access
                                                  decisions (``mqchat/storage/invalidations.py``); capped at ~100k
+``leader:<name>``                        hash    ``owner``, ``token`` (fencing token, +1 per new leader),
+                                                 ``expires_ms``: the lease of a singleton job (``presence`` =
+                                                 the workers' presence publisher and lease sweeper); never
+                                                 deleted, so tokens keep increasing (``mqchat/storage/leases.py``)
 =======================================  ======  =============================================================
 
 Leases are per connection (``conn`` is made by the broker at CONNECT), so a late disconnect of an
@@ -241,6 +245,9 @@ class Keys:
     @property
     def acl_invalidations(self) -> str:
         return f"{self.prefix}acl:invalidations"
+
+    def leader(self, name: str) -> str:
+        return f"{self.prefix}leader:{name}"
 
 
 #: Cap of the access invalidation stream (readers follow it live and drop everything after a gap).

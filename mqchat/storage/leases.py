@@ -1,4 +1,5 @@
-"""Bridge membership and partition leases in Redis: the storage side of channel ownership.
+"""Leases in Redis: bridge membership and partition leases (the storage side of channel
+ownership), and fenced leader leases for singleton jobs (:class:`LeaderLease`).
 
 The policy (which bridge should own which partition, how long to trust a lease) is pure code in
 :mod:`bridge.ownership`; this module only runs its commands. Keys (:mod:`mqchat.storage.keys`):
@@ -17,6 +18,8 @@ from mqchat.storage.redis_client import RedisClient
 
 LEASE_CLAIM = "lease_claim.lua"
 LEASE_RELEASE = "lease_release.lua"
+LEADER_CLAIM = "leader_claim.lua"
+LEADER_RELEASE = "leader_release.lua"
 
 
 def _s(value: bytes | str) -> str:
@@ -80,3 +83,40 @@ class ChannelLeases:
             pipe.zrem(k.bridges, bridge_id)
 
         await self._redis.pipelined(build, scripts=[LEASE_RELEASE])
+
+
+class LeaderLease:
+    """One leader at a time for a singleton job, with a fencing token.
+
+    Key ``leader:{name}`` (a hash: ``owner``, ``token``, ``expires_ms``; scripts
+    ``leader_claim.lua`` and ``leader_release.lua``). Expiry is judged on Redis's clock. Every new
+    holder gets a token one higher than the last, so work done under an old token can be told
+    apart: a holder checks, by renewing, that its token is still the current one before each step
+    it must not share (see :mod:`workers.leader`).
+
+    Args:
+        redis: the process's Redis (not closed here: its owner closes it).
+        name: the job (``presence``).
+    """
+
+    def __init__(self, redis: RedisClient, name: str) -> None:
+        self._redis = redis
+        self.key = redis.keys.leader(name)
+
+    async def claim(self, owner: str, *, lease_ms: int) -> tuple[int, int]:
+        """Claim the lease, or renew it if ``owner`` holds it, for ``lease_ms`` from now (Redis time).
+
+        Returns:
+            ``(token, expires_ms)``: ``token`` > 0 if ``owner`` holds the lease now (the same token
+            as before when renewed, a new one when taken), 0 if another owner does (``expires_ms``
+            is then when its lease ends unless renewed).
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+        """
+        token, expires = await self._redis.run_script(LEADER_CLAIM, [self.key], [owner, lease_ms])
+        return int(token), int(expires)
+
+    async def release(self, owner: str, token: int) -> bool:
+        """End ``owner``'s lease at once if it still holds it with ``token`` (a clean shutdown)."""
+        return bool(await self._redis.run_script(LEADER_RELEASE, [self.key], [owner, token]))

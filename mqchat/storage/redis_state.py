@@ -123,6 +123,18 @@ class RedisState:
             out[u] = UserPresence(status.decode() if status else "offline", int(seen) if seen else None)
         return out
 
+    async def presence_versions(self, users: Collection[str]) -> dict[str, int]:
+        """The version of each user's current aggregate (0 if none): a change entry with a lower
+        ``ver`` has been superseded by a later one."""
+        wanted = list(dict.fromkeys(users))
+
+        def build(pipe: Pipeline) -> None:
+            for u in wanted:
+                pipe.hget(self.keys.user_presence(u), "ver")
+
+        rows = await self._redis.pipelined(build)
+        return {u: int(v) if v else 0 for u, v in zip(wanted, rows, strict=True)}
+
     async def ensure_change_group(self) -> None:
         for shard in range(PRESENCE_SHARDS):
             await self._redis.ensure_group(self.keys.changes(shard), PRESENCE_GROUP)

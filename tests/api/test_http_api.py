@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,10 +20,21 @@ async def test_signup_login_and_the_token_it_returns(ctx) -> None:  # type: igno
     uid, _token = await user(client, "alice")
     r = await client.post("/v1/login", json={"username": "ALICE", "password": PW, "device_id": "tab-1"})
     doc = r.json()
-    assert doc["mqtt"] == {"host": "chat.example.com", "port": 1999, "ws_url": "ws://chat.example.com:1998/mqtt"}
+    assert doc["mqtt"] == {"host": "chat.example.com", "port": 1999, "ws_url": "ws://chat.example.com:1998/mqtt",
+                           "presence_refresh_ms": None}  # the embedded broker keeps presence itself
     p = auth.verify(keys, doc["token"], now=int(time.time()))
     assert (p.user_id, p.device_id, p.role) == (uid, "tab-1", "device")
     assert doc["expires_at"] == p.expires_at
+
+
+def test_login_asks_for_a_presence_heartbeat_every_third_of_the_lease_with_an_external_broker(
+        tmp_path: Path) -> None:
+    from api.routes import presence_refresh_ms
+    from mqchat.config import load_settings
+
+    assert presence_refresh_ms(load_settings(data_dir=tmp_path)) is None
+    external = load_settings(data_dir=tmp_path, mqtt={"broker": "external"}, broker={"presence_lease_ms": 9000})
+    assert presence_refresh_ms(external) == 3000
 
 
 @pytest.mark.parametrize(("body", "code"), [

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mqchat.cli import parse_store_url
@@ -22,10 +24,22 @@ def test_bad_store_urls_are_refused(url: str) -> None:
 def test_broker_addresses() -> None:
     from mqchat.cli import parse_broker
 
-    assert parse_broker("emqx.internal:1883") == {"mqtt": {"host": "emqx.internal", "port": 1883}}
+    assert parse_broker("emqx.internal:1883") == {"mqtt": {"host": "emqx.internal", "port": 1883, "broker": "external"}}
     for bad in ("emqx", ":1883", "emqx:port", "emqx:"):
         with pytest.raises(ConfigError, match="--broker"):
             parse_broker(bad)
+
+
+def test_up_refuses_an_external_broker_setting_without_broker_address(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from mqchat.cli import cmd_up
+
+    monkeypatch.setenv("MQCHAT_MQTT__BROKER", "external")
+    with pytest.raises(ConfigError, match="no --broker"):
+        cmd_up(argparse.Namespace(config=None, broker=None, data_dir=tmp_path / "data"))
+    assert not (tmp_path / "data").exists()  # refused before anything started
 
 
 def test_an_mqtt_port_that_contradicts_the_external_broker_is_refused() -> None:

@@ -118,6 +118,15 @@ WORKERS = Principal("svc-workers", "w0", "service", 0, service="workers")
     (WORKERS, Action.PUBLISH, "presence/u1/d1", False),
     (WORKERS, Action.PUBLISH, "ch/c1", False),
     (WORKERS, Action.SUBSCRIBE, "presence/u1", False),
+    # the presence ingester (external brokers): device statuses and wills, shared or not
+    (WORKERS, Action.SUBSCRIBE, "presence/+/+", True),
+    (WORKERS, Action.SUBSCRIBE, "$share/presence/presence/+/+", True),
+    (WORKERS, Action.SUBSCRIBE, "$share//presence/+/+", False),
+    (WORKERS, Action.SUBSCRIBE, "presence/#", False),
+    (WORKERS, Action.SUBSCRIBE, "presence/u1/+", False),
+    (WORKERS, Action.RECEIVE, "presence/u1/d1", True),
+    (WORKERS, Action.RECEIVE, "presence/u1", False),
+    (WORKERS, Action.RECEIVE, "in/u1/d1/c1", False),
 ])
 def test_a_scoped_service_token_grants_only_its_services_topics(who: Principal, action: Action, topic: str,
                                                                 allowed: bool) -> None:

@@ -38,6 +38,9 @@ def sample_calls(k: Keys) -> dict[str, list[list[str]]]:
         "rate_limit.lua": [[k.rate("login", u)] for u in USERS],
         "refresh_rotate.lua": [[k.refresh_family("fam-" + u)] for u in USERS],
         "slow_mode.lua": [[k.slow_mode(c, u)] for u in USERS for c in CHANNELS],
+        "push_register.lua": [[k.push_devices(u)] for u in USERS],
+        "leader_claim.lua": [[k.leader(n)] for n in ("presence", "x" * 40)],
+        "leader_release.lua": [[k.leader(n)] for n in ("presence", "x" * 40)],
     }
 
 
