@@ -22,7 +22,7 @@ from harness.mosquitto import Mosquitto
 from harness.ports import free_port
 from harness.processes import NotInstalled
 from mqchat import topics
-from mqchat.storage.keys import PRESENCE_GROUP, Keys
+from mqchat.storage.keys import PRESENCE_GROUP, PRESENCE_SHARDS, Keys
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
 from mqchat.storage.sqlite import SqliteDirectory, SqliteMessageStore
@@ -131,9 +131,12 @@ async def test_the_other_workers_instance_takes_over_presence_when_the_leader_di
             stamps = [ts for _st, ts in published]
             assert stamps == sorted(stamps), (u, published)
 
-        async def settled() -> bool:  # nothing read and left unacknowledged, nothing left unread
-            group = {g["name"].decode(): g for g in await r.xinfo_groups(keys.changes)}[PRESENCE_GROUP]
-            return int(group["pending"]) == 0 and int(group.get("lag") or 0) == 0
+        async def settled() -> bool:  # nothing read and left unacknowledged, nothing left unread, in any shard
+            for shard in range(PRESENCE_SHARDS):
+                group = {g["name"].decode(): g for g in await r.xinfo_groups(keys.changes(shard))}[PRESENCE_GROUP]
+                if int(group["pending"]) or int(group.get("lag") or 0):
+                    return False
+            return True
 
         await wait_for(settled, 10, what="every change acknowledged")
     finally:
