@@ -1764,7 +1764,9 @@ var MqchatClient = class extends Emitter {
    * announces it after CONNACK.
    */
   async setStatus(status) {
-    if (status !== "online" && status !== "away") throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    if (status !== "online" && status !== "away") {
+      throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    }
     this.presenceStatus = status;
     const mq = this.mq;
     const conn = this.conn;

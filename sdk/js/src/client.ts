@@ -29,7 +29,8 @@ import { ChannelTracker } from "./sequence.js";
 import { type KeyValueStorage, MemoryStorage } from "./storage.js";
 import { checkId, parseTopic, topics } from "./topics.js";
 import {
-  type Ack, type AckOk, type ChannelMembersPage, type HistoryPage, type Inbox, type LoggedOut, type LoginResult, type MembershipEvent,
+  type Ack, type AckOk, type ChannelMembersPage, type HistoryPage, type Inbox, type LoggedOut, type LoginResult,
+  type MembershipEvent,
   type Message, type MessageStateOut, type Pins, type PresenceStatus, type ReadEvent, type SearchPage,
   type ServerEvent, type SyncChannel, TARGETED_KINDS, type ThreadPage, type TypingEvent, type UserCreated,
   type UserEvent, type UserPresence,
@@ -1078,7 +1079,9 @@ export class MqchatClient extends Emitter<ClientEvents> {
    * announces it after CONNACK.
    */
   async setStatus(status: Exclude<PresenceStatus, "offline">): Promise<void> {
-    if (status !== "online" && status !== "away") throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    if (status !== "online" && status !== "away") {
+      throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    }
     this.presenceStatus = status;
     const mq = this.mq;
     const conn = this.conn;

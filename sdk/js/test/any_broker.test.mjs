@@ -37,7 +37,9 @@ async function account(name, opts = {}) {
 async function spy(filters) {
   const seen = [];
   const mq = mqtt.connect(`mqtt://127.0.0.1:${system.mqttPort}`, { protocolVersion: 4, reconnectPeriod: 0 });
-  mq.on("message", (topic, payload, packet) => seen.push({ topic, retain: packet.retain, ...JSON.parse(payload.toString()) }));
+  mq.on("message", (topic, payload, packet) => {
+    seen.push({ topic, retain: packet.retain, ...JSON.parse(payload.toString()) });
+  });
   await new Promise((resolve, reject) => { mq.once("connect", resolve); mq.once("error", reject); });
   await mq.subscribeAsync(filters, { qos: 1 });
   return { seen, close: () => mq.endAsync() };
