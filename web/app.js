@@ -270,7 +270,9 @@ function renderHeader() {
   $("conv-title").textContent = channelTitle(ch.info);
   $("conv-members").replaceChildren(...ch.info.members.map((m) => el("span", { title: m },
     el("span", { className: `dot ${m === me.user_id ? "online" : presence.get(m) ?? "offline"}` }),
-    shortId(m))));
+    shortId(m))),
+  // Channel objects carry the first 20 members; more are paged by members_next_cursor.
+  ...(ch.info.members_next_cursor ? [el("span", { className: "more", textContent: "+ more" })] : []));
 }
 
 const mentions = (text) => text.replace(/<@([A-Za-z0-9_-]+)>/g, (_, u) => `@${shortId(u)}`);

@@ -398,6 +398,25 @@ var HttpApi = class {
       `/v1/channels/${encodeURIComponent(channel)}/members/${encodeURIComponent(userId)}`
     );
   }
+  /**
+   * One page of a channel's members by user id: `limit` 1–500 (default 100), `cursor` the
+   * `next_cursor` of the previous page or a channel object's `members_next_cursor`. A page of a
+   * server channel may be short, even empty, while `next_cursor` is set: keep going until it is null.
+   */
+  channelMembers(channel, q = {}) {
+    return this.request("GET", `/v1/channels/${enc(channel)}/members${query({ ...q })}`);
+  }
+  /** Every member of a channel (user ids, ascending), all pages. */
+  async allChannelMembers(channel) {
+    const out = [];
+    let cursor;
+    do {
+      const page = await this.channelMembers(channel, { limit: 500, ...cursor ? { cursor } : {} });
+      out.push(...page.members);
+      cursor = page.next_cursor ?? void 0;
+    } while (cursor);
+    return out;
+  }
   /** Every channel you can see, all pages. */
   async channels() {
     const out = [];
@@ -680,6 +699,28 @@ var Outbox = class {
   }
 };
 
+// src/presence.ts
+function randomBytes(n) {
+  const out = new Uint8Array(n);
+  const cryptoApi = globalThis.crypto;
+  if (cryptoApi?.getRandomValues) return cryptoApi.getRandomValues(out);
+  for (let i = 0; i < n; i++) out[i] = Math.floor(Math.random() * 256);
+  return out;
+}
+function connId(bytes = randomBytes) {
+  return [...bytes(6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+function presencePayload(status, conn, ts) {
+  const body = { status, ts, conn };
+  return JSON.stringify(body);
+}
+function willPayload(conn) {
+  return presencePayload("offline", conn, 0);
+}
+function heartbeatInterval(refreshMs) {
+  return typeof refreshMs === "number" && Number.isFinite(refreshMs) && refreshMs > 0 ? refreshMs : null;
+}
+
 // src/reconnect.ts
 var CONNACK = Object.freeze({
   1: "protocol",
@@ -917,6 +958,13 @@ var MqchatClient = class extends Emitter {
     __publicField(this, "typingSent", /* @__PURE__ */ new Map());
     __publicField(this, "typingTimers", /* @__PURE__ */ new Map());
     __publicField(this, "mq", null);
+    /** The connection id of the current connection (in its will and every presence publish). */
+    __publicField(this, "conn", null);
+    /** This device's status: published after CONNACK, by setStatus, and by every heartbeat. */
+    __publicField(this, "presenceStatus", "online");
+    __publicField(this, "heartbeatTimer", null);
+    /** The connection the heartbeat runs for. */
+    __publicField(this, "heartbeatOf", null);
     __publicField(this, "stateValue", "idle");
     __publicField(this, "attempt", 0);
     __publicField(this, "relogged", false);
@@ -1085,13 +1133,15 @@ var MqchatClient = class extends Emitter {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     const mq = this.mq;
+    const conn = this.conn;
     this.mq = null;
+    this.conn = null;
     if (mq && this.session) {
-      if (mq.connected) {
+      if (mq.connected && conn) {
         await this.publishAsync(
           mq,
           topics.devicePresence(this.session.user_id, this.deviceId),
-          JSON.stringify({ status: "offline", ts: this.now() }),
+          presencePayload("offline", conn, this.now()),
           { qos: 1, retain: true }
         ).catch(() => void 0);
       }
@@ -1109,6 +1159,7 @@ var MqchatClient = class extends Emitter {
     this.mq?.stream?.destroy();
   }
   stopTimers() {
+    this.stopHeartbeat();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     this.retryTimer = null;
@@ -1129,6 +1180,8 @@ var MqchatClient = class extends Emitter {
     const me = session.user_id;
     const url = this.opts.mqttUrl ?? session.mqtt.ws_url;
     const startedMs = this.now();
+    const conn = connId();
+    this.conn = conn;
     const mq = mqtt.connect(url, {
       clientId: `${me}:${this.deviceId}`,
       username: me,
@@ -1142,7 +1195,7 @@ var MqchatClient = class extends Emitter {
       resubscribe: false,
       will: {
         topic: topics.devicePresence(me, this.deviceId),
-        payload: JSON.stringify({ status: "offline", ts: 0 }),
+        payload: willPayload(conn),
         qos: 1,
         retain: true
       }
@@ -1156,9 +1209,12 @@ var MqchatClient = class extends Emitter {
     mq.on("message", (topic, payload) => this.onMessage(topic, payload));
     mq.on("connect", () => {
       connected = true;
+      this.publishPresence(mq, conn);
+      this.startHeartbeat(mq, conn);
       void this.resume(mq);
     });
     mq.on("close", () => {
+      if (this.heartbeatOf === mq) this.stopHeartbeat();
       if (this.mq !== mq) return;
       setTimeout(() => {
         if (this.mq !== mq) return;
@@ -1702,16 +1758,59 @@ var MqchatClient = class extends Emitter {
     const gone = users.filter((u) => this.watchedPresence.delete(u));
     if (gone.length) this.mq?.unsubscribe(gone.map(topics.userPresence));
   }
-  /** Publish this device's status (retained), e.g. `away` when the app goes to the background. */
+  /**
+   * Publish this device's status (retained, with the connection's `conn`), e.g. `away` when the
+   * app goes to the background. The status is kept: heartbeats repeat it, and the next connection
+   * announces it after CONNACK.
+   */
   async setStatus(status) {
+    if (status !== "online" && status !== "away") {
+      throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    }
+    this.presenceStatus = status;
     const mq = this.mq;
-    if (!mq || !this.session) throw new MqchatError("not_connected", "connect first");
+    const conn = this.conn;
+    if (!mq || !conn || !this.session) throw new MqchatError("not_connected", "connect first");
     await this.publishAsync(
       mq,
       topics.devicePresence(this.session.user_id, this.deviceId),
-      JSON.stringify({ status, ts: this.now() }),
+      presencePayload(status, conn, this.now()),
       { qos: 1, retain: true }
     );
+  }
+  /** The status this device publishes (`online` until {@link setStatus} says otherwise). */
+  get status() {
+    return this.presenceStatus;
+  }
+  /** Publish the current status on `mq` with connection id `conn` (fire and forget: a loss is the will's). */
+  publishPresence(mq, conn) {
+    const session = this.session;
+    if (!session || !mq.connected) return;
+    mq.publish(
+      topics.devicePresence(session.user_id, this.deviceId),
+      presencePayload(this.presenceStatus, conn, this.now()),
+      { qos: 1, retain: true },
+      () => void 0
+    );
+  }
+  /** Heartbeats while `mq` is connected, if the login asked for them (docs/protocol.md, "Presence"). */
+  startHeartbeat(mq, conn) {
+    this.stopHeartbeat();
+    const every = heartbeatInterval(this.session?.mqtt.presence_refresh_ms);
+    if (every === null) return;
+    this.heartbeatOf = mq;
+    this.heartbeatTimer = setInterval(() => {
+      if (this.mq !== mq || !mq.connected) {
+        this.stopHeartbeat();
+        return;
+      }
+      this.publishPresence(mq, conn);
+    }, every);
+  }
+  stopHeartbeat() {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    this.heartbeatOf = null;
   }
   // ---- HTTP conveniences ----------------------------------------------------------------------
   history(channel, q = {}) {
@@ -1788,6 +1887,14 @@ var MqchatClient = class extends Emitter {
     const created = await this.api.createChannel(kind, members, name);
     return created.channel_id;
   }
+  /** One page of a channel's members by user id (`limit` 1–500, default 100). */
+  channelMembers(channelId, q = {}) {
+    return this.api.channelMembers(channelId, q);
+  }
+  /** Every member of a channel, all pages (channel objects embed only the first 20). */
+  allChannelMembers(channelId) {
+    return this.api.allChannelMembers(channelId);
+  }
   publishAsync(mq, topic, payload, opts) {
     return new Promise((resolve, reject) => mq.publish(topic, payload, opts, (err) => err ? reject(err) : resolve()));
   }
@@ -1814,13 +1921,17 @@ export {
   checkId,
   classify,
   classifyIncoming,
+  connId,
   decide,
   dueEntries,
   errorInfo,
   fold,
+  heartbeatInterval,
   parseTopic,
+  presencePayload,
   refreshDelay,
   stateOut,
   tokenExpired,
-  topics
+  topics,
+  willPayload
 };

@@ -8,6 +8,8 @@
  *   lost: reconnect.decide (stop / re-login / retry after full-jitter backoff) ─▶ connect again
  *   delivered events ─▶ ChannelFold per channel (edits, deletes, reactions, pins, replies) ─▶ "update"
  *   token: refreshed over HTTP before expiry (rotation), handed to the broker on auth/{me}/{device}
+ *   presence: a fresh `conn` per CONNECT in the will, `online` after CONNACK, heartbeats every
+ *        `mqtt.presence_refresh_ms` (presence.ts), `offline` before a clean DISCONNECT
  *
  * The policy lives in pure modules (reconnect.ts, backoff.ts, outbox.ts `dueEntries`,
  * sequence.ts `classifyIncoming`); this class is the I/O around them. It mirrors docs/sync.md.
@@ -19,14 +21,16 @@ import { type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { MqchatError } from "./errors.js";
 import { ChannelFold, type MessageView, stateOut } from "./fold.js";
-import { type Fetch, type HistoryQuery, HttpApi, type SearchOptions } from "./http.js";
+import { type Fetch, type HistoryQuery, HttpApi, type PageQuery, type SearchOptions } from "./http.js";
 import { Outbox } from "./outbox.js";
+import { connId, heartbeatInterval, presencePayload, willPayload } from "./presence.js";
 import { type Failure, classify, decide, tokenExpired } from "./reconnect.js";
 import { ChannelTracker } from "./sequence.js";
 import { type KeyValueStorage, MemoryStorage } from "./storage.js";
 import { checkId, parseTopic, topics } from "./topics.js";
 import {
-  type Ack, type AckOk, type HistoryPage, type Inbox, type LoggedOut, type LoginResult, type MembershipEvent,
+  type Ack, type AckOk, type ChannelMembersPage, type HistoryPage, type Inbox, type LoggedOut, type LoginResult,
+  type MembershipEvent,
   type Message, type MessageStateOut, type Pins, type PresenceStatus, type ReadEvent, type SearchPage,
   type ServerEvent, type SyncChannel, TARGETED_KINDS, type ThreadPage, type TypingEvent, type UserCreated,
   type UserEvent, type UserPresence,
@@ -212,6 +216,13 @@ export class MqchatClient extends Emitter<ClientEvents> {
   private readonly typingSent = new Map<string, number>();
   private readonly typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private mq: mqtt.MqttClient | null = null;
+  /** The connection id of the current connection (in its will and every presence publish). */
+  private conn: string | null = null;
+  /** This device's status: published after CONNACK, by setStatus, and by every heartbeat. */
+  private presenceStatus: Exclude<PresenceStatus, "offline"> = "online";
+  private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  /** The connection the heartbeat runs for. */
+  private heartbeatOf: mqtt.MqttClient | null = null;
   private stateValue: ConnectionState = "idle";
   private attempt = 0;
   private relogged = false;
@@ -403,11 +414,13 @@ export class MqchatClient extends Emitter<ClientEvents> {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     const mq = this.mq;
+    const conn = this.conn;
     this.mq = null;
+    this.conn = null;
     if (mq && this.session) {
-      if (mq.connected) {
+      if (mq.connected && conn) {
         await this.publishAsync(mq, topics.devicePresence(this.session.user_id, this.deviceId),
-          JSON.stringify({ status: "offline", ts: this.now() }), { qos: 1, retain: true }).catch(() => undefined);
+          presencePayload("offline", conn, this.now()), { qos: 1, retain: true }).catch(() => undefined);
       }
       await mq.endAsync().catch(() => undefined);
     }
@@ -425,6 +438,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
   }
 
   private stopTimers(): void {
+    this.stopHeartbeat();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     this.retryTimer = null;
@@ -447,6 +461,9 @@ export class MqchatClient extends Emitter<ClientEvents> {
     const me = session.user_id;
     const url = this.opts.mqttUrl ?? session.mqtt.ws_url;
     const startedMs = this.now();
+    // A fresh connection id before each CONNECT: a late will of an older connection ends only that one.
+    const conn = connId();
+    this.conn = conn;
     const mq = mqtt.connect(url, {
       clientId: `${me}:${this.deviceId}`,
       username: me,
@@ -459,7 +476,7 @@ export class MqchatClient extends Emitter<ClientEvents> {
       resubscribe: false,
       will: {
         topic: topics.devicePresence(me, this.deviceId),
-        payload: JSON.stringify({ status: "offline", ts: 0 }),
+        payload: willPayload(conn),
         qos: 1,
         retain: true,
       },
@@ -473,9 +490,13 @@ export class MqchatClient extends Emitter<ClientEvents> {
     mq.on("message", (topic, payload) => this.onMessage(topic, payload));
     mq.on("connect", () => {
       connected = true;
+      // Right after CONNACK: the status (online unless setStatus("away") said otherwise), then heartbeats.
+      this.publishPresence(mq, conn);
+      this.startHeartbeat(mq, conn);
       void this.resume(mq);
     });
     mq.on("close", () => {
+      if (this.heartbeatOf === mq) this.stopHeartbeat();
       if (this.mq !== mq) return;
       // MQTT.js may report the CONNACK refusal just after the close: look a tick later.
       setTimeout(() => {
@@ -1052,12 +1073,55 @@ export class MqchatClient extends Emitter<ClientEvents> {
     if (gone.length) this.mq?.unsubscribe(gone.map(topics.userPresence));
   }
 
-  /** Publish this device's status (retained), e.g. `away` when the app goes to the background. */
+  /**
+   * Publish this device's status (retained, with the connection's `conn`), e.g. `away` when the
+   * app goes to the background. The status is kept: heartbeats repeat it, and the next connection
+   * announces it after CONNACK.
+   */
   async setStatus(status: Exclude<PresenceStatus, "offline">): Promise<void> {
+    if (status !== "online" && status !== "away") {
+      throw new TypeError(`status ${JSON.stringify(status)}: expected "online" or "away"`);
+    }
+    this.presenceStatus = status;
     const mq = this.mq;
-    if (!mq || !this.session) throw new MqchatError("not_connected", "connect first");
+    const conn = this.conn;
+    if (!mq || !conn || !this.session) throw new MqchatError("not_connected", "connect first");
     await this.publishAsync(mq, topics.devicePresence(this.session.user_id, this.deviceId),
-      JSON.stringify({ status, ts: this.now() }), { qos: 1, retain: true });
+      presencePayload(status, conn, this.now()), { qos: 1, retain: true });
+  }
+
+  /** The status this device publishes (`online` until {@link setStatus} says otherwise). */
+  get status(): Exclude<PresenceStatus, "offline"> {
+    return this.presenceStatus;
+  }
+
+  /** Publish the current status on `mq` with connection id `conn` (fire and forget: a loss is the will's). */
+  private publishPresence(mq: mqtt.MqttClient, conn: string): void {
+    const session = this.session;
+    if (!session || !mq.connected) return;
+    mq.publish(topics.devicePresence(session.user_id, this.deviceId),
+      presencePayload(this.presenceStatus, conn, this.now()), { qos: 1, retain: true }, () => undefined);
+  }
+
+  /** Heartbeats while `mq` is connected, if the login asked for them (docs/protocol.md, "Presence"). */
+  private startHeartbeat(mq: mqtt.MqttClient, conn: string): void {
+    this.stopHeartbeat();
+    const every = heartbeatInterval(this.session?.mqtt.presence_refresh_ms);
+    if (every === null) return;
+    this.heartbeatOf = mq;
+    this.heartbeatTimer = setInterval(() => {
+      if (this.mq !== mq || !mq.connected) {
+        this.stopHeartbeat();
+        return;
+      }
+      this.publishPresence(mq, conn);
+    }, every);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    this.heartbeatOf = null;
   }
 
   // ---- HTTP conveniences ----------------------------------------------------------------------
@@ -1147,6 +1211,16 @@ export class MqchatClient extends Emitter<ClientEvents> {
   async createChannel(kind: "group" | "direct", members: string[], name?: string): Promise<string> {
     const created = await this.api.createChannel(kind, members, name);
     return created.channel_id;
+  }
+
+  /** One page of a channel's members by user id (`limit` 1–500, default 100). */
+  channelMembers(channelId: string, q: PageQuery = {}): Promise<ChannelMembersPage> {
+    return this.api.channelMembers(channelId, q);
+  }
+
+  /** Every member of a channel, all pages (channel objects embed only the first 20). */
+  allChannelMembers(channelId: string): Promise<string[]> {
+    return this.api.allChannelMembers(channelId);
   }
 
   private publishAsync(mq: mqtt.MqttClient, topic: string, payload: string,

@@ -5,7 +5,7 @@
 
 import { MqchatError } from "./errors.js";
 import type {
-  AckOk, AuditPage, Ban, Channel, ChannelPage, CreatedChannel, HistoryPage, Inbox, Invite, InvitePreview, Joined,
+  AckOk, AuditPage, Ban, Channel, ChannelMembersPage, ChannelPage, CreatedChannel, HistoryPage, Inbox, Invite, InvitePreview, Joined,
   LoggedOut, LoginResult, MemberPage, MyPermissions, MyProfile, Overwrite, Pins, Profile, ReadState, Role,
   SearchPage, SendPayload, Server, ServerChannel, ServerList, ServerMember, SyncCursor, SyncResult, ThreadPage,
   TokenPair, UserCreated,
@@ -157,6 +157,27 @@ export class HttpApi {
   removeMember(channel: string, userId: string): Promise<{ channel_id: string; user_id: string; changed: boolean }> {
     return this.request("DELETE",
       `/v1/channels/${encodeURIComponent(channel)}/members/${encodeURIComponent(userId)}`);
+  }
+
+  /**
+   * One page of a channel's members by user id: `limit` 1–500 (default 100), `cursor` the
+   * `next_cursor` of the previous page or a channel object's `members_next_cursor`. A page of a
+   * server channel may be short, even empty, while `next_cursor` is set: keep going until it is null.
+   */
+  channelMembers(channel: string, q: PageQuery = {}): Promise<ChannelMembersPage> {
+    return this.request("GET", `/v1/channels/${enc(channel)}/members${query({ ...q })}`);
+  }
+
+  /** Every member of a channel (user ids, ascending), all pages. */
+  async allChannelMembers(channel: string): Promise<string[]> {
+    const out: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.channelMembers(channel, { limit: 500, ...(cursor ? { cursor } : {}) });
+      out.push(...page.members);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    return out;
   }
 
   /** Every channel you can see, all pages. */

@@ -3,7 +3,8 @@
  *
  * The policy is pure and exported for reuse and tests: `decide` / `classify` (the reconnect
  * table), `backoffDelay` (full jitter), `dueEntries` (the outbox), `classifyIncoming` (gaps and
- * epochs), `fold` / `applyEvent` (message state, as `mqchat/fold.py`), `refreshDelay` (tokens). `MqchatClient` is the I/O around them.
+ * epochs), `fold` / `applyEvent` (message state, as `mqchat/fold.py`), `refreshDelay` (tokens),
+ * `presencePayload` / `willPayload` / `connId` (presence). `MqchatClient` is the I/O around them.
  */
 
 export { MqchatClient } from "./client.js";
@@ -23,6 +24,8 @@ export { Outbox, dueEntries } from "./outbox.js";
 export type { OutboxEntry } from "./outbox.js";
 export { ChannelTracker, classifyIncoming } from "./sequence.js";
 export type { Cursor, Verdict } from "./sequence.js";
+export { connId, heartbeatInterval, presencePayload, willPayload } from "./presence.js";
+export type { DevicePresence } from "./presence.js";
 export { MemoryStorage } from "./storage.js";
 export type { KeyValueStorage } from "./storage.js";
 export { HttpApi } from "./http.js";

@@ -147,6 +147,11 @@ export interface MqttEndpoint {
   host: string;
   port: number;
   ws_url: string;
+  /**
+   * With an external broker, how often to re-publish this device's presence status (the
+   * heartbeat, docs/protocol.md "Presence"); null with the embedded broker. Absent from older servers.
+   */
+  presence_refresh_ms?: number | null;
 }
 
 export interface LoginResult {
@@ -187,7 +192,18 @@ export interface Channel {
   name: string | null;
   created_by: string;
   created_ms: number;
+  /** The first 20 members by user id; all of them when `members_next_cursor` is null. */
   members: string[];
+  /** Pass to {@link HttpApi.channelMembers} for the rest; null when `members` is complete. */
+  members_next_cursor: string | null;
+}
+
+/** `GET /v1/channels/{id}/members`: a page of a channel's members by user id. */
+export interface ChannelMembersPage {
+  channel_id: string;
+  members: string[];
+  /** Pass as `cursor` for the next page; null on the last. A page may be short, even empty, while this is set. */
+  next_cursor: string | null;
 }
 
 export interface CreatedChannel extends Channel {
@@ -215,7 +231,10 @@ export interface InboxEntry {
   channel_id: string;
   kind: "direct" | "group" | "server";
   name: string | null;
+  /** The first 20 members by user id; all of them when `members_next_cursor` is null. */
   members: string[];
+  /** Pass to {@link HttpApi.channelMembers} for the rest; null when `members` is complete. */
+  members_next_cursor: string | null;
   epoch: number;
   last_seq: number;
   read_seq: number;

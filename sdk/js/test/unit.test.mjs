@@ -5,7 +5,7 @@ import { test } from "node:test";
 import {
   ChannelFold, ChannelTracker, MAX_REACTION_EMOJI, MemoryStorage, MqchatError, Outbox, applyEvent, backoffBound,
   backoffDelay, classify, classifyIncoming, decide, dueEntries, errorInfo, fold, parseTopic, refreshDelay, stateOut,
-  tokenExpired, topics,
+  tokenExpired, topics, connId, heartbeatInterval, presencePayload, willPayload,
 } from "../dist/index.js";
 
 const policy = { baseMs: 500, capMs: 30_000, maxAttempts: 0 };
@@ -266,4 +266,29 @@ test("error table: the codes of rich messages, servers, search and tokens", () =
     ["invite_used_up", "drop"], ["empty_query", "fix"], ["role_hierarchy", "fix"]]) {
     assert.equal(errorInfo(code).action, action, code);
   }
+});
+
+test("presence: a connection id is 12 hex digits, fresh each time, and a valid topic id", () => {
+  const ids = new Set(Array.from({ length: 200 }, () => connId()));
+  assert.equal(ids.size, 200);
+  for (const id of ids) assert.match(id, /^[0-9a-f]{12}$/);
+  assert.equal(connId((n) => new Uint8Array(n).fill(0xab)), "abababababab");
+  assert.equal(connId((n) => Uint8Array.from({ length: n }, (_, i) => i)), "000102030405");
+});
+
+test("presence: will, status and offline payloads name the connection (docs/protocol.md)", () => {
+  assert.deepEqual(JSON.parse(willPayload("0a1b2c3d4e5f")), { status: "offline", ts: 0, conn: "0a1b2c3d4e5f" });
+  assert.deepEqual(JSON.parse(presencePayload("online", "c1", 1700000000123)),
+    { status: "online", ts: 1700000000123, conn: "c1" });
+  assert.deepEqual(JSON.parse(presencePayload("away", "c1", 5)), { status: "away", ts: 5, conn: "c1" });
+  assert.deepEqual(JSON.parse(presencePayload("offline", "c2", 9)), { status: "offline", ts: 9, conn: "c2" });
+});
+
+test("presence: the heartbeat runs only when the login asks for it", () => {
+  assert.equal(heartbeatInterval(10_000), 10_000);
+  assert.equal(heartbeatInterval(null), null);
+  assert.equal(heartbeatInterval(undefined), null);
+  assert.equal(heartbeatInterval(0), null);
+  assert.equal(heartbeatInterval(-5), null);
+  assert.equal(heartbeatInterval(Number.NaN), null);
 });
