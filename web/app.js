@@ -231,6 +231,7 @@ function showServer(id) {
   shownServer = id;
   $("text").disabled = true;
   $("send").disabled = true;
+  $("attach").disabled = true;
   $("messages").replaceChildren(el("p", { className: "muted center", textContent: "No channel here yet: add one above." }));
   $("conv-title").textContent = servers.get(id)?.server.name ?? "server";
   $("conv-members").replaceChildren();
@@ -255,6 +256,7 @@ function select(id) {
   client.watchTyping(id);
   $("text").disabled = false;
   $("send").disabled = false;
+  $("attach").disabled = false;
   renderChannels();
   renderHeader();
   renderServerTools();
@@ -293,9 +295,12 @@ function messageNode({ message: m, state }) {
     const text = quoted ? (quoted.deleted ? "deleted message" : mentions(quoted.body)) : `message ${ref}`;
     node.append(el("div", { className: "quote", textContent: `${m.thread ? "↳ thread: " : "↪ "}${text.slice(0, 80)}` }));
   }
-  node.append(state.deleted
-    ? el("div", { className: "tombstone", textContent: "message deleted" })
-    : el("div", { className: "body", textContent: mentions(state.body) }));
+  if (m.attachment && !state.deleted) node.append(attachmentNode(client.resolveAttachment(m.attachment)));
+  if (state.deleted || state.body || m.kind !== "file") {
+    node.append(state.deleted
+      ? el("div", { className: "tombstone", textContent: "message deleted" })
+      : el("div", { className: "body", textContent: mentions(state.body) }));
+  }
   if (state.reply_count) {
     node.append(el("div", { className: "replies", textContent: `${state.reply_count} repl${state.reply_count === 1 ? "y" : "ies"}` }));
   }
@@ -321,6 +326,17 @@ function messageNode({ message: m, state }) {
   }
   node.append(chips, actions);
   return node;
+}
+
+/** An image's thumbnail (or the image) linking to the file; any other file: its name and size. */
+function attachmentNode(att) {
+  const link = el("a", { className: "attachment", href: att.url, target: "_blank", rel: "noopener" });
+  if (att.content_type.startsWith("image/")) {
+    link.append(el("img", { src: att.thumbnail_url ?? att.url, alt: att.filename, title: att.filename }));
+  } else {
+    link.textContent = `📄 ${att.filename} (${Math.max(1, Math.round(att.size / 1024))} KiB)`;
+  }
+  return link;
 }
 
 function action(name, fn) {
@@ -438,6 +454,19 @@ $("composer").addEventListener("submit", (e) => {
   const sent = ctx?.mode === "edit" ? client.edit(current, ctx.seq, body)
     : client.send(current, body, ctx?.mode === "reply" ? { replyTo: ctx.seq } : {});
   sent.catch(showError);
+});
+
+$("attach").addEventListener("click", () => $("file").click());
+$("file").addEventListener("change", () => {
+  const file = $("file").files?.[0];
+  $("file").value = "";
+  if (!file || !current) return;
+  const ctx = context;
+  const caption = ctx?.mode === "edit" ? "" : $("text").value.trim();
+  $("text").value = "";
+  setContext(null);
+  client.sendFile(current, file, { filename: file.name, contentType: file.type || "application/octet-stream",
+    ...(caption ? { caption } : {}), ...(ctx?.mode === "reply" ? { replyTo: ctx.seq } : {}) }).catch(showError);
 });
 
 // ---- servers -------------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ var ERROR_CODES = Object.freeze({
   slow_mode: { action: "retry", description: "the channel's slow mode: retried with the same cmid after retryAfterMs" },
   not_member: { action: "drop", description: "you are not a member of the channel" },
   unavailable: { action: "retry", description: "the store is temporarily unavailable (HTTP 503 too)" },
+  upload_not_found: { action: "drop", description: "no such upload (never made, deleted unused, or its message deleted; also an upload not visible to you): upload the file again" },
+  upload_not_yours: { action: "fix", description: "another user's upload, or one made for another channel: upload the file yourself, to this channel" },
+  upload_incomplete: { action: "fix", description: "the upload was not completed: PUT the bytes, then complete it, then send" },
+  upload_expired: { action: "drop", description: "the upload was not sent within objects.unused_ttl_s: upload the file again" },
+  upload_used: { action: "drop", description: "the upload is already in another message (another cmid): one upload, one message" },
   // HTTP API.
   invalid_request: { action: "fix", description: "body or query failed validation" },
   unauthorized: { action: "relogin", description: "no bearer token" },
@@ -118,6 +123,16 @@ var ERROR_CODES = Object.freeze({
   external_issuer: { action: "fix", description: "login is disabled: tokens come from an identity provider" },
   not_found: { action: "drop", description: "no such message in the channel's epoch (sync), or no such route" },
   method_not_allowed: { action: "fix", description: "wrong method for the route" },
+  // Uploads (docs/attachments.md).
+  upload_too_large: { action: "fix", description: "the file is over objects.max_upload_bytes, or the body is over what the upload URL allows" },
+  forbidden_type: { action: "fix", description: "a content type the server does not accept (objects.allowed_types)" },
+  invalid_size: { action: "fix", description: "the declared size is not positive" },
+  invalid_filename: { action: "fix", description: "nothing usable left of the file name, or it is too long" },
+  size_mismatch: { action: "fix", description: "the stored bytes are not as many as declared (they were deleted)" },
+  type_mismatch: { action: "fix", description: "the stored bytes are not of the declared type (they were deleted)" },
+  url_invalid: { action: "fix", description: "a signed URL that was changed or is for another operation" },
+  url_expired: { action: "drop", description: "a signed URL past its expiry: ask for a fresh one" },
+  object_not_found: { action: "drop", description: "the file was deleted since the URL was made" },
   // The connection (see reconnect.ts for the decision table).
   connect_refused: { action: "fix", description: "the broker refused the connection for good" },
   network: { action: "retry", description: "the server could not be reached" },
@@ -293,6 +308,9 @@ var ChannelFold = class {
 };
 
 // src/http.ts
+function byteLength(data) {
+  return "byteLength" in data ? data.byteLength : data.size;
+}
 var enc = encodeURIComponent;
 function query(params) {
   const qs = new URLSearchParams();
@@ -483,6 +501,66 @@ var HttpApi = class {
   /** The channel's pinned messages with their state, in seq order. */
   pins(channel) {
     return this.request("GET", `/v1/channels/${enc(channel)}/pins`);
+  }
+  // ---- attachments (docs/attachments.md) ---------------------------------------------------------
+  /**
+   * An absolute address for a URL the server handed out: a path (the `local` object store) is
+   * relative to the API's base URL; a full URL (S3, `objects.public_url`) is returned as is.
+   */
+  resolveUrl(url) {
+    return /^[a-z][a-z0-9+.-]*:/i.test(url) ? url : `${this.baseUrl}${url}`;
+  }
+  /** Start an upload to a channel you are a member of: the record and the signed upload request. */
+  createUpload(channel, file) {
+    return this.request(
+      "POST",
+      "/v1/uploads",
+      { channel, filename: file.filename, content_type: file.contentType, size: file.size }
+    );
+  }
+  /**
+   * Make the signed upload request of {@link createUpload} exactly as given (method, URL, headers;
+   * no token): the bytes go to the object store.
+   *
+   * @throws MqchatError with the store's code (`url_expired`, `upload_too_large`, ...), or `network`.
+   */
+  async putUpload(started, data) {
+    const { method, url, headers } = started.upload;
+    let res;
+    try {
+      res = await this.fetchImpl(this.resolveUrl(url), { method, headers, body: data });
+    } catch (err) {
+      throw new MqchatError("network", `${method} upload: ${String(err)}`);
+    }
+    if (res.ok) {
+      await res.arrayBuffer().catch(() => void 0);
+      return;
+    }
+    const text = await res.text().catch(() => "");
+    let code;
+    let message;
+    try {
+      const error = JSON.parse(text).error;
+      code = error?.code;
+      message = error?.message;
+    } catch {
+    }
+    const retryAfter = Number(res.headers.get("retry-after"));
+    const opts = { status: res.status };
+    if (retryAfter > 0) opts.retryAfterMs = retryAfter * 1e3;
+    const fallback = res.status === 413 ? "upload_too_large" : res.status === 429 ? "rate_limited" : res.status >= 500 ? "unavailable" : "url_invalid";
+    throw new MqchatError(code ?? fallback, message ?? `${method} upload: HTTP ${res.status}`, opts);
+  }
+  /** Have the server verify the uploaded bytes (real size, type by magic bytes): the upload is then `ready`. */
+  completeUpload(uploadId) {
+    return this.request("POST", `/v1/uploads/${enc(uploadId)}/complete`);
+  }
+  /**
+   * Fresh signed URLs of an attachment (members of its channel once it is in a message; its
+   * uploader once it is complete). Resolve `url`/`thumbnail_url` with {@link resolveUrl}.
+   */
+  download(uploadId) {
+    return this.request("GET", `/v1/uploads/${enc(uploadId)}/download`);
   }
   // ---- search -------------------------------------------------------------------------------------
   /** Messages matching `q` in the channels you can see now, newest first (docs/search.md). */
@@ -1659,6 +1737,61 @@ var MqchatClient = class extends Emitter {
   unpin(channel, target, opts = {}) {
     return this.sendPayload(channel, { kind: "unpin", target }, opts);
   }
+  // ---- files (docs/attachments.md) --------------------------------------------------------------
+  /**
+   * Upload a file to a channel you are a member of: start the upload, PUT the bytes to the signed
+   * URL, have the server verify them. Resolves with the completed (`ready`) upload, whose
+   * `upload_id` {@link sendUpload} sends; an upload not sent within a day is deleted.
+   *
+   * @throws MqchatError `forbidden_type`, `upload_too_large`, `type_mismatch`, `rate_limited`, ...
+   */
+  async uploadFile(channel, data, file) {
+    checkId("channel", channel);
+    const started = await this.api.createUpload(channel, { ...file, size: byteLength(data) });
+    await this.api.putUpload(started, data);
+    return this.api.completeUpload(started.upload_id);
+  }
+  /**
+   * Send a completed upload as a `file` message, with an optional caption. Like {@link send} it
+   * goes through the outbox: republished with the same `cmid` until acked (a retry gets the same
+   * attachment, never `upload_used`).
+   */
+  sendUpload(channel, uploadId, opts = {}) {
+    const payload = { kind: "file", upload: uploadId };
+    if (opts.caption !== void 0 && opts.caption !== "") payload.body = opts.caption;
+    if (opts.replyTo !== void 0) payload.reply_to = opts.replyTo;
+    if (opts.thread !== void 0) payload.thread = opts.thread;
+    return this.sendPayload(channel, payload, opts.cmid === void 0 ? {} : { cmid: opts.cmid });
+  }
+  /**
+   * Upload a file ({@link uploadFile}) and send it ({@link sendUpload}). Resolves with the ack;
+   * the message arrives on the stream with its `attachment`. A failed upload rejects before
+   * anything is sent (upload again); a send refused for good rejects with the ack's code.
+   */
+  async sendFile(channel, data, opts) {
+    const caption = opts.caption;
+    if (caption !== void 0 && [...caption].length > 4e3) {
+      throw new MqchatError("body_too_long", "the caption is over 4,000 characters");
+    }
+    const upload = await this.uploadFile(channel, data, { filename: opts.filename, contentType: opts.contentType });
+    const { filename: _f, contentType: _c, ...send } = opts;
+    return this.sendUpload(channel, upload.upload_id, send);
+  }
+  /**
+   * Fresh signed URLs of an attachment (`attachment.id`, an upload id), for members of its
+   * channel, with `url` and `thumbnail_url` made absolute: fetch them without a token. Use it
+   * once a message's `url_expires` has passed.
+   */
+  async downloadUrl(uploadId) {
+    const att = await this.api.download(uploadId);
+    return this.resolveAttachment(att);
+  }
+  /** `attachment` with its URLs made absolute (a path is relative to the API's base URL). */
+  resolveAttachment(att) {
+    const out = { ...att, url: this.api.resolveUrl(att.url) };
+    if (att.thumbnail_url) out.thumbnail_url = this.api.resolveUrl(att.thumbnail_url);
+    return out;
+  }
   /**
    * Send any payload the protocol defines (`kind` and its fields; `cmid` is added). New message
    * kinds go through here as the server defines them.
@@ -1918,6 +2051,7 @@ export {
   applyEvent,
   backoffBound,
   backoffDelay,
+  byteLength,
   checkId,
   classify,
   classifyIncoming,

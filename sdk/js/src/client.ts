@@ -21,7 +21,7 @@ import { type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { MqchatError } from "./errors.js";
 import { ChannelFold, type MessageView, stateOut } from "./fold.js";
-import { type Fetch, type HistoryQuery, HttpApi, type PageQuery, type SearchOptions } from "./http.js";
+import { type Fetch, type FileData, type HistoryQuery, HttpApi, byteLength, type PageQuery, type SearchOptions } from "./http.js";
 import { Outbox } from "./outbox.js";
 import { connId, heartbeatInterval, presencePayload, willPayload } from "./presence.js";
 import { type Failure, classify, decide, tokenExpired } from "./reconnect.js";
@@ -29,11 +29,11 @@ import { ChannelTracker } from "./sequence.js";
 import { type KeyValueStorage, MemoryStorage } from "./storage.js";
 import { checkId, parseTopic, topics } from "./topics.js";
 import {
-  type Ack, type AckOk, type ChannelMembersPage, type HistoryPage, type Inbox, type LoggedOut, type LoginResult,
+  type Ack, type AckOk, type Attachment, type ChannelMembersPage, type HistoryPage, type Inbox, type LoggedOut, type LoginResult,
   type MembershipEvent,
   type Message, type MessageStateOut, type Pins, type PresenceStatus, type ReadEvent, type SearchPage,
   type ServerEvent, type SyncChannel, TARGETED_KINDS, type ThreadPage, type TypingEvent, type UserCreated,
-  type UserEvent, type UserPresence,
+  type Upload, type UserEvent, type UserPresence,
 } from "./types.js";
 
 export type ConnectionState =
@@ -91,6 +91,20 @@ export interface SendOptions {
   replyTo?: number;
   /** The seq of the thread root this one replies under (threads are one level deep). */
   thread?: number;
+}
+
+/** What {@link MqchatClient.uploadFile} needs besides the bytes. */
+export interface FileOptions {
+  /** The file's name (the server keeps its last path segment, cleaned). */
+  filename: string;
+  /** One of the server's `objects.allowed_types`; the bytes must really be of this type. */
+  contentType: string;
+}
+
+/** Options of {@link MqchatClient.sendFile} and {@link MqchatClient.sendUpload}. */
+export interface FileSendOptions extends SendOptions {
+  /** At most 4,000 characters. */
+  caption?: string;
 }
 
 export interface ClientEvents {
@@ -174,7 +188,7 @@ interface Pending {
 }
 
 /**
- * Unread counting by `count_seq` (docs/protocol.md, *Unread counts*): only texts count, so
+ * Unread counting by `count_seq` (docs/protocol.md, *Unread counts*): only texts and files count, so
  * unread = the channel's last count_seq − the count_seq at the read marker.
  */
 interface UnreadState {
@@ -966,6 +980,68 @@ export class MqchatClient extends Emitter<ClientEvents> {
 
   unpin(channel: string, target: number, opts: { cmid?: string } = {}): Promise<AckOk> {
     return this.sendPayload(channel, { kind: "unpin", target }, opts);
+  }
+
+  // ---- files (docs/attachments.md) --------------------------------------------------------------
+
+  /**
+   * Upload a file to a channel you are a member of: start the upload, PUT the bytes to the signed
+   * URL, have the server verify them. Resolves with the completed (`ready`) upload, whose
+   * `upload_id` {@link sendUpload} sends; an upload not sent within a day is deleted.
+   *
+   * @throws MqchatError `forbidden_type`, `upload_too_large`, `type_mismatch`, `rate_limited`, ...
+   */
+  async uploadFile(channel: string, data: FileData, file: FileOptions): Promise<Upload> {
+    checkId("channel", channel);
+    const started = await this.api.createUpload(channel, { ...file, size: byteLength(data) });
+    await this.api.putUpload(started, data);
+    return this.api.completeUpload(started.upload_id);
+  }
+
+  /**
+   * Send a completed upload as a `file` message, with an optional caption. Like {@link send} it
+   * goes through the outbox: republished with the same `cmid` until acked (a retry gets the same
+   * attachment, never `upload_used`).
+   */
+  sendUpload(channel: string, uploadId: string, opts: FileSendOptions = {}): Promise<AckOk> {
+    const payload: { kind: string; upload: string; body?: string; reply_to?: number; thread?: number } =
+      { kind: "file", upload: uploadId };
+    if (opts.caption !== undefined && opts.caption !== "") payload.body = opts.caption;
+    if (opts.replyTo !== undefined) payload.reply_to = opts.replyTo;
+    if (opts.thread !== undefined) payload.thread = opts.thread;
+    return this.sendPayload(channel, payload, opts.cmid === undefined ? {} : { cmid: opts.cmid });
+  }
+
+  /**
+   * Upload a file ({@link uploadFile}) and send it ({@link sendUpload}). Resolves with the ack;
+   * the message arrives on the stream with its `attachment`. A failed upload rejects before
+   * anything is sent (upload again); a send refused for good rejects with the ack's code.
+   */
+  async sendFile(channel: string, data: FileData, opts: FileOptions & FileSendOptions): Promise<AckOk> {
+    const caption = opts.caption;
+    if (caption !== undefined && [...caption].length > 4000) {
+      throw new MqchatError("body_too_long", "the caption is over 4,000 characters");
+    }
+    const upload = await this.uploadFile(channel, data, { filename: opts.filename, contentType: opts.contentType });
+    const { filename: _f, contentType: _c, ...send } = opts;
+    return this.sendUpload(channel, upload.upload_id, send);
+  }
+
+  /**
+   * Fresh signed URLs of an attachment (`attachment.id`, an upload id), for members of its
+   * channel, with `url` and `thumbnail_url` made absolute: fetch them without a token. Use it
+   * once a message's `url_expires` has passed.
+   */
+  async downloadUrl(uploadId: string): Promise<Attachment> {
+    const att = await this.api.download(uploadId);
+    return this.resolveAttachment(att);
+  }
+
+  /** `attachment` with its URLs made absolute (a path is relative to the API's base URL). */
+  resolveAttachment(att: Attachment): Attachment {
+    const out: Attachment = { ...att, url: this.api.resolveUrl(att.url) };
+    if (att.thumbnail_url) out.thumbnail_url = this.api.resolveUrl(att.thumbnail_url);
+    return out;
   }
 
   /**

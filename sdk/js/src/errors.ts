@@ -48,6 +48,11 @@ export const ERROR_CODES: Readonly<Record<string, ErrorInfo>> = Object.freeze({
   slow_mode: { action: "retry", description: "the channel's slow mode: retried with the same cmid after retryAfterMs" },
   not_member: { action: "drop", description: "you are not a member of the channel" },
   unavailable: { action: "retry", description: "the store is temporarily unavailable (HTTP 503 too)" },
+  upload_not_found: { action: "drop", description: "no such upload (never made, deleted unused, or its message deleted; also an upload not visible to you): upload the file again" },
+  upload_not_yours: { action: "fix", description: "another user's upload, or one made for another channel: upload the file yourself, to this channel" },
+  upload_incomplete: { action: "fix", description: "the upload was not completed: PUT the bytes, then complete it, then send" },
+  upload_expired: { action: "drop", description: "the upload was not sent within objects.unused_ttl_s: upload the file again" },
+  upload_used: { action: "drop", description: "the upload is already in another message (another cmid): one upload, one message" },
   // HTTP API.
   invalid_request: { action: "fix", description: "body or query failed validation" },
   unauthorized: { action: "relogin", description: "no bearer token" },
@@ -101,6 +106,16 @@ export const ERROR_CODES: Readonly<Record<string, ErrorInfo>> = Object.freeze({
   external_issuer: { action: "fix", description: "login is disabled: tokens come from an identity provider" },
   not_found: { action: "drop", description: "no such message in the channel's epoch (sync), or no such route" },
   method_not_allowed: { action: "fix", description: "wrong method for the route" },
+  // Uploads (docs/attachments.md).
+  upload_too_large: { action: "fix", description: "the file is over objects.max_upload_bytes, or the body is over what the upload URL allows" },
+  forbidden_type: { action: "fix", description: "a content type the server does not accept (objects.allowed_types)" },
+  invalid_size: { action: "fix", description: "the declared size is not positive" },
+  invalid_filename: { action: "fix", description: "nothing usable left of the file name, or it is too long" },
+  size_mismatch: { action: "fix", description: "the stored bytes are not as many as declared (they were deleted)" },
+  type_mismatch: { action: "fix", description: "the stored bytes are not of the declared type (they were deleted)" },
+  url_invalid: { action: "fix", description: "a signed URL that was changed or is for another operation" },
+  url_expired: { action: "drop", description: "a signed URL past its expiry: ask for a fresh one" },
+  object_not_found: { action: "drop", description: "the file was deleted since the URL was made" },
   // The connection (see reconnect.ts for the decision table).
   connect_refused: { action: "fix", description: "the broker refused the connection for good" },
   network: { action: "retry", description: "the server could not be reached" },

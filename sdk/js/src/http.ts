@@ -5,11 +5,19 @@
 
 import { MqchatError } from "./errors.js";
 import type {
-  AckOk, AuditPage, Ban, Channel, ChannelMembersPage, ChannelPage, CreatedChannel, HistoryPage, Inbox, Invite, InvitePreview, Joined,
+  AckOk, Attachment, AuditPage, Ban, Channel, ChannelMembersPage, ChannelPage, CreatedChannel, HistoryPage, Inbox, Invite, InvitePreview, Joined,
   LoggedOut, LoginResult, MemberPage, MyPermissions, MyProfile, Overwrite, Pins, Profile, ReadState, Role,
   SearchPage, SendPayload, Server, ServerChannel, ServerList, ServerMember, SyncCursor, SyncResult, ThreadPage,
-  TokenPair, UserCreated,
+  TokenPair, Upload, UploadStarted, UserCreated,
 } from "./types.js";
+
+/** The bytes of a file to upload. */
+export type FileData = Blob | ArrayBuffer | Uint8Array;
+
+/** The byte length of `data`. */
+export function byteLength(data: FileData): number {
+  return "byteLength" in data ? data.byteLength : data.size;
+}
 
 export type Fetch = typeof fetch;
 
@@ -252,6 +260,71 @@ export class HttpApi {
   /** The channel's pinned messages with their state, in seq order. */
   pins(channel: string): Promise<Pins> {
     return this.request("GET", `/v1/channels/${enc(channel)}/pins`);
+  }
+
+  // ---- attachments (docs/attachments.md) ---------------------------------------------------------
+
+  /**
+   * An absolute address for a URL the server handed out: a path (the `local` object store) is
+   * relative to the API's base URL; a full URL (S3, `objects.public_url`) is returned as is.
+   */
+  resolveUrl(url: string): string {
+    return /^[a-z][a-z0-9+.-]*:/i.test(url) ? url : `${this.baseUrl}${url}`;
+  }
+
+  /** Start an upload to a channel you are a member of: the record and the signed upload request. */
+  createUpload(channel: string, file: { filename: string; contentType: string; size: number }): Promise<UploadStarted> {
+    return this.request("POST", "/v1/uploads",
+      { channel, filename: file.filename, content_type: file.contentType, size: file.size });
+  }
+
+  /**
+   * Make the signed upload request of {@link createUpload} exactly as given (method, URL, headers;
+   * no token): the bytes go to the object store.
+   *
+   * @throws MqchatError with the store's code (`url_expired`, `upload_too_large`, ...), or `network`.
+   */
+  async putUpload(started: UploadStarted, data: FileData): Promise<void> {
+    const { method, url, headers } = started.upload;
+    let res: Response;
+    try {
+      res = await this.fetchImpl(this.resolveUrl(url), { method, headers, body: data as BodyInit });
+    } catch (err) {
+      throw new MqchatError("network", `${method} upload: ${String(err)}`);
+    }
+    if (res.ok) {
+      await res.arrayBuffer().catch(() => undefined);
+      return;
+    }
+    const text = await res.text().catch(() => "");
+    let code: string | undefined;
+    let message: string | undefined;
+    try {
+      const error = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+      code = error?.code;
+      message = error?.message;
+    } catch {
+      // S3 answers XML: reported by status below.
+    }
+    const retryAfter = Number(res.headers.get("retry-after"));
+    const opts: { status: number; retryAfterMs?: number } = { status: res.status };
+    if (retryAfter > 0) opts.retryAfterMs = retryAfter * 1000;
+    const fallback = res.status === 413 ? "upload_too_large" : res.status === 429 ? "rate_limited"
+      : res.status >= 500 ? "unavailable" : "url_invalid";
+    throw new MqchatError(code ?? fallback, message ?? `${method} upload: HTTP ${res.status}`, opts);
+  }
+
+  /** Have the server verify the uploaded bytes (real size, type by magic bytes): the upload is then `ready`. */
+  completeUpload(uploadId: string): Promise<Upload> {
+    return this.request("POST", `/v1/uploads/${enc(uploadId)}/complete`);
+  }
+
+  /**
+   * Fresh signed URLs of an attachment (members of its channel once it is in a message; its
+   * uploader once it is complete). Resolve `url`/`thumbnail_url` with {@link resolveUrl}.
+   */
+  download(uploadId: string): Promise<Attachment> {
+    return this.request("GET", `/v1/uploads/${enc(uploadId)}/download`);
   }
 
   // ---- search -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 export { MqchatClient } from "./client.js";
 export { refreshDelay } from "./client.js";
 export type {
-  ClientEvents, ClientOptions, ConnectionState, ResetEvent, SendOptions, StateEvent, UnreadEvent, UpdateEvent,
+  ClientEvents, ClientOptions, ConnectionState, FileOptions, FileSendOptions, ResetEvent, SendOptions, StateEvent, UnreadEvent, UpdateEvent,
 } from "./client.js";
 export { ChannelFold, MAX_REACTION_EMOJI, applyEvent, fold, stateOut } from "./fold.js";
 export type { FoldEvent, FoldedStates, MessageState, MessageView } from "./fold.js";
@@ -28,7 +28,7 @@ export { connId, heartbeatInterval, presencePayload, willPayload } from "./prese
 export type { DevicePresence } from "./presence.js";
 export { MemoryStorage } from "./storage.js";
 export type { KeyValueStorage } from "./storage.js";
-export { HttpApi } from "./http.js";
-export type { Fetch, HistoryQuery, PageQuery, SearchOptions } from "./http.js";
+export { HttpApi, byteLength } from "./http.js";
+export type { Fetch, FileData, HistoryQuery, PageQuery, SearchOptions } from "./http.js";
 export { checkId, parseTopic, topics } from "./topics.js";
 export * from "./types.js";

@@ -5,10 +5,10 @@
  */
 
 /**
- * A message kind: `"text"` carries content; the others are events that change an earlier message,
+ * A message kind: `"text"` and `"file"` (an attachment, docs/attachments.md) carry content; the others are events that change an earlier message,
  * named by `target` (docs/protocol.md, *Rich messages*). Open: kinds the server adds later pass through.
  */
-export type MessageKind = "text" | "edit" | "delete" | "reaction" | "pin" | "unpin" | (string & {});
+export type MessageKind = "text" | "file" | "edit" | "delete" | "reaction" | "pin" | "unpin" | (string & {});
 
 /** Kinds whose `target` names the message they change (they never count toward unread). */
 export const TARGETED_KINDS: ReadonlySet<string> = new Set(["edit", "delete", "reaction", "pin", "unpin"]);
@@ -61,7 +61,60 @@ export interface Message {
   count_seq?: number;
   /** History and sync only, on messages (not on the events that change them): the fold as of the answer. */
   state?: MessageStateOut | null;
+  /** `file`: the file, with fresh signed URLs; `null` (or absent) on every other message and once deleted. */
+  attachment?: Attachment | null;
   v: number;
+}
+
+/**
+ * A file as the server shows it, on a `file` message and from `GET /v1/uploads/{id}/download`
+ * (docs/attachments.md). Fields without a value are absent (or `null` from the download endpoint).
+ */
+export interface Attachment {
+  /** The upload id: {@link MqchatClient.downloadUrl} gives fresh URLs for it. */
+  id: string;
+  /** The cleaned file name. */
+  filename: string;
+  /** Verified by the server from the stored bytes. */
+  content_type: string;
+  size: number;
+  /** Signed, no token needed; a path (the `local` store) is relative to the API's base URL. */
+  url: string;
+  /** When `url` and `thumbnail_url` expire, in seconds since the epoch. */
+  url_expires: number;
+  /** Images only. */
+  width?: number | null;
+  height?: number | null;
+  /** Images only, once the workers made it: a JPEG or PNG whose longest side is `objects.thumbnail_px`. */
+  thumbnail_url?: string | null;
+  thumbnail_type?: string | null;
+}
+
+/** An upload record (`POST /v1/uploads`, `POST /v1/uploads/{id}/complete`). */
+export interface Upload {
+  upload_id: string;
+  channel: string;
+  filename: string;
+  content_type: string;
+  size: number;
+  /** `pending` until completed, then `ready`; `attached` once in a message. */
+  state: "pending" | "ready" | "attached" | (string & {});
+  /** Unless sent in a message by then, the upload is deleted. */
+  expires_ms: number;
+  width: number | null;
+  height: number | null;
+}
+
+/** `POST /v1/uploads`: the record and the request that uploads the bytes, to be made as it is. */
+export interface UploadStarted extends Upload {
+  upload: {
+    method: string;
+    /** Signed; a path is relative to the API's base URL. */
+    url: string;
+    headers: Record<string, string>;
+    /** Seconds since the epoch. */
+    expires_at: number;
+  };
 }
 
 /** What a device publishes on `in/{me}/{device}/{channel}`. */
@@ -74,6 +127,8 @@ export interface SendPayload {
   op?: "add" | "remove";
   reply_to?: number;
   thread?: number;
+  /** `file` only (required): the id of a completed upload. */
+  upload?: string;
   v?: 1;
 }
 
