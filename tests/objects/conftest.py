@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from api import errors, uploads
-from mqchat.config import ObjectsSettings
+from api.limits import Limits
+from mqchat.config import ObjectsSettings, RateLimitSettings
 from mqchat.objects.base import ObjectStore
 from mqchat.objects.local import LocalObjectStore
 from mqchat.objects.s3 import S3ObjectStore
@@ -48,6 +50,8 @@ async def http(object_store: ObjectStore) -> AsyncIterator[httpx.AsyncClient]:
         app = FastAPI()
         errors.install(app)
         app.state.attachments = Attachments(ObjectsSettings(), object_store, MemoryUploadStore())
+        # The signed-URL routes charge the per-address upload limit: the API's own limits, in memory here.
+        app.state.services = SimpleNamespace(limits=Limits(RateLimitSettings()))
         app.include_router(uploads.router)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
             yield client
