@@ -182,3 +182,12 @@ async def test_uploads_may_be_larger_than_ordinary_request_bodies(ctx: Ctx) -> N
     # ... but no more than the URL allows
     small = (await start(ctx, alice, channel, b"%PDF-1.7", "application/pdf", "s.pdf")).json()
     assert error(await put(ctx, small, big)) == (413, "upload_too_large")
+
+
+def test_the_download_answer_has_exactly_the_fields_of_a_messages_attachment() -> None:
+    """``AttachmentOut`` (the OpenAPI model of ``GET /v1/uploads/{id}/download``) restates the wire
+    struct ``schema.Attachment`` for FastAPI: the two must not drift apart."""
+    from api.uploads import AttachmentOut
+    from mqchat import schema
+
+    assert tuple(AttachmentOut.model_fields) == schema.Attachment.__struct_fields__
