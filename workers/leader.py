@@ -117,7 +117,7 @@ class Leadership:
                 if task is not None:
                     await asyncio.wait([task], timeout=self.lease_ms / 3000)
                     if task.done():
-                        exc = task.exception()
+                        exc = None if task.cancelled() else task.exception()
                         task = None
                         if exc is not None and not isinstance(exc, LostLeadership):
                             raise exc

@@ -95,3 +95,27 @@ async def test_a_failing_job_raises_out_of_the_loop_and_releases_the_lease(redis
     with pytest.raises(RuntimeError, match="broken"):
         await a.run(job)
     assert (await LeaderLease(redis, "job").claim("b", lease_ms=5000))[0] > 0  # released, not left to expire
+
+
+async def test_a_job_cancelled_from_outside_ends_its_term_and_the_loop_goes_on(redis: RedisClient) -> None:
+    """A job task cancelled by something other than the loop (its own code, a library) is not a
+    failure of the loop: the term ends, the lease is claimed again and the job started anew."""
+    mine = Leadership(LeaderLease(redis, "job"), "a", lease_ms=300)
+    starts = 0
+
+    async def job(_lease: Leadership) -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 1:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+        await asyncio.Event().wait()
+
+    runner = asyncio.create_task(mine.run(job))
+    try:
+        await wait_for(lambda: starts >= 2, 5, what="the job started again after its cancellation")
+        assert not runner.done()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
