@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ import pytest
 
 from harness.mosquitto import Mosquitto
 from harness.ports import free_port
-from harness.processes import NotInstalled
 from mqchat import topics
 from mqchat.storage.keys import PRESENCE_GROUP, PRESENCE_SHARDS, Keys
 from mqchat.storage.redis_client import RedisClient
@@ -36,16 +34,6 @@ ROUNDS = 12
 LEADER_LEASE_MS = 1000
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    try:
-        m = Mosquitto(tmp_path).start()
-    except NotInstalled as exc:
-        pytest.skip(str(exc))
-    yield m
-    m.kill()
-
-
 def spawn_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT, stdout=fh,
@@ -53,7 +41,8 @@ def spawn_workers(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_the_other_workers_instance_takes_over_presence_when_the_leader_dies(
-        tmp_path: Path, redis_server: RedisServer, broker: Mosquitto) -> None:
+        tmp_path: Path, redis_server: RedisServer, mosquitto: Mosquitto) -> None:
+    broker = mosquitto
     data = tmp_path / "data"
     await (await SqliteDirectory(data / "directory.db").open()).close()
     await (await SqliteMessageStore(data / "messages.db").open()).close()
