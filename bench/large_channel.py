@@ -77,9 +77,9 @@ def params_from(args: argparse.Namespace) -> Params:
     try:
         sizes = tuple(int(x) for x in str(args.members).split(",") if x.strip())
     except ValueError:
-        raise SystemExit(f"bench.large_channel: --members must be integers, comma-separated: {args.members}") from None
+        parser().error(f"--members must be integers, comma-separated: {args.members!r}")
     if not sizes or min(sizes) < 2:
-        raise SystemExit("bench.large_channel: every --members size must be at least 2")
+        parser().error(f"every --members size must be at least 2: {args.members!r}")
     return Params(sizes=sizes, senders=args.senders, rate=args.rate, duration=args.duration, quiet=args.quiet,
                   drain_timeout=args.drain_timeout, seed=args.seed)
 
@@ -90,7 +90,8 @@ def figures(rep: dict[str, Any], members: int) -> dict[str, Any]:
     expected = counts["expected"]
     live = max(0, counts["live"] - counts["live_redeliveries"])
     phases = dict(rep["phases"])
-    start, end = phases.get("traffic", 0.0), phases.get("end", phases.get("quiet", 0.0))
+    start = float(phases.get("traffic") or 0.0)
+    end = float(phases.get("end") or phases.get("quiet") or 0.0)
     broker_cpu_s = 0.0
     prev_t: float | None = None
     for point in rep["series"]:
