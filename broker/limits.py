@@ -61,6 +61,8 @@ class Stats:
     """Gap notices sent (a client told what was dropped for it)."""
     fanouts_deferred: int = 0
     """Publishes whose delivery went to the sliced fan-out (many subscribers, or behind one that did)."""
+    fanout_waits: int = 0
+    """Times a publisher waited for the sliced fan-out's backlog to fall under its bound."""
     violations: int = 0
     rate_limited: int = 0
     wills: int = 0

@@ -69,6 +69,7 @@ class EngineCollector(Collector):
              s.user_connection_refusals),
             ("gap_notices", "Gap notices sent: a client told which messages were dropped for it.", s.gap_notices),
             ("fanouts_deferred", "Publishes delivered by the sliced fan-out (many subscribers).", s.fanouts_deferred),
+            ("fanout_waits", "Times a publisher waited for the sliced fan-out to catch up.", s.fanout_waits),
         ):
             yield CounterMetricFamily(f"mqchat_broker_{name}", doc, value=value)
         dropped = CounterMetricFamily("mqchat_broker_dropped", "Deliveries the broker dropped, by reason "

@@ -17,7 +17,8 @@ later publish to a topic whose fan-out is still running, to keep the per-topic o
 by one background task, :data:`FANOUT_SLICE` subscribers at a time, yielding to the event loop
 between slices. The publisher's PUBACK, and every small delivery (a sender's ack, a user event),
 then wait for one slice, not for a 10,000-member channel: a small message may overtake a big one
-on another topic (MQTT orders per topic only), never one on its own.
+on another topic (MQTT orders per topic only), never one on its own. The fan-out's backlog is
+bounded: past :data:`FANOUT_HIGH` waiting deliveries, a publish waits until it falls back under.
 
 Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 semantics for 3.1.1 clients, as
 Mosquitto and EMQX apply them) live in a second topic tree whose entries are the groups, not the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,6 +58,9 @@ SHARE_PREFIX = "$share/"
 
 #: Subscribers served per turn of the event loop by a big fan-out (see the module docstring).
 FANOUT_SLICE = 256
+#: Deliveries waiting in the sliced fan-out beyond which a publisher waits (its PUBACK, its next
+#: packets) until the fan-out catches up: the back-pressure an inline fan-out gave, only later.
+FANOUT_HIGH = 50_000
 
 
 @dataclass(slots=True)
@@ -67,6 +72,8 @@ class _Fanout:
     payload: bytes
     qos: int
     targets: list[tuple[str, int]]
+    version: int
+    """The router's subscription version when it was matched: equal versions, equal targets."""
     pos: int = 0
 
 
@@ -122,6 +129,12 @@ class Router:
         self._fanning: dict[str, int] = {}
         """Topic → its publishes waiting in (or being delivered by) the sliced fan-out."""
         self._fanout_task: asyncio.Task[Any] | None = None
+        self._backlog = 0
+        """Deliveries waiting in the sliced fan-out."""
+        self._version = 0
+        """Changes with every subscription change (fan-outs matched at one version have the same targets)."""
+        self._room = asyncio.Event()
+        """Set whenever the backlog is back under :data:`FANOUT_HIGH`."""
         self.tree = TopicTree()
         self.shared_tree = TopicTree()
         """Inner filter → the ``$share/...`` filters (the groups) subscribed with it."""
@@ -136,6 +149,7 @@ class Router:
         """Add (or update) a subscription; ``flt`` may be a valid ``$share/`` filter."""
         shared = parse_share(flt)
         session.subscriptions[flt] = qos
+        self._version += 1
         if shared is None:
             self.tree.add(flt, session.client_id, qos)
             return
@@ -155,6 +169,7 @@ class Router:
         session.subscriptions = {}
 
     def _remove(self, flt: str, client_id: str) -> None:
+        self._version += 1
         share = self.shares.get(flt)
         if share is None:
             self.tree.remove(flt, client_id)
@@ -184,12 +199,17 @@ class Router:
         topic_bytes = codec.encode_topic(topic)
         sent = 0
         if len(targets) > FANOUT_SLICE or (targets and topic in self._fanning):
-            self._fanouts.append(_Fanout(topic, topic_bytes, payload, qos, list(targets.items())))
+            self._fanouts.append(_Fanout(topic, topic_bytes, payload, qos, list(targets.items()), self._version))
             self._fanning[topic] = self._fanning.get(topic, 0) + 1
             self.stats.fanouts_deferred += 1
+            self._backlog += len(targets)
             if self._fanout_task is None:
                 self._fanout_task = self._spawn(self._run_fanouts(), "broker.fanout")
             sent = len(targets)
+            while self._backlog > FANOUT_HIGH and self._fanout_task is not None:
+                self.stats.fanout_waits += 1
+                self._room.clear()
+                await self._room.wait()
         elif targets:
             sent = await self._deliver_to(topic, topic_bytes, payload, qos, targets.items())
         if self.shares:
@@ -214,32 +234,56 @@ class Router:
         return sent
 
     async def _run_fanouts(self) -> None:
-        """Deliver the queued big fan-outs in order, one slice per turn of the event loop."""
+        """Deliver the queued big fan-outs in order, about :data:`FANOUT_SLICE` deliveries per turn
+        of the event loop.
+
+        Consecutive publishes to one topic with the same subscribers (no subscription changed in
+        between) go out together, subscriber by subscriber: each subscriber gets all of them in
+        one turn, hence in one send, in order — the write batching an inline fan-out had.
+        """
         try:
             while self._fanouts:
-                job = self._fanouts[0]
-                end = job.pos + FANOUT_SLICE
-                try:
-                    await self._deliver_to(job.topic, job.topic_bytes, job.payload, job.qos, job.targets[job.pos:end])
-                except Exception:
-                    logger.exception("fan-out of a message on %s failed; %d subscribers not served", job.topic,
-                                     len(job.targets) - job.pos)
-                    end = len(job.targets)
-                job.pos = end
-                if end >= len(job.targets):
-                    self._fanouts.popleft()
-                    left = self._fanning[job.topic] - 1
+                group = self._group()
+                head = group[0]
+                start = head.pos
+                end = min(len(head.targets), start + max(1, FANOUT_SLICE // len(group)))
+                for job in group:
+                    try:
+                        await self._deliver_to(job.topic, job.topic_bytes, job.payload, job.qos,
+                                               job.targets[start:end])
+                    except Exception:
+                        logger.exception("fan-out of a message on %s failed; %d subscribers not served", job.topic,
+                                         len(job.targets) - start)
+                    job.pos = end
+                    self._backlog -= end - start
+                while self._fanouts and self._fanouts[0].pos >= len(self._fanouts[0].targets):
+                    done = self._fanouts.popleft()
+                    left = self._fanning[done.topic] - 1
                     if left:
-                        self._fanning[job.topic] = left
+                        self._fanning[done.topic] = left
                     else:
-                        del self._fanning[job.topic]
+                        del self._fanning[done.topic]
+                if self._backlog <= FANOUT_HIGH:
+                    self._room.set()
                 await asyncio.sleep(0)  # the writes of this slice go out; other clients' packets are handled
         finally:
             self._fanout_task = None
+            self._room.set()
+
+    def _group(self) -> list[_Fanout]:
+        """The head fan-out and those right behind it that can go out with it: same topic, same
+        subscribers, as far along (at most 64)."""
+        head = self._fanouts[0]
+        group = [head]
+        for job in itertools.islice(self._fanouts, 1, 64):
+            if job.topic != head.topic or job.version != head.version or job.pos != head.pos:
+                break
+            group.append(job)
+        return group
 
     def fanouts_pending(self) -> int:
         """Deliveries still waiting in the sliced fan-out."""
-        return sum(len(j.targets) - j.pos for j in self._fanouts)
+        return self._backlog
 
     async def _deliver_shared(self, key: str, topic: str, topic_bytes: bytes, payload: bytes, qos: int, *,
                               exclude: str | None = None) -> bool:
@@ -390,6 +434,7 @@ class Router:
         now: in flight at QoS 1 on its gap topic, ahead of its queue. A client not subscribed to
         that topic cannot be told (the drops stay counted). Returns whether a notice went out."""
         if not self.gap_topic or not session.username:
+            session.gaps.topics.clear()  # nobody to tell: the drops stay counted
             return False
         topic = self.gap_topic.format(user=session.username)
         granted = session.subscriptions.get(topic)
