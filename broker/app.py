@@ -84,7 +84,10 @@ def limits(settings: Settings, *, no_auth: bool = False) -> Limits:
                   # mqchat's broker honours RETAIN only for presence (docs/security.md); the bare
                   # --no-auth broker is a plain MQTT broker for conformance tools.
                   retain_prefixes=() if no_auth else (topics.PRESENCE + "/",),
-                  validate_presence=not no_auth)
+                  validate_presence=not no_auth,
+                  # what the broker drops for a slow device is announced on its user events topic
+                  # (broker/gaps.py); the bare broker only counts drops
+                  gap_topic="" if no_auth else f"{topics.USER}/{{user}}/events")
 
 
 def raise_fd_limit() -> int:

@@ -59,7 +59,7 @@ class Dispatcher:
         if session is None:
             return False
         if kind == codec.PUBACK:
-            if session.complete(codec.decode_packet_id("PUBACK", flags, body), 1) and session.queue:
+            if session.complete(codec.decode_packet_id("PUBACK", flags, body), 1) and (session.queue or session.gaps):
                 self.router.fill(conn)
         elif kind == codec.PINGREQ:
             codec.check_empty("PINGREQ", flags, body)
@@ -76,7 +76,7 @@ class Dispatcher:
             session.received(packet_id)
             conn.write(codec.encode_ack(codec.PUBREL, packet_id))
         elif kind == codec.PUBCOMP:
-            if session.complete(codec.decode_packet_id("PUBCOMP", flags, body), 2) and session.queue:
+            if session.complete(codec.decode_packet_id("PUBCOMP", flags, body), 2) and (session.queue or session.gaps):
                 self.router.fill(conn)
         else:
             packet_id = codec.decode_packet_id("PUBREL", flags, body, required_flags=0x02)

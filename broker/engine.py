@@ -71,7 +71,7 @@ class MqchatBroker:
         self._stopping = False
         chain = self.plugins
         by_client_id: dict[str, Session] = {}
-        self.router = Router(by_client_id, chain, self.stats, self.spawn)
+        self.router = Router(by_client_id, chain, self.stats, self.spawn, gap_topic=self.limits.gap_topic)
         self._sessions = Sessions(by_client_id, self.limits, self.router, self.stats)
         self._retained = RetainedMessages(chain, self.router, self.limits, self.stats)
         self.dispatcher = Dispatcher(limits=self.limits, stats=self.stats, plugins=chain, sessions=self._sessions,

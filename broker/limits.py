@@ -31,6 +31,10 @@ class Limits:
     validate_presence: bool = False
     """Device presence payloads (``presence/{user}/{device}``) must be mqchat presence JSON; a bad
     one is dropped (neither relayed nor kept)."""
+    gap_topic: str = ""
+    """Where a client learns what the broker dropped for it (:mod:`broker.gaps`): a topic with
+    ``{user}`` for its username (mqchat: ``user/{user}/events``); sent only to a client subscribed
+    to it. Empty: no gap notices (the bare broker)."""
 
     def window(self, *, exempt: bool) -> tuple[int, int]:
         """``(max_inflight, max_queued)`` of a session; exempt clients (services) get 10x the
@@ -45,7 +49,20 @@ class Stats:
     """Counters the metrics collector reads (plain ints: cheaper than a metric per delivery)."""
 
     deliveries: int = 0
+    dropped_queue_full: int = 0
+    """QoS 1/2 messages dropped from a full session queue (the oldest goes)."""
     dropped_qos0: int = 0
+    """QoS 0 deliveries dropped because the subscriber's socket was backed up."""
+    dropped_session_expired: int = 0
+    """Queued messages dropped with a persistent session that stayed away too long."""
+    dropped_not_allowed: int = 0
+    """Queued messages dropped when sent: the ACL no longer lets the client receive them."""
+    gap_notices: int = 0
+    """Gap notices sent (a client told what was dropped for it)."""
+    fanouts_deferred: int = 0
+    """Publishes whose delivery went to the sliced fan-out (many subscribers, or behind one that did)."""
+    fanout_waits: int = 0
+    """Times a publisher waited for the sliced fan-out's backlog to fall under its bound."""
     violations: int = 0
     rate_limited: int = 0
     wills: int = 0

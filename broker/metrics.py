@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from broker import gaps
 from broker.plugin_api import AppMessage, ClientConnected, ClientDisconnected, MessageReceived
 from broker.session import Session
 
@@ -66,8 +67,18 @@ class EngineCollector(Collector):
              s.sessions_expired),
             ("user_connection_refusals", "CONNECTs refused: the user held broker.max_connections_per_user.",
              s.user_connection_refusals),
+            ("gap_notices", "Gap notices sent: a client told which messages were dropped for it.", s.gap_notices),
+            ("fanouts_deferred", "Publishes delivered by the sliced fan-out (many subscribers).", s.fanouts_deferred),
+            ("fanout_waits", "Times a publisher waited for the sliced fan-out to catch up.", s.fanout_waits),
         ):
             yield CounterMetricFamily(f"mqchat_broker_{name}", doc, value=value)
+        dropped = CounterMetricFamily("mqchat_broker_dropped", "Deliveries the broker dropped, by reason "
+                                      "(docs/broker.md, Slow consumers).", labels=["reason"])
+        for reason, value in ((gaps.QUEUE_FULL, s.dropped_queue_full), (gaps.QOS0_BACKLOG, s.dropped_qos0),
+                              (gaps.SESSION_EXPIRED, s.dropped_session_expired),
+                              (gaps.NOT_ALLOWED, s.dropped_not_allowed)):
+            dropped.add_metric([reason], value)
+        yield dropped
         sessions = list(b.sessions.values())
         for name, doc, value in (
             ("sessions", "Sessions held (connected, and persistent ones whose client is away).", len(sessions)),
@@ -76,6 +87,7 @@ class EngineCollector(Collector):
              sum(len(x.inflight) for x in sessions)),
             ("retained_messages", "Retained messages held.", len(b.retained)),
             ("retained_bytes", "Payload bytes of the retained messages held.", b.retained_bytes),
+            ("fanout_pending", "Deliveries waiting in the sliced fan-out.", b.router.fanouts_pending()),
         ):
             yield GaugeMetricFamily(f"mqchat_broker_{name}", doc, value=value)
         yield CounterMetricFamily("mqchat_broker_queue_dropped", "Messages dropped from full client queues.",

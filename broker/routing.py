@@ -9,6 +9,16 @@
              client away (persistent session) ──▶ session queue, ACL asked again when sent
 
 QoS is min(publish, granted). QoS 0 to a backed-up socket is dropped (counted), as MQTT allows.
+A full session queue drops its oldest message, counted by reason and recorded for the client's gap
+notice, sent as soon as it can take a message again (:mod:`broker.gaps`).
+
+**Big fan-outs are sliced.** A publish with more than :data:`FANOUT_SLICE` subscribers (and any
+later publish to a topic whose fan-out is still running, to keep the per-topic order) is delivered
+by one background task, :data:`FANOUT_SLICE` subscribers at a time, yielding to the event loop
+between slices. The publisher's PUBACK, and every small delivery (a sender's ack, a user event),
+then wait for one slice, not for a 10,000-member channel: a small message may overtake a big one
+on another topic (MQTT orders per topic only), never one on its own. The fan-out's backlog is
+bounded: past :data:`FANOUT_HIGH` waiting deliveries, a publish waits until it falls back under.
 
 Shared subscriptions (``$share/{group}/{filter}``, MQTT 5 semantics for 3.1.1 clients, as
 Mosquitto and EMQX apply them) live in a second topic tree whose entries are the groups, not the
@@ -23,8 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.limits import Stats
@@ -42,6 +55,26 @@ logger = logging.getLogger(__name__)
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
 SHARE_PREFIX = "$share/"
+
+#: Subscribers served per turn of the event loop by a big fan-out (see the module docstring).
+FANOUT_SLICE = 256
+#: Deliveries waiting in the sliced fan-out beyond which a publisher waits (its PUBACK, its next
+#: packets) until the fan-out catches up: the back-pressure an inline fan-out gave, only later.
+FANOUT_HIGH = 50_000
+
+
+@dataclass(slots=True)
+class _Fanout:
+    """A publish being delivered slice by slice."""
+
+    topic: str
+    topic_bytes: bytes
+    payload: bytes
+    qos: int
+    targets: list[tuple[str, int]]
+    version: int
+    """The router's subscription version when it was matched: equal versions, equal targets."""
+    pos: int = 0
 
 
 class InvalidShare(ValueError):
@@ -87,8 +120,21 @@ class Router:
         spawn: starts a tracked task (the ACL recheck of a resumed session's queue).
     """
 
-    def __init__(self, sessions: dict[str, Session], plugins: PluginChain, stats: Stats, spawn: Spawn) -> None:
+    def __init__(self, sessions: dict[str, Session], plugins: PluginChain, stats: Stats, spawn: Spawn, *,
+                 gap_topic: str = "") -> None:
         self.sessions = sessions
+        self.gap_topic = gap_topic
+        """Template (``{user}``) of the topic gap notices go to; empty: none are sent."""
+        self._fanouts: deque[_Fanout] = deque()
+        self._fanning: dict[str, int] = {}
+        """Topic → its publishes waiting in (or being delivered by) the sliced fan-out."""
+        self._fanout_task: asyncio.Task[Any] | None = None
+        self._backlog = 0
+        """Deliveries waiting in the sliced fan-out."""
+        self._version = 0
+        """Changes with every subscription change (fan-outs matched at one version have the same targets)."""
+        self._room = asyncio.Event()
+        """Set whenever the backlog is back under :data:`FANOUT_HIGH`."""
         self.tree = TopicTree()
         self.shared_tree = TopicTree()
         """Inner filter → the ``$share/...`` filters (the groups) subscribed with it."""
@@ -103,6 +149,7 @@ class Router:
         """Add (or update) a subscription; ``flt`` may be a valid ``$share/`` filter."""
         shared = parse_share(flt)
         session.subscriptions[flt] = qos
+        self._version += 1
         if shared is None:
             self.tree.add(flt, session.client_id, qos)
             return
@@ -122,6 +169,7 @@ class Router:
         session.subscriptions = {}
 
     def _remove(self, flt: str, client_id: str) -> None:
+        self._version += 1
         share = self.shares.get(flt)
         if share is None:
             self.tree.remove(flt, client_id)
@@ -144,26 +192,98 @@ class Router:
     async def publish(self, topic: str, payload: bytes, qos: int) -> int:
         """Deliver to every matching subscription the ACL lets receive it, at min(publish, granted)
         QoS, and to one member of each matching shared subscription. Returns the number of
-        sessions it went to."""
+        sessions it goes to (for a sliced fan-out: the subscribers it will be offered to)."""
         targets = self.tree.match(topic)
         if not targets and not self.shares:
             return 0
         topic_bytes = codec.encode_topic(topic)
+        sent = 0
+        if len(targets) > FANOUT_SLICE or (targets and topic in self._fanning):
+            self._fanouts.append(_Fanout(topic, topic_bytes, payload, qos, list(targets.items()), self._version))
+            self._fanning[topic] = self._fanning.get(topic, 0) + 1
+            self.stats.fanouts_deferred += 1
+            self._backlog += len(targets)
+            if self._fanout_task is None:
+                self._fanout_task = self._spawn(self._run_fanouts(), "broker.fanout")
+            sent = len(targets)
+            while self._backlog > FANOUT_HIGH and self._fanout_task is not None:
+                self.stats.fanout_waits += 1
+                self._room.clear()
+                await self._room.wait()
+        elif targets:
+            sent = await self._deliver_to(topic, topic_bytes, payload, qos, targets.items())
+        if self.shares:
+            for share in self.shared_tree.match(topic):
+                if await self._deliver_shared(share, topic, topic_bytes, payload, qos):
+                    sent += 1
+        return sent
+
+    async def _deliver_to(self, topic: str, topic_bytes: bytes, payload: bytes, qos: int,
+                          targets: Iterable[tuple[str, int]]) -> int:
         check = bool(self.plugins.acls)
         sent = 0
-        for client_id, granted in targets.items():
-            session = self.sessions.get(client_id)
+        sessions = self.sessions
+        for client_id, granted in targets:
+            session = sessions.get(client_id)
             if session is None:
                 continue
             if check and not await self.plugins.allowed(session, topic, Action.RECEIVE):
                 continue
             self.deliver(session, topic, topic_bytes, payload, min(qos, granted))
             sent += 1
-        if self.shares:
-            for share in self.shared_tree.match(topic):
-                if await self._deliver_shared(share, topic, topic_bytes, payload, qos):
-                    sent += 1
         return sent
+
+    async def _run_fanouts(self) -> None:
+        """Deliver the queued big fan-outs in order, about :data:`FANOUT_SLICE` deliveries per turn
+        of the event loop.
+
+        Consecutive publishes to one topic with the same subscribers (no subscription changed in
+        between) go out together, subscriber by subscriber: each subscriber gets all of them in
+        one turn, hence in one send, in order — the write batching an inline fan-out had.
+        """
+        try:
+            while self._fanouts:
+                group = self._group()
+                head = group[0]
+                start = head.pos
+                end = min(len(head.targets), start + max(1, FANOUT_SLICE // len(group)))
+                for job in group:
+                    try:
+                        await self._deliver_to(job.topic, job.topic_bytes, job.payload, job.qos,
+                                               job.targets[start:end])
+                    except Exception:
+                        logger.exception("fan-out of a message on %s failed; %d subscribers not served", job.topic,
+                                         len(job.targets) - start)
+                    job.pos = end
+                    self._backlog -= end - start
+                while self._fanouts and self._fanouts[0].pos >= len(self._fanouts[0].targets):
+                    done = self._fanouts.popleft()
+                    left = self._fanning[done.topic] - 1
+                    if left:
+                        self._fanning[done.topic] = left
+                    else:
+                        del self._fanning[done.topic]
+                if self._backlog <= FANOUT_HIGH:
+                    self._room.set()
+                await asyncio.sleep(0)  # the writes of this slice go out; other clients' packets are handled
+        finally:
+            self._fanout_task = None
+            self._room.set()
+
+    def _group(self) -> list[_Fanout]:
+        """The head fan-out and those right behind it that can go out with it: same topic, same
+        subscribers, as far along (at most 64)."""
+        head = self._fanouts[0]
+        group = [head]
+        for job in itertools.islice(self._fanouts, 1, 64):
+            if job.topic != head.topic or job.version != head.version or job.pos != head.pos:
+                break
+            group.append(job)
+        return group
+
+    def fanouts_pending(self) -> int:
+        """Deliveries still waiting in the sliced fan-out."""
+        return self._backlog
 
     async def _deliver_shared(self, key: str, topic: str, topic_bytes: bytes, payload: bytes, qos: int, *,
                               exclude: str | None = None) -> bool:
@@ -235,8 +355,9 @@ class Router:
                 retain: bool = False, share: str | None = None) -> None:
         conn = session.connection
         if conn is None or conn.state != "connected":
-            if qos and not session.clean_session:
-                session.enqueue(Outgoing(topic, payload, qos, retain, recheck=True, share=share))
+            if qos and not session.clean_session and session.enqueue(
+                    Outgoing(topic, payload, qos, retain, recheck=True, share=share)) is not None:
+                self.stats.dropped_queue_full += 1
             return
         if qos == 0:
             if conn.writing_paused:
@@ -246,7 +367,8 @@ class Router:
             self.stats.deliveries += 1
             return
         if session.queue or conn.writing_paused or not session.window_open():
-            session.enqueue(Outgoing(topic, payload, qos, retain, share=share))
+            if session.enqueue(Outgoing(topic, payload, qos, retain, share=share)) is not None:
+                self.stats.dropped_queue_full += 1
             return
         message = session.take_inflight(Outgoing(topic, payload, qos, retain, share=share))
         conn.write(codec.encode_publish(topic_bytes, payload, qos, retain, message.packet_id))
@@ -266,7 +388,11 @@ class Router:
     def fill(self, conn: Connection) -> None:
         """Move queued messages into the in-flight window while it has room."""
         session = conn.session
-        if session is None or conn.flush_task is not None:
+        if session is None:
+            return
+        if session.gaps:
+            self.notify_gap(conn, session)
+        if conn.flush_task is not None:
             return
         while session.queue and session.window_open() and not conn.writing_paused and conn.state == "connected":
             head = session.queue[0]
@@ -290,6 +416,7 @@ class Router:
                 if allowed:
                     self._send_queued(conn, session, head)
                 else:
+                    self.stats.dropped_not_allowed += 1
                     logger.info("dropping a queued message on %s for %s: no longer allowed", head.topic,
                                 session.client_id)
         finally:
@@ -301,3 +428,29 @@ class Router:
         conn.write(codec.encode_publish(codec.encode_topic(message.topic), message.payload, message.qos,
                                         message.retain, message.packet_id))
         self.stats.deliveries += 1
+
+    def notify_gap(self, conn: Connection, session: Session) -> bool:
+        """Tell the client what was dropped for it (:mod:`broker.gaps`), if it can take a message
+        now: in flight at QoS 1 on its gap topic, ahead of its queue. A client not subscribed to
+        that topic cannot be told (the drops stay counted). Returns whether a notice went out."""
+        if not self.gap_topic or not session.username:
+            session.gaps.topics.clear()  # nobody to tell: the drops stay counted
+            return False
+        topic = self.gap_topic.format(user=session.username)
+        granted = session.subscriptions.get(topic)
+        if granted is None:
+            session.gaps.topics.clear()
+            return False
+        if conn.state != "connected" or conn.writing_paused or not session.window_open():
+            return False
+        payload = session.gaps.notice()
+        qos = min(1, granted)
+        if qos:
+            message = session.take_inflight(Outgoing(topic, payload, qos))
+            conn.write(codec.encode_publish(codec.encode_topic(topic), payload, qos, False, message.packet_id))
+        else:
+            conn.write(codec.encode_publish(codec.encode_topic(topic), payload, 0))
+        self.stats.gap_notices += 1
+        self.stats.deliveries += 1
+        logger.info("told %s what was dropped for it: %s", session.client_id, payload[:200].decode(errors="replace"))
+        return True

@@ -2,7 +2,8 @@
 
 The state follows MQTT 3.1.1 §4.4 and §4.6: QoS 1 and 2 messages sent and not yet acknowledged sit
 in ``inflight`` in send order, at most ``max_inflight`` of them; further messages wait in ``queue``
-(bounded by ``max_queued``: when it is full the oldest is dropped and counted). A persistent
+(bounded by ``max_queued``: when it is full the oldest is dropped, counted and recorded in
+``gaps`` for the client's gap notice, see :mod:`broker.gaps`). A persistent
 session (clean session 0) keeps both while its client is away; on resume the in-flight messages are
 sent again, with DUP set, before anything new [MQTT-4.4.0-1].
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from broker.gaps import Gaps
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -70,6 +73,8 @@ class Session:
         self.max_queued = max_queued
         self.dropped = 0
         """Messages dropped because the queue was full."""
+        self.gaps = Gaps()
+        """Dropped messages the client has not been told about yet (:mod:`broker.gaps`)."""
         self._next_id = 0
 
     def next_packet_id(self) -> int:
@@ -87,15 +92,20 @@ class Session:
     def window_open(self) -> bool:
         return len(self.inflight) < self.max_inflight
 
-    def enqueue(self, message: Outgoing) -> None:
-        """Queue a message to send later; drops the oldest if the queue is full."""
+    def enqueue(self, message: Outgoing) -> Outgoing | None:
+        """Queue a message to send later; if the queue is full the oldest is dropped (recorded in
+        ``gaps``) and returned."""
         if self.max_queued <= 0:
-            self.dropped += 1
-            return
-        if len(self.queue) >= self.max_queued:
-            self.queue.popleft()
-            self.dropped += 1
-        self.queue.append(message)
+            lost = message
+        elif len(self.queue) >= self.max_queued:
+            lost = self.queue.popleft()
+            self.queue.append(message)
+        else:
+            self.queue.append(message)
+            return None
+        self.dropped += 1
+        self.gaps.record(lost.topic, lost.payload)
+        return lost
 
     def take_inflight(self, message: Outgoing) -> Outgoing:
         """Give ``message`` a packet id and record it as in flight."""

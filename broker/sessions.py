@@ -79,7 +79,7 @@ class Sessions:
             else:
                 present = True
                 session.subscriptions, session.inflight, session.queue = old.subscriptions, old.inflight, old.queue
-                session.incoming_qos2, session.dropped = old.incoming_qos2, old.dropped
+                session.incoming_qos2, session.dropped, session.gaps = old.incoming_qos2, old.dropped, old.gaps
                 session.continue_packet_ids(old)
         session.connection = conn
         conn.session = session
@@ -123,6 +123,7 @@ class Sessions:
         self._router.drop_subscriptions(session)
         del self.by_id[session.client_id]
         self._stats.sessions_expired += 1
+        self._stats.dropped_session_expired += len(session.queue)
 
     def offline(self, client_id: str) -> Session:
         """The session of ``client_id``; a persistent one with no connection is created if there

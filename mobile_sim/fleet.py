@@ -429,6 +429,11 @@ class SimDevice:
             self.presence[msg.topic.split("/", 2)[1]] = status
         elif first == "u":
             self.fleet.n_events += 1
+            if b'"gap"' in msg.payload and msgspec.json.decode(msg.payload).get("type") == "gap":
+                # the broker dropped messages for this device (docs/protocol.md, User events): sync
+                self.fleet.gap_notices += 1
+                if self.ready:
+                    self.fleet.spawn(self._sync_retrying(), f"gap.{self.name}")
 
     def _keep(self, m: schema.ChannelMessage) -> None:
         fleet = self.fleet
@@ -637,6 +642,8 @@ class Fleet:
         self.n_sent = self.n_acked = self.n_live = self.n_sync_deliveries = self.n_events = 0
         self.n_online = self.connecting = self.n_syncs = self.n_fills = self.n_republished = 0
         self.n_unavailable = self.gaps_seen = self.unexpected_closes = self.refused_subscriptions = 0
+        self.gap_notices = 0
+        """Gap notices received: the broker dropped messages for a device that fell behind."""
         self.sync_failures = self.relogins = self.badge_failures = 0
         self.push_tokens: dict[str, str] = {}
 
@@ -903,7 +910,8 @@ class Fleet:
         return {"online": self.n_online, "connecting": self.connecting, "sent": self.n_sent, "acked": self.n_acked,
                 "live": self.n_live, "sync_deliveries": self.n_sync_deliveries, "syncs": self.n_syncs,
                 "fills": self.n_fills, "republished": self.n_republished, "unavailable": self.n_unavailable,
-                "gaps_seen": self.gaps_seen, "unexpected_closes": self.unexpected_closes,
+                "gaps_seen": self.gaps_seen, "gap_notices": self.gap_notices,
+                "unexpected_closes": self.unexpected_closes,
                 "refused_subscriptions": self.refused_subscriptions, "sync_failures": self.sync_failures,
                 "relogins": self.relogins, "user_events": self.n_events, "badge_failures": self.badge_failures,
                 "stopped": sum(self.stops.values())}

@@ -332,7 +332,9 @@ class MqttClient:
             if self._corked is not None:
                 self._corked.append(data)
             else:
-                transport.write(data)
+                # uvloop: a transport whose socket failed can be closed before it says it is closing
+                with contextlib.suppress(RuntimeError):
+                    transport.write(data)
 
     def _uncork(self) -> None:
         out, self._corked = self._corked, None
