@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -372,6 +373,44 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
     return results
 
 
+def fsync_floor(directory: Path, samples: int = 300) -> dict[str, float]:
+    """The disk's own latency under the pipeline's write: p50/p99 (ms) of ``samples`` one-row SQLite
+    commits as the message store makes them (WAL, ``synchronous=FULL``: one fsync each), and of a
+    bare ``write`` + ``fsync`` of 200 bytes to a file. No send can be acked faster than its commit,
+    so with the disk as the floor the pipeline's p99 is compared with these."""
+    def pct(xs: list[float], p: float) -> float:
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 3)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    commits: list[float] = []
+    conn = sqlite3.connect(directory / "fsync.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT)")
+        for i in range(samples):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (body) VALUES (?)", (f"message {i}",))
+            conn.execute("COMMIT")
+            commits.append((time.perf_counter() - t0) * 1000)
+    finally:
+        conn.close()
+    syncs: list[float] = []
+    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            syncs.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+    return {"sqlite_commit_p50_ms": pct(commits, 50), "sqlite_commit_p99_ms": pct(commits, 99),
+            "fsync_p50_ms": pct(syncs, 50), "fsync_p99_ms": pct(syncs, 99)}
+
+
 def ratios(results: list[Result]) -> dict[str, float]:
     """Throughput and latency of each pipeline target against each bare broker.
 
@@ -416,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                         "target once per client, named mqchat[lean], mqchat[aiomqtt], ...")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="sample the bridge with py-spy during each pipeline run; collapsed stacks go to DIR")
+    p.add_argument("--fsync-samples", type=int, default=300,
+                   help="commits timed for the disk's floor (fsync alone, printed with the results); 0: skip")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.profile is not None and profile.py_spy() is None:
@@ -440,10 +481,22 @@ def main(argv: list[str] | None = None) -> int:
     rat = ratios(results)
     for k, v in rat.items():
         print(f"{k}: {v}")
+    floor: dict[str, float] = {}
+    if args.fsync_samples > 0:
+        # Measured here, on the disk the runs wrote to, right after them.
+        with tempfile.TemporaryDirectory(prefix="mqchat-bench-fsync-") as tmp:
+            floor = fsync_floor(Path(tmp), args.fsync_samples)
+        print(f"fsync floor ({args.fsync_samples} commits): one-row SQLite commit "
+              f"p50 {floor['sqlite_commit_p50_ms']} / p99 {floor['sqlite_commit_p99_ms']} ms; "
+              f"write+fsync p50 {floor['fsync_p50_ms']} / p99 {floor['fsync_p99_ms']} ms")
+        for s in summaries:
+            if s["target"].startswith("mqchat") and s["deliver_p99_ms"] == s["deliver_p99_ms"]:
+                print(f"deliver p99 {s['target']} above the commit floor p99: "
+                      f"{round(s['deliver_p99_ms'] - floor['sqlite_commit_p99_ms'], 2)} ms")
     if args.json:
         args.json.write_text(json.dumps({"load": vars(args) | {"json": str(args.json), "profile": str(args.profile)},
                                          "results": summaries,
-                                         "ratios": rat}, indent=2, default=str))
+                                         "ratios": rat, "fsync_floor": floor}, indent=2, default=str))
     lost = [s["target"] for s in summaries if s["delivered"] < s["expected_deliveries"]]
     if lost:
         print(f"incomplete delivery on: {', '.join(lost)}", file=sys.stderr)
