@@ -24,12 +24,12 @@ try again later); any other Redis error becomes :class:`~mqchat.errors.StorageEr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -237,8 +237,9 @@ class RedisClient:
         """
         if not entries:
             return
-        calls = [[json.dumps([[x for kv in e.items() for x in kv] for e in entries[i:i + STREAM_APPEND_BATCH]])]
-                 for i in range(0, len(entries), STREAM_APPEND_BATCH)]
+        flat = [[x for kv in e.items() for x in kv] for e in entries]
+        step = STREAM_APPEND_BATCH
+        calls = [[msgspec.json.encode(flat[i:i + step])] for i in range(0, len(flat), step)]
 
         def build(pipe: Pipeline) -> None:
             for args in calls:

@@ -14,11 +14,11 @@ of one user keep their order (one user, one shard), changes of different shards 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
+import msgspec
 from redis.asyncio.client import Pipeline
 
 from mqchat.storage.base import (
@@ -249,7 +249,7 @@ class RedisState:
         keys: list[str] = []
         for user, channel, _, _ in items:
             keys += (self.keys.read(user), self.keys.mentions(user, channel))
-        return keys, [json.dumps([[channel, epoch, seq] for _, channel, epoch, seq in items])]
+        return keys, [msgspec.json.encode([[channel, epoch, seq] for _, channel, epoch, seq in items])]
 
     async def read_markers(self, user: str, channels: Collection[str]) -> dict[str, ReadMarker | None]:
         wanted = list(dict.fromkeys(channels))
