@@ -2,7 +2,9 @@
 
 Key names and lifetimes are in :mod:`mqchat.storage.keys`; the Lua scripts, each with a KEYS/ARGV
 header, are in ``mqchat/storage/lua/``. Every multi-key change is one script, so it is atomic;
-batched work (lease refreshes, the bridge's read-marker moves) is pipelined: one round trip for many.
+batched work is pipelined (lease refreshes: one round trip for many) or one script call for many
+items (the bridge's read-marker moves, ``read_markers.lua``, one call per hash slot on a cluster;
+its push jobs, ``stream_append.lua``): one command to pack instead of one per message.
 
 Presence is sharded (:data:`~mqchat.storage.keys.PRESENCE_SHARDS`): a user's connections and
 aggregate live with their shard's lease set and change stream under one hash tag, so the update
