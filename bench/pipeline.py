@@ -65,6 +65,8 @@ class Result:
     delivered: int = 0
     expected_deliveries: int = 0
     seconds: float = 0.0
+    cpu_ms_per_send: dict[str, float] = field(default_factory=dict)
+    """Pipeline targets: CPU ms per acked send of each process (bridge, workers, api, broker)."""
     ack_ms: list[float] = field(default_factory=list, repr=False)
     deliver_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -234,17 +236,46 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
         await asyncio.gather(*(p.client.disconnect() for p in peers), return_exceptions=True)
 
 
-def bridge_pid(system: System) -> int | None:
-    """The bridge process of a running ``mqchat up`` (Linux /proc), or None."""
+def children(system: System) -> dict[str, int]:
+    """The processes of a running ``mqchat up`` by module (``bridge``, ``workers``, ``api``, ``broker``;
+    Linux /proc)."""
     assert system.proc is not None
+    found: dict[str, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != system.proc.pid:
                 continue
             argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            if b"bridge" in argv:
-                return int(stat.parent.name)
-    return None
+            if b"-m" in argv:
+                found[argv[argv.index(b"-m") + 1].decode()] = int(stat.parent.name)
+    return found
+
+
+def bridge_pid(system: System) -> int | None:
+    """The bridge process of a running ``mqchat up`` (Linux /proc), or None."""
+    return children(system).get("bridge")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_per_send(system: System, result_of: Callable[[], Result | None]) -> Iterator[None]:
+    """Record in the block's result the CPU ms per acked send of each ``mqchat up`` process
+    (``cpu_ms_per_send``): unlike throughput, it hardly moves with what else the machine runs."""
+    pids = children(system)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    yield
+    result = result_of()
+    if result is not None and result.acked:
+        result.cpu_ms_per_send = {name: round((cpu_seconds(pid) - before[name]) * 1000 / result.acked, 3)
+                                  for name, pid in sorted(pids.items())}
 
 
 def print_profile(target: str, collapsed: Path) -> None:
@@ -279,11 +310,14 @@ async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = N
         async with connect_peers(system.mqtt_port, specs,
                                  lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
             pid = bridge_pid(system) if load.profile_dir is not None else None
-            if load.profile_dir is None or pid is None or profile.py_spy() is None:
-                return await run_load(target, peers, load, pipeline=True)
-            out = load.profile_dir / f"bridge-{target}.txt"
-            with profile.recording(pid, out):
-                result = await run_load(target, peers, load, pipeline=True)
+            result: Result | None = None
+            with cpu_per_send(system, lambda: result):
+                if load.profile_dir is None or pid is None or profile.py_spy() is None:
+                    result = await run_load(target, peers, load, pipeline=True)
+                    return result
+                out = load.profile_dir / f"bridge-{target}.txt"
+                with profile.recording(pid, out):
+                    result = await run_load(target, peers, load, pipeline=True)
             print_profile(target, out)
             return result
     finally:
@@ -481,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     rat = ratios(results)
     for k, v in rat.items():
         print(f"{k}: {v}")
+    for s in summaries:
+        if s["cpu_ms_per_send"]:
+            print(f"CPU ms per send {s['target']}: "
+                  + ", ".join(f"{name} {ms}" for name, ms in s["cpu_ms_per_send"].items()))
     floor: dict[str, float] = {}
     if args.fsync_samples > 0:
         # Measured here, on the disk the runs wrote to, right after them.

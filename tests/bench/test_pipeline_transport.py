@@ -26,3 +26,6 @@ def test_pipeline_over_mosquitto_is_measured_with_ratios_to_bare_mosquitto(tmp_p
     floor = doc["fsync_floor"]  # the disk's own commit latency, measured in the same run
     assert 0 < floor["sqlite_commit_p50_ms"] <= floor["sqlite_commit_p99_ms"]
     assert 0 < floor["fsync_p50_ms"] <= floor["fsync_p99_ms"]
+    cpu = doc["results"][0]["cpu_ms_per_send"]  # each process of the pipeline, per acked send
+    assert {"bridge", "workers", "api"} <= cpu.keys()
+    assert cpu["bridge"] > 0
