@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,8 @@ class Result:
     delivered: int = 0
     expected_deliveries: int = 0
     seconds: float = 0.0
+    cpu_ms_per_send: dict[str, float] = field(default_factory=dict)
+    """Pipeline targets: CPU ms per acked send of each process (bridge, workers, api, broker)."""
     ack_ms: list[float] = field(default_factory=list, repr=False)
     deliver_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -233,17 +236,46 @@ async def connect_peers(port: int, specs: list[tuple[str, str, str, str | None]]
         await asyncio.gather(*(p.client.disconnect() for p in peers), return_exceptions=True)
 
 
-def bridge_pid(system: System) -> int | None:
-    """The bridge process of a running ``mqchat up`` (Linux /proc), or None."""
+def children(system: System) -> dict[str, int]:
+    """The processes of a running ``mqchat up`` by module (``bridge``, ``workers``, ``api``, ``broker``;
+    Linux /proc)."""
     assert system.proc is not None
+    found: dict[str, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != system.proc.pid:
                 continue
             argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            if b"bridge" in argv:
-                return int(stat.parent.name)
-    return None
+            if b"-m" in argv:
+                found[argv[argv.index(b"-m") + 1].decode()] = int(stat.parent.name)
+    return found
+
+
+def bridge_pid(system: System) -> int | None:
+    """The bridge process of a running ``mqchat up`` (Linux /proc), or None."""
+    return children(system).get("bridge")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_per_send(system: System, result_of: Callable[[], Result | None]) -> Iterator[None]:
+    """Record in the block's result the CPU ms per acked send of each ``mqchat up`` process
+    (``cpu_ms_per_send``): unlike throughput, it hardly moves with what else the machine runs."""
+    pids = children(system)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    yield
+    result = result_of()
+    if result is not None and result.acked:
+        result.cpu_ms_per_send = {name: round((cpu_seconds(pid) - before[name]) * 1000 / result.acked, 3)
+                                  for name, pid in sorted(pids.items())}
 
 
 def print_profile(target: str, collapsed: Path) -> None:
@@ -278,11 +310,14 @@ async def bench_mqchat(load: Load, workdir: Path, *, broker_port: int | None = N
         async with connect_peers(system.mqtt_port, specs,
                                  lambda u, d, c: [topics.ack(u, d), topics.stream(c)]) as peers:
             pid = bridge_pid(system) if load.profile_dir is not None else None
-            if load.profile_dir is None or pid is None or profile.py_spy() is None:
-                return await run_load(target, peers, load, pipeline=True)
-            out = load.profile_dir / f"bridge-{target}.txt"
-            with profile.recording(pid, out):
-                result = await run_load(target, peers, load, pipeline=True)
+            result: Result | None = None
+            with cpu_per_send(system, lambda: result):
+                if load.profile_dir is None or pid is None or profile.py_spy() is None:
+                    result = await run_load(target, peers, load, pipeline=True)
+                    return result
+                out = load.profile_dir / f"bridge-{target}.txt"
+                with profile.recording(pid, out):
+                    result = await run_load(target, peers, load, pipeline=True)
             print_profile(target, out)
             return result
     finally:
@@ -372,6 +407,44 @@ async def run(load: Load, targets: list[str]) -> list[Result]:
     return results
 
 
+def fsync_floor(directory: Path, samples: int = 300) -> dict[str, float]:
+    """The disk's own latency under the pipeline's write: p50/p99 (ms) of ``samples`` one-row SQLite
+    commits as the message store makes them (WAL, ``synchronous=FULL``: one fsync each), and of a
+    bare ``write`` + ``fsync`` of 200 bytes to a file. No send can be acked faster than its commit,
+    so with the disk as the floor the pipeline's p99 is compared with these."""
+    def pct(xs: list[float], p: float) -> float:
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 3)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    commits: list[float] = []
+    conn = sqlite3.connect(directory / "fsync.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT)")
+        for i in range(samples):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (body) VALUES (?)", (f"message {i}",))
+            conn.execute("COMMIT")
+            commits.append((time.perf_counter() - t0) * 1000)
+    finally:
+        conn.close()
+    syncs: list[float] = []
+    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            syncs.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+    return {"sqlite_commit_p50_ms": pct(commits, 50), "sqlite_commit_p99_ms": pct(commits, 99),
+            "fsync_p50_ms": pct(syncs, 50), "fsync_p99_ms": pct(syncs, 99)}
+
+
 def ratios(results: list[Result]) -> dict[str, float]:
     """Throughput and latency of each pipeline target against each bare broker.
 
@@ -416,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                         "target once per client, named mqchat[lean], mqchat[aiomqtt], ...")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="sample the bridge with py-spy during each pipeline run; collapsed stacks go to DIR")
+    p.add_argument("--fsync-samples", type=int, default=300,
+                   help="commits timed for the disk's floor (fsync alone, printed with the results); 0: skip")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.profile is not None and profile.py_spy() is None:
@@ -440,10 +515,26 @@ def main(argv: list[str] | None = None) -> int:
     rat = ratios(results)
     for k, v in rat.items():
         print(f"{k}: {v}")
+    for s in summaries:
+        if s["cpu_ms_per_send"]:
+            print(f"CPU ms per send {s['target']}: "
+                  + ", ".join(f"{name} {ms}" for name, ms in s["cpu_ms_per_send"].items()))
+    floor: dict[str, float] = {}
+    if args.fsync_samples > 0:
+        # Measured here, on the disk the runs wrote to, right after them.
+        with tempfile.TemporaryDirectory(prefix="mqchat-bench-fsync-") as tmp:
+            floor = fsync_floor(Path(tmp), args.fsync_samples)
+        print(f"fsync floor ({args.fsync_samples} commits): one-row SQLite commit "
+              f"p50 {floor['sqlite_commit_p50_ms']} / p99 {floor['sqlite_commit_p99_ms']} ms; "
+              f"write+fsync p50 {floor['fsync_p50_ms']} / p99 {floor['fsync_p99_ms']} ms")
+        for s in summaries:
+            if s["target"].startswith("mqchat") and s["deliver_p99_ms"] == s["deliver_p99_ms"]:
+                print(f"deliver p99 {s['target']} above the commit floor p99: "
+                      f"{round(s['deliver_p99_ms'] - floor['sqlite_commit_p99_ms'], 2)} ms")
     if args.json:
         args.json.write_text(json.dumps({"load": vars(args) | {"json": str(args.json), "profile": str(args.profile)},
                                          "results": summaries,
-                                         "ratios": rat}, indent=2, default=str))
+                                         "ratios": rat, "fsync_floor": floor}, indent=2, default=str))
     lost = [s["target"] for s in summaries if s["delivered"] < s["expected_deliveries"]]
     if lost:
         print(f"incomplete delivery on: {', '.join(lost)}", file=sys.stderr)

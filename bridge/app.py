@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from bridge import metrics
+from bridge import metrics, stages
 from bridge.link import LINK_ERRORS, BrokerLink, open_link
 from bridge.ownership import Ownership
 from bridge.pipeline import BatchStats, Inbound, Pipeline
@@ -244,24 +244,18 @@ async def _session(
                         continue
                 await queue.put(item)
 
+        def done(stats: BatchStats, batch: Sequence[Inbound]) -> None:
+            record(stats, batch)
+            if stats.rejected:
+                logger.info("batch: %d accepted, %d duplicates, rejected %s",
+                            stats.accepted, stats.duplicates, stats.rejected)
+
         async def sequence() -> None:
-            # Runs until it takes the ``None`` sentinel queued at shutdown.
-            while (first := await queue.get()) is not None:
-                batch = [first]
-                while len(batch) < cfg.batch_max and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        queue.put_nowait(None)  # seen after this batch
-                        break
-                    batch.append(item)
-                # A broker error here propagates: the batch is durable, its acks are not sent, and
-                # the senders' retries are answered from the idempotency cache after reconnecting.
-                metrics.QUEUE_DEPTH.set(queue.qsize())
-                stats = await pipeline.process(batch)
-                record(stats, batch)
-                if stats.rejected:
-                    logger.info("batch: %d accepted, %d duplicates, rejected %s",
-                                stats.accepted, stats.duplicates, stats.rejected)
+            # Runs until the ``None`` sentinel queued at shutdown has gone through every stage.
+            # A broker error here propagates: the batches written are durable, their acks are not
+            # sent, and the senders' retries are answered from the idempotency cache after reconnecting.
+            await stages.run_stages(pipeline, queue, cfg.batch_max, done,
+                                    taken=lambda: metrics.QUEUE_DEPTH.set(queue.qsize()))
 
         async with asyncio.TaskGroup() as tg:
             consumer = tg.create_task(consume(), name="bridge.consume")

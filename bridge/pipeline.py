@@ -100,13 +100,46 @@ UNAVAILABLE = "unavailable"
 Refusal = tuple[Draft, str, str]
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch after :meth:`Pipeline.prepare`: the sends that may go on, the error acks of the others."""
+
+    stats: BatchStats = field(default_factory=BatchStats)
+    replies: list[tuple[str, bytes]] = field(default_factory=list)
+    """Acks in arrival order (error acks so far; :meth:`Pipeline.commit` adds the others)."""
+    drafts: list[tuple[Inbound, Draft]] = field(default_factory=list)
+
+    def reject(self, item: Inbound, cmid: str | None, code: str, message: str,
+               retry_after_ms: int | None = None) -> None:
+        """Refuse one send: count it and queue its error ack."""
+        self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
+        self.replies.append((topics.ack(item.user, item.device),
+                             _error_ack(cmid, item.channel, code, message, retry_after_ms)))
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A batch after :meth:`Pipeline.commit`: durable, waiting to be published."""
+
+    stats: BatchStats
+    publish: list[tuple[str, bytes]]
+    """The stream (seq order per channel), then every ack (arrival order)."""
+    new: list[StoredMessage]
+    """The messages this batch created (for the follow-ups)."""
+    first_published: dict[str, int] = field(default_factory=dict)
+    """The lowest seq each channel publishes in this batch."""
+
+
 def _error_ack(cmid: str | None, channel: str, code: str, message: str, retry_after_ms: int | None = None) -> bytes:
     return schema.encode(schema.Ack(cmid=cmid, channel=channel, ok=False,
                                     error=schema.ErrorBody(code=code, message=message, retry_after_ms=retry_after_ms)))
 
 
 class Pipeline:
-    """Processes batches of :class:`Inbound` sends. One instance per bridge; not re-entrant.
+    """Processes batches of :class:`Inbound` sends in three stages (:meth:`prepare`, :meth:`commit`,
+    :meth:`deliver`; :meth:`process` runs all three). One instance per bridge. Each stage handles
+    one batch at a time, batches in order; different stages may run at once for consecutive
+    batches (:mod:`bridge.stages`).
 
     Args:
         store: where messages become durable.
@@ -170,18 +203,23 @@ class Pipeline:
         self._write_deadline_s = write_deadline_s
 
     async def process(self, batch: Sequence[Inbound]) -> BatchStats:
-        stats = BatchStats()
-        replies: list[tuple[str, bytes]] = []  # acks, in arrival order
+        """All three stages for one batch: :meth:`prepare`, :meth:`commit`, :meth:`deliver`."""
+        return await self.deliver(await self.commit(await self.prepare(batch)))
+
+    async def prepare(self, batch: Sequence[Inbound]) -> Prepared:
+        """Stage 1 (no message store, no order state): keep the sends this bridge owns, decode them
+        and decide their permissions, timeouts and slow mode. Refused sends get their error acks
+        (sent by :meth:`deliver`, with the batch's other acks).
+
+        May run for batch N+1 while :meth:`commit` runs for batch N: what it reads (the directory,
+        slow-mode slots) does not depend on the messages being written.
+        """
+        out = Prepared()
         if self._owns is not None:
             owned = [item for item in batch if self._owns(item.channel)]
-            stats.not_owned = len(batch) - len(owned)
+            out.stats.not_owned = len(batch) - len(owned)
             batch = owned
-
-        def reject(item: Inbound, cmid: str | None, code: str, message: str, retry_after_ms: int | None = None) -> None:
-            stats.rejected[code] = stats.rejected.get(code, 0) + 1
-            replies.append((topics.ack(item.user, item.device),
-                            _error_ack(cmid, item.channel, code, message, retry_after_ms)))
-
+        reject = out.reject
         # 1. decode (pure)
         drafts: list[tuple[Inbound, Draft]] = []
         for item in batch:
@@ -197,9 +235,19 @@ class Pipeline:
         # 2. permissions, timeouts and slow mode: one directory round trip for the batch
         if drafts:
             drafts = await self._authorize(drafts, reject)
+        out.drafts = drafts
+        return out
 
+    async def commit(self, prepared: Prepared) -> Outgoing:
+        """Stage 2: order the prepared sends, make them durable (one store write, fsync'd), and
+        build what :meth:`deliver` publishes: the stream in seq order, then every ack in arrival
+        order. Batches must be committed in the order they were prepared, one at a time.
+        A store failure gives every send of the batch an ``unavailable`` ack (nothing is ordered).
+        """
+        stats, replies, drafts = prepared.stats, prepared.replies, prepared.drafts
         stream: list[tuple[str, bytes]] = []
         plan_new: list[StoredMessage] = []
+        firsts: dict[str, int] = {}
         if drafts:
             plan_items = [d for _, d in drafts]
             try:
@@ -207,14 +255,16 @@ class Pipeline:
             except StorageError as exc:
                 logger.error("batch of %d sends not persisted: %s", len(plan_items), exc)
                 for item, d in drafts:
-                    reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
+                    prepared.reject(item, d.cmid, UNAVAILABLE, "message store unavailable; retry with the same cmid")
             else:
                 inbound = {id(d): item for item, d in drafts}
                 for d, code, message in refused:
-                    reject(inbound[id(d)], d.cmid, code, message)
+                    prepared.reject(inbound[id(d)], d.cmid, code, message)
                 plan_new = plan.new_messages
                 stream = [(topics.stream(m.channel), schema.encode(wire))
                           for m, wire in await self._wires(plan.to_publish, attached)]
+                for m in reversed(plan.to_publish):
+                    firsts[m.channel] = m.seq
                 for o in plan.outcomes:
                     m = o.message
                     if o.new:
@@ -223,17 +273,30 @@ class Pipeline:
                         stats.duplicates += 1
                     ack = schema.Ack(cmid=m.cmid, channel=m.channel, ok=True, id=str(m.id), seq=m.seq, epoch=m.epoch)
                     replies.append((topics.ack(o.draft.user, o.draft.device), schema.encode(ack)))
+        stream.extend(replies)
+        return Outgoing(stats, stream, plan_new, firsts)
 
+    async def deliver(self, outgoing: Outgoing) -> BatchStats:
+        """Stage 3: publish the stream, then every ack (persist → publish → ack), and queue (or
+        run) the follow-ups of the new messages. Batches must be delivered in the order they were
+        committed, one at a time: that keeps each channel's stream in seq order on the wire."""
         # 3. publish the stream first (persist → publish → ack), then every ack
-        await self._publisher.publish(stream + replies)
+        try:
+            await self._publisher.publish(outgoing.publish)
+        except BaseException:
+            # Not (all) published: the senders' retries publish these messages (and those of the
+            # batches committed after them, which the failure stops too) instead of leaving a gap.
+            self._seq.unpublished(outgoing.first_published)
+            raise
         # 4. read state and push jobs, off the ack path: the acks are already on their way
+        plan_new = outgoing.new
         if plan_new and (self._read_state is not None or self._fanout is not None or self._message_log is not None
                          or self._attachments is not None):
             if self._followups is None:
                 await self.run_followups(plan_new)
             else:
                 self._followups.put_nowait(plan_new)
-        return stats
+        return outgoing.stats
 
     async def _authorize(self, drafts: list[tuple[Inbound, Draft]],
                          reject: Callable[[Inbound, str | None, str, str, int | None], None],

@@ -164,6 +164,13 @@ class Sequencer:
                 m = o.message
                 self._published[m.channel] = max(self._published.get(m.channel, 0), m.seq)
 
+    def unpublished(self, firsts: Mapping[str, int]) -> None:
+        """The publish of messages from these seqs on (per channel) failed: a retry of one of them
+        publishes it (see :class:`Ordered`)."""
+        for channel, seq in firsts.items():
+            if channel in self._published:
+                self._published[channel] = min(self._published[channel], seq - 1)
+
     def _remember(self, key: CmidKey, msg: StoredMessage) -> None:
         self._recent[key] = msg
         self._recent.move_to_end(key)

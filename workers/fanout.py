@@ -78,6 +78,8 @@ class FanoutJob:
 @dataclass(frozen=True, slots=True)
 class FanoutConfig:
     batch: int = 500
+    """Members decided per round trip; fresh jobs of channels this small are fanned out together
+    (:meth:`Fanout.fan_out_many`)."""
     claim_idle_ms: int = 60_000
     block_ms: int = 1000
     privacy: bool = False
@@ -123,6 +125,10 @@ class Fanout:
             resumed = bool(entries)  # taken over: they may have a progress cursor
             if not entries:
                 entries = await self._state.read_fanout_jobs(self._consumer, block_ms=self._config.block_ms)
+            if not resumed and len(entries) > 1:
+                async with keep_claimed(lambda i: self._state.touch_fanout_jobs(self._consumer, i),
+                                        [entry_id for entry_id, _ in entries], self._config.claim_idle_ms / 3000):
+                    entries = await self.fan_out_many([(i, FanoutJob.from_fields(f)) for i, f in entries])
             for entry_id, fields in entries:
                 async with keep_claimed(lambda i: self._state.touch_fanout_jobs(self._consumer, i), [entry_id],
                                         self._config.claim_idle_ms / 3000):
@@ -181,6 +187,45 @@ class Fanout:
         self.counts["jobs"] += 1
         return made
 
+    async def fan_out_many(self, jobs: Sequence[tuple[str, FanoutJob]]) -> list[tuple[str, dict[str, str]]]:
+        """Fan out fresh jobs (no progress cursor) of channels whose members fit in one batch: one
+        round trip for every member's facts, one for the badges, one transaction that enqueues
+        every send job and acknowledges every job. Returns the entries left for :meth:`fan_out`
+        (jobs of channels with more members than ``batch``), in order."""
+        small: list[tuple[str, FanoutJob, list[str]]] = []
+        left: list[tuple[str, dict[str, str]]] = []
+        for entry_id, job in jobs:
+            members = [m for m in await self._channel_members(job.channel) if m != job.sender]
+            if len(members) > self._config.batch:
+                left.append((entry_id, _fields(job)))
+            else:
+                small.append((entry_id, job, members))
+        if not small:
+            return left
+        facts = await self._state.member_facts_many([(members, job.channel) for _, job, members in small])
+        pushable: list[list[tuple[str, dict[str, PushRegistration]]]] = []
+        for (_, _, members), job_facts in zip(small, facts, strict=True):
+            chosen = []
+            for member, (status, muted, devices) in zip(members, job_facts, strict=True):
+                decision = decide(status, muted, devices)
+                self.counts[decision.value] += 1
+                if decision is Decision.PUSH:
+                    chosen.append((member, devices))
+            pushable.append(chosen)
+        badges = await self.badges(list(dict.fromkeys(m for chosen in pushable for m, _ in chosen)))
+        now = self._clock_ms()
+        done: list[tuple[str, Sequence[SendJob]]] = []
+        for (entry_id, job, _), chosen in zip(small, pushable, strict=True):
+            body = None if self._config.privacy else job.body
+            done.append((entry_id, [
+                SendJob(key=f"{job.id}:{member}:{device}", message_id=job.id, user=member, device=device,
+                        channel=job.channel, epoch=job.epoch, seq=job.seq, sender=job.sender, kind=job.kind,
+                        body=body if reg.preview else None, badge=badges[member], ts=job.ts, first_ms=now)
+                for member, devices in chosen for device, reg in sorted(devices.items())]))
+        await self._state.complete_fanouts(done)
+        self.counts["jobs"] += len(done)
+        return left
+
     async def badges(self, users: Sequence[str]) -> dict[str, int]:
         """Each user's unread total over all their channels (the server's badge)."""
         if not users:
@@ -193,3 +238,9 @@ class Fanout:
         points = unread.all_points(views)
         counts = await self._store.counts_at(points) if points else {}
         return {u: unread.badge(pos, marks, counts) for u, (pos, marks) in zip(users, views, strict=True)}
+
+
+def _fields(job: FanoutJob) -> dict[str, str]:
+    """The stream fields of ``job`` (the inverse of :meth:`FanoutJob.from_fields`)."""
+    return {"id": job.id, "channel": job.channel, "epoch": str(job.epoch), "seq": str(job.seq),
+            "sender": job.sender, "device": job.device, "ts": str(job.ts), "kind": job.kind, "body": job.body}

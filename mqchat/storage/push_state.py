@@ -225,6 +225,32 @@ class PushState:
                         {_s(d): _reg_decoder.decode(v) for d, v in devices.items()}))
         return out
 
+    async def member_facts_many(self, asked: Sequence[tuple[Sequence[str], str]],
+                                ) -> list[list[tuple[str, bool, dict[str, PushRegistration]]]]:
+        """:meth:`member_facts` for several ``(users, channel)`` at once, in one round trip."""
+        flat = [(u, channel) for users, channel in asked for u in users]
+        if not flat:
+            return [[] for _ in asked]
+
+        def build(pipe: Pipeline) -> None:
+            for u, channel in flat:
+                pipe.hget(self.keys.user_presence(u), "status")
+                pipe.sismember(self.keys.push_muted(u), channel)
+                pipe.hgetall(self.keys.push_devices(u))
+
+        rows = await self._redis.pipelined(build)
+        out: list[list[tuple[str, bool, dict[str, PushRegistration]]]] = []
+        i = 0
+        for users, _ in asked:
+            facts = []
+            for _ in users:
+                status, muted, devices = rows[3 * i: 3 * i + 3]
+                facts.append((_s(status) if status else "offline", bool(muted),
+                              {_s(d): _reg_decoder.decode(v) for d, v in devices.items()}))
+                i += 1
+            out.append(facts)
+        return out
+
     async def read_markers_of(self, users: Sequence[str]) -> list[dict[str, ReadMarker]]:
         """Every read marker of each user (channel → marker), in one round trip."""
         if not users:
@@ -349,6 +375,20 @@ class PushState:
             self._add_sends(pipe, jobs)
             pipe.xack(self.keys.push_jobs, FANOUT_GROUP, entry_id)
             pipe.delete(self.keys.push_fanout_progress(entry_id))
+
+        await self._redis.pipelined(build, transaction=True)
+
+    async def complete_fanouts(self, done: Sequence[tuple[str, Sequence[SendJob]]]) -> None:
+        """:meth:`complete_fanout` for many jobs in one transaction (one round trip): every job's
+        send jobs in order, then every job acknowledged and its cursor dropped."""
+        if not done:
+            return
+
+        def build(pipe: Pipeline) -> None:
+            for _, jobs in done:
+                self._add_sends(pipe, jobs)
+            pipe.xack(self.keys.push_jobs, FANOUT_GROUP, *(entry_id for entry_id, _ in done))
+            pipe.delete(*(self.keys.push_fanout_progress(entry_id) for entry_id, _ in done))
 
         await self._redis.pipelined(build, transaction=True)
 

@@ -24,11 +24,12 @@ try again later); any other Redis error becomes :class:`~mqchat.errors.StorageEr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -42,6 +43,12 @@ from mqchat.errors import ConfigError, StorageError, StorageUnavailable
 from mqchat.storage.keys import DEFAULT_PREFIX, Keys
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+
+#: The script behind :meth:`RedisClient.append_stream`.
+STREAM_APPEND = "stream_append.lua"
+#: Entries per ``stream_append.lua`` call (bounds how long one call holds Redis).
+STREAM_APPEND_BATCH = 500
 
 #: Optimistic-transaction (WATCH) attempts before giving up for this round.
 WATCH_ATTEMPTS = 5
@@ -206,6 +213,39 @@ class RedisClient:
     async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script once (atomic on the server)."""
         return await self.call(self.script(name)(keys=list(keys), args=list(args)))
+
+    def slot_groups(self, items: Iterable[Item], key: Callable[[Item], str]) -> list[list[Item]]:
+        """``items`` split for scripts that may only touch one hash slot on a cluster: on a Redis
+        Cluster, one group per slot of ``key(item)`` (first-seen order, items in order within a
+        group); on a single server, one group of everything."""
+        if not self.cluster:
+            group = list(items)
+            return [group] if group else []
+        groups: dict[int, list[Item]] = {}
+        for item in items:
+            groups.setdefault(key_slot(key(item).encode()), []).append(item)
+        return list(groups.values())
+
+    async def append_stream(self, stream: str, entries: Sequence[Mapping[str, str]], *, maxlen: int) -> None:
+        """``XADD stream MAXLEN ~ maxlen * fields`` for each entry, in order, as one
+        ``stream_append.lua`` call per :data:`STREAM_APPEND_BATCH` entries, in one round trip
+        (one command to pack instead of one per entry).
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+            StorageError: any other Redis error.
+        """
+        if not entries:
+            return
+        flat = [[x for kv in e.items() for x in kv] for e in entries]
+        step = STREAM_APPEND_BATCH
+        calls = [[msgspec.json.encode(flat[i:i + step])] for i in range(0, len(flat), step)]
+
+        def build(pipe: Pipeline) -> None:
+            for args in calls:
+                self.queue_script(pipe, STREAM_APPEND, [stream], [maxlen, *args])
+
+        await self.pipelined(build, scripts=[STREAM_APPEND])
 
     # --- pipelines ---------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Key names and lifetimes are in :mod:`mqchat.storage.keys`; the Lua scripts, each with a KEYS/ARGV
 header, are in ``mqchat/storage/lua/``. Every multi-key change is one script, so it is atomic;
-batched work (lease refreshes, the bridge's read-marker moves) is pipelined: one round trip for many.
+batched work is pipelined (lease refreshes: one round trip for many) or one script call for many
+items (the bridge's read-marker moves, ``read_markers.lua``, one call per hash slot on a cluster;
+its push jobs, ``stream_append.lua``): one command to pack instead of one per message.
 
 Presence is sharded (:data:`~mqchat.storage.keys.PRESENCE_SHARDS`): a user's connections and
 aggregate live with their shard's lease set and change stream under one hash tag, so the update
@@ -18,6 +20,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
+import msgspec
 from redis.asyncio.client import Pipeline
 
 from mqchat.storage.base import (
@@ -45,6 +48,10 @@ PresenceOp = Literal["connect", "refresh", "status", "disconnect"]
 PRESENCE_UPDATE = "presence_update.lua"
 PRESENCE_EXPIRE = "presence_expire.lua"
 READ_MARKER = "read_marker.lua"
+READ_MARKERS = "read_markers.lua"
+STREAM_APPEND = "stream_append.lua"
+#: Items per script call of the batched writes (bounds how long one call holds Redis).
+SCRIPT_BATCH = 500
 SLOW_MODE = "slow_mode.lua"
 #: On a Redis Cluster the shards' change streams cannot be read by one blocking command (they are
 #: in different slots): the publisher polls them all this often while nothing comes.
@@ -217,11 +224,34 @@ class RedisState:
         return ReadMarker(int(result[0]), int(result[1]))
 
     async def mark_read_many(self, markers: Sequence[tuple[str, str, int, int]]) -> None:
-        """Move many ``(user, channel, epoch, seq)`` markers forward in one round trip."""
-        if markers:
-            await self._pipelined_scripts(READ_MARKER, [
-                ([self.keys.read(user), self.keys.mentions(user, channel)], [channel, epoch, seq])
-                for user, channel, epoch, seq in markers])
+        """Move many ``(user, channel, epoch, seq)`` markers forward, in order, in one round trip.
+
+        The markers are first collapsed per ``(user, channel)`` (consecutive ones of one epoch keep
+        the highest seq: the same end state as applying them one by one), then sent as one
+        ``read_markers.lua`` call per :data:`SCRIPT_BATCH` items (on a Redis Cluster, per hash slot
+        of the users' tags), all in one pipeline.
+        """
+        if not markers:
+            return
+        runs: dict[tuple[str, str], list[list[int]]] = {}
+        for user, channel, epoch, seq in markers:
+            pair = runs.setdefault((user, channel), [])
+            if pair and pair[-1][0] == epoch:
+                pair[-1][1] = max(pair[-1][1], seq)
+            else:
+                pair.append([epoch, seq])
+        items = [(user, channel, epoch, seq) for (user, channel), pair in runs.items() for epoch, seq in pair]
+        calls = [self._read_markers_args(group[i:i + SCRIPT_BATCH])
+                 for group in self._redis.slot_groups(items, lambda item: self.keys.read(item[0]))
+                 for i in range(0, len(group), SCRIPT_BATCH)]
+        await self._pipelined_scripts(READ_MARKERS, calls)
+
+    def _read_markers_args(self, items: Sequence[tuple[str, str, int, int]]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one ``read_markers.lua`` call."""
+        keys: list[str] = []
+        for user, channel, _, _ in items:
+            keys += (self.keys.read(user), self.keys.mentions(user, channel))
+        return keys, [msgspec.json.encode([[channel, epoch, seq] for _, channel, epoch, seq in items])]
 
     async def read_markers(self, user: str, channels: Collection[str]) -> dict[str, ReadMarker | None]:
         wanted = list(dict.fromkeys(channels))
@@ -256,14 +286,9 @@ class RedisState:
     # --- fan-out jobs ----------------------------------------------------------------------------
 
     async def enqueue_fanout(self, messages: Sequence[StoredMessage], *, bodies: bool = True) -> None:
-        """One push fan-out job per new message, in one round trip (see :class:`FanoutQueue`)."""
-
-        def build(pipe: Pipeline) -> None:
-            for m in messages:
-                pipe.xadd(self.keys.push_jobs, fanout_job(m, body=bodies), maxlen=PUSH_JOBS_MAXLEN, approximate=True)
-
-        await self._redis.pipelined(build)
-
+        """One push fan-out job per new message, in order, in one round trip (see :class:`FanoutQueue`)."""
+        await self._redis.append_stream(self.keys.push_jobs, [fanout_job(m, body=bodies) for m in messages],
+                                        maxlen=PUSH_JOBS_MAXLEN)
 
     # --- slow mode ---------------------------------------------------------------------------------
 
@@ -280,14 +305,12 @@ class RedisState:
         return [int(r) for r in await self._redis.pipelined(build, scripts=[SLOW_MODE])]
 
 
-_Field = bytes | bytearray | memoryview | str | int | float
 
-
-def fanout_job(m: StoredMessage, *, body: bool = True) -> dict[_Field, _Field]:
+def fanout_job(m: StoredMessage, *, body: bool = True) -> dict[str, str]:
     """The fields of a fan-out job: enough to decide and build a notification without a store read.
     ``body=False`` (privacy mode): the text never enters Redis (an empty body is stored)."""
-    return {"id": str(m.id), "channel": m.channel, "epoch": m.epoch, "seq": m.seq, "sender": m.sender,
-            "device": m.device, "ts": m.ts, "kind": m.kind, "body": m.body if body else ""}
+    return {"id": str(m.id), "channel": m.channel, "epoch": str(m.epoch), "seq": str(m.seq), "sender": m.sender,
+            "device": m.device, "ts": str(m.ts), "kind": m.kind, "body": m.body if body else ""}
 
 
 def _conformance(state: RedisState) -> tuple[PresenceStore, ReadStateStore, FanoutQueue, SlowModeGate]:

@@ -137,6 +137,40 @@ async def test_fanout_resumes_after_its_cursor_without_duplicates(push: PushStat
     assert await push.fanout_progress(entry_id) is None
 
 
+async def test_fresh_jobs_are_fanned_out_together_as_one_by_one_would(push: PushState, redis_state: RedisState) -> None:
+    """Several jobs read at once: small channels' jobs share their round trips and one transaction;
+    a channel larger than a batch goes job by job. The send jobs and badges are those of one-by-one."""
+    members = [f"u{i}" for i in range(4)]
+    directory, store = await world(redis_state, ["alice", *members])
+    big = [f"b{i:02d}" for i in range(6)]
+    for u in big:
+        await directory.add_member("cbig", u, now_ms=0)
+    await store.append([message(1), message(2), message(3), message(1, channel="cbig")])
+    for u in [*members, *big]:
+        await push.register(u, "phone", PushRegistration(platform="fcm", token=f"{u}-token-xyz"))
+    await redis_state.presence_event("u0", "laptop|1", "connect", now_ms=0, ttl_ms=10**9)  # online: no push
+    await push.set_muted("u1", CHANNEL, True)
+    await push.ensure_groups()
+    await redis_state.enqueue_fanout([message(1), message(2), message(1, channel="cbig", sender="b00"),
+                                      message(3, sender="u2")])
+    fanout = Fanout(push, directory, store, "f1", FanoutConfig(batch=4, block_ms=100))
+    entries = await push.read_fanout_jobs("f1", block_ms=100)
+    assert len(entries) == 4
+    left = await fanout.fan_out_many([(i, FanoutJob.from_fields(f)) for i, f in entries])
+    assert [FanoutJob.from_fields(f).channel for _, f in left] == ["cbig"]  # 5 others > batch of 4
+    badge = await fanout.badges(["u2", "u3"])
+    assert min(badge.values()) > 0
+    assert sorted((j.seq, j.user, j.badge) for j in await sends(push)) == [  # message 3 is u2's own
+        (1, "u2", badge["u2"]), (1, "u3", badge["u3"]), (2, "u2", badge["u2"]), (2, "u3", badge["u3"]),
+        (3, "u3", badge["u3"])]
+    assert fanout.counts["jobs"] == 3
+    assert (await push.pending_counts())[push.keys.push_jobs] == 1  # only the big channel's job
+    for entry_id, fields in left:
+        await fanout.fan_out(entry_id, FanoutJob.from_fields(fields))
+    assert sorted(j.user for j in await sends(push) if j.channel == "cbig") == big[1:]
+    assert (await push.pending_counts())[push.keys.push_jobs] == 0
+
+
 @pytest.fixture
 async def sender_env(push: PushState, fcm_standin: FcmStandIn, apns_standin: ApnsStandIn,
                      fcm_pusher: FcmPusher, apns_pusher: ApnsPusher) -> tuple[Sender, Clock]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from importlib import resources
+from typing import TypeVar
 
 import pytest
 from redis.crc import key_slot
@@ -17,6 +18,8 @@ from redis.crc import key_slot
 from mqchat.storage.keys import PRESENCE_SHARDS, Keys, presence_shard
 from mqchat.storage.redis_client import RedisClient
 from mqchat.storage.redis_state import RedisState
+
+Item = TypeVar("Item")
 
 USERS = ["alice", "bob", "u", "x" * 64, "A-b_9", *(f"user{i}" for i in range(200))]
 CHANNELS = ["c1", "general", "c-" + "z" * 60]
@@ -26,6 +29,13 @@ def slots(keys: list[str]) -> set[int]:
     return {key_slot(k.encode()) for k in keys}
 
 
+def cluster_groups(items: list[Item], key: Callable[[Item], str]) -> list[list[Item]]:
+    """:meth:`RedisClient.slot_groups` of a cluster client (never connects)."""
+    cluster = RedisClient.from_url("redis+cluster://127.0.0.1:1")
+    assert cluster.cluster
+    return cluster.slot_groups(items, key)
+
+
 def sample_calls(k: Keys) -> dict[str, list[list[str]]]:
     """For each script: the KEYS of sample calls, built by the stores' own code where they expose it."""
     state = RedisState(RedisClient.from_url("redis://127.0.0.1:1/0", k.prefix))  # never connects
@@ -33,6 +43,10 @@ def sample_calls(k: Keys) -> dict[str, list[list[str]]]:
         "presence_update.lua": [state._update_args(u, "phone|c1", "connect", "online", 0, 1)[0] for u in USERS],
         "presence_expire.lua": [[k.leases(s), k.changes(s)] for s in range(PRESENCE_SHARDS)],
         "read_marker.lua": [[k.read(u), k.mentions(u, c)] for u in USERS for c in CHANNELS],
+        # the bridge's batched marker moves, grouped the way a cluster client groups them (per slot)
+        "read_markers.lua": [state._read_markers_args(group)[0] for group in cluster_groups(
+            [(u, c, 1, seq) for seq in (1, 2) for u in USERS for c in CHANNELS], lambda item: k.read(item[0]))],
+        "stream_append.lua": [[k.push_jobs], [k.message_log]],
         "lease_claim.lua": [[k.lease(p)] for p in range(64)],
         "lease_release.lua": [[k.lease(p)] for p in range(64)],
         "rate_limit.lua": [[k.rate("login", u)] for u in USERS],

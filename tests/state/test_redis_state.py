@@ -128,6 +128,37 @@ async def test_read_markers_only_move_forward(state: RedisState) -> None:
         "c1": ReadMarker(2, 3), "c2": ReadMarker(1, 3), "c3": None}
 
 
+async def test_a_batch_of_marker_moves_ends_where_moving_them_one_by_one_does(state: RedisState) -> None:
+    """mark_read_many collapses and batches (one script call per slot); the end state, markers and
+    mentions cleared, must be that of read_marker.lua applied to each marker in order. Users
+    ``b:*`` get the batch, users ``o:*`` the same markers one at a time."""
+    rng = random.Random(7)
+    users, channels = [f"u{i}" for i in range(30)], ["c1", "c2", "c3"]
+    markers = [(rng.choice(users), rng.choice(channels), rng.choice([1, 1, 1, 2]), rng.randint(0, 40))
+               for _ in range(600)]
+    mentions = [(u, c, seq) for u in users for c in channels for seq in (5, 20, 35)]
+    await state.add_mentions([(f"b:{u}", c, seq) for u, c, seq in mentions]
+                             + [(f"o:{u}", c, seq) for u, c, seq in mentions])
+    await state.mark_read_many([(f"b:{u}", c, epoch, seq) for u, c, epoch, seq in markers])
+    for u, c, epoch, seq in markers:
+        await state.mark_read(f"o:{u}", c, epoch, seq)
+    for u in users:
+        batched, one_by_one = (await state.read_markers(f"b:{u}", channels),
+                               await state.read_markers(f"o:{u}", channels))
+        assert batched == one_by_one
+        assert (await state.mention_counts(f"b:{u}", dict.fromkeys(channels, 0))
+                == await state.mention_counts(f"o:{u}", dict.fromkeys(channels, 0)))
+    assert any(m is not None for m in batched.values())
+
+
+async def test_a_marker_of_a_new_epoch_in_the_middle_of_a_batch_replaces_a_higher_one(state: RedisState) -> None:
+    await state.mark_read_many([("u", "c1", 1, 9), ("u", "c1", 2, 3), ("u", "c1", 2, 1), ("u", "c2", 1, 4),
+                                ("u", "c2", 1, 6)])
+    assert await state.read_markers("u", ["c1", "c2"]) == {"c1": ReadMarker(2, 3), "c2": ReadMarker(1, 6)}
+    await state.mark_read_many([("u", "c1", 1, 2)])  # another epoch: stale, replaced as one by one would
+    assert await state.read_markers("u", ["c1"]) == {"c1": ReadMarker(1, 2)}
+
+
 async def test_mentions_above_the_marker_are_counted_and_cleared_by_reading(state: RedisState) -> None:
     await state.add_mentions([("u", "c1", 3), ("u", "c1", 7), ("u", "c1", 9), ("u", "c2", 1)])
     assert await state.mention_counts("u", {"c1": 0, "c2": 0}) == {"c1": 3, "c2": 1}
@@ -157,6 +188,22 @@ async def test_fanout_jobs_carry_what_the_push_workers_need(state: RedisState) -
         {"id": "12", "channel": "c1", "epoch": "1", "seq": "2", "sender": "alice", "device": "phone",
          "ts": str(T0 + 2), "kind": "text", "body": "hi 2"},
     ]
+
+
+async def test_many_fanout_jobs_are_appended_in_order_in_several_script_calls(state: RedisState) -> None:
+    from mqchat.storage.base import StoredMessage
+    from mqchat.storage.redis_client import STREAM_APPEND_BATCH
+
+    n = 2 * STREAM_APPEND_BATCH + 7
+    msgs = [StoredMessage(10**18 + i, "c1", i, 1, "alice", "phone", f"m{i}", T0 + i, "text", f"é {i} \" {{}}")
+            for i in range(1, n + 1)]
+    await state.enqueue_fanout(msgs)
+    entries: Any = await state._r.xrange("t:push:{queues}:jobs")
+    fields = [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries]
+    assert [f["seq"] for f in fields] == [str(i) for i in range(1, n + 1)]
+    assert fields[-1]["id"] == str(10**18 + n)  # 64-bit ids survive as text
+    assert fields[0]["body"] == 'é 1 " {}'
+    await state.enqueue_fanout([])  # nothing to do, no call
 
 
 async def test_in_privacy_mode_fanout_jobs_carry_no_text(state: RedisState) -> None:
