@@ -6,6 +6,7 @@ each) and calls it for that role only::
     CONNECT ───────────▶ Authenticator.authenticate(session)          None abstains; all answers True
     SUBSCRIBE, PUBLISH,
     every delivery ────▶ TopicAcl.topic_allowed(session, topic, action)  None abstains; any False denies
+                         (TopicAclNow.topic_allowed_now first, when every topic plugin has it: no await)
     events ────────────▶ on_client_connected(session) ... on_will_published(session, message)
     shutdown ──────────▶ close()
 
@@ -47,6 +48,7 @@ __all__ = [
     "Closable",
     "MessageReceived",
     "TopicAcl",
+    "TopicAclNow",
     "WillPublished",
 ]
 
@@ -86,6 +88,17 @@ class TopicAcl(Protocol):
 
     def topic_allowed(self, session: Session, topic: str, action: Action) -> Awaitable[bool | None]:
         """True: allow; False: deny; None: no opinion. An exception denies."""
+        ...
+
+
+@runtime_checkable
+class TopicAclNow(Protocol):
+    """Optional, beside :class:`TopicAcl`: the same decision without awaiting, when the plugin can
+    make it from what it holds (the per-delivery path asks this first: no coroutine per delivery)."""
+
+    def topic_allowed_now(self, session: Session, topic: str, action: Action) -> bool | None:
+        """True: allow; False: deny; None: undecided here (``topic_allowed`` is then awaited). An
+        exception denies. Must agree with ``topic_allowed`` whenever it answers."""
         ...
 
 

@@ -33,6 +33,7 @@ from broker.plugin_api import (
     Closable,
     MessageReceived,
     TopicAcl,
+    TopicAclNow,
     WillPublished,
 )
 from broker.session import Session
@@ -66,6 +67,9 @@ class PluginChain:
         self.authenticators = [x.authenticate for x in p if isinstance(x, Authenticator)]
         self.acls = [x.topic_allowed for x in p if isinstance(x, TopicAcl)]
         """Empty when no plugin filters topics: deliveries then ask nobody."""
+        now = [x.topic_allowed_now for x in p if isinstance(x, TopicAcl) and isinstance(x, TopicAclNow)]
+        self._acls_now = now if len(now) == len(self.acls) else None
+        """Every topic plugin can answer without awaiting (:class:`TopicAclNow`): :meth:`allowed_now` asks them."""
         self.on_connected = [x.on_client_connected for x in p if isinstance(x, ClientConnected)]
         self.on_disconnected = [x.on_client_disconnected for x in p if isinstance(x, ClientDisconnected)]
         self.on_subscribed = [x.on_client_subscribed for x in p if isinstance(x, ClientSubscribed)]
@@ -92,6 +96,25 @@ class PluginChain:
             if answer is not None:
                 answers.append(bool(answer))
         return bool(answers) and all(answers)
+
+    def allowed_now(self, session: Session, topic: str, action: Action) -> bool | None:
+        """:meth:`allowed` without awaiting, when every topic plugin can answer at once; ``None``:
+        await :meth:`allowed`."""
+        acls = self._acls_now
+        if acls is None:
+            return None
+        undecided = False
+        for allows in acls:
+            try:
+                answer = allows(session, topic, action)
+            except Exception:
+                logger.exception("topic plugin %s failed; denying (fail closed)", _name(allows))
+                return False
+            if answer is False:
+                return False
+            if answer is None:
+                undecided = True
+        return None if undecided else True
 
     async def allowed(self, session: Session, topic: str, action: Action) -> bool:
         for allows in self.acls:

@@ -25,6 +25,7 @@ from broker.plugin_api import (
     Closable,
     MessageReceived,
     TopicAcl,
+    TopicAclNow,
 )
 from broker.session import Session
 from mqchat import access, auth, policy, topics
@@ -122,7 +123,8 @@ class TopicAclPlugin:
         unfed = b.membership_cache_unfed_s if membership_cache_s is None else membership_cache_s
         self._cache = access.MembershipCache(self._directory, unfed, fed_ttl_s=b.membership_cache_s)
         r = settings.redis
-        self._redis = RedisClient.from_url(r.url, r.key_prefix) if r.url else None
+        self._redis = (RedisClient.from_url(r.url, r.key_prefix, max_connections=r.max_connections,
+                                            pool_timeout_s=r.pool_timeout_s) if r.url else None)
         self._follower: asyncio.Task[None] | None = None
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 
@@ -141,6 +143,24 @@ class TopicAclPlugin:
 
     async def on_client_disconnected(self, session: Session) -> None:
         self._typing.pop(session.client_id, None)
+
+    def topic_allowed_now(self, session: Session, topic: str, action: Action) -> bool | None:
+        """A delivery's decision from the session's verdicts and the cached channel sets (no
+        coroutine); ``None`` for anything else, or when the cache has to be read."""
+        if action is not Action.RECEIVE:
+            return None
+        attributes = session.attributes
+        principal = attributes.get(PRINCIPAL)
+        if not isinstance(principal, auth.Principal):
+            return False
+        verdicts = attributes.get(VERDICTS)
+        if not isinstance(verdicts, access.Verdicts) or verdicts.principal is not principal:
+            verdicts = attributes[VERDICTS] = access.Verdicts(principal)
+        try:
+            return access.decide_cached(verdicts, action, topic, self._cache)
+        except Exception:
+            logger.exception("ACL check failed for %s %s; denying (fail closed)", action, topic)
+            return False
 
     async def topic_allowed(self, session: Session, topic: str, action: Action) -> bool:
         principal = session.attributes.get(PRINCIPAL)
@@ -185,6 +205,8 @@ TOKEN_REFRESHES = Counter("mqchat_broker_token_refreshes_total", "In-band token 
                           "by outcome.", ["outcome"])
 #: How long one read of the revocation stream waits for an entry (ms); the loop reads again at once.
 REVOCATION_BLOCK_MS = 1000
+#: Revocation checks (CONNECTs, in-band refreshes) read from Redis in one pipelined round trip.
+REVOCATION_BATCH = 500
 
 
 class TokenLifecyclePlugin:
@@ -205,21 +227,53 @@ class TokenLifecyclePlugin:
 
     def __init__(self, keys: auth.KeySet, redis: RedisSettings | None) -> None:
         self._keys = keys
-        self._redis = RedisClient.from_url(redis.url, redis.key_prefix) if redis is not None and redis.url else None
+        self._redis = (RedisClient.from_url(redis.url, redis.key_prefix, max_connections=redis.max_connections,
+                                             pool_timeout_s=redis.pool_timeout_s)
+                       if redis is not None and redis.url else None)
         self._tokens = (TokenStore(self._redis, refresh_ttl_s=1, access_ttl_s=1)  # reads only: TTLs unused
                         if self._redis is not None else None)
         self._by_user: dict[str, dict[str, Session]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._pending: list[tuple[auth.Principal, asyncio.Future[bool]]] = []
+        """Revocation checks waiting for the next batch."""
+        self._checker: asyncio.Task[None] | None = None
 
     async def _revoked(self, principal: auth.Principal) -> bool:
+        """Whether ``principal``'s token was revoked. Concurrent checks are coalesced: one batch of
+        up to :data:`REVOCATION_BATCH` is read in one pipelined round trip (one Redis connection)
+        while the next ones gather, so a CONNECT storm costs a few round trips, not a connection
+        per device."""
         if self._tokens is None or principal.is_service:
             return False
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((principal, answer))
+        if self._checker is None:
+            self._checker = asyncio.get_running_loop().create_task(self._check_pending(),
+                                                                   name="broker.tokens.revocation_checks")
+        return await answer
+
+    async def _check_pending(self) -> None:
+        assert self._tokens is not None
         try:
-            return await self._tokens.is_revoked(principal.user_id, principal.device_id, principal.issued_at)
-        except StorageUnavailable as exc:  # access tokens are short-lived: fail open, and say so
-            logger.warning("revocation of %s:%s not checked: %s", principal.user_id, principal.device_id, exc)
-            return False
+            while self._pending:
+                batch, self._pending = self._pending[:REVOCATION_BATCH], self._pending[REVOCATION_BATCH:]
+                try:
+                    befores = await self._tokens.revoked_before_many([(p.user_id, p.device_id) for p, _ in batch])
+                except StorageUnavailable as exc:  # access tokens are short-lived: fail open, and say so
+                    logger.warning("revocation of %d tokens (%s:%s...) not checked: %s", len(batch),
+                                   batch[0][0].user_id, batch[0][0].device_id, exc)
+                    befores = [0.0] * len(batch)
+                except Exception as exc:
+                    for _, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for (principal, answer), before in zip(batch, befores, strict=True):
+                    if not answer.done():
+                        answer.set_result(principal.issued_at < before)
+        finally:
+            self._checker = None
 
     async def authenticate(self, session: Session) -> bool | None:
         principal = session.attributes.get(PRINCIPAL)
@@ -339,18 +393,19 @@ class TokenLifecyclePlugin:
     async def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        for task in (self._watcher, self._checker):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._redis is not None:
             await self._redis.close()
 
 
 if TYPE_CHECKING:  # static conformance: mypy checks each plugin against the protocols it implements
 
-    def _conforms(jwt: JwtAuthPlugin, acl: TopicAclPlugin) -> tuple[Authenticator, TopicAcl, ClientDisconnected,
-                                                                    BrokerStarted, Closable]:
-        return jwt, acl, acl, acl, acl
+    def _conforms(jwt: JwtAuthPlugin, acl: TopicAclPlugin) -> tuple[Authenticator, TopicAcl, TopicAclNow,
+                                                                    ClientDisconnected, BrokerStarted, Closable]:
+        return jwt, acl, acl, acl, acl, acl
 
     def _conforms_tokens(t: TokenLifecyclePlugin) -> tuple[Authenticator, BrokerStarted, ClientConnected,
                                                            ClientDisconnected, MessageReceived, Closable]:

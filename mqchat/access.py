@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ async def _resolve(user_id: str, verdict: policy.Verdict, membership: Membership
 
 
 class _Entry:
-    __slots__ = ("channels", "expires", "loaded", "servers")
+    __slots__ = ("channels", "expires", "loaded", "refresh_at", "servers")
 
     def __init__(self, channels: frozenset[str], servers: frozenset[str] | None, loaded: float,
                  expires: float) -> None:
@@ -145,6 +146,16 @@ class _Entry:
         self.servers = servers  # None: unknown (a directory without servers): any server change drops it
         self.loaded = loaded
         self.expires = expires
+        # read again in the background once used past here (60-85 % of its lifetime, spread so that
+        # entries loaded together are not all reloaded together)
+        self.refresh_at = loaded + (expires - loaded) * random.uniform(REFRESH_AHEAD_MIN, REFRESH_AHEAD_MAX)
+
+
+#: An entry used past this fraction of its lifetime (picked at random in the range per entry) is
+#: read again in the background: the per-delivery path keeps finding fresh entries instead of
+#: waiting for a directory read when one expires (and a channel's members, loaded together, are
+#: not all reloaded in the same second).
+REFRESH_AHEAD_MIN, REFRESH_AHEAD_MAX = 0.6, 0.85
 
 
 class MembershipCache:
@@ -169,6 +180,7 @@ class MembershipCache:
         self._max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._refreshing: set[asyncio.Task[None]] = set()
         self._version = 0  # bumped by every invalidation: a load that straddles one is not kept
         self.loads = 0
         """Directory reads so far (for metrics and benchmarks)."""
@@ -217,11 +229,34 @@ class MembershipCache:
     # --- reads -----------------------------------------------------------------------------------
 
     def fresh(self, user_id: str) -> frozenset[str] | None:
-        """The user's channels if cached and not expired, without waiting (the per-delivery path)."""
+        """The user's channels if cached and not expired, without waiting (the per-delivery path).
+        An entry past its refresh point is read again in the background (once)."""
         hit = self._entries.get(user_id)
-        if hit is not None and hit.expires > time.monotonic():
-            return hit.channels
-        return None
+        if hit is None:
+            return None
+        now = time.monotonic()
+        if hit.expires <= now:
+            return None
+        if now >= hit.refresh_at:
+            hit.refresh_at = hit.expires  # once per entry
+            if user_id not in self._loading:
+                self._refresh_ahead(user_id)
+        return hit.channels
+
+    def _refresh_ahead(self, user_id: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): the entry is read again when it expires
+        task = loop.create_task(self._reload(user_id), name="access.membership.refresh")
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def _reload(self, user_id: str) -> None:
+        try:
+            await self._load(user_id, time.monotonic())
+        except Exception as exc:  # the entry stays until it expires; the next check reads it again
+            logger.warning("refreshing the channels of %s failed: %s", user_id, exc)
 
     async def channels(self, user_id: str, *, max_age_s: float | None = None) -> frozenset[str]:
         """The user's channels; ``max_age_s``: an entry loaded longer ago than this is read again."""

@@ -296,6 +296,16 @@ class RedisSettings(_Section):
     )
     key_prefix: str = Field("mqchat:", description="Prefix of every key mqchat writes (no braces: they are "
                             "Redis Cluster hash tags).")
+    max_connections: int = Field(
+        64, ge=1, le=10_000, description="Connections each process opens to one Redis server (to each cluster "
+        "node) at most. A command issued while all are busy waits for one (up to `redis.pool_timeout_s`; a "
+        "cluster client cannot wait and fails at once), so a burst (10,000 devices connecting at once) queues "
+        "instead of exhausting Redis' `maxclients`."
+    )
+    pool_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="How long a Redis command waits for a free pooled connection before "
+        "failing as storage unavailable."
+    )
 
     @field_validator("key_prefix")
     @classmethod

@@ -55,6 +55,12 @@ WATCH_ATTEMPTS = 5
 #: URL schemes of a Redis Cluster (``rediss+``: TLS).
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+#: Connections one client opens to one Redis server (``redis.max_connections``); a command issued
+#: while all are busy waits for one (up to :data:`DEFAULT_POOL_TIMEOUT_S`) instead of opening more.
+DEFAULT_MAX_CONNECTIONS = 64
+#: How long a command waits for a free pooled connection before failing with
+#: :class:`~mqchat.errors.StorageUnavailable` (``redis.pool_timeout_s``).
+DEFAULT_POOL_TIMEOUT_S = 5.0
 
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
@@ -132,10 +138,11 @@ class RedisClient:
         prefix: key prefix (``redis.key_prefix``).
         node_options: cluster only: connection options (credentials, TLS, timeouts) of the plain
             clients opened to single primaries for transactions.
+        node_pool: cluster only: ``max_connections`` and ``pool_timeout_s`` of those clients' pools.
     """
 
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = DEFAULT_PREFIX, *,
-                 node_options: dict[str, Any] | None = None) -> None:
+                 node_options: dict[str, Any] | None = None, node_pool: dict[str, Any] | None = None) -> None:
         self.cluster = isinstance(client, RedisCluster)
         """True when talking to a Redis Cluster (a few reads spanning slots are done per slot)."""
         # The cluster client has the same command methods as the single one (and splits pipelines
@@ -147,25 +154,45 @@ class RedisClient:
         #: cluster client's own transactions run each queued command on a thread of its own).
         self._nodes: dict[tuple[str, int], aioredis.Redis] = {}
         self._node_options = dict(node_options or {})
+        pool = node_pool or {}
+        self._node_pool: dict[str, Any] = {
+            "max_connections": int(pool.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
+            "timeout": float(pool.get("pool_timeout_s", DEFAULT_POOL_TIMEOUT_S))}
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisClient:
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S) -> RedisClient:
         """A client for ``url``: ``redis://host:port/db`` (one server) or
         ``redis+cluster://host:port,host:port`` (a Redis Cluster); nothing connects until the first command.
 
+        The pool is bounded: at most ``max_connections`` connections to one server (to each cluster
+        node), and a command issued while all are busy waits up to ``pool_timeout_s`` for one
+        (then :class:`~mqchat.errors.StorageUnavailable`; on a cluster, whose client cannot wait,
+        at once), so a burst of commands (a CONNECT storm's
+        revocation checks) queues on the pool instead of exhausting Redis' ``maxclients``.
+
         Raises:
-            ConfigError: a malformed cluster URL, or a key prefix with braces.
+            ConfigError: a malformed cluster URL, a key prefix with braces, or a pool bound below 1.
         """
         try:
             keys = Keys(prefix)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if max_connections < 1 or pool_timeout_s <= 0:
+            raise ConfigError(f"redis pool: max_connections must be >= 1 and the timeout > 0 "
+                              f"(got {max_connections}, {pool_timeout_s})")
         if url.partition("://")[0] in CLUSTER_SCHEMES:
             nodes, username, password, tls = cluster_nodes(url)
             options: dict[str, Any] = {"username": username, "password": password, "ssl": tls, **_TIMEOUTS}
-            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
-            return cls(cluster, keys.prefix, node_options=options)
-        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS), keys.prefix)
+            # redis-py's cluster client has no blocking pool: past ``max_connections`` to one node a
+            # command fails at once (StorageUnavailable) instead of waiting; the bound still holds.
+            cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                                   max_connections=max_connections, **options)
+            node_pool = {"max_connections": max_connections, "pool_timeout_s": pool_timeout_s}
+            return cls(cluster, keys.prefix, node_options=options, node_pool=node_pool)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout_s,
+                                                        health_check_interval=30, **_TIMEOUTS)
+        return cls(aioredis.Redis.from_pool(pool), keys.prefix)
 
     @property
     def driver(self) -> aioredis.Redis:
@@ -335,7 +362,9 @@ class RedisClient:
         address = (str(node.host), int(node.port))
         found = self._nodes.get(address)
         if found is None:
-            found = self._nodes[address] = aioredis.Redis(host=address[0], port=address[1], **self._node_options)
+            pool = aioredis.BlockingConnectionPool(host=address[0], port=address[1], **self._node_options,
+                                                   **self._node_pool)
+            found = self._nodes[address] = aioredis.Redis.from_pool(pool)
         return found
 
     async def _transaction_client(self, build: Callable[[Pipeline], None]) -> aioredis.Redis:

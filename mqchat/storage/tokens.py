@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,6 +179,19 @@ class TokenStore:
         values = await self._redis.call(
             self._redis.driver.hmget(self._redis.keys.revoked(user_id), [device_id, ALL_DEVICES]))
         return max((float(v) for v in values if v is not None), default=0.0)
+
+    async def revoked_before_many(self, devices: Sequence[tuple[str, str]]) -> list[float]:
+        """:meth:`revoked_before` of each ``(user_id, device_id)``, in one pipelined round trip."""
+        if not devices:
+            return []
+        k = self._redis.keys
+
+        def read(pipe: Pipeline) -> None:
+            for user_id, device_id in devices:
+                pipe.hmget(k.revoked(user_id), [device_id, ALL_DEVICES])
+
+        replies = await self._redis.pipelined(read)
+        return [max((float(v) for v in values if v is not None), default=0.0) for values in replies]
 
     async def is_revoked(self, user_id: str, device_id: str, issued_at: float) -> bool:
         return issued_at < await self.revoked_before(user_id, device_id)

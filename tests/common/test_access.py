@@ -118,8 +118,18 @@ async def test_lifetime_is_long_only_while_fed_and_every_switch_drops_everything
 async def test_unfed_entries_expire(w: W) -> None:
     cache = access.MembershipCache(w.d, ttl_s=0.2, fed_ttl_s=3600)
     await cache.channels(w.bob)
+    loaded = time.monotonic()
     assert cache.fresh(w.bob) is not None
-    await wait_for(lambda: cache.fresh(w.bob) is None, within=5)
+    await wait_for(lambda: time.monotonic() > loaded + 0.25, within=5)  # not used meanwhile
+    assert cache.fresh(w.bob) is None
+
+
+async def test_an_entry_used_near_its_end_is_read_again_in_the_background(w: W) -> None:
+    cache = access.MembershipCache(w.d, ttl_s=0.3, fed_ttl_s=3600)
+    await cache.channels(w.bob)
+    loads = cache.loads
+    # the per-delivery path never waits: it keeps getting an answer while the entry is re-read
+    await wait_for(lambda: cache.fresh(w.bob) is not None and cache.loads > loads, within=5)
 
 
 async def test_events_drop_exactly_their_scope(w: W) -> None:
