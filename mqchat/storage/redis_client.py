@@ -362,8 +362,10 @@ class RedisClient:
         address = (str(node.host), int(node.port))
         found = self._nodes.get(address)
         if found is None:
-            pool = aioredis.BlockingConnectionPool(host=address[0], port=address[1], **self._node_options,
-                                                   **self._node_pool)
+            options = dict(self._node_options)
+            if options.pop("ssl", False):
+                options["connection_class"] = aioredis.SSLConnection
+            pool = aioredis.BlockingConnectionPool(host=address[0], port=address[1], **options, **self._node_pool)
             found = self._nodes[address] = aioredis.Redis.from_pool(pool)
         return found
 
