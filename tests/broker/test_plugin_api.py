@@ -142,6 +142,32 @@ async def test_topic_none_abstains_false_denies_and_exceptions_deny() -> None:
     assert not await PluginChain([Answer(True, fail=True)]).allowed(s, "a", Action.RECEIVE)
 
 
+class Now:
+    """A topic plugin that can answer at once (``TopicAclNow``)."""
+
+    def __init__(self, now: bool | None, *, fail: bool = False) -> None:
+        self.now, self.fail = now, fail
+
+    def topic_allowed_now(self, session: Session, topic: str, action: Action) -> bool | None:
+        if self.fail:
+            raise RuntimeError("boom")
+        return self.now
+
+    async def topic_allowed(self, session: Session, topic: str, action: Action) -> bool | None:
+        return True
+
+
+def test_a_delivery_is_decided_without_awaiting_only_when_every_topic_plugin_can() -> None:
+    s = session()
+    assert PluginChain([Now(True), Now(True)]).allowed_now(s, "t", Action.RECEIVE) is True
+    assert PluginChain([Now(True), Now(False)]).allowed_now(s, "t", Action.RECEIVE) is False
+    assert PluginChain([Now(None), Now(True)]).allowed_now(s, "t", Action.RECEIVE) is None, "undecided: await"
+    assert PluginChain([Now(None), Now(False)]).allowed_now(s, "t", Action.RECEIVE) is False, "a deny is final"
+    assert PluginChain([Now(True, fail=True)]).allowed_now(s, "t", Action.RECEIVE) is False, "fails closed"
+    assert PluginChain([Now(True), Answer(True)]).allowed_now(s, "t", Action.RECEIVE) is None, \
+        "a plugin that can only be awaited: the chain awaits"
+
+
 async def test_a_deny_stops_the_chain() -> None:
     first, second = Answer(False), Answer(True)
     assert not await PluginChain([first, second]).allowed(session(), "t", Action.PUBLISH)
