@@ -395,23 +395,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     sup: supervisor.Supervisor | None = None
     status = 0
     try:
-        children: list[supervisor.Child] = []
+        # Started group by group, in order; the instances of one module (bridges, workers) start together.
+        groups: list[list[supervisor.Child]] = []
         redis_url = settings.redis.url
         if redis_url is None:
             redis, redis_url = _redis_child(settings)
-            children.append(redis)
+            groups.append([redis])
         probe_ports = _probe_ports(settings, processes)
         env = child_env(settings, redis_url)
-        children += [_process_child(settings, p, env | instance_env(settings, p, probe_ports[p.name]),
-                                    probe_ports[p.name]) for p in processes]
-        sup = supervisor.Supervisor(children, supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
+        for p in processes:
+            child = _process_child(settings, p, env | instance_env(settings, p, probe_ports[p.name]),
+                                   probe_ports[p.name])
+            if p.index == 0:
+                groups.append([child])
+            else:
+                groups[-1].append(child)
+        sup = supervisor.Supervisor([c for g in groups for c in g],
+                                    supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
         if settings.ops.up_port:
             prometheus_client.start_http_server(settings.ops.up_port, addr=settings.ops.host, registry=sup.registry)
-        for child in children:
-            sup.start(child)
-            _wait_ready(child, READY_TIMEOUT_S)
-            sup.running(child)
-            if child.name == "redis":  # our private Redis, before anything uses it: bring its keys up to date
+        for group in groups:
+            for child in group:
+                sup.start(child)
+            for child in group:
+                _wait_ready(child, READY_TIMEOUT_S)
+                sup.running(child)
+            if group[0].name == "redis":  # our private Redis, before anything uses it: bring its keys up to date
                 _report_redis_migration(asyncio.run(_migrate_redis(redis_url, settings.redis.key_prefix)))
             if stopping:
                 return 0

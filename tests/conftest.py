@@ -144,7 +144,7 @@ def system_factory(tmp_path: Path, topology: str,
                 pytest.skip(str(exc))
             s = System.on_free_ports(tmp_path, broker_port=broker.port)
             s.mosquitto, s.ws_port, s.redis_url = broker, broker.ws_port, cluster.url
-            s.bridges = s.workers = 2
+            s.bridges = s.workers = int(os.environ.get("TOPO_N", "2"))  # TEMP
         else:
             s = System.on_free_ports(tmp_path)
         made.append(s)
