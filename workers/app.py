@@ -50,6 +50,12 @@ class MqttPublisher:
         await self._client.publish(topic, payload, qos=1, retain=True)
 
 
+def ready_name(settings: Settings) -> str:
+    """``workers`` for instance 0 (the only one unless ``mqchat up --workers N``), ``workers-{i}`` for the others."""
+    i = settings.ops.instance
+    return "workers" if i == 0 else f"workers-{i}"
+
+
 def presence_filter(settings: Settings) -> str:
     """The ingester's subscription: shared between workers instances unless ``presence.shared_ingest`` is off."""
     flt = topics.DEVICE_PRESENCE_FILTER
@@ -90,7 +96,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(index.close)
             indexer = Indexer(MessageLog(redis), index, search_store, directory, SEARCH_CONSUMER,
                               batch=settings.search.batch, claim_idle_ms=int(settings.search.claim_idle_s * 1000))
-        stack.callback(lifecycle.clear_ready, settings, "workers")
+        stack.callback(lifecycle.clear_ready, settings, ready_name(settings))
 
         async def presence() -> None:
             """One MQTT connection: the ingester on every instance (external broker), the publisher
@@ -120,7 +126,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         ingest = settings.mqtt.broker == "external"
         leadership = Leadership(LeaderLease(redis, PRESENCE_LEADER), client_id,
                                 lease_ms=settings.presence.leader_lease_ms)
-        lifecycle.mark_ready(settings, "workers")
+        lifecycle.mark_ready(settings, ready_name(settings))
         readiness = lifecycle.Readiness()
         readiness.ok = True
         logger.info("workers running: presence%s (publisher and sweeper when leader)%s%s",

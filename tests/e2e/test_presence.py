@@ -27,7 +27,20 @@ from tests.conftest import ROOT, RedisServer, System, free_port
 from tests.e2e.conftest import World, stored_rows
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.topologies]
+
+#: An open bug of the production topology: the workers instances share the presence ingest through a
+#: shared subscription, which the broker fills round-robin, so two status publishes of one user (one
+#: device's ``online`` then ``away``, or a tablet's ``online`` then the phone's ``offline``) can be
+#: applied in the reverse order by two ingesters: a lost ``away``, a transient wrong aggregate.
+REORDERED_INGEST = ("status publishes of one user spread over two presence ingesters are applied out of "
+                    "order (workers/presence.py, presence_update.lua)")
+
+#: Why the bare-socket tests run on the embedded topology only.
+BROKER_SEES_CONNECTIONS = (
+    "a bare CONNECT without a status publish: only the embedded broker turns connections into presence "
+    "itself; on any broker a device announces itself (test_presence_any_broker.py runs the lost-connection "
+    "and silent-client cases that way on both topologies)")
 
 
 class PresenceWatcher:
@@ -72,6 +85,7 @@ async def watcher(system: System, world: World) -> AsyncIterator[PresenceWatcher
         await w.close()
 
 
+@pytest.mark.production_bug(REORDERED_INGEST)
 async def test_connect_clean_disconnect_and_multi_device(system: System, world: World,
                                                          watcher: PresenceWatcher) -> None:
     phone = Device(world.alice_phone)
@@ -90,6 +104,7 @@ async def test_connect_clean_disconnect_and_multi_device(system: System, world: 
     assert watcher.seen[world.alice] == ["online", "offline", "online", "offline"]
 
 
+@pytest.mark.embedded_only(BROKER_SEES_CONNECTIONS)
 async def test_lost_connection_without_disconnect_goes_offline(system: System, world: World,
                                                                watcher: PresenceWatcher) -> None:
     s = world.alice_phone
@@ -103,6 +118,7 @@ async def test_lost_connection_without_disconnect_goes_offline(system: System, w
     assert await watcher.wait_for(world.alice, "offline", within=1.5 * 30 + 1) < 2.0
 
 
+@pytest.mark.embedded_only(BROKER_SEES_CONNECTIONS)
 async def test_silent_client_is_dropped_after_one_and_a_half_keepalives(system: System, world: World,
                                                                         watcher: PresenceWatcher) -> None:
     s = world.alice_phone
@@ -123,6 +139,7 @@ async def test_silent_client_is_dropped_after_one_and_a_half_keepalives(system: 
     await watcher.wait_for(world.alice, "offline", within=2)
 
 
+@pytest.mark.production_bug(REORDERED_INGEST)
 async def test_away_is_reported_when_every_device_is_away(system: System, world: World,
                                                           watcher: PresenceWatcher) -> None:
     async with Device(world.alice_phone) as phone:
@@ -135,6 +152,8 @@ async def test_away_is_reported_when_every_device_is_away(system: System, world:
         await watcher.wait_for(world.alice, "online", within=5)
 
 
+@pytest.mark.embedded_only("bob's watching laptop is a bare MQTT client: only the embedded broker counts a "
+                           "connection as online without a status publish")
 async def test_channel_online_count_follows_presence(system: System, world: World,
                                                      watcher: PresenceWatcher) -> None:
     async def count() -> int:
@@ -151,6 +170,8 @@ async def test_channel_online_count_follows_presence(system: System, world: Worl
     await wait_for(lambda: online_is(1), 5, what="1 online")
 
 
+@pytest.mark.embedded_only("the typing rate limit is the embedded broker's (deploy/brokers/mosquitto/mosquitto.conf: "
+                           "Mosquitto has none)")
 async def test_typing_is_relayed_rate_limited_and_never_stored(system: System, world: World) -> None:
     b = world.bob_phone
     async with Device(world.alice_phone) as alice, \
