@@ -307,10 +307,13 @@ class RedisSettings(_Section):
 
 class PresenceSettings(_Section):
     shared_ingest: bool = Field(
-        True, description="With `mqtt.broker = external`: the workers' presence ingester subscribes to "
-        "`$share/presence/presence/+/+`, so several workers instances split the device status publishes "
-        "(Mosquitto >= 2, EMQX, VerneMQ, HiveMQ). Off: the plain `presence/+/+` (brokers without `$share`: "
-        "every instance gets and writes every publish; the same leases, more Redis work)."
+        False, description="With `mqtt.broker = external`. Off (the default): the presence leader alone "
+        "ingests the device status publishes, on one plain `presence/+/+` subscription with a persistent "
+        "session, so they are applied in the order the broker received them and a new leader resumes "
+        "where the last one stopped. On: every workers instance subscribes to "
+        "`$share/presence/presence/+/+` and they split the publishes (more ingest throughput; two "
+        "statuses of one user handled by two instances can be applied out of order until the next "
+        "heartbeat)."
     )
     leader_lease_ms: int = Field(
         5_000, ge=500, le=120_000, description="Lease of the workers instance that runs the presence publisher "

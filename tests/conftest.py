@@ -66,10 +66,8 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, within: f
 # ``redis_server`` follows the test's topology (the cluster under ``production``), so tests that
 # read Redis or hand its URL to the system stay unchanged. A test whose premise holds only on the
 # embedded topology carries ``pytest.mark.embedded_only("why")``: its ``[production]`` variant is
-# skipped with that reason. ``pytest.mark.production_bug("what")`` marks a production variant that a
-# known, open bug fails at times (a non-strict xfail, so it shows in every report). Each variant is
-# also marked ``embedded`` or ``production`` (``-m production`` selects the production runs);
-# ``--topology`` (or ``MQCHAT_TEST_TOPOLOGY``) keeps one.
+# skipped with that reason. Each variant is also marked ``embedded`` or ``production`` (``-m
+# production`` selects the production runs); ``--topology`` (or ``MQCHAT_TEST_TOPOLOGY``) keeps one.
 
 TOPOLOGIES = ("embedded", "production")
 
@@ -84,7 +82,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in ("topologies: run the module's system tests on the embedded and the production topology",
                  "embedded_only(reason): the test's premise holds only on the embedded topology",
-                 "production_bug(reason): a known, open bug makes the production variant fail at times (xfail)",
                  "embedded: the embedded-topology variant of a `topologies` test",
                  "production: the production-topology variant of a `topologies` test (Mosquitto, 2 bridges, "
                  "2 workers, Redis Cluster)"):
@@ -96,7 +93,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     wanted = metafunc.config.getoption("topology")
     only = metafunc.definition.get_closest_marker("embedded_only")
-    bug = metafunc.definition.get_closest_marker("production_bug")
     params = []
     for name in TOPOLOGIES:
         if wanted not in ("both", name):
@@ -104,8 +100,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks: list[pytest.MarkDecorator] = [getattr(pytest.mark, name)]
         if name == "production" and only is not None:
             marks.append(pytest.mark.skip(reason=f"embedded topology only: {only.args[0]}"))
-        if name == "production" and bug is not None:
-            marks.append(pytest.mark.xfail(reason=f"known bug on the production topology: {bug.args[0]}", strict=False))
         params.append(pytest.param(name, marks=marks, id=name))
     metafunc.parametrize("topology", params, indirect=True)
 
