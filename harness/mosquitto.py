@@ -21,7 +21,8 @@ def mosquitto_binary() -> str | None:
 
 class Mosquitto:
     """One Mosquitto broker; :meth:`start` it (or use it as a context manager), :meth:`kill` and
-    :meth:`start` again to take it away and bring it back on the same port.
+    :meth:`start` again to take it away and bring it back on the same ports: MQTT on ``port``, MQTT
+    over WebSocket on ``ws_port`` (any path, ``/mqtt`` included).
 
     Args:
         workdir: where its configuration and log go.
@@ -37,10 +38,12 @@ class Mosquitto:
             raise NotInstalled("mosquitto is not installed (scripts/test installs it with apt-get)")
         self.binary = binary
         self.port = free_port()
+        self.ws_port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             f"set_tcp_nodelay true\n{TUNED if tuned else ''}")
+                             f"set_tcp_nodelay true\n{TUNED if tuned else ''}"
+                             f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:

@@ -40,6 +40,9 @@ class System:
         broker: ``host:port`` of an external broker (``mqchat up --broker``); None: the embedded one.
         env: extra environment (``MQCHAT_*`` settings included), merged over ours without its ``MQCHAT_*``.
         mosquitto: the Mosquitto :func:`launch` started as its broker, if any.
+        bridges, workers: how many of each ``mqchat up`` runs (``--bridges``, ``--workers``).
+        redis_url: a Redis (or Redis Cluster) for ``redis.url`` instead of ``mqchat up``'s private one;
+            an ``MQCHAT_REDIS__URL`` in ``env`` wins.
     """
 
     data_dir: Path
@@ -51,6 +54,9 @@ class System:
     broker: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     mosquitto: Mosquitto | None = None
+    bridges: int = 1
+    workers: int = 1
+    redis_url: str | None = None
 
     @classmethod
     def on_free_ports(cls, workdir: Path, *, broker_port: int | None = None,
@@ -71,7 +77,9 @@ class System:
     @property
     def processes(self) -> tuple[str, ...]:
         """The processes ``mqchat up`` runs (each writes ``run/<name>.ready`` once it serves)."""
-        return ("bridge", "api", "workers") if self.broker else ("broker", "bridge", "api", "workers")
+        return (*(() if self.broker else ("broker",)),
+                *("bridge" if i == 0 else f"bridge-{i}" for i in range(self.bridges)), "api",
+                *("workers" if i == 0 else f"workers-{i}" for i in range(self.workers)))
 
     def start(self, timeout: float = 60.0) -> Self:
         """Start ``mqchat up`` and wait until every process is ready and the API answers ``/healthz``.
@@ -81,10 +89,15 @@ class System:
         """
         for name in self.processes:
             (self.data_dir / "run" / f"{name}.ready").unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")} | self.env
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MQCHAT_")}
+        if self.redis_url is not None:
+            env["MQCHAT_REDIS__URL"] = self.redis_url
+        env |= self.env
         cmd = [sys.executable, "-m", "mqchat.cli", "up", "--data-dir", str(self.data_dir),
                "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
-               "--http-port", str(self.http_port), *(["--broker", self.broker] if self.broker else [])]
+               "--http-port", str(self.http_port), *(["--broker", self.broker] if self.broker else []),
+               *(["--bridges", str(self.bridges)] if self.bridges != 1 else []),
+               *(["--workers", str(self.workers)] if self.workers != 1 else [])]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.proc = spawn(cmd, log=self.log, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -147,6 +160,8 @@ def launch(*, mosquitto: bool = False, env: dict[str, str] | None = None, workdi
         system = System.on_free_ports(workdir, broker_port=broker.port if broker else None,
                                       env={"MQCHAT_LOG_LEVEL": "WARNING"} | (env or {}))
         system.mosquitto = broker
+        if broker is not None:
+            system.ws_port = broker.ws_port  # clients' MQTT over WebSocket is the broker's
         stack.callback(system.stop)
         system.start(timeout)
         yield system

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 #: Start order; shutdown runs in reverse so the bridge drains while the broker is still up.
 PROCESSES = ("broker", "bridge", "api", "workers")
 READY_TIMEOUT_S = 30.0
+#: Most bridges or workers instances ``mqchat up`` runs (``up.bridges``, ``up.workers``).
+MAX_INSTANCES = 16
 STOP_TIMEOUT_S = 20.0
 
 
@@ -74,6 +77,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["directory"] = {"url": args.directory}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    for flag in ("bridges", "workers"):
+        n = getattr(args, flag, None)
+        if n is not None:
+            if not 1 <= n <= MAX_INSTANCES:
+                raise ConfigError(f"--{flag} {n}: expected 1 to {MAX_INSTANCES} (processes on this machine; "
+                                  "beyond that, run them on several machines: deploy/)")
+            overrides.setdefault("up", {})[flag] = n
     flags = {("mqtt", "port"): "mqtt_port", ("mqtt", "ws_port"): "ws_port", ("http", "port"): "http_port"}
     for (section, field), flag in flags.items():
         value = getattr(args, flag, None)
@@ -195,27 +205,90 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _probe_ports(settings: Settings, processes: tuple[str, ...]) -> dict[str, int]:
-    """The port each child serves ``/healthz`` on: the configured operations port, else a free loopback
-    port (the supervisor needs one to tell a hung child from a busy one). The API uses its HTTP port."""
-    ports: dict[str, int] = {}
-    for name in processes:
-        if name == "api":
-            ports[name] = settings.http.port
+@dataclass(frozen=True)
+class Instance:
+    """One process ``mqchat up`` runs.
+
+    Attributes:
+        name: its name as a child of the supervisor and of its ready file ``run/{name}.ready``:
+            ``broker``, ``bridge`` / ``bridge-{worker id}``, ``api``, ``workers`` / ``workers-{index}``.
+        module: what it runs (``python -m {module}``).
+        index: its number among the instances of its module (0 for the first).
+    """
+
+    name: str
+    module: str
+    index: int = 0
+
+
+def instances(settings: Settings, *, external: bool) -> list[Instance]:
+    """The processes ``mqchat up`` runs, in start order: the embedded broker (unless ``external``),
+    ``up.bridges`` bridges, the API, ``up.workers`` workers instances.
+
+    Raises:
+        ConfigError: the bridges' worker ids or the operations ports would run past their range.
+    """
+    up, base = settings.up, settings.bridge.worker_id
+    if base + up.bridges - 1 > MAX_WORKER_ID:
+        raise ConfigError(f"{up.bridges} bridges from bridge.worker_id {base} need worker ids up to "
+                          f"{base + up.bridges - 1}; the largest is {MAX_WORKER_ID}: lower bridge.worker_id")
+    for module, count in (("bridge", up.bridges), ("workers", up.workers)):
+        configured = int(getattr(settings.ops, f"{module}_port"))
+        if configured and configured + count - 1 > 65535:
+            raise ConfigError(f"ops.{module}_port {configured} + {count} instances runs past port 65535")
+    out: list[Instance] = []
+    for module in PROCESSES:
+        if module == "broker" and external:
+            continue
+        if module == "bridge":
+            out += [Instance("bridge" if base + i == 0 else f"bridge-{base + i}", module, i) for i in range(up.bridges)]
+        elif module == "workers":
+            out += [Instance("workers" if i == 0 else f"workers-{i}", module, i) for i in range(up.workers)]
         else:
-            configured = int(getattr(settings.ops, f"{name}_port"))
-            ports[name] = configured or _free_port()
+            out.append(Instance(module, module))
+    return out
+
+
+MAX_WORKER_ID = 1023
+
+
+def _probe_ports(settings: Settings, processes: list[Instance]) -> dict[str, int]:
+    """The port each child serves ``/healthz`` on: the configured operations port (plus the instance's
+    index), else a free loopback port (the supervisor needs one to tell a hung child from a busy one).
+    The API uses its HTTP port."""
+    ports: dict[str, int] = {}
+    for p in processes:
+        if p.module == "api":
+            ports[p.name] = settings.http.port
+        else:
+            configured = int(getattr(settings.ops, f"{p.module}_port"))
+            ports[p.name] = configured + p.index if configured else _free_port()
     return ports
 
 
-def _process_child(settings: Settings, name: str, env: dict[str, str], probe_port: int) -> supervisor.Child:
-    host = settings.http.host if name == "api" else settings.ops.host
+def instance_env(settings: Settings, p: Instance, probe_port: int) -> dict[str, str]:
+    """What one instance gets on top of the shared child environment: its operations port, and its
+    identity among its kind (a bridge's worker id, a workers instance's number)."""
+    if p.module == "api":
+        return {}
+    env = {f"MQCHAT_OPS__{p.module.upper()}_PORT": str(probe_port)}
+    if p.module == "bridge":
+        env["MQCHAT_BRIDGE__WORKER_ID"] = str(settings.bridge.worker_id + p.index)
+        if settings.up.bridges > 1:  # several bridges order disjoint channels, by partition leases
+            env["MQCHAT_BRIDGE__COORDINATE"] = "true"
+    elif p.module == "workers":
+        env["MQCHAT_OPS__INSTANCE"] = str(p.index)
+    return env
+
+
+def _process_child(settings: Settings, p: Instance, env: dict[str, str], probe_port: int) -> supervisor.Child:
+    host = settings.http.host if p.module == "api" else settings.ops.host
     if host in ("0.0.0.0", "::", ""):  # a wildcard listener answers on loopback too
         host = "127.0.0.1"
-    ready = lifecycle.ready_file(settings, name)
+    ready = lifecycle.ready_file(settings, p.name)
     return supervisor.Child(
-        name, lambda: _spawn(name, env), supervisor.http_probe(f"http://{host}:{probe_port}/healthz"),
-        ready=ready.exists, before_spawn=lambda: lifecycle.clear_ready(settings, name),
+        p.name, lambda: _spawn(p.module, env), supervisor.http_probe(f"http://{host}:{probe_port}/healthz"),
+        ready=ready.exists, before_spawn=lambda: lifecycle.clear_ready(settings, p.name),
     )
 
 
@@ -231,7 +304,8 @@ def _wait_ready(child: supervisor.Child, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool) -> str:
+def banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: bool,
+           processes: list[Instance] | None = None) -> str:
     m, h = settings.mqtt, settings.http
     api = f"http://{h.host}:{h.port}"
     dev_note = "" if keys.can_issue else " (unavailable: external issuer)"
@@ -242,13 +316,19 @@ def banner(settings: Settings, keys: auth.KeySet, redis_url: str, *, external: b
         tls_lines += f"\n  MQTT/TLS        mqtts://{m.host}:{b.tls_port}"
     if not external and b.wss_port is not None:
         tls_lines += f"\n  MQTT/WSS        wss://{m.host}:{b.wss_port}/mqtt"
+    procs_line = ""
+    if processes:
+        procs_line = "\n  Processes       " + ", ".join(p.name for p in processes)
+        if settings.up.bridges > 1:
+            procs_line += f"\n                  ({settings.up.bridges} bridges on a shared intake, coordinated by " \
+                          "partition leases)"
     return f"""
 mqchat is running (data in {settings.data_dir.resolve()})
 
   MQTT            mqtt://{m.host}:{m.port}{"  (external broker)" if external else ""}
   MQTT/WebSocket  {ws}{tls_lines}
   HTTP API        {api}   (OpenAPI: {api}/docs)
-  Redis           {redis_url}
+  Redis           {redis_url}{procs_line}
 
 Get a token:
   curl -s -XPOST {api}/v1/users -H 'content-type: application/json' \\
@@ -290,7 +370,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         # the embedded broker writes presence leases itself: the workers' ingester must not as well
         raise ConfigError("mqtt.broker is 'external' but no --broker HOST:PORT was given: mqchat up would run "
                           "the embedded broker; pass --broker, or unset mqtt.broker")
-    processes = tuple(p for p in PROCESSES if not (external and p == "broker"))
+    processes = instances(settings, external=external)
     check_ports(settings, embedded_broker=not external)
     os.umask(lifecycle.PRIVATE_UMASK)  # children (Redis included) inherit it: data files are 0600
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -301,8 +381,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise ConfigError("--tls-dev configures the embedded broker's listeners; it cannot be used with --broker")
         settings = with_dev_tls(settings)
     asyncio.run(_migrate(settings))
-    for name in processes:
-        lifecycle.clear_ready(settings, name)
+    for p in processes:
+        lifecycle.clear_ready(settings, p.name)
 
     stopping = False
 
@@ -315,27 +395,36 @@ def cmd_up(args: argparse.Namespace) -> int:
     sup: supervisor.Supervisor | None = None
     status = 0
     try:
-        children: list[supervisor.Child] = []
+        # Started group by group, in order; the instances of one module (bridges, workers) start together.
+        groups: list[list[supervisor.Child]] = []
         redis_url = settings.redis.url
         if redis_url is None:
             redis, redis_url = _redis_child(settings)
-            children.append(redis)
+            groups.append([redis])
         probe_ports = _probe_ports(settings, processes)
-        env = child_env(settings, redis_url) | {
-            f"MQCHAT_OPS__{name.upper()}_PORT": str(port) for name, port in probe_ports.items() if name != "api"}
-        children += [_process_child(settings, name, env, probe_ports[name]) for name in processes]
-        sup = supervisor.Supervisor(children, supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
+        env = child_env(settings, redis_url)
+        for p in processes:
+            child = _process_child(settings, p, env | instance_env(settings, p, probe_ports[p.name]),
+                                   probe_ports[p.name])
+            if p.index == 0:
+                groups.append([child])
+            else:
+                groups[-1].append(child)
+        sup = supervisor.Supervisor([c for g in groups for c in g],
+                                    supervisor.RestartPolicy(ready_timeout_s=READY_TIMEOUT_S))
         if settings.ops.up_port:
             prometheus_client.start_http_server(settings.ops.up_port, addr=settings.ops.host, registry=sup.registry)
-        for child in children:
-            sup.start(child)
-            _wait_ready(child, READY_TIMEOUT_S)
-            sup.running(child)
-            if child.name == "redis":  # our private Redis, before anything uses it: bring its keys up to date
+        for group in groups:
+            for child in group:
+                sup.start(child)
+            for child in group:
+                _wait_ready(child, READY_TIMEOUT_S)
+                sup.running(child)
+            if group[0].name == "redis":  # our private Redis, before anything uses it: bring its keys up to date
                 _report_redis_migration(asyncio.run(_migrate_redis(redis_url, settings.redis.key_prefix)))
             if stopping:
                 return 0
-        print(banner(settings, keys, redis_url, external=external), flush=True)
+        print(banner(settings, keys, redis_url, external=external, processes=processes), flush=True)
         while not stopping:
             sup.tick()
             time.sleep(0.1)
@@ -529,6 +618,10 @@ def parser() -> argparse.ArgumentParser:
                     "(run `mqchat migrate` with the same settings first)")
     up.add_argument("--directory", metavar="URL", help="directory database: postgresql://user@host[:port]/db "
                     "(default: SQLite in the data directory)")
+    up.add_argument("--bridges", type=int, metavar="N", help="run N bridges (default 1, up to 16): they share the "
+                    "send intake and the channels (bridge.coordinate), to use several cores; up.bridges")
+    up.add_argument("--workers", type=int, metavar="N", help="run N workers instances (default 1, up to 16): they "
+                    "share push, search and presence ingest, one leads presence; up.workers")
     up.add_argument("--tls-dev", action="store_true", help="also listen for mqtts (8883) and wss (8084) with a "
                     "self-signed development certificate made in the data directory (tls-dev.crt, tls-dev.key); "
                     "clients trust tls-dev.crt")

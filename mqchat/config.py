@@ -317,10 +317,13 @@ class RedisSettings(_Section):
 
 class PresenceSettings(_Section):
     shared_ingest: bool = Field(
-        True, description="With `mqtt.broker = external`: the workers' presence ingester subscribes to "
-        "`$share/presence/presence/+/+`, so several workers instances split the device status publishes "
-        "(Mosquitto >= 2, EMQX, VerneMQ, HiveMQ). Off: the plain `presence/+/+` (brokers without `$share`: "
-        "every instance gets and writes every publish; the same leases, more Redis work)."
+        False, description="With `mqtt.broker = external`. Off (the default): the presence leader alone "
+        "ingests the device status publishes, on one plain `presence/+/+` subscription with a persistent "
+        "session, so they are applied in the order the broker received them and a new leader resumes "
+        "where the last one stopped. On: every workers instance subscribes to "
+        "`$share/presence/presence/+/+` and they split the publishes (more ingest throughput; two "
+        "statuses of one user handled by two instances can be applied out of order until the next "
+        "heartbeat)."
     )
     leader_lease_ms: int = Field(
         5_000, ge=500, le=120_000, description="Lease of the workers instance that runs the presence publisher "
@@ -470,6 +473,23 @@ class OpsSettings(_Section):
                               "whose port is 0 gets a free loopback port for the supervisor's health probe.")
     up_port: int = Field(0, ge=0, le=65535, description="Port where `mqchat up` serves its supervisor's /metrics "
                          "(children running, restarts by reason; 0 = off).")
+    instance: int = Field(0, ge=0, le=15, description="Which of the workers instances `mqchat up --workers N` "
+                          "runs this process is (0..N-1, set by `mqchat up`): instance 0 announces readiness in "
+                          "`run/workers.ready`, instance i > 0 in `run/workers-{i}.ready`.")
+
+
+class UpSettings(_Section):
+    """How many of each scaled process ``mqchat up`` runs on this machine (``--bridges``, ``--workers``)."""
+
+    bridges: int = Field(1, ge=1, le=16, description="Bridges `mqchat up` runs (`--bridges N`). With more than "
+                         "one they coordinate (`bridge.coordinate` on; worker ids `bridge.worker_id` to "
+                         "`bridge.worker_id + N - 1`; channels shared out by Redis partition leases) and share the "
+                         "send intake. Bridge i serves its operations endpoints on `ops.bridge_port + i`, or on a "
+                         "free loopback port when `ops.bridge_port` is 0.")
+    workers: int = Field(1, ge=1, le=16, description="Workers instances `mqchat up` runs (`--workers N`), each with "
+                         "its own MQTT client id and operations port (`ops.workers_port + i`, or a free loopback "
+                         "port when 0): one at a time is the presence leader; push, search and (on an external "
+                         "broker) presence ingest are shared between them.")
 
 
 #: Content types uploads may have by default: each is recognised by its magic bytes
@@ -566,6 +586,7 @@ class Settings(BaseSettings):
     objects: ObjectsSettings = ObjectsSettings()
     search: SearchSettings = SearchSettings()
     limits: LimitsSettings = LimitsSettings()
+    up: UpSettings = UpSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -52,18 +53,110 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, within: f
         time.sleep(0.05)
 
 
+# ------------------------------------------------------------------------------------ topologies
+#
+# A module marked ``pytest.mark.topologies`` runs each of its tests that starts the system (through
+# ``system`` or ``system_factory``) twice, with ids ``[embedded]`` and ``[production]``:
+#
+# - ``embedded``: ``mqchat up`` as a developer runs it (embedded broker, one bridge, one workers
+#   instance, a private redis-server);
+# - ``production``: ``mqchat up --broker ... --bridges 2 --workers 2`` on a Mosquitto (tuned,
+#   anonymous) and the session's three-node Redis Cluster, emptied for each test.
+#
+# ``redis_server`` follows the test's topology (the cluster under ``production``), so tests that
+# read Redis or hand its URL to the system stay unchanged. A test whose premise holds only on the
+# embedded topology carries ``pytest.mark.embedded_only("why")``: its ``[production]`` variant is
+# skipped with that reason. Each variant is also marked ``embedded`` or ``production`` (``-m
+# production`` selects the production runs); ``--topology`` (or ``MQCHAT_TEST_TOPOLOGY``) keeps one.
+
+TOPOLOGIES = ("embedded", "production")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--topology", choices=(*TOPOLOGIES, "both"),
+                     default=os.environ.get("MQCHAT_TEST_TOPOLOGY", "both"),
+                     help="topologies the modules marked `topologies` run on (default: both; env "
+                          "MQCHAT_TEST_TOPOLOGY)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in ("topologies: run the module's system tests on the embedded and the production topology",
+                 "embedded_only(reason): the test's premise holds only on the embedded topology",
+                 "embedded: the embedded-topology variant of a `topologies` test",
+                 "production: the production-topology variant of a `topologies` test (Mosquitto, 2 bridges, "
+                 "2 workers, Redis Cluster)"):
+        config.addinivalue_line("markers", line)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "topology" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("topologies") is None:
+        return
+    wanted = metafunc.config.getoption("topology")
+    only = metafunc.definition.get_closest_marker("embedded_only")
+    params = []
+    for name in TOPOLOGIES:
+        if wanted not in ("both", name):
+            continue
+        marks: list[pytest.MarkDecorator] = [getattr(pytest.mark, name)]
+        if name == "production" and only is not None:
+            marks.append(pytest.mark.skip(reason=f"embedded topology only: {only.args[0]}"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    metafunc.parametrize("topology", params, indirect=True)
+
+
 @pytest.fixture
-def system_factory(tmp_path: Path) -> Iterator[type[System] | object]:
+def topology(request: pytest.FixtureRequest) -> str:
+    """``embedded`` or ``production``: this test's topology (``embedded`` outside ``topologies`` modules)."""
+    return str(getattr(request, "param", "embedded"))
+
+
+@pytest.fixture
+def production_redis(redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The session's Redis Cluster, emptied (keys and loaded scripts) for this test."""
+    for port in redis_cluster.ports:
+        redis_cluster.cli(port, "flushall")
+        redis_cluster.cli(port, "script", "flush")
+    return redis_cluster
+
+
+def kill_all(system: System) -> None:
+    """SIGKILL ``mqchat up`` and every child it started (each runs in its own process group, and
+    would otherwise drain on the SIGTERM its parent's death sends, still writing to shared servers)."""
+    if system.proc is not None and system.proc.poll() is None:
+        for pid in children_of(system.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    system.kill()
+
+
+@pytest.fixture
+def system_factory(tmp_path: Path, topology: str,
+                   request: pytest.FixtureRequest) -> Iterator[type[System] | object]:
     made: list[System] = []
 
     def make() -> System:
-        s = System.on_free_ports(tmp_path)
+        if topology == "production":
+            cluster: RedisClusterServers = request.getfixturevalue("production_redis")
+            try:
+                (tmp_path / "mosquitto").mkdir(exist_ok=True)
+                broker = Mosquitto(tmp_path / "mosquitto", tuned=True).start()
+            except NotInstalled as exc:
+                pytest.skip(str(exc))
+            s = System.on_free_ports(tmp_path, broker_port=broker.port)
+            s.mosquitto, s.ws_port, s.redis_url = broker, broker.ws_port, cluster.url
+            s.bridges = s.workers = 2
+        else:
+            s = System.on_free_ports(tmp_path)
         made.append(s)
         return s
 
     yield make
     for s in made:
-        s.kill()
+        if s.mosquitto is not None:
+            kill_all(s)
+            s.mosquitto.kill()
+        else:
+            s.kill()
 
 
 @pytest.fixture
@@ -85,7 +178,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private redis-server; under the ``production`` topology, the session's Redis Cluster instead
+    (emptied for the test): tests use its ``url``."""
+    if request.getfixturevalue("topology") == "production":
+        yield request.getfixturevalue("production_redis")
+        return
     try:
         server = RedisServer(tmp_path)
     except NotInstalled as exc:

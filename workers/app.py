@@ -37,6 +37,10 @@ SERVICE_USER = "svc-workers"
 PRESENCE_CONSUMER = "presence-publisher"
 #: The leader lease of the presence publisher and lease sweeper.
 PRESENCE_LEADER = "presence"
+#: The ordered presence ingester's MQTT session (leader only, ``presence.shared_ingest`` off): a
+#: fixed client id with a persistent session, so the broker keeps the status publishes that arrive
+#: between one leader's end and the next one's start and hands them over in order.
+PRESENCE_INGEST_SESSION = "presence-ingest"
 #: The search indexer's consumer name: fixed, so a restarted indexer re-reads what it left pending.
 SEARCH_CONSUMER = "search-indexer"
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -50,10 +54,40 @@ class MqttPublisher:
         await self._client.publish(topic, payload, qos=1, retain=True)
 
 
+def ready_name(settings: Settings) -> str:
+    """``workers`` for instance 0 (the only one unless ``mqchat up --workers N``), ``workers-{i}`` for the others."""
+    i = settings.ops.instance
+    return "workers" if i == 0 else f"workers-{i}"
+
+
 def presence_filter(settings: Settings) -> str:
-    """The ingester's subscription: shared between workers instances unless ``presence.shared_ingest`` is off."""
+    """The ingester's subscription: ``$share``-d between workers instances with ``presence.shared_ingest``,
+    else the plain filter the leader's ordered ingester reads."""
     flt = topics.DEVICE_PRESENCE_FILTER
     return topics.shared(INGEST_GROUP, flt) if settings.presence.shared_ingest else flt
+
+
+async def run_ordered_ingester(settings: Settings, state: RedisState) -> None:
+    """The leader's presence ingester: one subscription, so every device status publish is applied
+    in the order the broker received it (a device's ``online`` before its ``away``, one device's
+    ``offline`` after another's ``online``), on a persistent session that the next leader resumes.
+
+    A lost broker connection is retried here (with backoff) for as long as this instance leads.
+    """
+    client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, PRESENCE_INGEST_SESSION)
+    delay = 0.2
+    while True:
+        try:
+            async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
+                                      username=username, password=password, clean_session=False,
+                                      socket_options=NODELAY, keepalive=settings.mqtt.keepalive_s) as client:
+                await client.subscribe(presence_filter(settings), qos=1)
+                delay = 0.2
+                await run_ingester(state, status_messages(client), ttl_ms=settings.broker.presence_lease_ms)
+        except aiomqtt.MqttError as exc:
+            logger.warning("presence ingest connection lost (%s); again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def status_messages(client: aiomqtt.Client) -> AsyncIterator[StatusMessage]:
@@ -92,11 +126,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(index.close)
             indexer = Indexer(MessageLog(redis), index, search_store, directory, SEARCH_CONSUMER,
                               batch=settings.search.batch, claim_idle_ms=int(settings.search.claim_idle_s * 1000))
-        stack.callback(lifecycle.clear_ready, settings, "workers")
+        stack.callback(lifecycle.clear_ready, settings, ready_name(settings))
 
         async def presence() -> None:
-            """One MQTT connection: the ingester on every instance (external broker), the publisher
-            and the sweeper on the leader only."""
+            """The publisher and the sweeper on the leader only, and with an external broker the
+            ingester: on the leader too (in order, the default), or on every instance through
+            ``$share`` (``presence.shared_ingest``)."""
             async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
                                       username=username, password=password, socket_options=NODELAY,
                                       keepalive=settings.mqtt.keepalive_s) as client:
@@ -106,9 +141,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                         tg.create_task(run_publisher(state, directory, MqttPublisher(client),
                                                      consumer=PRESENCE_CONSUMER, guard=lease.check))
                         tg.create_task(run_sweeper(state))
+                        if ingest and not settings.presence.shared_ingest:
+                            tg.create_task(run_ordered_ingester(settings, state))
 
                 async with asyncio.TaskGroup() as tg:
-                    if ingest:
+                    if ingest and settings.presence.shared_ingest:
                         await client.subscribe(presence_filter(settings), qos=1)
                         tg.create_task(run_ingester(state, status_messages(client),
                                                     ttl_ms=settings.broker.presence_lease_ms))
@@ -122,11 +159,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         ingest = settings.mqtt.broker == "external"
         leadership = Leadership(LeaderLease(redis, PRESENCE_LEADER), client_id,
                                 lease_ms=settings.presence.leader_lease_ms)
-        lifecycle.mark_ready(settings, "workers")
+        lifecycle.mark_ready(settings, ready_name(settings))
         readiness = lifecycle.Readiness()
         readiness.ok = True
         logger.info("workers running: presence%s (publisher and sweeper when leader)%s%s",
-                    " ingester" if ingest else "",
+                    "" if not ingest else " ingester (shared)" if settings.presence.shared_ingest
+                    else " (ingester when leader)",
                     ", push fan-out and sender" if push else " (push disabled)",
                     ", search indexer" if indexer else " (search disabled)")
         async with asyncio.TaskGroup() as tg:

@@ -166,12 +166,21 @@ class SqliteSearchIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Several processes may open a new index at once (workers instances started together): each
+        # step is applied under the write lock, and a step another opener committed first (the
+        # version moved while this one waited for the lock, its script then fails) is skipped.
+        while (version := conn.execute("PRAGMA user_version").fetchone()[0]) < len(SCHEMA):
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA[version]}; PRAGMA user_version={version + 1}; COMMIT;")
+            except sqlite3.OperationalError:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+                    conn.close()
+                    raise
         if version > len(SCHEMA):
             conn.close()
             raise SearchError(f"{self.path}: search schema version {version} is newer than this code ({len(SCHEMA)})")
-        for number, script in enumerate(SCHEMA[version:], start=version + 1):
-            conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
         return conn
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:

@@ -105,3 +105,70 @@ def test_tls_ports_are_checked_and_shown_like_the_others(tmp_path) -> None:  # t
     shown = banner(settings, keys, "redis://127.0.0.1:6379", external=False)
     assert f"mqtts://127.0.0.1:{taken}" in shown
     assert "wss://" not in shown
+
+
+# --- mqchat up --bridges N --workers N ---------------------------------------------------------------
+
+
+def up_settings(**fields: object):  # type: ignore[no-untyped-def]
+    import argparse
+
+    from mqchat.cli import settings_from_args
+
+    return settings_from_args(argparse.Namespace(config=None, **fields))
+
+
+def test_bridges_and_workers_become_numbered_instances_with_their_own_identity() -> None:
+    from mqchat.cli import instance_env, instances
+
+    settings = up_settings(bridges=3, workers=2)
+    procs = instances(settings, external=False)
+    assert [(p.name, p.module, p.index) for p in procs] == [
+        ("broker", "broker", 0), ("bridge", "bridge", 0), ("bridge-1", "bridge", 1), ("bridge-2", "bridge", 2),
+        ("api", "api", 0), ("workers", "workers", 0), ("workers-1", "workers", 1)]
+    assert next(p.name for p in instances(settings, external=True)) == "bridge"  # no embedded broker
+    envs = {p.name: instance_env(settings, p, 9000 + i) for i, p in enumerate(procs)}
+    assert envs["bridge-2"] == {"MQCHAT_OPS__BRIDGE_PORT": "9003", "MQCHAT_BRIDGE__WORKER_ID": "2",
+                                "MQCHAT_BRIDGE__COORDINATE": "true"}
+    assert envs["workers-1"] == {"MQCHAT_OPS__WORKERS_PORT": "9006", "MQCHAT_OPS__INSTANCE": "1"}
+    assert envs["api"] == {}
+    single = up_settings()
+    bridge = next(p for p in instances(single, external=False) if p.module == "bridge")
+    assert "MQCHAT_BRIDGE__COORDINATE" not in instance_env(single, bridge, 9000)  # one bridge: as configured
+
+
+def test_configured_operations_ports_count_up_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mqchat.cli import _probe_ports, instances
+
+    monkeypatch.setenv("MQCHAT_OPS__BRIDGE_PORT", "9100")
+    monkeypatch.setenv("MQCHAT_BRIDGE__WORKER_ID", "4")
+    settings = up_settings(bridges=2, workers=2, http_port=8181)
+    ports = _probe_ports(settings, instances(settings, external=True))
+    assert (ports["bridge-4"], ports["bridge-5"], ports["api"]) == (9100, 9101, 8181)
+    assert ports["workers"] != ports["workers-1"]  # free ports when ops.workers_port is 0
+
+
+@pytest.mark.parametrize(("flag", "n"), [("bridges", 0), ("bridges", 17), ("workers", -1), ("workers", 99)])
+def test_instance_counts_out_of_range_are_refused_naming_the_flag(flag: str, n: int) -> None:
+    with pytest.raises(ConfigError, match=f"--{flag} {n}: expected 1 to 16"):
+        up_settings(**{flag: n})
+
+
+def test_instance_counts_from_the_environment_are_validated_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQCHAT_UP__WORKERS", "17")
+    with pytest.raises(ConfigError, match=r"up\.workers"):
+        up_settings()
+
+
+def test_worker_ids_and_ports_that_would_overflow_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mqchat.cli import instances
+
+    monkeypatch.setenv("MQCHAT_BRIDGE__WORKER_ID", "1020")
+    with pytest.raises(ConfigError, match=r"5 bridges from bridge\.worker_id 1020 need worker ids up to 1024"):
+        instances(up_settings(bridges=5), external=False)
+    assert [p.name for p in instances(up_settings(bridges=4), external=True)][:4] == [
+        "bridge-1020", "bridge-1021", "bridge-1022", "bridge-1023"]
+    monkeypatch.delenv("MQCHAT_BRIDGE__WORKER_ID")
+    monkeypatch.setenv("MQCHAT_OPS__WORKERS_PORT", "65535")
+    with pytest.raises(ConfigError, match=r"ops\.workers_port 65535"):
+        instances(up_settings(workers=2), external=False)

@@ -27,7 +27,13 @@ from tests.conftest import ROOT, RedisServer, System, free_port
 from tests.e2e.conftest import World, stored_rows
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.topologies]
+
+#: Why the bare-socket tests run on the embedded topology only.
+BROKER_SEES_CONNECTIONS = (
+    "a bare CONNECT without a status publish: only the embedded broker turns connections into presence "
+    "itself; on any broker a device announces itself (test_presence_any_broker.py runs the lost-connection "
+    "and silent-client cases that way on both topologies)")
 
 
 class PresenceWatcher:
@@ -90,6 +96,7 @@ async def test_connect_clean_disconnect_and_multi_device(system: System, world: 
     assert watcher.seen[world.alice] == ["online", "offline", "online", "offline"]
 
 
+@pytest.mark.embedded_only(BROKER_SEES_CONNECTIONS)
 async def test_lost_connection_without_disconnect_goes_offline(system: System, world: World,
                                                                watcher: PresenceWatcher) -> None:
     s = world.alice_phone
@@ -103,6 +110,7 @@ async def test_lost_connection_without_disconnect_goes_offline(system: System, w
     assert await watcher.wait_for(world.alice, "offline", within=1.5 * 30 + 1) < 2.0
 
 
+@pytest.mark.embedded_only(BROKER_SEES_CONNECTIONS)
 async def test_silent_client_is_dropped_after_one_and_a_half_keepalives(system: System, world: World,
                                                                         watcher: PresenceWatcher) -> None:
     s = world.alice_phone
@@ -127,14 +135,16 @@ async def test_away_is_reported_when_every_device_is_away(system: System, world:
                                                           watcher: PresenceWatcher) -> None:
     async with Device(world.alice_phone) as phone:
         await watcher.wait_for(world.alice, "online", within=5)
-        await phone.client.publish(topics.device_presence(world.alice, "phone"),
-                                   json.dumps({"status": "away", "ts": 1}).encode(), qos=1, retain=True)
+        # As a device says it (docs/protocol.md): with its connection id, which an external broker's
+        # path needs to tell this connection's status from another's, and repeated by its heartbeat.
+        await phone.set_status("away")
         await watcher.wait_for(world.alice, "away", within=5)
-        await phone.client.publish(topics.device_presence(world.alice, "phone"),
-                                   json.dumps({"status": "online", "ts": 2}).encode(), qos=1, retain=True)
+        await phone.set_status("online")
         await watcher.wait_for(world.alice, "online", within=5)
 
 
+@pytest.mark.embedded_only("bob's watching laptop is a bare MQTT client: only the embedded broker counts a "
+                           "connection as online without a status publish")
 async def test_channel_online_count_follows_presence(system: System, world: World,
                                                      watcher: PresenceWatcher) -> None:
     async def count() -> int:
@@ -151,6 +161,8 @@ async def test_channel_online_count_follows_presence(system: System, world: Worl
     await wait_for(lambda: online_is(1), 5, what="1 online")
 
 
+@pytest.mark.embedded_only("the typing rate limit is the embedded broker's (deploy/brokers/mosquitto/mosquitto.conf: "
+                           "Mosquitto has none)")
 async def test_typing_is_relayed_rate_limited_and_never_stored(system: System, world: World) -> None:
     b = world.bob_phone
     async with Device(world.alice_phone) as alice, \

@@ -2,8 +2,10 @@
 broker (its plugin writes the leases) and on Mosquitto (the workers' ingester writes them from the
 devices' status publishes, heartbeats and wills).
 
-Each test runs ``mqchat up`` (``--broker`` for Mosquitto) on a private redis-server with a short
-presence lease, and watches ``presence/{alice}`` over MQTT as a contact would.
+Each test runs ``mqchat up`` with a short presence lease on both topologies (tests/conftest.py):
+``[embedded]`` on a private redis-server, ``[production]`` with ``--broker`` on Mosquitto, two
+bridges, two workers instances and a Redis Cluster; and watches ``presence/{alice}`` over MQTT as a
+contact would.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from tests.e2e.conftest import World, make_world
 from tests.e2e.test_presence import PresenceWatcher
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.topologies]
 
 #: Short enough for the crash test, long enough that a will (1.5 keep-alives of 2 s) beats it:
 #: Mosquitto 2.0 checks keep-alives only every few seconds (a 2 s keep-alive expires after 5-6 s).
@@ -66,11 +68,14 @@ def stop(system: System) -> None:
         system.mosquitto.kill()
 
 
-@pytest.fixture(params=["embedded", "mosquitto"])
-def any_broker(request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer) -> Iterator[System]:
-    system = start(request.param, tmp_path, redis_server)
-    yield system
-    stop(system)
+@pytest.fixture
+def any_broker(system_factory: Any, redis_server: RedisServer) -> System:
+    """The system on this test's topology (the factory stops it, and its Mosquitto)."""
+    system: System = system_factory()
+    system.env |= {"MQCHAT_REDIS__URL": redis_server.url, "MQCHAT_BROKER__PRESENCE_LEASE_MS": str(LEASE_MS),
+                   "MQCHAT_RATELIMIT__ENABLED": "false"}
+    system.start()
+    return system
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tests.conftest import ROOT, RedisServer, System
 from tests.e2e.conftest import make_world
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.topologies]
 
 KEYS = Keys()
 

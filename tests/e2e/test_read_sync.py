@@ -15,7 +15,7 @@ from tests.conftest import System
 from tests.e2e.conftest import World
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.topologies]
 
 
 async def test_read_marker_reaches_the_other_device_and_badge_matches_the_formula(

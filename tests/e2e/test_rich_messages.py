@@ -136,6 +136,7 @@ async def test_two_devices_react_and_unreact_concurrently(system: System, world:
     assert folded_as(alice.received[ch], world.alice) == history_states(rows)
 
 
+@pytest.mark.topologies  # a resume: on the production topology too (tests/conftest.py)
 async def test_edit_and_delete_racing_a_resume(system: System, world: World) -> None:
     """bob's laptop goes away, alice edits and deletes while it reconnects and syncs: the laptop
     ends on the state of bob's phone (online all along) and of history."""

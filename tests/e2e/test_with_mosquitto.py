@@ -1,9 +1,8 @@
-"""The message path, read state and resume suites again, with Mosquitto as the broker.
+"""The README's paho-mqtt client again, with Mosquitto as the broker.
 
-`mqchat up --broker` runs the bridge, API and workers unchanged against a real Mosquitto. The tests
-that check the broker's own enforcement (refused subscriptions, forged topics, membership checked
-on delivery, presence leases) stay with the embedded broker: Mosquitto here runs without an auth
-plugin, which is exactly why production brokers call our hooks (tests/e2e/test_hooks_parity.py).
+The message path, read state and resume suites run on Mosquitto as their ``[production]`` variants
+(Mosquitto, two bridges, two workers instances, a Redis Cluster: docs/testing.md), which replaced
+their single-bridge Mosquitto copies here.
 """
 
 from __future__ import annotations
@@ -14,29 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mosquitto, System, free_port
-from tests.e2e.test_message_path import (
-    test_bad_payload_gets_error_ack_and_bridge_keeps_running,
-    test_group_of_four_devices_exchanges_1000_messages_in_one_order,
-    test_non_member_send_gets_not_member_and_nothing_is_stored,
-    test_retried_cmid_is_stored_once_and_acked_with_the_same_seq,
-)
-from tests.e2e.test_read_sync import (
-    test_device_offline_during_5000_messages_resumes_with_one_sync_call,
-    test_read_marker_reaches_the_other_device_and_badge_matches_the_formula,
-)
 from tests.e2e.test_readme_client import test_paho_client_logs_in_joins_sends_and_receives
 
 pytestmark = pytest.mark.e2e
 
-__all__ = [
-    "test_bad_payload_gets_error_ack_and_bridge_keeps_running",
-    "test_device_offline_during_5000_messages_resumes_with_one_sync_call",
-    "test_group_of_four_devices_exchanges_1000_messages_in_one_order",
-    "test_non_member_send_gets_not_member_and_nothing_is_stored",
-    "test_paho_client_logs_in_joins_sends_and_receives",
-    "test_read_marker_reaches_the_other_device_and_badge_matches_the_formula",
-    "test_retried_cmid_is_stored_once_and_acked_with_the_same_seq",
-]
+__all__ = ["test_paho_client_logs_in_joins_sends_and_receives"]
 
 
 @pytest.fixture

@@ -178,9 +178,10 @@ async def test_a_superseded_change_is_acknowledged_and_never_published(state: Re
     assert await state.read_changes("p", pending=True) == []  # both acknowledged
 
 
-def test_the_ingester_shares_its_subscription_unless_told_not_to() -> None:
+def test_the_ingester_reads_one_ordered_subscription_unless_told_to_share() -> None:
     from mqchat.config import load_settings
     from workers.app import presence_filter
 
-    assert presence_filter(load_settings(data_dir="d")) == "$share/presence/presence/+/+"
-    assert presence_filter(load_settings(data_dir="d", presence={"shared_ingest": False})) == "presence/+/+"
+    assert presence_filter(load_settings(data_dir="d")) == "presence/+/+"
+    shared = load_settings(data_dir="d", presence={"shared_ingest": True})
+    assert presence_filter(shared) == "$share/presence/presence/+/+"

@@ -7,6 +7,7 @@ that returns every hit once and in order, and bad requests that fail with a type
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
@@ -279,6 +280,28 @@ async def test_reopening_keeps_the_index(index_url: str) -> None:
         assert await ids(again, "persistent") == [d.id]
     finally:
         await again.close()
+
+
+async def test_several_openers_of_a_new_index_at_once_all_open_it(index_url: str) -> None:
+    """Several workers instances start together (``mqchat up --workers N``): each creates the schema
+    if it is missing, and none fails because another created it first."""
+    for _ in range(3):
+        opened = await asyncio.gather(*(open_index(index_url) for _ in range(4)), return_exceptions=True)
+        try:
+            assert [o for o in opened if isinstance(o, BaseException)] == []
+            d = doc("opened together")
+            await opened[0].index([d])  # type: ignore[union-attr]
+            assert await ids(opened[-1], "together") == [d.id]  # type: ignore[arg-type]
+        finally:
+            for o in opened:
+                if not isinstance(o, BaseException):
+                    await o.close()
+        if not index_url.startswith("postgresql://"):
+            Path(index_url).unlink()  # a fresh file again: the race is on creating the schema
+            for suffix in ("-wal", "-shm"):
+                Path(index_url + suffix).unlink(missing_ok=True)
+        else:
+            break
 
 
 # ------------------------------------------------------------------------------ paging
