@@ -252,7 +252,7 @@ def instances(settings: Settings, *, external: bool) -> list[Instance]:
 MAX_WORKER_ID = 1023
 
 
-def _probe_ports(settings: Settings, processes: list[Instance]) -> dict[str, int]:
+def health_ports(settings: Settings, processes: list[Instance]) -> dict[str, int]:
     """The port each child serves ``/healthz`` on: the configured operations port (plus the instance's
     index), else a free loopback port (the supervisor needs one to tell a hung child from a busy one).
     The API uses its HTTP port."""
@@ -401,7 +401,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if redis_url is None:
             redis, redis_url = _redis_child(settings)
             groups.append([redis])
-        probe_ports = _probe_ports(settings, processes)
+        probe_ports = health_ports(settings, processes)
         env = child_env(settings, redis_url)
         for p in processes:
             child = _process_child(settings, p, env | instance_env(settings, p, probe_ports[p.name]),

@@ -138,12 +138,12 @@ def test_bridges_and_workers_become_numbered_instances_with_their_own_identity()
 
 
 def test_configured_operations_ports_count_up_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mqchat.cli import _probe_ports, instances
+    from mqchat.cli import health_ports, instances
 
     monkeypatch.setenv("MQCHAT_OPS__BRIDGE_PORT", "9100")
     monkeypatch.setenv("MQCHAT_BRIDGE__WORKER_ID", "4")
     settings = up_settings(bridges=2, workers=2, http_port=8181)
-    ports = _probe_ports(settings, instances(settings, external=True))
+    ports = health_ports(settings, instances(settings, external=True))
     assert (ports["bridge-4"], ports["bridge-5"], ports["api"]) == (9100, 9101, 8181)
     assert ports["workers"] != ports["workers-1"]  # free ports when ops.workers_port is 0
 
