@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import aiomqtt
@@ -67,16 +67,19 @@ def presence_filter(settings: Settings) -> str:
     return topics.shared(INGEST_GROUP, flt) if settings.presence.shared_ingest else flt
 
 
-async def run_ordered_ingester(settings: Settings, state: RedisState) -> None:
+async def run_ordered_ingester(settings: Settings, state: RedisState, guard: Callable[[], Awaitable[None]]) -> None:
     """The leader's presence ingester: one subscription, so every device status publish is applied
     in the order the broker received it (a device's ``online`` before its ``away``, one device's
     ``offline`` after another's ``online``), on a persistent session that the next leader resumes.
 
-    A lost broker connection is retried here (with backoff) for as long as this instance leads.
+    A lost broker connection is retried here (with backoff) for as long as this instance leads:
+    ``guard`` (the lease's check) runs before every connect, so a stale leader whose session was
+    taken over by the next one stops instead of taking it back.
     """
     client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER, PRESENCE_INGEST_SESSION)
     delay = 0.2
     while True:
+        await guard()
         try:
             async with aiomqtt.Client(settings.mqtt.host, settings.mqtt.port, identifier=client_id,
                                       username=username, password=password, clean_session=False,
@@ -142,7 +145,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                                                      consumer=PRESENCE_CONSUMER, guard=lease.check))
                         tg.create_task(run_sweeper(state))
                         if ingest and not settings.presence.shared_ingest:
-                            tg.create_task(run_ordered_ingester(settings, state))
+                            tg.create_task(run_ordered_ingester(settings, state, lease.check))
 
                 async with asyncio.TaskGroup() as tg:
                     if ingest and settings.presence.shared_ingest:
