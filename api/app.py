@@ -136,9 +136,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     client_id, username, password = lifecycle.service_credentials(settings, "svc-api",
                                                                     lifecycle.instance_id("a"))
     async with open_stores(settings) as (directory, store), AsyncExitStack() as stack:
-        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix,
-                                     max_connections=settings.redis.max_connections,
-                                     pool_timeout_s=settings.redis.pool_timeout_s)
+        redis = RedisClient.from_settings(settings.redis)
         stack.push_async_callback(redis.close)
         events = MqttEventSink(settings.mqtt.host, settings.mqtt.port, client_id=client_id, username=username,
                                password=password)

@@ -133,7 +133,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         redis_state: RedisState | None = None  # read markers, mentions and push jobs
         redis: RedisClient | None = None
         if settings.redis.url:
-            redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix)
+            redis = RedisClient.from_settings(settings.redis)
             stack.push_async_callback(redis.close)
             redis_state = RedisState(redis)
         if cfg.coordinate:

@@ -123,8 +123,7 @@ class TopicAclPlugin:
         unfed = b.membership_cache_unfed_s if membership_cache_s is None else membership_cache_s
         self._cache = access.MembershipCache(self._directory, unfed, fed_ttl_s=b.membership_cache_s)
         r = settings.redis
-        self._redis = (RedisClient.from_url(r.url, r.key_prefix, max_connections=r.max_connections,
-                                            pool_timeout_s=r.pool_timeout_s) if r.url else None)
+        self._redis = RedisClient.from_settings(r) if r.url else None
         self._follower: asyncio.Task[None] | None = None
         self._typing: dict[str, policy.TokenBucket] = {}  # client id → its typing rate limit
 
@@ -227,9 +226,7 @@ class TokenLifecyclePlugin:
 
     def __init__(self, keys: auth.KeySet, redis: RedisSettings | None) -> None:
         self._keys = keys
-        self._redis = (RedisClient.from_url(redis.url, redis.key_prefix, max_connections=redis.max_connections,
-                                             pool_timeout_s=redis.pool_timeout_s)
-                       if redis is not None and redis.url else None)
+        self._redis = RedisClient.from_settings(redis) if redis is not None and redis.url else None
         self._tokens = (TokenStore(self._redis, refresh_ttl_s=1, access_ttl_s=1)  # reads only: TTLs unused
                         if self._redis is not None else None)
         self._by_user: dict[str, dict[str, Session]] = {}

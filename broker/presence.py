@@ -64,8 +64,7 @@ class PresencePlugin:
     def __init__(self, redis: RedisSettings, *, lease_ttl_ms: int) -> None:
         if not redis.url:
             raise ValueError("the presence plugin needs redis.url")
-        self._redis = RedisClient.from_url(redis.url, redis.key_prefix, max_connections=redis.max_connections,
-                                           pool_timeout_s=redis.pool_timeout_s)
+        self._redis = RedisClient.from_settings(redis)
         self._state = RedisState(self._redis)
         self._ttl = lease_ttl_ms
         self._queue: asyncio.Queue[tuple[str, str, PresenceOp, str]] = asyncio.Queue()

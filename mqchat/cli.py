@@ -513,7 +513,7 @@ async def _reindex(settings: Settings, channel: str | None, url: str) -> int:
     from mqchat.storage.message_log import MessageLog
     from mqchat.storage.redis_client import RedisClient
 
-    redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix) if settings.redis.url else None
+    redis = RedisClient.from_settings(settings.redis) if settings.redis.url else None
     store = await open_message_store(settings)
     directory = await open_directory(settings)
     index = await open_search_index(url, language=settings.search.language)

@@ -108,9 +108,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     client_id, username, password = lifecycle.service_credentials(settings, SERVICE_USER,
                                                                    lifecycle.instance_id("w"))
     async with AsyncExitStack() as stack:
-        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix,
-                                     max_connections=settings.redis.max_connections,
-                                     pool_timeout_s=settings.redis.pool_timeout_s)
+        redis = RedisClient.from_settings(settings.redis)
         stack.push_async_callback(redis.close)
         state = RedisState(redis)
         directory = await open_directory(settings)

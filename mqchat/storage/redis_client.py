@@ -39,6 +39,7 @@ from redis.exceptions import AskError, NoScriptError, RedisError, ResponseError,
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mqchat.config import RedisSettings
 from mqchat.errors import ConfigError, StorageError, StorageUnavailable
 from mqchat.storage.keys import DEFAULT_PREFIX, Keys
 
@@ -158,6 +159,19 @@ class RedisClient:
         self._node_pool: dict[str, Any] = {
             "max_connections": int(pool.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
             "timeout": float(pool.get("pool_timeout_s", DEFAULT_POOL_TIMEOUT_S))}
+
+    @classmethod
+    def from_settings(cls, redis: RedisSettings) -> RedisClient:
+        """:meth:`from_url` with the ``redis.*`` settings (URL, key prefix, pool bound and wait): how
+        every process builds its client.
+
+        Raises:
+            ConfigError: ``redis.url`` is not set, or as :meth:`from_url`.
+        """
+        if not redis.url:
+            raise ConfigError("redis.url is not set (MQCHAT_REDIS__URL)")
+        return cls.from_url(redis.url, redis.key_prefix, max_connections=redis.max_connections,
+                            pool_timeout_s=redis.pool_timeout_s)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,

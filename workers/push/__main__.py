@@ -24,9 +24,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.redis.url:
         raise ConfigError("push workers need redis.url (MQCHAT_REDIS__URL)")
     async with AsyncExitStack() as stack:
-        redis = RedisClient.from_url(settings.redis.url, settings.redis.key_prefix,
-                                     max_connections=settings.redis.max_connections,
-                                     pool_timeout_s=settings.redis.pool_timeout_s)
+        redis = RedisClient.from_settings(settings.redis)
         stack.push_async_callback(redis.close)
         directory = await open_directory(settings)
         stack.push_async_callback(directory.close)
